@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds an example's guest components and runs its job on the weir host.
+#   bash examples/run.sh login-anomaly
+set -euo pipefail
+cd "$(dirname "$0")/.."
+example="${1:-login-anomaly}"
+job="examples/$example/job.toml"
+[ -f "$job" ] || { echo "no such example: $example (see examples/)" >&2; exit 2; }
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+# Every example guest, so that jobs which combine them (word-count) find them all.
+cargo build --quiet --release --target wasm32-wasip2 \
+  -p keyed-count -p word-count -p login-anomaly -p sessions -p tumbling-count
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+exec cargo run --quiet -p weir-host -- run "$job" --plugin-dir "$target_dir/wasm32-wasip2/release"

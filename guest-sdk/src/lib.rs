@@ -1,0 +1,178 @@
+//! # weir guest SDK
+//!
+//! Write weir stream operators in Rust. An operator is a type implementing [`Operator`],
+//! exported with [`export!`] from a `cdylib` crate built with
+//! `cargo build --target wasm32-wasip2`. The host calls it once per element, runs its
+//! timers, and stores its keyed state.
+//!
+//! ```no_run
+//! use weir_guest::{export, Context, Event, Operator, Result, ValueState};
+//!
+//! /// Counts elements per key and emits the running count.
+//! struct Count {
+//!     seen: ValueState<u64>,
+//! }
+//!
+//! impl Default for Count {
+//!     fn default() -> Self {
+//!         Count { seen: ValueState::new("seen") }
+//!     }
+//! }
+//!
+//! impl Operator for Count {
+//!     fn process_element(&mut self, event: Event, ctx: &mut Context) -> Result<()> {
+//!         let seen = self.seen.get()?.unwrap_or(0) + 1;
+//!         self.seen.set(&seen)?;
+//!         ctx.emit(Event::new(seen.to_string()).with_key(event.key))
+//!     }
+//! }
+//!
+//! export!(Count);
+//! ```
+//!
+//! State values are encoded as JSON (through serde), so that guests written in other
+//! languages can read the same state after an upgrade.
+
+// The generated bindings name this crate by its public path so that the `export!`
+// expansion in a user's crate resolves; this makes that path valid here too.
+extern crate self as weir_guest;
+
+mod context;
+mod error;
+mod event;
+mod state;
+
+pub use context::{Context, LogLevel};
+pub use error::{Error, Result};
+pub use event::{Event, Header, TimeDomain};
+pub use state::{ListState, MapState, ValueState};
+
+/// The raw bindings generated from `wit/operator.wit`. Most operators never need them;
+/// they are public for the [`export!`] macro and for advanced uses.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "operator",
+        pub_export_macro: true,
+        export_macro_name: "__export_operator_world",
+        default_bindings_module: "weir_guest::bindings",
+        runtime_path: "weir_guest::__private::wit_bindgen::rt",
+    });
+}
+
+/// A stream operator.
+///
+/// Only [`process_element`](Operator::process_element) is required. The host creates the
+/// operator with [`Default::default`] once per subtask, then calls `open`, then
+/// `process_element` and `on_timer` in input order, then `close`. Returning an error
+/// from any of them stops the job with that message, the operator's uid and the
+/// element's source position.
+pub trait Operator: Default + 'static {
+    /// Called once before the first element. `ctx.config()` has the operator's
+    /// `config` table from the job file.
+    fn open(&mut self, ctx: &mut Context) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Processes one element. Keyed state and timers are scoped to `event.key`.
+    fn process_element(&mut self, event: Event, ctx: &mut Context) -> Result<()>;
+
+    /// A timer of the current key fired at `timestamp` (the timer's own time).
+    fn on_timer(&mut self, timestamp: i64, domain: TimeDomain, ctx: &mut Context) -> Result<()> {
+        let _ = (timestamp, domain, ctx);
+        Ok(())
+    }
+
+    /// Called once after the input ended and every event-time timer fired.
+    fn close(&mut self, ctx: &mut Context) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// Exports an [`Operator`] type as the component's `weir:operator/operator` world.
+///
+/// Use it once per crate, at the top level: `weir_guest::export!(MyOperator);`.
+#[macro_export]
+macro_rules! export {
+    ($operator:ty) => {
+        const _: () = {
+            ::std::thread_local! {
+                static INSTANCE: ::std::cell::RefCell<::std::option::Option<$operator>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            struct Exported;
+
+            impl $crate::bindings::exports::weir::operator::handler::Guest for Exported {
+                fn open(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::open(&INSTANCE, config)
+                }
+
+                fn process_element(
+                    event: $crate::Event,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::with(&INSTANCE, |op, ctx| {
+                        $crate::Operator::process_element(op, event, ctx)
+                    })
+                }
+
+                fn on_timer(
+                    timestamp: i64,
+                    domain: $crate::TimeDomain,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::with(&INSTANCE, |op, ctx| {
+                        $crate::Operator::on_timer(op, timestamp, domain, ctx)
+                    })
+                }
+
+                fn close() -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::with(&INSTANCE, |op, ctx| $crate::Operator::close(op, ctx))
+                }
+            }
+
+            $crate::bindings::__export_operator_world!(Exported);
+        };
+    };
+}
+
+/// Support for [`export!`]; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
+    pub use wit_bindgen;
+
+    use crate::{Context, Operator};
+
+    type Slot<O> = LocalKey<RefCell<Option<O>>>;
+
+    pub fn open<O: Operator>(
+        slot: &'static Slot<O>,
+        config: Vec<(String, String)>,
+    ) -> Result<(), String> {
+        let mut ctx = Context::with_config(config);
+        let mut operator = O::default();
+        operator.open(&mut ctx).map_err(|e| e.to_string())?;
+        slot.with(|cell| *cell.borrow_mut() = Some(operator));
+        Ok(())
+    }
+
+    pub fn with<O: Operator>(
+        slot: &'static Slot<O>,
+        f: impl FnOnce(&mut O, &mut Context) -> crate::Result<()>,
+    ) -> Result<(), String> {
+        slot.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let operator = guard
+                .as_mut()
+                .ok_or_else(|| "operator called before `open`".to_string())?;
+            f(operator, &mut Context::new()).map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,355 @@
+//! # Jobs
+//!
+//! A [`Job`] is a validated [`JobSpec`] with its components compiled. Running it wires
+//! one task per source, operator subtask and sink with bounded channels, runs them on
+//! their own threads, and returns a [`JobSummary`] when the inputs end (or the job is
+//! cancelled), or the first task failure.
+//!
+//! ```no_run
+//! use weir::job::{Job, JobOptions};
+//! let job = Job::load("examples/word-count/job.toml".as_ref(), &JobOptions::default())?;
+//! let summary = job.run()?;
+//! println!("{summary}");
+//! # Ok::<(), weir::job::JobError>(())
+//! ```
+
+pub mod metrics;
+pub mod spec;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, bounded};
+
+pub use metrics::{JobSummary, LatencySummary, NodeSummary};
+pub use spec::{JobSpec, SpecError};
+
+use crate::operator::{OperatorContext, OperatorInfo, OperatorLogic, native};
+use crate::plugin::{Plugin, PluginError, Runtime};
+use crate::sink::SinkError;
+use crate::source::SourceError;
+use crate::state::{KeyedState, MemoryBackend};
+use crate::stream::Message;
+use crate::task::inputs::Inputs;
+use crate::task::operator::OperatorTask;
+use crate::task::output::{EdgeOutput, Router};
+use crate::task::sink::SinkTask;
+use crate::task::source::SourceTask;
+use crate::task::{JobControl, TaskError};
+use metrics::TaskMetrics;
+use spec::{NodeKind, Partitioning};
+
+/// Why a job could not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(
+        "operator `{uid}`: component `{name}` not found (looked at {searched}); build it \
+         or pass its directory with --plugin-dir"
+    )]
+    ComponentNotFound { uid: String, name: String, searched: String },
+    #[error("operator `{uid}`: {error}")]
+    Plugin { uid: String, error: PluginError },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A task failed; the job was stopped and what it had accepted was flushed.
+    #[error("{error}")]
+    Failed { error: TaskError, summary: Box<JobSummary> },
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// How a host runs jobs.
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Directories searched for components named by a bare file name.
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// A job ready to run.
+pub struct Job {
+    spec: JobSpec,
+    runtime: Option<Runtime>,
+    plugins: HashMap<String, Plugin>,
+    control: Arc<JobControl>,
+}
+
+impl Job {
+    /// Loads a job file and compiles its components.
+    pub fn load(path: &Path, options: &JobOptions) -> Result<Job, JobError> {
+        Job::new(JobSpec::load(path)?, options)
+    }
+
+    /// Compiles the components of `spec` and checks them against the operator world.
+    pub fn new(spec: JobSpec, options: &JobOptions) -> Result<Job, JobError> {
+        let mut plugins = HashMap::new();
+        let mut runtime = None;
+        for op in &spec.operators {
+            let Some(name) = &op.component else { continue };
+            let path = resolve_component(&spec, &op.uid, name, &options.plugin_dirs)?;
+            if runtime.is_none() {
+                runtime = Some(Runtime::new()?);
+            }
+            let plugin = runtime
+                .as_ref()
+                .expect("created above")
+                .load(&path)
+                .map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?;
+            tracing::info!(operator = %op.uid, component = %path.display(), digest = plugin.digest(), "loaded component");
+            plugins.insert(op.uid.clone(), plugin);
+        }
+        Ok(Job { spec, runtime, plugins, control: Arc::default() })
+    }
+
+    pub fn spec(&self) -> &JobSpec {
+        &self.spec
+    }
+
+    /// A handle to cancel the job from another thread (Ctrl-C).
+    pub fn control(&self) -> Arc<JobControl> {
+        self.control.clone()
+    }
+
+    /// Runs the job to completion, or until cancelled.
+    pub fn run(self) -> Result<JobSummary, JobError> {
+        let started = Instant::now();
+        let spec = &self.spec;
+        tracing::info!(job = %spec.name, "starting");
+        let mut wiring = Wiring::new(spec);
+        let mut threads = Vec::new();
+        let mut node_metrics = Vec::new();
+
+        // Operators first: instantiation can fail, and nothing has started yet then.
+        let mut operator_tasks = Vec::new();
+        for op in &spec.operators {
+            let keyed = spec.is_keyed(&op.uid);
+            let side_outputs = Arc::new(wiring.side_output_ports(&op.uid));
+            let late_port = side_outputs.get("late").copied();
+            let mut metrics = Vec::new();
+            for subtask in 0..op.parallelism {
+                let info = OperatorInfo {
+                    uid: op.uid.as_str().into(),
+                    subtask,
+                    parallelism: op.parallelism,
+                    max_parallelism: spec.max_parallelism,
+                    config: op.config_strings(),
+                };
+                let state = KeyedState::new(&op.uid, Box::new(MemoryBackend::new()));
+                let ctx = OperatorContext::new(info, state, side_outputs.clone());
+                let logic: Box<dyn OperatorLogic> = match (&op.component, &op.native) {
+                    (Some(_), _) => Box::new(
+                        self.plugins[&op.uid]
+                            .instantiate(ctx, op.limits)
+                            .map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?,
+                    ),
+                    (None, Some(name)) => native::create(name, ctx).expect("validated name"),
+                    (None, None) => unreachable!("validated: component or native"),
+                };
+                let task_metrics = Arc::new(TaskMetrics::default());
+                metrics.push(task_metrics.clone());
+                let (inputs, router) = wiring.take(&op.uid, subtask);
+                operator_tasks.push((
+                    format!("{}#{subtask}", op.uid),
+                    OperatorTask {
+                        uid: op.uid.as_str().into(),
+                        subtask,
+                        logic,
+                        inputs: Inputs::new(inputs),
+                        router,
+                        metrics: task_metrics,
+                        control: self.control.clone(),
+                        keyed,
+                        late_port,
+                        on_error: spec.on_error,
+                        emitted: Vec::new(),
+                    },
+                ));
+            }
+            node_metrics.push((op.uid.clone(), NodeKind::Operator, metrics));
+        }
+        let mut sink_tasks = Vec::new();
+        for sink_spec in &spec.sinks {
+            let uid = sink_spec.uid();
+            let sink = crate::sink::open(sink_spec, &spec.base_dir)?;
+            let metrics = Arc::new(TaskMetrics::default());
+            node_metrics.push((uid.to_string(), NodeKind::Sink, vec![metrics.clone()]));
+            let (inputs, _) = wiring.take(uid, 0);
+            sink_tasks.push(SinkTask {
+                uid: uid.into(),
+                sink,
+                inputs: Inputs::new(inputs),
+                metrics,
+                control: self.control.clone(),
+            });
+        }
+        let mut source_tasks = Vec::new();
+        for source_spec in &spec.sources {
+            let uid = source_spec.uid();
+            let source = crate::source::open(source_spec, &spec.base_dir)?;
+            let metrics = Arc::new(TaskMetrics::default());
+            node_metrics.insert(0, (uid.to_string(), NodeKind::Source, vec![metrics.clone()]));
+            let (_, router) = wiring.take(uid, 0);
+            source_tasks.push(SourceTask {
+                uid: uid.into(),
+                source,
+                strategy: source_spec.watermark().clone(),
+                router,
+                metrics,
+                control: self.control.clone(),
+                on_error: spec.on_error,
+            });
+        }
+        drop(wiring);
+
+        for task in sink_tasks {
+            threads.push(self.spawn(format!("sink {}", task.uid), move || task.run())?);
+        }
+        for (name, task) in operator_tasks {
+            threads.push(self.spawn(name, move || task.run())?);
+        }
+        for task in source_tasks {
+            threads.push(self.spawn(format!("source {}", task.uid), move || task.run())?);
+        }
+        for thread in threads {
+            if thread.join().is_err() {
+                self.control.fail_internal("a task thread panicked");
+            }
+        }
+        let cancelled = self.control.is_cancelled();
+        let summary = JobSummary::collect(&spec.name, started.elapsed(), &node_metrics, cancelled);
+        drop(self.runtime);
+        match self.control.take_failure() {
+            Some(error) => Err(JobError::Failed { error, summary: Box::new(summary) }),
+            None => {
+                tracing::info!(job = %spec.name, elapsed_ms = summary.duration.as_millis() as u64, cancelled, "job ended");
+                Ok(summary)
+            }
+        }
+    }
+
+    fn spawn(
+        &self,
+        name: String,
+        task: impl FnOnce() -> Result<(), TaskError> + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<()>, JobError> {
+        let control = self.control.clone();
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                if let Err(error) = task() {
+                    control.fail(error);
+                }
+            })
+            .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start a task thread: {e}")))
+    }
+}
+
+/// Finds a component: a path with a directory part is relative to the job file; a
+/// bare file name is looked up in the job file's directory, then in `plugin_dirs`.
+fn resolve_component(
+    spec: &JobSpec,
+    uid: &str,
+    name: &str,
+    plugin_dirs: &[PathBuf],
+) -> Result<PathBuf, JobError> {
+    let as_path = Path::new(name);
+    let candidates: Vec<PathBuf> = if as_path.components().count() > 1 || as_path.is_absolute() {
+        vec![spec.resolve(as_path)]
+    } else {
+        std::iter::once(spec.base_dir.join(name))
+            .chain(plugin_dirs.iter().map(|dir| dir.join(name)))
+            .collect()
+    };
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| JobError::ComponentNotFound {
+        uid: uid.into(),
+        name: name.into(),
+        searched: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// The channels of a job, built from its edges, handed out task by task.
+struct Wiring {
+    /// Per node: per subtask, its input receivers.
+    inputs: HashMap<String, Vec<Vec<Receiver<Message>>>>,
+    /// Per node: per subtask, per port, its outgoing edges.
+    outputs: HashMap<String, Vec<Vec<Vec<EdgeOutput>>>>,
+    /// Per node: its side output names, in port order (port = index + 1).
+    side_outputs: HashMap<String, Vec<String>>,
+}
+
+impl Wiring {
+    fn new(spec: &JobSpec) -> Self {
+        let mut side_outputs: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for edge in &spec.edges {
+            if let Some(name) = &edge.output {
+                side_outputs.entry(edge.from.clone()).or_default().insert(name.clone());
+            }
+        }
+        let side_outputs: HashMap<String, Vec<String>> =
+            side_outputs.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
+        let mut inputs: HashMap<String, Vec<Vec<Receiver<Message>>>> = HashMap::new();
+        let mut outputs: HashMap<String, Vec<Vec<Vec<EdgeOutput>>>> = HashMap::new();
+        for edge in &spec.edges {
+            let (_, up) = spec.node(&edge.from).expect("validated");
+            let (_, down) = spec.node(&edge.to).expect("validated");
+            let partitioning = spec.partitioning(edge);
+            let sides = side_outputs.get(&edge.from).map_or(0, Vec::len);
+            let port = edge.output.as_ref().map_or(0, |name| {
+                1 + side_outputs[&edge.from].iter().position(|n| n == name).expect("collected")
+            });
+            let to: Arc<str> = edge.to.as_str().into();
+            for u in 0..up as usize {
+                let targets: Vec<usize> = match partitioning {
+                    Partitioning::Forward => vec![u],
+                    Partitioning::Keyed | Partitioning::Rebalance => (0..down as usize).collect(),
+                };
+                let mut senders = Vec::with_capacity(targets.len());
+                for d in targets {
+                    let (tx, rx) = bounded(spec.channel_capacity);
+                    senders.push(tx);
+                    inputs.entry(edge.to.clone()).or_insert_with(|| vec![Vec::new(); down as usize])[d]
+                        .push(rx);
+                }
+                let node_outputs = outputs
+                    .entry(edge.from.clone())
+                    .or_insert_with(|| (0..up).map(|_| (0..=sides).map(|_| Vec::new()).collect()).collect());
+                node_outputs[u][port].push(EdgeOutput::new(
+                    to.clone(),
+                    partitioning,
+                    senders,
+                    spec.max_parallelism,
+                    u,
+                ));
+            }
+        }
+        Wiring { inputs, outputs, side_outputs }
+    }
+
+    /// Side output name → router port, for the operator `uid`.
+    fn side_output_ports(&self, uid: &str) -> HashMap<String, usize> {
+        self.side_outputs
+            .get(uid)
+            .map(|names| names.iter().enumerate().map(|(i, n)| (n.clone(), i + 1)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The input receivers and output router of one subtask.
+    fn take(&mut self, uid: &str, subtask: u32) -> (Vec<Receiver<Message>>, Router) {
+        let inputs = self
+            .inputs
+            .get_mut(uid)
+            .map(|per_subtask| std::mem::take(&mut per_subtask[subtask as usize]))
+            .unwrap_or_default();
+        let ports = self
+            .outputs
+            .get_mut(uid)
+            .map(|per_subtask| std::mem::take(&mut per_subtask[subtask as usize]))
+            .unwrap_or_default();
+        (inputs, Router::new(ports))
+    }
+}

@@ -1,0 +1,500 @@
+//! The job file: a TOML description of sources, operators, sinks and the edges
+//! between them. See `docs/jobs.md` for every key.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::keygroup::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
+use crate::plugin::Limits;
+use crate::watermark::WatermarkStrategy;
+
+/// A job file that cannot be run as written.
+#[derive(Debug, thiserror::Error)]
+#[error("job file {path}: {message}")]
+pub struct SpecError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// What to do with input that cannot be read (a malformed JSON line, an event without
+/// a key on a keyed edge).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorPolicy {
+    /// Stop the job with an error naming the input and position.
+    #[default]
+    Fail,
+    /// Log it, count it as skipped, and go on.
+    Skip,
+}
+
+/// How an edge distributes records over the receiving subtasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioning {
+    /// Subtask `i` to subtask `i`; both sides must have the same parallelism.
+    Forward,
+    /// By key group of the event's key; the receiver gets keyed state and timers.
+    Keyed,
+    /// Round robin.
+    Rebalance,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    #[serde(default = "default_max_parallelism")]
+    pub max_parallelism: u32,
+    #[serde(default)]
+    pub on_error: ErrorPolicy,
+    /// Capacity of each channel between two subtasks, in messages.
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceSpec>,
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<OperatorSpec>,
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkSpec>,
+    #[serde(default, rename = "edge")]
+    pub edges: Vec<EdgeSpec>,
+    /// The directory relative paths are resolved against (the job file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_max_parallelism() -> u32 {
+    DEFAULT_MAX_PARALLELISM
+}
+
+fn default_channel_capacity() -> usize {
+    1024
+}
+
+fn default_parallelism() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// JSON lines from a file, one event per line.
+    File {
+        uid: String,
+        path: PathBuf,
+        /// Top-level field whose value is the event key.
+        key_field: Option<String>,
+        /// Top-level field holding the event time in epoch milliseconds; without it,
+        /// events get the time they were read (ingestion time).
+        timestamp_field: Option<String>,
+        #[serde(default)]
+        watermark: WatermarkStrategy,
+    },
+    /// A deterministic generator of keyed JSON events.
+    Generator {
+        uid: String,
+        /// How many events; unbounded when absent.
+        count: Option<u64>,
+        /// Events per second; as fast as possible when absent.
+        rate: Option<f64>,
+        /// Number of distinct keys (`key-0` .. `key-{keys-1}`).
+        #[serde(default = "default_keys")]
+        keys: u64,
+        #[serde(default)]
+        seed: u64,
+        /// Event time of the first event, ms.
+        #[serde(default)]
+        start_ms: i64,
+        /// Event time between consecutive events, ms.
+        #[serde(default = "default_step")]
+        step_ms: i64,
+        #[serde(default)]
+        watermark: WatermarkStrategy,
+    },
+}
+
+fn default_keys() -> u64 {
+    1000
+}
+
+fn default_step() -> i64 {
+    1
+}
+
+impl SourceSpec {
+    pub fn uid(&self) -> &str {
+        match self {
+            SourceSpec::File { uid, .. } | SourceSpec::Generator { uid, .. } => uid,
+        }
+    }
+
+    pub fn watermark(&self) -> &WatermarkStrategy {
+        match self {
+            SourceSpec::File { watermark, .. } | SourceSpec::Generator { watermark, .. } => {
+                watermark
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSpec {
+    pub uid: String,
+    /// Path to the component, or a bare file name looked up in the job's directory and
+    /// then in the plugin directories.
+    pub component: Option<String>,
+    /// A native operator built into the host (benchmark baselines).
+    pub native: Option<String>,
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// Passed to the operator's `open` as strings.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl OperatorSpec {
+    /// The config table as the key/value strings the guest receives.
+    pub fn config_strings(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+}
+
+/// How a sink writes events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    /// The event value, one per line (it must be one line of UTF-8).
+    #[default]
+    Value,
+    /// A JSON object per line with `key`, `timestamp`, `value` and `headers`.
+    Envelope,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// JSON lines written to a file (replaced at start).
+    File {
+        uid: String,
+        path: PathBuf,
+        #[serde(default)]
+        format: SinkFormat,
+    },
+    /// JSON lines on standard output.
+    Stdout {
+        uid: String,
+        #[serde(default)]
+        format: SinkFormat,
+    },
+    /// Counts and drops events (benchmarks).
+    Discard { uid: String },
+}
+
+impl SinkSpec {
+    pub fn uid(&self) -> &str {
+        match self {
+            SinkSpec::File { uid, .. } | SinkSpec::Stdout { uid, .. } | SinkSpec::Discard { uid } => {
+                uid
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSpec {
+    pub from: String,
+    pub to: String,
+    /// The side output of `from` this edge carries (`late`, or one the guest names);
+    /// the main output when absent.
+    pub output: Option<String>,
+    /// Defaults to `forward` between equal parallelism and `rebalance` otherwise.
+    pub partition: Option<Partitioning>,
+}
+
+/// What a uid names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Source,
+    Operator,
+    Sink,
+}
+
+impl JobSpec {
+    /// Reads and validates a job file.
+    pub fn load(path: &Path) -> Result<JobSpec, SpecError> {
+        let error = |message: String| SpecError { path: path.into(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read it: {e}")))?;
+        let mut spec: JobSpec = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        spec.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        spec.validate().map_err(error)?;
+        Ok(spec)
+    }
+
+    /// Parses a job from TOML text, resolving relative paths against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<JobSpec, SpecError> {
+        let error = |message: String| SpecError { path: base_dir.join("<inline>"), message };
+        let mut spec: JobSpec = toml::from_str(text).map_err(|e| error(e.to_string()))?;
+        spec.base_dir = base_dir.to_path_buf();
+        spec.validate().map_err(error)?;
+        Ok(spec)
+    }
+
+    /// Resolves a path from the job file against its directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+
+    /// The kind and parallelism of the node called `uid`.
+    pub fn node(&self, uid: &str) -> Option<(NodeKind, u32)> {
+        if self.sources.iter().any(|s| s.uid() == uid) {
+            return Some((NodeKind::Source, 1));
+        }
+        if let Some(op) = self.operators.iter().find(|o| o.uid == uid) {
+            return Some((NodeKind::Operator, op.parallelism));
+        }
+        self.sinks.iter().any(|s| s.uid() == uid).then_some((NodeKind::Sink, 1))
+    }
+
+    /// The partitioning of an edge, with the default applied.
+    pub fn partitioning(&self, edge: &EdgeSpec) -> Partitioning {
+        edge.partition.unwrap_or_else(|| {
+            let from = self.node(&edge.from).map_or(1, |n| n.1);
+            let to = self.node(&edge.to).map_or(1, |n| n.1);
+            if from == to { Partitioning::Forward } else { Partitioning::Rebalance }
+        })
+    }
+
+    /// Whether the operator `uid` is keyed: its inputs arrive on keyed edges.
+    pub fn is_keyed(&self, uid: &str) -> bool {
+        self.edges
+            .iter()
+            .filter(|e| e.to == uid)
+            .any(|e| self.partitioning(e) == Partitioning::Keyed)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_parallelism == 0 || self.max_parallelism > MAX_MAX_PARALLELISM {
+            return Err(format!("max_parallelism must be 1 to {MAX_MAX_PARALLELISM}"));
+        }
+        if self.channel_capacity == 0 {
+            return Err("channel_capacity must be at least 1".into());
+        }
+        if self.sources.is_empty() {
+            return Err("the job has no [[source]]".into());
+        }
+        if self.sinks.is_empty() {
+            return Err("the job has no [[sink]]".into());
+        }
+        let mut seen = HashSet::new();
+        let uids = self
+            .sources
+            .iter()
+            .map(SourceSpec::uid)
+            .chain(self.operators.iter().map(|o| o.uid.as_str()))
+            .chain(self.sinks.iter().map(SinkSpec::uid));
+        for uid in uids {
+            if uid.is_empty() {
+                return Err("a uid is empty".into());
+            }
+            if !seen.insert(uid) {
+                return Err(format!("uid `{uid}` is used twice; uids must be unique"));
+            }
+        }
+        for op in &self.operators {
+            if op.parallelism == 0 || op.parallelism > self.max_parallelism {
+                return Err(format!(
+                    "operator `{}`: parallelism must be 1 to max_parallelism ({})",
+                    op.uid, self.max_parallelism
+                ));
+            }
+            match (&op.component, &op.native) {
+                (Some(_), None) => {}
+                (None, Some(name)) if crate::operator::native::NAMES.contains(&name.as_str()) => {}
+                (None, Some(name)) => {
+                    return Err(format!(
+                        "operator `{}`: unknown native operator `{name}` (known: {})",
+                        op.uid,
+                        crate::operator::native::NAMES.join(", ")
+                    ));
+                }
+                _ => {
+                    return Err(format!(
+                        "operator `{}`: set exactly one of `component` or `native`",
+                        op.uid
+                    ));
+                }
+            }
+            if op.limits.memory_mib == 0 || op.limits.call_timeout_ms == 0 {
+                return Err(format!("operator `{}`: limits must be positive", op.uid));
+            }
+        }
+        for edge in &self.edges {
+            let what = format!("edge {} -> {}", edge.from, edge.to);
+            let (from_kind, from_par) = self
+                .node(&edge.from)
+                .ok_or_else(|| format!("{what}: no source or operator has uid `{}`", edge.from))?;
+            let (to_kind, to_par) = self
+                .node(&edge.to)
+                .ok_or_else(|| format!("{what}: no operator or sink has uid `{}`", edge.to))?;
+            if from_kind == NodeKind::Sink {
+                return Err(format!("{what}: a sink has no outputs"));
+            }
+            if to_kind == NodeKind::Source {
+                return Err(format!("{what}: a source has no inputs"));
+            }
+            if edge.output.is_some() && from_kind == NodeKind::Source {
+                return Err(format!("{what}: sources have no side outputs"));
+            }
+            if self.partitioning(edge) == Partitioning::Forward && from_par != to_par {
+                return Err(format!(
+                    "{what}: a forward edge needs equal parallelism ({from_par} vs {to_par}); \
+                     use partition = \"keyed\" or \"rebalance\""
+                ));
+            }
+            if self.partitioning(edge) == Partitioning::Keyed && to_kind == NodeKind::Sink {
+                return Err(format!("{what}: sinks take forward or rebalance edges"));
+            }
+        }
+        for op in &self.operators {
+            let inputs: Vec<_> = self.edges.iter().filter(|e| e.to == op.uid).collect();
+            if inputs.is_empty() {
+                return Err(format!("operator `{}` has no input edge", op.uid));
+            }
+            let keyed = inputs.iter().filter(|e| self.partitioning(e) == Partitioning::Keyed).count();
+            if keyed != 0 && keyed != inputs.len() {
+                return Err(format!(
+                    "operator `{}` mixes keyed and unkeyed inputs; make every input keyed",
+                    op.uid
+                ));
+            }
+        }
+        for sink in &self.sinks {
+            if !self.edges.iter().any(|e| e.to == sink.uid()) {
+                return Err(format!("sink `{}` has no input edge", sink.uid()));
+            }
+        }
+        self.check_acyclic()
+    }
+
+    fn check_acyclic(&self) -> Result<(), String> {
+        let mut indegree: HashMap<&str, usize> = HashMap::new();
+        for e in &self.edges {
+            *indegree.entry(e.to.as_str()).or_default() += 1;
+            indegree.entry(e.from.as_str()).or_default();
+        }
+        let mut ready: Vec<&str> = indegree.iter().filter(|(_, d)| **d == 0).map(|(u, _)| *u).collect();
+        let mut visited = 0;
+        while let Some(uid) = ready.pop() {
+            visited += 1;
+            for e in self.edges.iter().filter(|e| e.from == uid) {
+                let d = indegree.get_mut(e.to.as_str()).expect("counted");
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(&e.to);
+                }
+            }
+        }
+        if visited != indegree.len() {
+            return Err("the edges form a cycle; a job must be a DAG".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<JobSpec, String> {
+        JobSpec::parse(text, Path::new("/jobs")).map_err(|e| e.message)
+    }
+
+    const BASE: &str = r#"
+        name = "t"
+        [[source]]
+        type = "file"
+        uid = "in"
+        path = "in.jsonl"
+        [[operator]]
+        uid = "op"
+        component = "op.wasm"
+        parallelism = 2
+        [[sink]]
+        type = "stdout"
+        uid = "out"
+    "#;
+
+    #[test]
+    fn a_valid_job_parses_with_defaults() {
+        let spec = parse(&format!(
+            "{BASE}
+            [[edge]]
+            from = \"in\"
+            to = \"op\"
+            partition = \"keyed\"
+            [[edge]]
+            from = \"op\"
+            to = \"out\""
+        ))
+        .unwrap();
+        assert_eq!(spec.max_parallelism, 128);
+        assert_eq!(spec.on_error, ErrorPolicy::Fail);
+        assert!(spec.is_keyed("op"));
+        assert_eq!(spec.partitioning(&spec.edges[1]), Partitioning::Rebalance);
+        assert_eq!(spec.resolve(Path::new("in.jsonl")), Path::new("/jobs/in.jsonl"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let forward = parse(&format!("{BASE}\n[[edge]]\nfrom=\"in\"\nto=\"op\"\npartition=\"forward\"\n[[edge]]\nfrom=\"op\"\nto=\"out\""));
+        assert!(forward.unwrap_err().contains("forward edge needs equal parallelism"));
+        let unknown = parse(&format!("{BASE}\n[[edge]]\nfrom=\"in\"\nto=\"nope\""));
+        assert!(unknown.unwrap_err().contains("no operator or sink has uid `nope`"));
+        let no_input = parse(BASE);
+        assert!(no_input.unwrap_err().contains("operator `op` has no input edge"));
+        let typo = parse("name = \"t\"\nmax_paralelism = 3");
+        assert!(typo.unwrap_err().contains("unknown field `max_paralelism`"));
+    }
+
+    #[test]
+    fn cycles_are_rejected() {
+        let text = format!(
+            "{BASE}
+            [[operator]]
+            uid = \"op2\"
+            component = \"x.wasm\"
+            parallelism = 2
+            [[edge]]
+            from = \"in\"
+            to = \"op\"
+            partition = \"rebalance\"
+            [[edge]]
+            from = \"op\"
+            to = \"op2\"
+            [[edge]]
+            from = \"op2\"
+            to = \"op\"
+            partition = \"rebalance\"
+            [[edge]]
+            from = \"op2\"
+            to = \"out\""
+        );
+        assert!(parse(&text).unwrap_err().contains("cycle"));
+    }
+}

@@ -1,0 +1,29 @@
+//! # weir
+//!
+//! A stream processor whose user logic runs as WebAssembly components. A job file
+//! wires sources, Wasm (or native) operators and sinks; the host runs every subtask on
+//! its own thread with keyed state, timers and event-time watermarks that follow Apache
+//! Flink's semantics.
+//!
+//! The pieces, by domain:
+//! - [`job`]: job files, wiring and running; [`task`]: the tasks a job runs;
+//! - [`plugin`]: loading and sandboxing operator components; [`operator`]: the
+//!   contract between the runtime and an operator's logic;
+//! - [`state`], [`timers`], [`watermark`], [`keygroup`]: the streaming semantics;
+//! - [`source`], [`sink`]: connectors; [`stream`]: what flows between tasks.
+
+pub mod clock;
+pub mod job;
+pub mod keygroup;
+pub mod operator;
+pub mod plugin;
+pub mod sink;
+pub mod source;
+pub mod state;
+pub mod stream;
+pub mod task;
+pub mod timers;
+pub mod watermark;
+
+pub use job::{Job, JobError, JobOptions, JobSpec, JobSummary};
+pub use stream::{Event, Header};

@@ -1,0 +1,186 @@
+//! # Plugins: operators as Wasm components
+//!
+//! A [`Plugin`] is a component compiled once per job and checked against the
+//! `weir:operator/operator` world at load time; [`Plugin::instantiate`] makes one
+//! [`WasmOperator`] per subtask, each in its own store with its own memory limit, call
+//! deadline and captured stdout/stderr. Guests get no ambient authority: no files, no
+//! environment, no network — only the imports of `wit/operator.wit` and WASI's clocks
+//! and random.
+
+pub mod bindings;
+mod host;
+mod instance;
+mod stdio;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use host::StateHandle;
+pub use instance::WasmOperator;
+
+use crate::operator::OperatorContext;
+
+/// How often the engine's epoch advances; call deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Per-operator sandbox limits, from the job file's `limits` table.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest linear memory a guest instance may grow to, in MiB.
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u64,
+    /// Longest a single call into the guest may run, in ms.
+    #[serde(default = "Limits::default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+}
+
+impl Limits {
+    fn default_memory_mib() -> u64 {
+        256
+    }
+
+    fn default_call_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: Self::default_memory_mib(),
+            call_timeout_ms: Self::default_call_timeout_ms(),
+        }
+    }
+}
+
+/// A component that cannot be used as an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("component {path}: cannot read or compile it: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error(
+        "component {path} does not implement the weir:operator/operator@0.1.0 world \
+         (build it with the weir guest SDK or against wit/operator.wit): {reason}"
+    )]
+    NotAnOperator { path: PathBuf, reason: String },
+    #[error("operator `{uid}`: cannot instantiate {path}: {reason}")]
+    Instantiate { uid: String, path: PathBuf, reason: String },
+}
+
+/// The store data of one guest instance.
+pub struct HostState {
+    pub ctx: OperatorContext,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The Wasm engine of a job, with an epoch ticker for call deadlines.
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    ticker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl Runtime {
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the Wasm engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        bindings::Operator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(anyhow::Error::from)
+        .context("linking the operator interfaces")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("weir-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .context("starting the epoch ticker")?
+        };
+        Ok(Runtime { engine, linker: Arc::new(linker), ticker: Some((stop, ticker)) })
+    }
+
+    /// Compiles and checks the component at `path`.
+    pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| PluginError::Load { path: path.into(), reason: e.to_string() })?;
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| PluginError::Load { path: path.into(), reason: format!("{e:#}") })?;
+        let not_an_operator =
+            |e: wasmtime::Error| PluginError::NotAnOperator { path: path.into(), reason: format!("{e:#}") };
+        let pre = self.linker.instantiate_pre(&component).map_err(not_an_operator)?;
+        let pre = bindings::OperatorPre::new(pre).map_err(not_an_operator)?;
+        Ok(Plugin { path: path.into(), pre, digest: digest(&bytes) })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some((stop, handle)) = self.ticker.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A compiled operator component, ready to instantiate once per subtask.
+pub struct Plugin {
+    path: PathBuf,
+    pre: bindings::OperatorPre<HostState>,
+    digest: String,
+}
+
+impl Plugin {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A content digest of the component (FNV-1a 64, hex), for logs and manifests.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Instantiates the component for one subtask.
+    pub fn instantiate(
+        &self,
+        ctx: OperatorContext,
+        limits: Limits,
+    ) -> Result<WasmOperator, PluginError> {
+        WasmOperator::new(self, ctx, limits)
+    }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}

@@ -1,0 +1,161 @@
+//! # Sinks
+//!
+//! Where results leave the job: a file or standard output as JSON lines, or nowhere
+//! (benchmarks). Each sink runs in its own task and receives every upstream subtask.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::job::spec::{SinkFormat, SinkSpec};
+use crate::stream::Event;
+
+/// A sink that cannot write.
+#[derive(Debug, thiserror::Error)]
+#[error("sink `{uid}`: {message}")]
+pub struct SinkError {
+    pub uid: String,
+    pub message: String,
+}
+
+/// A consumer of events.
+pub trait Sink: Send {
+    fn write(&mut self, event: &Event) -> Result<(), SinkError>;
+    /// Flushes everything written; called at the end and when the job stops.
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// Opens the sink a job file describes; relative paths resolve against `base`.
+pub fn open(spec: &SinkSpec, base: &Path) -> Result<Box<dyn Sink>, SinkError> {
+    match spec {
+        SinkSpec::File { uid, path, format } => {
+            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+            Ok(Box::new(LineSink::file(uid, path, *format)?))
+        }
+        SinkSpec::Stdout { uid, format } => Ok(Box::new(LineSink::stdout(uid, *format))),
+        SinkSpec::Discard { .. } => Ok(Box::new(Discard)),
+    }
+}
+
+/// Writes one line per event to a file or stdout.
+pub struct LineSink {
+    uid: String,
+    target: String,
+    out: Box<dyn Write + Send>,
+    format: SinkFormat,
+    line: Vec<u8>,
+}
+
+impl LineSink {
+    pub fn file(uid: &str, path: PathBuf, format: SinkFormat) -> Result<Self, SinkError> {
+        let error = |message: String| SinkError { uid: uid.into(), message };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let file = File::create(&path)
+            .map_err(|e| error(format!("cannot create {}: {e}", path.display())))?;
+        Ok(LineSink {
+            uid: uid.into(),
+            target: path.display().to_string(),
+            out: Box::new(BufWriter::with_capacity(1 << 16, file)),
+            format,
+            line: Vec::new(),
+        })
+    }
+
+    pub fn stdout(uid: &str, format: SinkFormat) -> Self {
+        LineSink {
+            uid: uid.into(),
+            target: "stdout".into(),
+            out: Box::new(std::io::stdout()),
+            format,
+            line: Vec::new(),
+        }
+    }
+
+    fn error(&self, message: String) -> SinkError {
+        SinkError { uid: self.uid.clone(), message }
+    }
+}
+
+impl Sink for LineSink {
+    fn write(&mut self, event: &Event) -> Result<(), SinkError> {
+        self.line.clear();
+        encode_line(self.format, event, &mut self.line).map_err(|m| self.error(m))?;
+        self.out
+            .write_all(&self.line)
+            .map_err(|e| SinkError { uid: self.uid.clone(), message: format!("writing {}: {e}", self.target) })
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.out
+            .flush()
+            .map_err(|e| SinkError { uid: self.uid.clone(), message: format!("flushing {}: {e}", self.target) })
+    }
+}
+
+/// Drops every event.
+pub struct Discard;
+
+impl Sink for Discard {
+    fn write(&mut self, _: &Event) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Encodes `event` as one line (with its newline) in `format`.
+pub fn encode_line(format: SinkFormat, event: &Event, out: &mut Vec<u8>) -> Result<(), String> {
+    match format {
+        SinkFormat::Value => {
+            if event.value.contains(&b'\n') {
+                return Err("an event value spans several lines; use format = \"envelope\"".into());
+            }
+            out.extend_from_slice(&event.value);
+        }
+        SinkFormat::Envelope => {
+            let text = |bytes: &[u8]| Value::String(String::from_utf8_lossy(bytes).into_owned());
+            let mut object = Map::new();
+            object.insert("key".into(), event.key.as_deref().map_or(Value::Null, text));
+            object.insert("timestamp".into(), event.timestamp.map_or(Value::Null, Value::from));
+            let value = serde_json::from_slice(&event.value).unwrap_or_else(|_| text(&event.value));
+            object.insert("value".into(), value);
+            if !event.headers.is_empty() {
+                let headers = event.headers.iter().map(|h| (h.name.clone(), text(&h.value))).collect();
+                object.insert("headers".into(), Value::Object(headers));
+            }
+            serde_json::to_writer(&mut *out, &object).map_err(|e| e.to_string())?;
+        }
+    }
+    out.push(b'\n');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(value: &str) -> Event {
+        Event { key: Some(b"k".to_vec()), value: value.into(), timestamp: Some(5), headers: vec![] }
+    }
+
+    #[test]
+    fn value_and_envelope_lines() {
+        let mut out = Vec::new();
+        encode_line(SinkFormat::Value, &event(r#"{"a":1}"#), &mut out).unwrap();
+        encode_line(SinkFormat::Envelope, &event(r#"{"a":1}"#), &mut out).unwrap();
+        encode_line(SinkFormat::Envelope, &event("plain"), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"a\":1}\n{\"key\":\"k\",\"timestamp\":5,\"value\":{\"a\":1}}\n\
+             {\"key\":\"k\",\"timestamp\":5,\"value\":\"plain\"}\n"
+        );
+        assert!(encode_line(SinkFormat::Value, &event("two\nlines"), &mut Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! The input channels of a task, read fairly, one message at a time.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
+
+use crate::stream::Message;
+
+/// What [`Inputs::next`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// A message from input `index`.
+    Message(usize, Message),
+    /// Nothing arrived within the timeout.
+    Timeout,
+    /// Every input delivered its end-of-data marker.
+    Ended,
+    /// An upstream task went away without ending its stream: the job is stopping.
+    Disconnected,
+}
+
+/// A task's input channels, one per upstream subtask and edge.
+pub struct Inputs {
+    receivers: Vec<Receiver<Message>>,
+    open: Vec<bool>,
+    open_count: usize,
+    cursor: usize,
+}
+
+impl Inputs {
+    pub fn new(receivers: Vec<Receiver<Message>>) -> Self {
+        let n = receivers.len();
+        Inputs { receivers, open: vec![true; n], open_count: n, cursor: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.receivers.len()
+    }
+
+    /// Marks input `index` as ended (after its end-of-data marker).
+    pub fn close(&mut self, index: usize) {
+        if std::mem::replace(&mut self.open[index], false) {
+            self.open_count -= 1;
+        }
+    }
+
+    /// The next message from any open input, waiting at most `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Next {
+        if self.open_count == 0 {
+            return Next::Ended;
+        }
+        if self.open_count == 1 {
+            let index = self.open.iter().position(|o| *o).expect("one is open");
+            return match self.receivers[index].recv_timeout(timeout) {
+                Ok(message) => Next::Message(index, message),
+                Err(RecvTimeoutError::Timeout) => Next::Timeout,
+                Err(RecvTimeoutError::Disconnected) => Next::Disconnected,
+            };
+        }
+        // Poll every open input once, starting after the last one served, so that a
+        // busy input cannot starve the others; block only when all are empty.
+        let n = self.receivers.len();
+        for step in 0..n {
+            let index = (self.cursor + step) % n;
+            if !self.open[index] {
+                continue;
+            }
+            match self.receivers[index].try_recv() {
+                Ok(message) => {
+                    self.cursor = index + 1;
+                    return Next::Message(index, message);
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => return Next::Disconnected,
+            }
+        }
+        let mut select = Select::new();
+        let mut indices = Vec::with_capacity(self.open_count);
+        for (index, receiver) in self.receivers.iter().enumerate() {
+            if self.open[index] {
+                select.recv(receiver);
+                indices.push(index);
+            }
+        }
+        match select.select_timeout(timeout) {
+            Err(_) => Next::Timeout,
+            Ok(operation) => {
+                let index = indices[operation.index()];
+                match operation.recv(&self.receivers[index]) {
+                    Ok(message) => Next::Message(index, message),
+                    Err(_) => Next::Disconnected,
+                }
+            }
+        }
+    }
+}

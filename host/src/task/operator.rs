@@ -1,0 +1,245 @@
+//! The operator task: feeds elements, watermarks and timers to one operator subtask,
+//! one at a time, and routes what it emits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::inputs::{Inputs, Next};
+use super::output::{RouteError, Router};
+use super::{JobControl, POLL_INTERVAL, TaskError};
+use crate::job::metrics::TaskMetrics;
+use crate::job::spec::ErrorPolicy;
+use crate::operator::{OperatorFailure, OperatorLogic, Port};
+use crate::stream::{Event, Message, Position, Record};
+use crate::timers::{TimeDomain, Timer};
+use crate::watermark::{InputWatermarks, Watermark};
+
+pub struct OperatorTask {
+    pub uid: Arc<str>,
+    pub subtask: u32,
+    pub logic: Box<dyn OperatorLogic>,
+    pub inputs: Inputs,
+    pub router: Router,
+    pub metrics: Arc<TaskMetrics>,
+    pub control: Arc<JobControl>,
+    /// Whether the inputs are keyed: elements get a current key and may be late.
+    pub keyed: bool,
+    /// The router port of the `late` side output, when the job routes one.
+    pub late_port: Option<usize>,
+    pub on_error: ErrorPolicy,
+    /// Reused buffer for what one call emitted.
+    pub emitted: Vec<(Port, Event)>,
+}
+
+/// What the task was doing, for error messages.
+enum Doing<'a> {
+    Opening,
+    Element(&'a Position),
+    Timer(TimeDomain, &'a Timer),
+    Closing,
+}
+
+impl std::fmt::Display for Doing<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Doing::Opening => f.write_str("opening"),
+            Doing::Element(position) => write!(f, "processing the element from {position}"),
+            Doing::Timer(domain, timer) => write!(
+                f,
+                "firing the {} timer at {} for key {:?}",
+                match domain {
+                    TimeDomain::EventTime => "event-time",
+                    TimeDomain::ProcessingTime => "processing-time",
+                },
+                timer.timestamp,
+                String::from_utf8_lossy(&timer.key)
+            ),
+            Doing::Closing => f.write_str("closing"),
+        }
+    }
+}
+
+impl OperatorTask {
+    pub fn run(mut self) -> Result<(), TaskError> {
+        let mut watermarks = InputWatermarks::new(self.inputs.len());
+        let result = self.run_loop(&mut watermarks);
+        let unrouted = self.logic.context().unrouted;
+        self.metrics.add_unrouted(unrouted);
+        result
+    }
+
+    fn run_loop(&mut self, watermarks: &mut InputWatermarks) -> Result<(), TaskError> {
+        let timer_source: Arc<str> = format!("timer of `{}`", self.uid).into();
+        let opening = Position { source: format!("open of `{}`", self.uid).into(), unit: "at", offset: 0 };
+        self.logic.open().map_err(|f| self.failure(Doing::Opening, f))?;
+        self.route_emitted(&opening, Instant::now())?;
+        loop {
+            if self.control.is_cancelled() {
+                return Ok(());
+            }
+            let timeout = self.timeout();
+            match self.inputs.next(timeout) {
+                Next::Message(_, Message::Record(record)) => self.on_record(record)?,
+                Next::Message(input, Message::Watermark(watermark)) => {
+                    if let Some(advanced) = watermarks.update(input, watermark) {
+                        self.advance(advanced, &timer_source)?;
+                    }
+                }
+                Next::Message(input, Message::EndOfData) => {
+                    self.inputs.close(input);
+                    if let Some(advanced) = watermarks.finish(input) {
+                        self.advance(advanced, &timer_source)?;
+                    }
+                }
+                Next::Timeout => {}
+                Next::Ended => return self.finish(),
+                Next::Disconnected => return Ok(()),
+            }
+            self.fire_processing_timers(&timer_source)?;
+        }
+    }
+
+    /// Waits no longer than the next processing-time timer, nor than the poll interval.
+    fn timeout(&mut self) -> Duration {
+        let ctx = self.logic.context();
+        match ctx.timers.next_timestamp(TimeDomain::ProcessingTime) {
+            None => POLL_INTERVAL,
+            Some(due) => {
+                let wait = due.saturating_sub(crate::clock::now_ms()).max(0) as u64;
+                Duration::from_millis(wait).min(POLL_INTERVAL)
+            }
+        }
+    }
+
+    fn on_record(&mut self, record: Record) -> Result<(), TaskError> {
+        self.metrics.add_in(1);
+        let ctx = self.logic.context();
+        if self.keyed {
+            // Routers refuse keyless events on keyed edges, so the key is present.
+            let key = record.event.key.as_deref().unwrap_or_default();
+            if record.event.timestamp.is_some_and(|ts| ts <= ctx.watermark) {
+                return self.on_late(record);
+            }
+            ctx.set_current_key(Some(key));
+        } else {
+            ctx.set_current_key(None);
+        }
+        if let Err(failure) = self.logic.process_element(&record.event) {
+            return Err(self.failure(Doing::Element(&record.position), failure));
+        }
+        self.route_emitted(&record.position, record.ingested)
+    }
+
+    /// An element at or behind the watermark: Flink's definition of late. It goes to
+    /// the `late` side output when the job routes one, and is counted either way.
+    fn on_late(&mut self, record: Record) -> Result<(), TaskError> {
+        match self.late_port {
+            Some(port) => {
+                self.metrics.add_late_routed(1);
+                let position = record.position.clone();
+                self.send(port, record, &position)
+            }
+            None => {
+                self.metrics.add_late_dropped(1);
+                Ok(())
+            }
+        }
+    }
+
+    fn advance(&mut self, watermark: Watermark, timer_source: &Arc<str>) -> Result<(), TaskError> {
+        if let Watermark::EventTime(time) = watermark {
+            // As in Flink: the operator sees the new watermark while its timers fire,
+            // and downstream sees the watermark only after the timers' output.
+            self.logic.context().watermark = time;
+            while let Some(timer) = self.logic.context().timers.pop_due(TimeDomain::EventTime, time) {
+                self.fire(TimeDomain::EventTime, timer, timer_source)?;
+            }
+        }
+        self.broadcast(Message::Watermark(watermark))
+    }
+
+    fn fire_processing_timers(&mut self, timer_source: &Arc<str>) -> Result<(), TaskError> {
+        let ctx = self.logic.context();
+        if ctx.timers.len(TimeDomain::ProcessingTime) == 0 {
+            return Ok(());
+        }
+        let now = crate::clock::now_ms();
+        while let Some(timer) = self.logic.context().timers.pop_due(TimeDomain::ProcessingTime, now) {
+            self.fire(TimeDomain::ProcessingTime, timer, timer_source)?;
+        }
+        Ok(())
+    }
+
+    fn fire(&mut self, domain: TimeDomain, timer: Timer, source: &Arc<str>) -> Result<(), TaskError> {
+        self.logic.context().set_current_key(Some(&timer.key));
+        if let Err(failure) = self.logic.on_timer(timer.timestamp, domain) {
+            return Err(self.failure(Doing::Timer(domain, &timer), failure));
+        }
+        let position = Position { source: source.clone(), unit: "at", offset: timer.timestamp };
+        self.route_emitted(&position, Instant::now())
+    }
+
+    fn finish(&mut self) -> Result<(), TaskError> {
+        self.logic.context().set_current_key(None);
+        self.logic.close().map_err(|f| self.failure(Doing::Closing, f))?;
+        let closing = Position { source: format!("close of `{}`", self.uid).into(), unit: "at", offset: 0 };
+        self.route_emitted(&closing, Instant::now())?;
+        self.broadcast(Message::EndOfData)
+    }
+
+    /// Routes what the last call emitted; the events inherit `position`.
+    fn route_emitted(&mut self, position: &Position, ingested: Instant) -> Result<(), TaskError> {
+        let mut emitted = std::mem::take(&mut self.emitted);
+        self.logic.context().swap_emitted(&mut emitted);
+        for (port, event) in emitted.drain(..) {
+            let port = match port {
+                Port::Main => 0,
+                Port::Side(index) => index,
+            };
+            let record = Record { event, position: position.clone(), ingested };
+            self.send(port, record, position)?;
+        }
+        self.emitted = emitted;
+        Ok(())
+    }
+
+    fn send(&mut self, port: usize, record: Record, position: &Position) -> Result<(), TaskError> {
+        match self.router.send(port, record) {
+            Ok(true) => self.metrics.add_out(1),
+            Ok(false) => self.metrics.add_unrouted(1),
+            // Downstream is gone because the job is stopping; the cancel flag ends us.
+            Err(RouteError::Disconnected) => self.control.cancel(),
+            Err(RouteError::MissingKey { to }) => {
+                let error = TaskError::MissingKey {
+                    from: self.uid.to_string(),
+                    to: to.to_string(),
+                    position: position.to_string(),
+                };
+                match self.on_error {
+                    ErrorPolicy::Fail => return Err(error),
+                    ErrorPolicy::Skip => {
+                        tracing::warn!(operator = %self.uid, error = %error, "skipping event");
+                        self.metrics.add_skipped(1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn broadcast(&mut self, message: Message) -> Result<(), TaskError> {
+        if self.router.broadcast(&message).is_err() {
+            self.control.cancel();
+        }
+        Ok(())
+    }
+
+    fn failure(&self, doing: Doing<'_>, failure: OperatorFailure) -> TaskError {
+        TaskError::Operator {
+            uid: self.uid.to_string(),
+            subtask: self.subtask,
+            during: doing.to_string(),
+            failure,
+        }
+    }
+}

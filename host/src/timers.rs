@@ -1,0 +1,123 @@
+//! # Timers
+//!
+//! Each operator subtask keeps two timer queues, one per time domain. A timer is unique
+//! per (key, timestamp, domain), as in Flink: registering it twice fires it once.
+//! Event-time timers fire in timestamp order when the watermark reaches them;
+//! processing-time timers fire when the wall clock does.
+
+use std::collections::BTreeSet;
+
+/// The clock a timer is registered against (the WIT `time-domain`).
+pub use crate::plugin::bindings::weir::operator::types::TimeDomain;
+
+/// A timer that is due: its time and the key it is scoped to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timer {
+    pub timestamp: i64,
+    pub key: Vec<u8>,
+}
+
+/// The timer queues of one operator subtask.
+#[derive(Debug, Default, Clone)]
+pub struct TimerService {
+    event_time: BTreeSet<Timer>,
+    processing_time: BTreeSet<Timer>,
+}
+
+impl TimerService {
+    fn queue(&mut self, domain: TimeDomain) -> &mut BTreeSet<Timer> {
+        match domain {
+            TimeDomain::EventTime => &mut self.event_time,
+            TimeDomain::ProcessingTime => &mut self.processing_time,
+        }
+    }
+
+    /// Registers a timer; a no-op when the same (key, timestamp, domain) is pending.
+    pub fn register(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
+        let queue = self.queue(domain);
+        let timer = Timer { timestamp, key: key.to_vec() };
+        if !queue.contains(&timer) {
+            queue.insert(timer);
+        }
+    }
+
+    /// Deletes a pending timer; a no-op when there is none.
+    pub fn delete(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
+        self.queue(domain).remove(&Timer { timestamp, key: key.to_vec() });
+    }
+
+    /// Removes and returns the earliest timer of `domain` at or before `time`.
+    /// Timers registered while firing are seen by the next call, so a timer that
+    /// registers another due timer is followed by it in order.
+    pub fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Option<Timer> {
+        let queue = self.queue(domain);
+        if queue.first()?.timestamp <= time { queue.pop_first() } else { None }
+    }
+
+    /// The earliest pending timestamp of `domain`.
+    pub fn next_timestamp(&self, domain: TimeDomain) -> Option<i64> {
+        match domain {
+            TimeDomain::EventTime => self.event_time.first(),
+            TimeDomain::ProcessingTime => self.processing_time.first(),
+        }
+        .map(|t| t.timestamp)
+    }
+
+    /// How many timers of `domain` are pending.
+    pub fn len(&self, domain: TimeDomain) -> usize {
+        match domain {
+            TimeDomain::EventTime => self.event_time.len(),
+            TimeDomain::ProcessingTime => self.processing_time.len(),
+        }
+    }
+
+    /// Every pending timer, for snapshots.
+    pub fn iter(&self) -> impl Iterator<Item = (TimeDomain, &Timer)> {
+        self.event_time
+            .iter()
+            .map(|t| (TimeDomain::EventTime, t))
+            .chain(self.processing_time.iter().map(|t| (TimeDomain::ProcessingTime, t)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TimeDomain::*;
+
+    #[test]
+    fn timers_fire_in_order_and_only_when_due() {
+        let mut t = TimerService::default();
+        t.register(EventTime, b"b", 20);
+        t.register(EventTime, b"a", 10);
+        t.register(EventTime, b"a", 30);
+        assert_eq!(t.pop_due(EventTime, 5), None);
+        assert_eq!(t.pop_due(EventTime, 25).unwrap(), Timer { timestamp: 10, key: b"a".to_vec() });
+        assert_eq!(t.pop_due(EventTime, 25).unwrap(), Timer { timestamp: 20, key: b"b".to_vec() });
+        assert_eq!(t.pop_due(EventTime, 25), None);
+        assert_eq!(t.next_timestamp(EventTime), Some(30));
+    }
+
+    #[test]
+    fn a_timer_is_unique_per_key_time_and_domain() {
+        let mut t = TimerService::default();
+        t.register(EventTime, b"k", 10);
+        t.register(EventTime, b"k", 10);
+        t.register(ProcessingTime, b"k", 10);
+        t.register(EventTime, b"other", 10);
+        assert_eq!(t.len(EventTime), 2);
+        assert_eq!(t.len(ProcessingTime), 1);
+    }
+
+    #[test]
+    fn deleted_timers_do_not_fire_and_can_be_registered_again() {
+        let mut t = TimerService::default();
+        t.register(EventTime, b"k", 10);
+        t.delete(EventTime, b"k", 10);
+        t.delete(EventTime, b"missing", 99);
+        assert_eq!(t.pop_due(EventTime, i64::MAX), None);
+        t.register(EventTime, b"k", 10);
+        assert_eq!(t.pop_due(EventTime, 10).map(|t| t.timestamp), Some(10));
+        assert_eq!(t.iter().count(), 0);
+    }
+}

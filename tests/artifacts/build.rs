@@ -1,0 +1,91 @@
+//! Builds every example and test guest to a `wasm32-wasip2` component and generates a
+//! constant per guest, so a test names its guest by constant and a missing guest is a
+//! compile error rather than a runtime surprise.
+//!
+//! The nested cargo uses its own target directory (`<target>/guests`): the outer build
+//! holds the lock on the main one.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (package, crate file stem): the guests to build.
+const GUESTS: &[(&str, &str)] = &[
+    ("keyed-count", "keyed_count"),
+    ("word-count", "word_count"),
+    ("login-anomaly", "login_anomaly"),
+    ("sessions", "sessions"),
+    ("tumbling-count", "tumbling_count"),
+    ("faulty", "faulty"),
+    ("not-an-operator", "not_an_operator"),
+];
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.join("../..").canonicalize().unwrap();
+    for dir in ["wit", "guest-sdk", "examples", "tests/guests", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root.join(p) })
+        .unwrap_or_else(|| root.join("target"))
+        .join("guests");
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    ensure_target();
+
+    let mut command = Command::new(&cargo);
+    command
+        .current_dir(&root)
+        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .arg(&target_dir);
+    for (package, _) in GUESTS {
+        command.args(["-p", package]);
+    }
+    // Settings meant for the outer (host) build must not leak into the guest build.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR",
+                "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", "CARGO_PRIMARY_PACKAGE"] {
+        command.env_remove(var);
+    }
+    let status = command.status().expect("running cargo to build the test guests");
+    assert!(status.success(), "building the guests for {TARGET} failed (see the output above)");
+
+    let out_dir = target_dir.join(TARGET).join("release");
+    let mut generated = format!(
+        "/// Directory holding every built guest component.\npub const GUEST_DIR: &str = {:?};\n",
+        out_dir.display().to_string()
+    );
+    for (package, stem) in GUESTS {
+        let path = out_dir.join(format!("{stem}.wasm"));
+        assert!(path.is_file(), "{} was not built", path.display());
+        generated.push_str(&format!(
+            "/// The `{package}` guest component.\npub const {}: &str = {:?};\n",
+            stem.to_uppercase(),
+            path.display().to_string()
+        ));
+    }
+    let dest = Path::new(&env::var("OUT_DIR").unwrap()).join("guests.rs");
+    std::fs::write(dest, generated).unwrap();
+}
+
+/// Installs the wasm32-wasip2 standard library through rustup when it is missing, so
+/// that `cargo test` works on a fresh machine.
+fn ensure_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output();
+    let installed = sysroot.ok().is_some_and(|out| {
+        let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Path::new(&root).join("lib/rustlib").join(TARGET).is_dir()
+    });
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup");
+    let ok = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "the {TARGET} target is missing: run `rustup target add {TARGET}`");
+}
