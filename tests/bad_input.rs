@@ -1,0 +1,206 @@
+//! Bad input gets a clear error and loses nothing: malformed records, guests that trap,
+//! loop, exhaust memory or break the contract, and components or job files that are
+//! wrong. The host survives each one and says what went wrong and where.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use weir::JobError;
+
+/// A job reading `input.jsonl` in `dir` into the faulty guest (mode `mode`) and on to
+/// `out.jsonl`.
+fn faulty_job(dir: &Path, mode: &str, extra_operator: &str, edge: &str) -> weir::JobSpec {
+    job(
+        &format!(
+            r#"
+            name = "faulty"
+            [[source]]
+            type = "file"
+            uid = "in"
+            path = "input.jsonl"
+            key_field = "id"
+            timestamp_field = "ts"
+            [[operator]]
+            uid = "faulty"
+            component = "faulty.wasm"
+            config = {{ mode = "{mode}" }}
+            {extra_operator}
+            [[sink]]
+            type = "file"
+            uid = "out"
+            path = "out.jsonl"
+            [[edge]]
+            from = "in"
+            to = "faulty"
+            {edge}
+            [[edge]]
+            from = "faulty"
+            to = "out"
+            "#
+        ),
+        dir,
+    )
+}
+
+const INPUT: &[&str] = &[
+    r#"{"id":"a","ts":1,"v":"ok"}"#,
+    r#"{"id":"b","ts":2,"v":"ok"}"#,
+    r#"{"id":"c","ts":3,"v":"ok"}"#,
+    r#"{"id":"d","ts":4,"v":"boom"}"#,
+    r#"{"id":"e","ts":5,"v":"ok"}"#,
+];
+
+/// Runs the faulty guest in `mode` over [`INPUT`] and returns the error message and
+/// the output lines written before the failure.
+fn fail_with(mode: &str, extra_operator: &str, edge: &str) -> (String, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let error = run(faulty_job(dir.path(), mode, extra_operator, edge)).expect_err("the job must fail");
+    assert!(matches!(error, JobError::Failed { .. }), "{error:?}");
+    (error.to_string(), sorted_lines(&dir.path().join("out.jsonl")))
+}
+
+fn assert_contains(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "expected {part:?} in: {text}");
+    }
+}
+
+#[test]
+fn a_panicking_guest_is_reported_with_uid_subtask_position_and_message() {
+    let (error, written) = fail_with("panic", "", "");
+    assert_contains(
+        &error,
+        &["operator `faulty` subtask 0", "input.jsonl line 4", "boom element reached the faulty operator"],
+    );
+    // The three elements before the bad one were written out before the job stopped.
+    assert_eq!(written, &INPUT[..3]);
+}
+
+#[test]
+fn an_error_returned_by_the_guest_stops_the_job_with_its_message() {
+    let (error, _) = fail_with("error", "", "");
+    assert_contains(&error, &["operator `faulty`", "line 4", "cannot handle a boom element"]);
+}
+
+#[test]
+fn an_endless_loop_hits_the_call_deadline() {
+    let (error, written) = fail_with("loop", "limits = { call_timeout_ms = 300 }", "");
+    assert_contains(&error, &["operator `faulty`", "line 4", "deadline of 300 ms"]);
+    assert_eq!(written.len(), 3);
+}
+
+#[test]
+fn exhausting_memory_hits_the_memory_limit() {
+    let (error, _) = fail_with("oom", "limits = { memory_mib = 32 }", "");
+    assert_contains(&error, &["operator `faulty`", "line 4", "memory limit of 32 MiB"]);
+}
+
+#[test]
+fn keyed_state_without_a_key_traps_with_advice() {
+    let (error, _) = fail_with("unkeyed-state", "", "");
+    assert_contains(&error, &["line 4", "without a current key", "keyed edge"]);
+}
+
+#[test]
+fn a_guest_emitting_without_bound_is_stopped() {
+    let (error, _) = fail_with("flood", "", "");
+    assert_contains(&error, &["line 4", "emitted more than 100000 events"]);
+}
+
+#[test]
+fn a_guest_that_fails_to_open_fails_the_job_at_start() {
+    let (error, written) = fail_with("fail-open", "", "");
+    assert_contains(&error, &["operator `faulty` subtask 0 failed while opening", "mode = fail-open"]);
+    assert!(written.is_empty());
+}
+
+#[test]
+fn malformed_lines_fail_the_job_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", &[INPUT[0], r#"{"id":"x","ts":"#, INPUT[1]]);
+    let error = run(faulty_job(dir.path(), "none", "", "")).unwrap_err().to_string();
+    assert_contains(&error, &["input.jsonl line 2", "invalid JSON", "on_error = \"skip\""]);
+}
+
+#[test]
+fn malformed_lines_are_skipped_and_counted_when_the_policy_says_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(
+        dir.path(),
+        "input.jsonl",
+        &[INPUT[0], r#"not json"#, r#"{"ts":9}"#, INPUT[1], r#"{"id":"z","ts":"late"}"#],
+    );
+    let mut spec = faulty_job(dir.path(), "none", "", "");
+    spec.on_error = weir::job::spec::ErrorPolicy::Skip;
+    let summary = run(spec).unwrap();
+    assert_eq!(summary.node("in").unwrap().skipped, 3);
+    assert_eq!(sorted_lines(&dir.path().join("out.jsonl")), &INPUT[..2]);
+}
+
+#[test]
+fn events_without_a_key_on_a_keyed_edge_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let mut spec = faulty_job(dir.path(), "none", "", r#"partition = "keyed""#);
+    if let weir::job::spec::SourceSpec::File { key_field, .. } = &mut spec.sources[0] {
+        *key_field = None;
+    }
+    let error = run(spec).unwrap_err().to_string();
+    assert_contains(&error, &["without a key on the keyed edge to `faulty`", "input.jsonl line 1"]);
+}
+
+fn weir(args: &[&str], dir: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir).output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn the_cli_exits_non_zero_with_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_input(d, "input.jsonl", INPUT);
+    let job_text = |component: &str| {
+        format!(
+            "name = \"j\"\n[[source]]\ntype = \"file\"\nuid = \"in\"\npath = \"input.jsonl\"\n\
+             [[operator]]\nuid = \"op\"\ncomponent = \"{component}\"\n\
+             [[sink]]\ntype = \"stdout\"\nuid = \"out\"\n\
+             [[edge]]\nfrom = \"in\"\nto = \"op\"\n[[edge]]\nfrom = \"op\"\nto = \"out\"\n"
+        )
+    };
+
+    std::fs::write(d.join("missing.toml"), job_text("nowhere.wasm")).unwrap();
+    let (ok, stderr) = weir(&["run", "missing.toml"], d);
+    assert!(!ok);
+    assert_contains(&stderr, &["error: operator `op`: component `nowhere.wasm` not found", "--plugin-dir"]);
+
+    std::fs::write(d.join("garbage.wasm"), "this is not wasm").unwrap();
+    std::fs::write(d.join("garbage.toml"), job_text("garbage.wasm")).unwrap();
+    let (ok, stderr) = weir(&["run", "garbage.toml"], d);
+    assert!(!ok);
+    assert_contains(&stderr, &["error: operator `op`: component", "garbage.wasm: cannot read or compile it"]);
+
+    std::fs::write(d.join("other.toml"), job_text(guests::NOT_AN_OPERATOR)).unwrap();
+    let (ok, stderr) = weir(&["check", "other.toml"], d);
+    assert!(!ok);
+    assert_contains(&stderr, &["does not implement the weir:operator/operator@0.1.0 world"]);
+
+    std::fs::write(d.join("typo.toml"), job_text("x.wasm").replace("uid = \"op\"", "uid = \"op\"\nparalelism = 2")).unwrap();
+    let (ok, stderr) = weir(&["run", "typo.toml"], d);
+    assert!(!ok);
+    assert_contains(&stderr, &["typo.toml", "unknown field `paralelism`"]);
+
+    let (ok, stderr) = weir(&["run", "no-such-job.toml"], d);
+    assert!(!ok);
+    assert_contains(&stderr, &["no-such-job.toml: cannot read it"]);
+
+    // A trapping guest: non-zero exit after a clean shutdown, with the summary.
+    std::fs::write(d.join("trap.toml"), job_text(guests::FAULTY)).unwrap();
+    let (ok, stderr) = weir(&["run", "trap.toml"], d);
+    assert!(!ok);
+    assert_contains(&stderr, &["job `j`", "error: operator `op` subtask 0 failed while processing the element from", "line 4"]);
+    assert!(!stderr.contains("panicked at host"), "the host must not panic: {stderr}");
+}

@@ -1,0 +1,148 @@
+//! Whole jobs of real Wasm components, checked against the examples' expected output.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Every example at parallelism 1 and 4 produces exactly its expected output: event
+/// time, out-of-order input, timers and key groups do not depend on how the keys are
+/// spread over subtasks.
+fn check_example(name: &str, outputs: &[(&str, &str)]) {
+    for parallelism in [1, 4] {
+        let out = tempfile::tempdir().unwrap();
+        let spec = with_parallelism(example(name, out.path()), parallelism);
+        let summary = run(spec).unwrap_or_else(|e| panic!("{name} at p={parallelism}: {e}"));
+        assert!(!summary.cancelled);
+        for (file, expected_file) in outputs {
+            assert_eq!(
+                sorted_lines(&out.path().join(file)),
+                expected(name, expected_file),
+                "{name} at parallelism {parallelism}: {file}"
+            );
+        }
+    }
+}
+
+#[test]
+fn word_count_counts_every_word() {
+    check_example("word-count", &[("counts.jsonl", "expected.jsonl")]);
+}
+
+#[test]
+fn sessions_close_after_inactivity_and_at_end_of_input() {
+    // Each click deletes the session's closing timer and registers a later one; the
+    // last sessions close only because the end of input sends the final watermark.
+    check_example("sessions", &[("sessions.jsonl", "expected.jsonl")]);
+}
+
+#[test]
+fn tumbling_windows_fire_on_watermarks_and_late_events_are_routed() {
+    check_example(
+        "tumbling-count",
+        &[("windows.jsonl", "expected.jsonl"), ("late.jsonl", "expected-late.jsonl")],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let summary = run(example("tumbling-count", out.path())).unwrap();
+    let count = summary.node("count").unwrap();
+    assert_eq!((count.late_routed, count.late_dropped), (3, 0));
+    assert_eq!(summary.node("late").unwrap().records_in, 3);
+}
+
+#[test]
+fn late_events_without_a_late_route_are_dropped_and_counted() {
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = example("tumbling-count", out.path());
+    spec.edges.retain(|e| e.output.is_none());
+    spec.sinks.retain(|s| s.uid() != "late");
+    let summary = run(spec).unwrap();
+    let count = summary.node("count").unwrap();
+    assert_eq!((count.late_routed, count.late_dropped), (0, 3));
+    assert_eq!(sorted_lines(&out.path().join("windows.jsonl")), expected("tumbling-count", "expected.jsonl"));
+}
+
+#[test]
+fn login_anomaly_alerts_once_per_burst() {
+    // The example prints to stdout; here its alerts go to a file.
+    for parallelism in [1, 4] {
+        let out = tempfile::tempdir().unwrap();
+        let mut spec = with_parallelism(example("login-anomaly", out.path()), parallelism);
+        spec.sinks = vec![weir::job::spec::SinkSpec::File {
+            uid: "alerts".into(),
+            path: out.path().join("alerts.jsonl"),
+            format: Default::default(),
+        }];
+        run(spec).unwrap();
+        assert_eq!(
+            sorted_lines(&out.path().join("alerts.jsonl")),
+            expected("login-anomaly", "expected.jsonl"),
+            "parallelism {parallelism}"
+        );
+    }
+}
+
+#[test]
+fn the_login_anomaly_example_runs_from_the_command_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "examples/login-anomaly/job.toml", "--plugin-dir", guests::GUEST_DIR])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let mut alerts: Vec<String> =
+        String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect();
+    alerts.sort();
+    assert_eq!(alerts, expected("login-anomaly", "expected.jsonl"));
+    // The summary: records in and out per node.
+    assert!(stderr.contains("job `login-anomaly` finished"), "{stderr}");
+    let detect = stderr.lines().find(|l| l.trim_start().starts_with("detect")).unwrap();
+    let numbers: Vec<&str> = detect.split_whitespace().collect();
+    assert_eq!(&numbers[1..5], ["operator", "2", "29", "3"], "{detect}");
+}
+
+#[test]
+fn wasm_and_native_keyed_count_agree() {
+    let mut outputs = Vec::new();
+    for native in [false, true] {
+        let out = tempfile::tempdir().unwrap();
+        let mut spec = example("keyed-count", out.path());
+        if native {
+            spec.operators[0].component = None;
+            spec.operators[0].native = Some("keyed-count".into());
+        }
+        let summary = run(spec).unwrap();
+        assert_eq!(summary.node("counts").unwrap().records_in, 10_000);
+        outputs.push(sorted_lines(&out.path().join("counts.jsonl")));
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    // The final count of every key adds up to the number of events.
+    let mut last = std::collections::HashMap::new();
+    for line in &outputs[0] {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (key, count) = (v["key"].as_str().unwrap().to_string(), v["count"].as_u64().unwrap());
+        let entry = last.entry(key).or_insert(0);
+        *entry = (*entry).max(count);
+    }
+    assert_eq!(last.len(), 100);
+    assert_eq!(last.values().sum::<u64>(), 10_000);
+}
+
+#[test]
+fn events_are_partitioned_by_key_group_across_subtasks() {
+    // At parallelism 4 each key is counted by exactly one subtask: running counts per
+    // key are 1, 2, 3, ... with no gaps or repeats.
+    let out = tempfile::tempdir().unwrap();
+    let spec = with_parallelism(example("keyed-count", out.path()), 4);
+    run(spec).unwrap();
+    let mut per_key: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for line in sorted_lines(&out.path().join("counts.jsonl")) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        per_key.entry(v["key"].as_str().unwrap().into()).or_default().push(v["count"].as_u64().unwrap());
+    }
+    for (key, mut counts) in per_key {
+        counts.sort();
+        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
+    }
+}

@@ -184,7 +184,6 @@ impl Job {
                 sink,
                 inputs: Inputs::new(inputs),
                 metrics,
-                control: self.control.clone(),
             });
         }
         let mut source_tasks = Vec::new();

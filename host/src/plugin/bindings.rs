@@ -11,4 +11,5 @@ wasmtime::component::bindgen!({
     // Every host function can trap: misuse of the contract by the guest (no current
     // key, oversized values, runaway emits) stops the guest rather than the host.
     imports: { default: trappable },
+    additional_derives: [PartialEq, Eq],
 });

@@ -63,7 +63,7 @@ impl JobControl {
 
     /// Records a failure (the first one wins) and stops the job.
     pub fn fail(&self, error: TaskError) {
-        tracing::error!(error = %error, "task failed; stopping the job");
+        tracing::info!(error = %error, "task failed; stopping the job");
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         failure.get_or_insert(error);
         self.cancel();

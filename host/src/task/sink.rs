@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use super::inputs::{Inputs, Next};
-use super::{JobControl, POLL_INTERVAL, TaskError};
+use super::{POLL_INTERVAL, TaskError};
 use crate::job::metrics::TaskMetrics;
 use crate::sink::Sink;
 use crate::stream::Message;
@@ -15,7 +15,6 @@ pub struct SinkTask {
     pub sink: Box<dyn Sink>,
     pub inputs: Inputs,
     pub metrics: Arc<TaskMetrics>,
-    pub control: Arc<JobControl>,
 }
 
 impl SinkTask {
@@ -32,10 +31,9 @@ impl SinkTask {
     }
 
     fn run_loop(&mut self, latency: &mut Histogram<u64>) -> Result<(), TaskError> {
+        // No cancel check here: when the job stops, upstream tasks end and drop their
+        // channels, and the sink first writes everything they had already sent.
         loop {
-            if self.control.is_cancelled() {
-                return Ok(());
-            }
             match self.inputs.next(POLL_INTERVAL) {
                 Next::Message(_, Message::Record(record)) => {
                     self.sink.write(&record.event)?;

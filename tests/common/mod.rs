@@ -1,0 +1,75 @@
+//! Helpers shared by the whole-job tests: load an example job with its outputs moved
+//! into a temporary directory, run it with the built guests, read its outputs.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use weir::job::spec::SinkSpec;
+use weir::{Job, JobError, JobOptions, JobSpec, JobSummary};
+
+pub use weir_test_guests as guests;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Options that find every built guest.
+pub fn options() -> JobOptions {
+    JobOptions { plugin_dirs: vec![guests::GUEST_DIR.into()] }
+}
+
+/// Loads `examples/<name>/job.toml` with every file sink writing into `out`.
+pub fn example(name: &str, out: &Path) -> JobSpec {
+    let mut spec = JobSpec::load(&root().join("examples").join(name).join("job.toml")).unwrap();
+    redirect_sinks(&mut spec, out);
+    spec
+}
+
+/// Points every file sink at `out/<its file name>`.
+pub fn redirect_sinks(spec: &mut JobSpec, out: &Path) {
+    for sink in &mut spec.sinks {
+        if let SinkSpec::File { path, .. } = sink {
+            *path = out.join(path.file_name().unwrap());
+        }
+    }
+}
+
+/// Sets the parallelism of every operator.
+pub fn with_parallelism(mut spec: JobSpec, parallelism: u32) -> JobSpec {
+    for op in &mut spec.operators {
+        op.parallelism = parallelism;
+    }
+    spec
+}
+
+/// Parses a job from TOML, with relative paths resolved against `dir`.
+pub fn job(text: &str, dir: &Path) -> JobSpec {
+    JobSpec::parse(text, dir).unwrap()
+}
+
+pub fn run(spec: JobSpec) -> Result<JobSummary, JobError> {
+    Job::new(spec, &options())?.run()
+}
+
+/// The lines of a file, sorted: jobs at parallelism > 1 interleave their subtasks.
+pub fn sorted_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// The expected output of an example, as committed (sorted).
+pub fn expected(example: &str, file: &str) -> Vec<String> {
+    sorted_lines(&root().join("examples").join(example).join(file))
+}
+
+/// Writes `lines` to `dir/name`, one per line, and returns the path.
+pub fn write_input(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
