@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 example="${1:-login-anomaly}"
 job="examples/$example/job.toml"
 [ -f "$job" ] || { echo "no such example: $example (see examples/)" >&2; exit 2; }
-rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+bash scripts/setup
 # Every example guest, so that jobs which combine them (word-count) find them all.
 cargo build --quiet --release --target wasm32-wasip2 \
   -p keyed-count -p word-count -p login-anomaly -p sessions -p tumbling-count

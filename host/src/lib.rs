@@ -12,6 +12,7 @@
 //! - [`state`], [`timers`], [`watermark`], [`keygroup`]: the streaming semantics;
 //! - [`source`], [`sink`]: connectors; [`stream`]: what flows between tasks.
 
+pub mod checkpoint;
 pub mod clock;
 pub mod job;
 pub mod keygroup;

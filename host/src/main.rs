@@ -20,7 +20,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a job until its inputs end (or Ctrl-C), then print a summary of records in
-    /// and out, late records and duration per source, operator and sink.
+    /// and out, late records and duration per source, operator and sink. A job with
+    /// checkpoints resumes from its latest completed checkpoint.
     Run {
         /// The job file (TOML).
         job: PathBuf,
@@ -28,6 +29,9 @@ enum Command {
         /// (after the job file's own directory). Also WEIR_PLUGIN_PATH, `:`-separated.
         #[arg(long = "plugin-dir", env = "WEIR_PLUGIN_PATH", value_delimiter = ':')]
         plugin_dirs: Vec<PathBuf>,
+        /// Ignore the job's checkpoints and start from the beginning of its inputs.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Check a job file and its components without running anything: the job's wiring,
     /// and that every component implements the weir:operator world.
@@ -48,9 +52,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Run { job, plugin_dirs } => run(job, JobOptions { plugin_dirs }),
+        Command::Run { job, plugin_dirs, fresh } => run(job, JobOptions { plugin_dirs, fresh }),
         Command::Check { job, plugin_dirs } => {
-            match Job::load(&job, &JobOptions { plugin_dirs }) {
+            match Job::load(&job, &JobOptions { plugin_dirs, fresh: false }) {
                 Ok(job) => {
                     println!("job `{}` is valid", job.spec().name);
                     ExitCode::SUCCESS
@@ -74,7 +78,7 @@ fn run(path: PathBuf, options: JobOptions) -> ExitCode {
         };
         if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
             eprintln!("weir: stopping (Ctrl-C)");
-            control.cancel();
+            control.stop();
         }
     });
     match job.run() {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use crate::plugin::bindings::weir::operator::types::{Event, Header};
+use crate::checkpoint::CheckpointBarrier;
 use crate::watermark::Watermark;
 
 /// Where a record entered the job: the source and its offset there (a file's line
@@ -42,6 +43,8 @@ pub struct Record {
 pub enum Message {
     Record(Record),
     Watermark(Watermark),
+    /// Everything before this belongs to checkpoint `id`; everything after, to later ones.
+    Barrier(CheckpointBarrier),
     /// The upstream subtask has ended normally; nothing follows on this channel.
     EndOfData,
 }

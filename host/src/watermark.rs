@@ -24,7 +24,7 @@ pub const MIN_WATERMARK: i64 = i64::MIN;
 pub const MAX_WATERMARK: i64 = i64::MAX;
 
 /// A source's watermark strategy, from the job file's `watermark` table.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WatermarkStrategy {
     /// How far behind the largest timestamp seen elements may still arrive, in ms.
@@ -73,6 +73,18 @@ impl BoundedOutOfOrderness {
     pub fn current(&self) -> i64 {
         self.emitted
     }
+
+    /// The largest timestamp seen, for checkpoints.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.max_timestamp
+    }
+
+    /// Continues from a checkpointed largest timestamp.
+    pub fn restore(&mut self, max_timestamp: Option<i64>) {
+        self.max_timestamp = max_timestamp;
+        self.emitted = max_timestamp
+            .map_or(MIN_WATERMARK, |t| t.saturating_sub(self.bound).saturating_sub(1));
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,9 +105,14 @@ pub struct InputWatermarks {
 
 impl InputWatermarks {
     pub fn new(inputs: usize) -> Self {
+        Self::starting_at(inputs, MIN_WATERMARK)
+    }
+
+    /// Inputs whose watermark is already `watermark` (after a restore).
+    pub fn starting_at(inputs: usize, watermark: i64) -> Self {
         InputWatermarks {
-            inputs: vec![InputStatus::Active(MIN_WATERMARK); inputs],
-            combined: MIN_WATERMARK,
+            inputs: vec![InputStatus::Active(watermark); inputs],
+            combined: watermark,
             idle: false,
         }
     }

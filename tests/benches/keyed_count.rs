@@ -43,7 +43,7 @@ fn job(operator: &str, parallelism: u32, events: u64, keys: u64) -> JobSpec {
 }
 
 fn run(spec: JobSpec) -> JobSummary {
-    let options = JobOptions { plugin_dirs: vec![weir_test_guests::GUEST_DIR.into()] };
+    let options = JobOptions { plugin_dirs: vec![weir_test_guests::GUEST_DIR.into()], fresh: false };
     Job::new(spec, &options).expect("job loads").run().expect("job runs")
 }
 

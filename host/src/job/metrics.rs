@@ -76,8 +76,10 @@ pub struct JobSummary {
     pub duration: Duration,
     pub nodes: Vec<NodeSummary>,
     pub latency: Option<LatencySummary>,
-    /// The job was stopped (Ctrl-C) before its inputs ended.
+    /// The job was stopped (Ctrl-C or a failure) before its inputs ended.
     pub cancelled: bool,
+    /// How often the job restarted from a checkpoint after a failure.
+    pub restarts: u32,
 }
 
 impl JobSummary {
@@ -124,7 +126,7 @@ impl JobSummary {
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
         });
-        JobSummary { name: name.into(), duration, nodes, latency, cancelled }
+        JobSummary { name: name.into(), duration, nodes, latency, cancelled, restarts: 0 }
     }
 
     /// The summary of the node called `uid`.
@@ -137,6 +139,9 @@ impl fmt::Display for JobSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = if self.cancelled { "stopped" } else { "finished" };
         writeln!(f, "job `{}` {state} in {:.3} s", self.name, self.duration.as_secs_f64())?;
+        if self.restarts > 0 {
+            writeln!(f, "  restarted {} time(s) from checkpoints", self.restarts)?;
+        }
         writeln!(
             f,
             "  {:<20} {:<9} {:>4} {:>12} {:>12} {:>10} {:>10} {:>8} {:>9}",

@@ -21,25 +21,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::{Receiver, bounded, unbounded};
 
 pub use metrics::{JobSummary, LatencySummary, NodeSummary};
 pub use spec::{JobSpec, SpecError};
 
+use crate::checkpoint::{
+    CheckpointStorage, CompletedCheckpoint, Coordinator, CoordinatorMessage, TaskState, task_id,
+};
 use crate::operator::{OperatorContext, OperatorInfo, OperatorLogic, native};
 use crate::plugin::{Plugin, PluginError, Runtime};
 use crate::sink::SinkError;
 use crate::source::SourceError;
-use crate::state::{KeyedState, MemoryBackend};
+use crate::sink::Delivery;
+use crate::state::{KeyedState, MemoryBackend, RocksBackend, StateBackend};
 use crate::stream::Message;
 use crate::task::inputs::Inputs;
 use crate::task::operator::OperatorTask;
 use crate::task::output::{EdgeOutput, Router};
 use crate::task::sink::SinkTask;
 use crate::task::source::SourceTask;
-use crate::task::{JobControl, TaskError};
+use crate::task::{Checkpointing, JobControl, TaskError};
 use metrics::TaskMetrics;
-use spec::{NodeKind, Partitioning};
+use spec::{BackendKind, NodeKind, Partitioning};
 
 /// Why a job could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,9 @@ pub enum JobError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The job cannot resume from its checkpoints.
+    #[error("cannot restore job `{job}`: {message}")]
+    Restore { job: String, message: String },
     /// A task failed; the job was stopped and what it had accepted was flushed.
     #[error("{error}")]
     Failed { error: TaskError, summary: Box<JobSummary> },
@@ -69,14 +76,18 @@ pub enum JobError {
 pub struct JobOptions {
     /// Directories searched for components named by a bare file name.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Ignore existing checkpoints and start from the beginning.
+    pub fresh: bool,
 }
 
 /// A job ready to run.
 pub struct Job {
     spec: JobSpec,
-    runtime: Option<Runtime>,
+    /// Kept alive while the job runs: its epoch ticker enforces call deadlines.
+    _runtime: Option<Runtime>,
     plugins: HashMap<String, Plugin>,
     control: Arc<JobControl>,
+    fresh: bool,
 }
 
 impl Job {
@@ -103,7 +114,7 @@ impl Job {
             tracing::info!(operator = %op.uid, component = %path.display(), digest = plugin.digest(), "loaded component");
             plugins.insert(op.uid.clone(), plugin);
         }
-        Ok(Job { spec, runtime, plugins, control: Arc::default() })
+        Ok(Job { spec, _runtime: runtime, plugins, control: Arc::default(), fresh: options.fresh })
     }
 
     pub fn spec(&self) -> &JobSpec {
@@ -115,11 +126,84 @@ impl Job {
         self.control.clone()
     }
 
-    /// Runs the job to completion, or until cancelled.
+    /// Runs the job to completion, or until stopped. With checkpoints, it resumes from
+    /// the latest completed checkpoint (unless `fresh`), and restarts from the latest
+    /// checkpoint after a task failure as the restart strategy allows.
     pub fn run(self) -> Result<JobSummary, JobError> {
+        let restore_error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
+        let storage = self.spec.checkpoint_dir().map(CheckpointStorage::new);
+        let mut restore = match &storage {
+            None => None,
+            Some(storage) if self.fresh || storage.is_finished() => {
+                storage.clear().map_err(|e| restore_error(format!("clearing {}: {e}", storage.root().display())))?;
+                None
+            }
+            Some(storage) => storage.latest().map_err(restore_error)?,
+        };
+        let mut restarts = 0;
+        loop {
+            if let Some(checkpoint) = &restore {
+                tracing::info!(job = %self.spec.name, checkpoint = checkpoint.metadata.id, "restoring from checkpoint");
+            }
+            match self.run_attempt(storage.as_ref(), restore.as_ref()) {
+                Ok(mut summary) => {
+                    summary.restarts = restarts;
+                    if let Some(storage) = storage.as_ref().filter(|_| !summary.cancelled) {
+                        if let Err(e) = storage.mark_finished() {
+                            tracing::warn!(error = %e, "could not mark the job finished");
+                        }
+                    }
+                    return Ok(summary);
+                }
+                Err(JobError::Failed { error, mut summary }) => {
+                    summary.restarts = restarts;
+                    let delay = self.spec.restart.delay(restarts + 1).filter(|_| !self.control.is_stopped());
+                    let Some(delay) = delay else {
+                        return Err(JobError::Failed { error, summary });
+                    };
+                    restarts += 1;
+                    tracing::warn!(
+                        job = %self.spec.name,
+                        restart = restarts,
+                        delay_ms = delay.as_millis() as u64,
+                        cause = %error,
+                        "task failed; restarting from the latest checkpoint"
+                    );
+                    std::thread::sleep(delay);
+                    self.control.reset();
+                    if let Some(storage) = &storage {
+                        restore = storage.latest().map_err(restore_error)?;
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Runs the job once, from `restore` if given.
+    fn run_attempt(
+        &self,
+        storage: Option<&CheckpointStorage>,
+        restore: Option<&CompletedCheckpoint>,
+    ) -> Result<JobSummary, JobError> {
         let started = Instant::now();
         let spec = &self.spec;
         tracing::info!(job = %spec.name, "starting");
+        if let Some(checkpoint) = restore {
+            self.check_restorable(checkpoint)?;
+        }
+        let (to_coordinator, inbox) = unbounded::<CoordinatorMessage>();
+        let mut source_commands = Vec::new();
+        let mut sink_commands = Vec::new();
+        let checkpointing = |task: String, commands: Option<Receiver<_>>| {
+            storage.map(|storage| Checkpointing {
+                task,
+                coordinator: to_coordinator.clone(),
+                commands,
+                root: storage.root().to_path_buf(),
+            })
+        };
+        let task_state = |task: &str| restore.and_then(|c| c.metadata.tasks.get(task));
         let mut wiring = Wiring::new(spec);
         let mut threads = Vec::new();
         let mut node_metrics = Vec::new();
@@ -139,8 +223,21 @@ impl Job {
                     max_parallelism: spec.max_parallelism,
                     config: op.config_strings(),
                 };
-                let state = KeyedState::new(&op.uid, Box::new(MemoryBackend::new()));
-                let ctx = OperatorContext::new(info, state, side_outputs.clone());
+                let task = task_id(&op.uid, subtask);
+                let saved = task_state(&task);
+                let backend = self.open_backend(&task, restore, saved)?;
+                let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs.clone());
+                if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (restore, saved) {
+                    ctx.watermark = *watermark;
+                    let mut malformed = false;
+                    crate::checkpoint::entries::read_entries(&checkpoint.path(timers), |key, _| {
+                        malformed |= !ctx.timers.insert_encoded(&key);
+                    })
+                    .map_err(|e| JobError::Restore { job: spec.name.clone(), message: e })?;
+                    if malformed {
+                        return Err(JobError::Restore { job: spec.name.clone(), message: format!("{task}: malformed timers") });
+                    }
+                }
                 let logic: Box<dyn OperatorLogic> = match (&op.component, &op.native) {
                     (Some(_), _) => Box::new(
                         self.plugins[&op.uid]
@@ -167,6 +264,8 @@ impl Job {
                         late_port,
                         on_error: spec.on_error,
                         emitted: Vec::new(),
+                        checkpointing: checkpointing(task, None),
+                        aligning: None,
                     },
                 ));
             }
@@ -175,7 +274,15 @@ impl Job {
         let mut sink_tasks = Vec::new();
         for sink_spec in &spec.sinks {
             let uid = sink_spec.uid();
-            let sink = crate::sink::open(sink_spec, &spec.base_dir)?;
+            let task = task_id(uid, 0);
+            let delivery = match (storage, task_state(&task)) {
+                (None, _) => Delivery::Direct,
+                (Some(_), Some(TaskState::Sink { state })) => Delivery::Restore(state),
+                (Some(_), _) => Delivery::Fresh,
+            };
+            let sink = crate::sink::open(sink_spec, &spec.base_dir, delivery)?;
+            let (commands_tx, commands) = unbounded();
+            sink_commands.push(commands_tx);
             let metrics = Arc::new(TaskMetrics::default());
             node_metrics.push((uid.to_string(), NodeKind::Sink, vec![metrics.clone()]));
             let (inputs, _) = wiring.take(uid, 0);
@@ -184,12 +291,22 @@ impl Job {
                 sink,
                 inputs: Inputs::new(inputs),
                 metrics,
+                checkpointing: checkpointing(task, Some(commands)),
+                aligning: None,
             });
         }
         let mut source_tasks = Vec::new();
         for source_spec in &spec.sources {
             let uid = source_spec.uid();
-            let source = crate::source::open(source_spec, &spec.base_dir)?;
+            let task = task_id(uid, 0);
+            let mut source = crate::source::open(source_spec, &spec.base_dir)?;
+            let mut restored_max_timestamp = None;
+            if let Some(TaskState::Source { position, max_timestamp }) = task_state(&task) {
+                source.restore(position)?;
+                restored_max_timestamp = *max_timestamp;
+            }
+            let (commands_tx, commands) = unbounded();
+            source_commands.push(commands_tx);
             let metrics = Arc::new(TaskMetrics::default());
             node_metrics.insert(0, (uid.to_string(), NodeKind::Source, vec![metrics.clone()]));
             let (_, router) = wiring.take(uid, 0);
@@ -201,9 +318,29 @@ impl Job {
                 metrics,
                 control: self.control.clone(),
                 on_error: spec.on_error,
+                checkpointing: checkpointing(task, Some(commands)),
+                restored_max_timestamp,
             });
         }
         drop(wiring);
+        let coordinator = match (storage, &spec.checkpoint) {
+            (Some(storage), Some(settings)) => Some(
+                Coordinator {
+                    settings: settings.clone(),
+                    storage: storage.clone(),
+                    job: spec.name.clone(),
+                    inbox,
+                    sources: source_commands,
+                    sinks: sink_commands,
+                    tasks: node_metrics.iter().map(|(_, _, tasks)| tasks.len()).sum(),
+                    last_id: restore.map_or(0, |c| c.metadata.id),
+                    control: self.control.clone(),
+                }
+                .start()
+                .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start the checkpoint coordinator: {e}")))?,
+            ),
+            _ => None,
+        };
 
         for task in sink_tasks {
             threads.push(self.spawn(format!("sink {}", task.uid), move || task.run())?);
@@ -219,9 +356,11 @@ impl Job {
                 self.control.fail_internal("a task thread panicked");
             }
         }
+        if let Some(coordinator) = coordinator {
+            coordinator.stop();
+        }
         let cancelled = self.control.is_cancelled();
         let summary = JobSummary::collect(&spec.name, started.elapsed(), &node_metrics, cancelled);
-        drop(self.runtime);
         match self.control.take_failure() {
             Some(error) => Err(JobError::Failed { error, summary: Box::new(summary) }),
             None => {
@@ -229,6 +368,68 @@ impl Job {
                 Ok(summary)
             }
         }
+    }
+
+    /// The keyed state backend of one operator subtask, restored if `saved` says so.
+    fn open_backend(
+        &self,
+        task: &str,
+        restore: Option<&CompletedCheckpoint>,
+        saved: Option<&TaskState>,
+    ) -> Result<Box<dyn StateBackend>, JobError> {
+        let error = |message: String| JobError::Restore { job: self.spec.name.clone(), message: format!("{task}: {message}") };
+        let db_path = || self.spec.state_dir().join(task);
+        Ok(match (self.spec.state.backend, restore, saved) {
+            (BackendKind::Memory, Some(checkpoint), Some(TaskState::Operator { backend, state, .. })) => {
+                if backend != "memory" {
+                    return Err(error(format!("the checkpoint holds {backend} state; the job uses memory")));
+                }
+                Box::new(MemoryBackend::restore(checkpoint, state).map_err(error)?)
+            }
+            (BackendKind::Rocksdb, Some(checkpoint), Some(TaskState::Operator { backend, state, .. })) => {
+                if backend != "rocksdb" {
+                    return Err(error(format!("the checkpoint holds {backend} state; the job uses rocksdb")));
+                }
+                Box::new(RocksBackend::restore(&db_path(), checkpoint, state).map_err(error)?)
+            }
+            (BackendKind::Memory, _, _) => Box::new(MemoryBackend::new()),
+            (BackendKind::Rocksdb, _, _) => {
+                let path = db_path();
+                if path.exists() {
+                    std::fs::remove_dir_all(&path).map_err(|e| error(format!("{}: {e}", path.display())))?;
+                }
+                Box::new(RocksBackend::open(&path).map_err(|e| error(e.to_string()))?)
+            }
+        })
+    }
+
+    /// A checkpoint restores only into the job it was taken of: the same tasks.
+    fn check_restorable(&self, checkpoint: &CompletedCheckpoint) -> Result<(), JobError> {
+        let mut expected: Vec<String> = Vec::new();
+        for source in &self.spec.sources {
+            expected.push(task_id(source.uid(), 0));
+        }
+        for op in &self.spec.operators {
+            expected.extend((0..op.parallelism).map(|i| task_id(&op.uid, i)));
+        }
+        for sink in &self.spec.sinks {
+            expected.push(task_id(sink.uid(), 0));
+        }
+        expected.sort();
+        let saved: Vec<String> = checkpoint.metadata.tasks.keys().cloned().collect();
+        if saved != expected {
+            return Err(JobError::Restore {
+                job: self.spec.name.clone(),
+                message: format!(
+                    "checkpoint {} was taken of tasks [{}] but the job now has [{}]; a changed job \
+                     (uids or parallelism) needs a savepoint, or run with --fresh",
+                    checkpoint.metadata.id,
+                    saved.join(", "),
+                    expected.join(", ")
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn spawn(

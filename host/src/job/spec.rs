@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::CheckpointSettings;
 use crate::keygroup::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
 use crate::plugin::Limits;
 use crate::watermark::WatermarkStrategy;
@@ -20,7 +21,7 @@ pub struct SpecError {
 
 /// What to do with input that cannot be read (a malformed JSON line, an event without
 /// a key on a keyed edge).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorPolicy {
     /// Stop the job with an error naming the input and position.
@@ -31,7 +32,7 @@ pub enum ErrorPolicy {
 }
 
 /// How an edge distributes records over the receiving subtasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Partitioning {
     /// Subtask `i` to subtask `i`; both sides must have the same parallelism.
@@ -42,7 +43,7 @@ pub enum Partitioning {
     Rebalance,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
@@ -61,9 +62,85 @@ pub struct JobSpec {
     pub sinks: Vec<SinkSpec>,
     #[serde(default, rename = "edge")]
     pub edges: Vec<EdgeSpec>,
+    /// Where keyed state lives.
+    #[serde(default)]
+    pub state: StateSettings,
+    /// Periodic checkpoints; none when absent.
+    pub checkpoint: Option<CheckpointSettings>,
+    /// What to do when a task fails.
+    #[serde(default)]
+    pub restart: RestartStrategy,
     /// The directory relative paths are resolved against (the job file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// Which store keeps keyed state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// In memory: fastest; snapshots are full copies.
+    #[default]
+    Memory,
+    /// RocksDB on local disk: state larger than memory; incremental checkpoints.
+    Rocksdb,
+}
+
+/// The job file's `[state]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSettings {
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Working directory of the RocksDB backend (relative to the job file).
+    /// Default: `.weir/<job name>/state`.
+    pub dir: Option<PathBuf>,
+}
+
+/// The job file's `[restart]` table: how the job restarts from its latest checkpoint
+/// after a task fails (Flink's restart strategies).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "strategy", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RestartStrategy {
+    /// Fail the job on the first task failure.
+    #[default]
+    None,
+    /// Restart after a fixed delay, at most `max_attempts` times.
+    FixedDelay { max_attempts: u32, #[serde(default = "default_delay")] delay_ms: u64 },
+    /// Restart after a delay that doubles each time, up to `max_delay_ms`.
+    ExponentialBackoff {
+        max_attempts: u32,
+        #[serde(default = "default_delay")]
+        initial_delay_ms: u64,
+        #[serde(default = "default_max_delay")]
+        max_delay_ms: u64,
+    },
+}
+
+fn default_delay() -> u64 {
+    1000
+}
+
+fn default_max_delay() -> u64 {
+    60_000
+}
+
+impl RestartStrategy {
+    /// The delay before restart number `attempt` (1-based), or `None` when the
+    /// strategy allows no more restarts.
+    pub fn delay(&self, attempt: u32) -> Option<std::time::Duration> {
+        let ms = match self {
+            RestartStrategy::None => return None,
+            RestartStrategy::FixedDelay { max_attempts, delay_ms } => {
+                (attempt <= *max_attempts).then_some(*delay_ms)?
+            }
+            RestartStrategy::ExponentialBackoff { max_attempts, initial_delay_ms, max_delay_ms } => {
+                (attempt <= *max_attempts).then_some(())?;
+                initial_delay_ms.saturating_mul(1 << (attempt - 1).min(30)).min(*max_delay_ms)
+            }
+        };
+        Some(std::time::Duration::from_millis(ms))
+    }
 }
 
 fn default_max_parallelism() -> u32 {
@@ -78,7 +155,7 @@ fn default_parallelism() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceSpec {
     /// JSON lines from a file, one event per line.
@@ -90,6 +167,9 @@ pub enum SourceSpec {
         /// Top-level field holding the event time in epoch milliseconds; without it,
         /// events get the time they were read (ingestion time).
         timestamp_field: Option<String>,
+        /// Read at most this many lines per second (demos and tests); unthrottled when
+        /// absent.
+        rate: Option<f64>,
         #[serde(default)]
         watermark: WatermarkStrategy,
     },
@@ -140,7 +220,7 @@ impl SourceSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorSpec {
     pub uid: String,
@@ -175,7 +255,7 @@ impl OperatorSpec {
 }
 
 /// How a sink writes events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkFormat {
     /// The event value, one per line (it must be one line of UTF-8).
@@ -185,7 +265,7 @@ pub enum SinkFormat {
     Envelope,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkSpec {
     /// JSON lines written to a file (replaced at start).
@@ -215,7 +295,7 @@ impl SinkSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeSpec {
     pub from: String,
@@ -260,6 +340,28 @@ impl JobSpec {
         if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
     }
 
+    /// The directory for the job's own files (`.weir/<name>` beside the job file).
+    fn work_dir(&self) -> PathBuf {
+        self.base_dir.join(".weir").join(&self.name)
+    }
+
+    /// Where checkpoints go, when the job takes them.
+    pub fn checkpoint_dir(&self) -> Option<PathBuf> {
+        let settings = self.checkpoint.as_ref()?;
+        Some(match &settings.dir {
+            Some(dir) => self.resolve(dir),
+            None => self.work_dir().join("checkpoints"),
+        })
+    }
+
+    /// The RocksDB backend's working directory.
+    pub fn state_dir(&self) -> PathBuf {
+        match &self.state.dir {
+            Some(dir) => self.resolve(dir),
+            None => self.work_dir().join("state"),
+        }
+    }
+
     /// The kind and parallelism of the node called `uid`.
     pub fn node(&self, uid: &str) -> Option<(NodeKind, u32)> {
         if self.sources.iter().any(|s| s.uid() == uid) {
@@ -294,6 +396,14 @@ impl JobSpec {
         }
         if self.channel_capacity == 0 {
             return Err("channel_capacity must be at least 1".into());
+        }
+        if let Some(c) = &self.checkpoint {
+            if c.interval_ms == 0 || c.timeout_ms == 0 || c.retained == 0 {
+                return Err("[checkpoint] interval_ms, timeout_ms and retained must be positive".into());
+            }
+        }
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err("name must be non-empty, without path separators or a leading dot".into());
         }
         if self.sources.is_empty() {
             return Err("the job has no [[source]]".into());
@@ -470,6 +580,21 @@ mod tests {
         assert!(no_input.unwrap_err().contains("operator `op` has no input edge"));
         let typo = parse("name = \"t\"\nmax_paralelism = 3");
         assert!(typo.unwrap_err().contains("unknown field `max_paralelism`"));
+    }
+
+    #[test]
+    fn restart_delays_follow_the_strategy() {
+        let fixed = RestartStrategy::FixedDelay { max_attempts: 2, delay_ms: 50 };
+        assert_eq!(fixed.delay(1), Some(std::time::Duration::from_millis(50)));
+        assert_eq!(fixed.delay(3), None);
+        let backoff = RestartStrategy::ExponentialBackoff {
+            max_attempts: 5,
+            initial_delay_ms: 100,
+            max_delay_ms: 300,
+        };
+        let delays: Vec<_> = (1..=6).map(|a| backoff.delay(a).map(|d| d.as_millis())).collect();
+        assert_eq!(delays, [Some(100), Some(200), Some(300), Some(300), Some(300), None]);
+        assert_eq!(RestartStrategy::None.delay(1), None);
     }
 
     #[test]

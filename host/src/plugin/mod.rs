@@ -32,7 +32,7 @@ use crate::operator::OperatorContext;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Per-operator sandbox limits, from the job file's `limits` table.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest linear memory a guest instance may grow to, in MiB.

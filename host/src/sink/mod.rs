@@ -3,6 +3,8 @@
 //! Where results leave the job: a file or standard output as JSON lines, or nowhere
 //! (benchmarks). Each sink runs in its own task and receives every upstream subtask.
 
+mod file;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -23,16 +25,49 @@ pub struct SinkError {
 /// A consumer of events.
 pub trait Sink: Send {
     fn write(&mut self, event: &Event) -> Result<(), SinkError>;
-    /// Flushes everything written; called at the end and when the job stops.
+    /// Flushes everything written; called when the job stops.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Phase one of a checkpoint: everything written so far belongs to checkpoint
+    /// `id`. Returns the state the checkpoint keeps for [`open`] to restore.
+    fn pre_commit(&mut self, id: u64) -> Result<serde_json::Value, SinkError> {
+        let _ = id;
+        self.flush()?;
+        Ok(serde_json::Value::Null)
+    }
+    /// Phase two: checkpoint `id` is complete.
+    fn commit(&mut self, id: u64) -> Result<(), SinkError> {
+        let _ = id;
+        Ok(())
+    }
+    /// The input ended: make everything written visible.
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.flush()
+    }
+}
+
+/// How a sink takes part in checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// No checkpoints: write straight through.
+    Direct,
+    /// Checkpoints without a restore: a fresh, transactional output.
+    Fresh,
+    /// Restoring from a checkpoint's sink state.
+    Restore(&'a serde_json::Value),
 }
 
 /// Opens the sink a job file describes; relative paths resolve against `base`.
-pub fn open(spec: &SinkSpec, base: &Path) -> Result<Box<dyn Sink>, SinkError> {
+pub fn open(spec: &SinkSpec, base: &Path, delivery: Delivery<'_>) -> Result<Box<dyn Sink>, SinkError> {
     match spec {
         SinkSpec::File { uid, path, format } => {
             let path = if path.is_absolute() { path.clone() } else { base.join(path) };
-            Ok(Box::new(LineSink::file(uid, path, *format)?))
+            match delivery {
+                Delivery::Direct => Ok(Box::new(LineSink::file(uid, path, *format)?)),
+                Delivery::Fresh => Ok(Box::new(file::TransactionalFileSink::open(uid, path, *format, None)?)),
+                Delivery::Restore(state) => {
+                    Ok(Box::new(file::TransactionalFileSink::open(uid, path, *format, Some(state))?))
+                }
+            }
         }
         SinkSpec::Stdout { uid, format } => Ok(Box::new(LineSink::stdout(uid, *format))),
         SinkSpec::Discard { .. } => Ok(Box::new(Discard)),

@@ -1,13 +1,13 @@
 //! JSON lines from a file: one event per line, the raw line as the value.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Source, SourceError, SourcePoll};
+use super::{Pacer, Source, SourceError, SourcePoll};
 use crate::stream::Event;
 
 /// Reads a file of JSON objects, one per line. Blank lines are skipped.
@@ -17,8 +17,13 @@ pub struct FileSource {
     reader: BufReader<File>,
     line: Vec<u8>,
     line_number: i64,
+    /// Bytes consumed so far: where a restored source seeks to.
+    offset: u64,
     key_field: Option<String>,
     timestamp_field: Option<String>,
+    pacer: Pacer,
+    /// Records returned so far in this run, for pacing.
+    returned: u64,
 }
 
 impl FileSource {
@@ -38,9 +43,18 @@ impl FileSource {
             reader: BufReader::with_capacity(1 << 16, file),
             line: Vec::new(),
             line_number: 0,
+            offset: 0,
             key_field,
             timestamp_field,
+            pacer: Pacer::new(None),
+            returned: 0,
         })
+    }
+
+    /// Reads at most `rate` lines per second.
+    pub fn with_rate(mut self, rate: Option<f64>) -> Self {
+        self.pacer = Pacer::new(rate);
+        self
     }
 
     fn parse(&self, line: &[u8]) -> Result<Event, String> {
@@ -78,6 +92,10 @@ impl Source for FileSource {
     }
 
     fn poll(&mut self) -> Result<SourcePoll, SourceError> {
+        if let Some(wait) = self.pacer.wait(self.returned) {
+            return Ok(SourcePoll::Pending(wait));
+        }
+        self.returned += 1;
         loop {
             self.line.clear();
             let read = self.reader.read_until(b'\n', &mut self.line).map_err(|e| SourceError {
@@ -87,6 +105,7 @@ impl Source for FileSource {
             if read == 0 {
                 return Ok(SourcePoll::End);
             }
+            self.offset += read as u64;
             self.line_number += 1;
             let line = self.line.trim_ascii();
             if line.is_empty() {
@@ -98,6 +117,23 @@ impl Source for FileSource {
                 Err(reason) => SourcePoll::Malformed { offset, reason },
             });
         }
+    }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!({ "byte": self.offset, "line": self.line_number })
+    }
+
+    fn restore(&mut self, position: &serde_json::Value) -> Result<(), SourceError> {
+        let (Some(byte), Some(line)) = (position["byte"].as_u64(), position["line"].as_i64()) else {
+            return Err(SourceError { uid: self.uid.clone(), message: format!("bad saved position {position}") });
+        };
+        self.reader.seek(SeekFrom::Start(byte)).map_err(|e| SourceError {
+            uid: self.uid.clone(),
+            message: format!("{}: cannot seek to byte {byte}: {e}", self.label),
+        })?;
+        self.offset = byte;
+        self.line_number = line;
+        Ok(())
     }
 }
 
@@ -125,5 +161,21 @@ mod tests {
         let SourcePoll::Malformed { offset: 5, reason } = source.poll().unwrap() else { panic!() };
         assert!(reason.contains("missing timestamp field `ts`"), "{reason}");
         assert!(matches!(source.poll().unwrap(), SourcePoll::End));
+    }
+
+    #[test]
+    fn a_restored_source_continues_after_its_position() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        for i in 0..5 {
+            writeln!(file, r#"{{"i":{i}}}"#).unwrap();
+        }
+        let mut first = FileSource::open("in", file.path(), None, None).unwrap();
+        first.poll().unwrap();
+        first.poll().unwrap();
+        let position = first.position();
+        let mut second = FileSource::open("in", file.path(), None, None).unwrap();
+        second.restore(&position).unwrap();
+        let SourcePoll::Record { event, offset } = second.poll().unwrap() else { panic!() };
+        assert_eq!((offset, event.value), (3, br#"{"i":2}"#.to_vec()));
     }
 }

@@ -1,22 +1,20 @@
 //! A deterministic generator: the same settings give the same events, in order.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use super::{Source, SourceError, SourcePoll};
+use super::{Pacer, Source, SourceError, SourcePoll};
 use crate::stream::Event;
 
 /// Generates `{"seq": n, "key": "key-k", "value": v}` events keyed by `key-k`.
 pub struct GeneratorSource {
     label: Arc<str>,
     count: Option<u64>,
-    rate: Option<f64>,
+    pacer: Pacer,
     keys: u64,
     seed: u64,
     start_ms: i64,
     step_ms: i64,
     next: u64,
-    started: Option<Instant>,
 }
 
 impl GeneratorSource {
@@ -33,19 +31,15 @@ impl GeneratorSource {
         if keys == 0 {
             return Err(error("`keys` must be at least 1"));
         }
-        if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return Err(error("`rate` must be a positive number of events per second"));
-        }
         Ok(GeneratorSource {
             label: format!("generator `{uid}`").into(),
             count,
-            rate,
+            pacer: Pacer::new(rate),
             keys,
             seed,
             start_ms,
             step_ms,
             next: 0,
-            started: None,
         })
     }
 
@@ -84,17 +78,25 @@ impl Source for GeneratorSource {
         if self.count.is_some_and(|count| self.next >= count) {
             return Ok(SourcePoll::End);
         }
-        if let Some(rate) = self.rate {
-            let started = *self.started.get_or_insert_with(Instant::now);
-            let due = started + Duration::from_secs_f64(self.next as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                return Ok(SourcePoll::Pending(due - now));
-            }
+        if let Some(wait) = self.pacer.wait(self.next) {
+            return Ok(SourcePoll::Pending(wait));
         }
         let seq = self.next;
         self.next += 1;
         Ok(SourcePoll::Record { event: self.event(seq), offset: seq as i64 })
+    }
+
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!({ "next": self.next })
+    }
+
+    fn restore(&mut self, position: &serde_json::Value) -> Result<(), SourceError> {
+        self.next = position["next"].as_u64().ok_or_else(|| SourceError {
+            uid: self.label.to_string(),
+            message: format!("bad saved position {position}"),
+        })?;
+        self.pacer.resume_at(self.next);
+        Ok(())
     }
 }
 

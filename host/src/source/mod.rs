@@ -8,7 +8,7 @@ mod file;
 mod generator;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use file::FileSource;
 pub use generator::GeneratorSource;
@@ -44,16 +44,60 @@ pub trait Source: Send {
     /// What offsets count (`line`, `seq`).
     fn unit(&self) -> &'static str;
     fn poll(&mut self) -> Result<SourcePoll, SourceError>;
+    /// Where the next poll would read from, for checkpoints.
+    fn position(&self) -> serde_json::Value;
+    /// Continues from a position taken by [`Source::position`].
+    fn restore(&mut self, position: &serde_json::Value) -> Result<(), SourceError>;
+}
+
+/// Paces a source to a number of records per second.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    rate: Option<f64>,
+    started: Option<Instant>,
+}
+
+impl Pacer {
+    pub fn new(rate: Option<f64>) -> Self {
+        Pacer { rate, started: None }
+    }
+
+    /// How long to wait before record number `n` (from 0) is due, if at all.
+    pub fn wait(&mut self, n: u64) -> Option<Duration> {
+        let rate = self.rate?;
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let due = started + Duration::from_secs_f64(n as f64 / rate);
+        due.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+
+    /// Continues at record number `n` without a burst to catch up (after a restore).
+    pub fn resume_at(&mut self, n: u64) {
+        self.started = self.rate.map(|rate| {
+            let elapsed = Duration::from_secs_f64(n as f64 / rate);
+            Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now)
+        });
+    }
+}
+
+/// Checks a configured rate.
+fn check_rate(uid: &str, rate: Option<f64>) -> Result<(), SourceError> {
+    if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(SourceError { uid: uid.into(), message: "`rate` must be a positive number of events per second".into() });
+    }
+    Ok(())
 }
 
 /// Opens the source a job file describes; relative paths resolve against `base`.
 pub fn open(spec: &SourceSpec, base: &std::path::Path) -> Result<Box<dyn Source>, SourceError> {
     match spec {
-        SourceSpec::File { uid, path, key_field, timestamp_field, .. } => {
+        SourceSpec::File { uid, path, key_field, timestamp_field, rate, .. } => {
+            check_rate(uid, *rate)?;
             let path = if path.is_absolute() { path.clone() } else { base.join(path) };
-            Ok(Box::new(FileSource::open(uid, &path, key_field.clone(), timestamp_field.clone())?))
+            let source = FileSource::open(uid, &path, key_field.clone(), timestamp_field.clone())?;
+            Ok(Box::new(source.with_rate(*rate)))
         }
         SourceSpec::Generator { uid, count, rate, keys, seed, start_ms, step_ms, .. } => {
+            check_rate(uid, *rate)?;
             Ok(Box::new(GeneratorSource::new(uid, *count, *rate, *keys, *seed, *start_ms, *step_ms)?))
         }
     }

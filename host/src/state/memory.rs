@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{StateBackend, StateError, key};
+use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateError, key};
+use crate::checkpoint::entries::{read_entries, write_file};
+use crate::checkpoint::{CompletedCheckpoint, FileEntry};
 
 /// Keyed state held in an ordered map, keys laid out by [`key`].
 #[derive(Debug, Default)]
@@ -15,6 +17,17 @@ pub struct MemoryBackend {
 impl MemoryBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Rebuilds the state from a checkpoint's entry files.
+    pub fn restore(checkpoint: &CompletedCheckpoint, files: &[FileEntry]) -> Result<Self, String> {
+        let mut entries = BTreeMap::new();
+        for file in files {
+            read_entries(&checkpoint.path(file), |k, v| {
+                entries.insert(k, v);
+            })?;
+        }
+        Ok(MemoryBackend { entries })
     }
 
     fn prefix_range<'a>(
@@ -83,5 +96,28 @@ impl StateBackend for MemoryBackend {
 
     fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    /// A full copy of the map, taken synchronously (a memory copy); the file is written
+    /// by the returned writer.
+    fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
+        Ok(Box::new(MemorySnapshot { entries: self.entries.clone(), target: target.clone() }))
+    }
+}
+
+struct MemorySnapshot {
+    entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    target: SnapshotTarget,
+}
+
+impl SnapshotWriter for MemorySnapshot {
+    fn write(self: Box<Self>) -> Result<Vec<FileEntry>, String> {
+        let relative = format!("{}/state.ent", self.target.task_dir);
+        let entries = self.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+        Ok(vec![write_file(&self.target.root, &relative, entries)?])
     }
 }

@@ -15,11 +15,14 @@
 
 pub mod key;
 mod memory;
+mod rocks;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 pub use key::{StateKind, StateNamespace};
 pub use memory::MemoryBackend;
+pub use rocks::RocksBackend;
 
 /// A failure of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,27 @@ pub trait StateBackend: Send {
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError>;
     /// How many entries are stored.
     fn len(&self) -> usize;
+    /// `memory` or `rocksdb`, as recorded in checkpoints.
+    fn name(&self) -> &'static str;
+    /// Captures the state as it is now. The returned writer does the slow part (writing
+    /// files) and may run on another thread while processing goes on.
+    fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError>;
+}
+
+/// Where a task writes its part of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct SnapshotTarget {
+    /// The checkpoint root directory.
+    pub root: PathBuf,
+    /// The task's directory for this checkpoint, relative to `root`.
+    pub task_dir: String,
+    /// The task's directory for files shared between checkpoints, relative to `root`.
+    pub shared_dir: String,
+}
+
+/// The deferred part of a snapshot: writes files and returns them.
+pub trait SnapshotWriter: Send {
+    fn write(self: Box<Self>) -> Result<Vec<crate::checkpoint::FileEntry>, String>;
 }
 
 /// Identifies a declared state of one operator subtask.
@@ -109,6 +133,10 @@ impl KeyedState {
     /// The backend, for snapshots and inspection.
     pub fn backend(&self) -> &dyn StateBackend {
         self.backend.as_ref()
+    }
+
+    pub fn backend_mut(&mut self) -> &mut dyn StateBackend {
+        self.backend.as_mut()
     }
 
     fn key(&mut self, id: StateId, key_group: u16, key: &[u8]) -> &[u8] {

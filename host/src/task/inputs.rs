@@ -23,6 +23,8 @@ pub enum Next {
 pub struct Inputs {
     receivers: Vec<Receiver<Message>>,
     open: Vec<bool>,
+    /// Inputs held back while a checkpoint barrier is being aligned.
+    blocked: Vec<bool>,
     open_count: usize,
     cursor: usize,
 }
@@ -30,7 +32,7 @@ pub struct Inputs {
 impl Inputs {
     pub fn new(receivers: Vec<Receiver<Message>>) -> Self {
         let n = receivers.len();
-        Inputs { receivers, open: vec![true; n], open_count: n, cursor: 0 }
+        Inputs { receivers, open: vec![true; n], blocked: vec![false; n], open_count: n, cursor: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -44,13 +46,36 @@ impl Inputs {
         }
     }
 
-    /// The next message from any open input, waiting at most `timeout`.
+    /// Holds input `index` back until [`Inputs::unblock_all`] (barrier alignment).
+    pub fn block(&mut self, index: usize) {
+        self.blocked[index] = true;
+    }
+
+    pub fn unblock_all(&mut self) {
+        self.blocked.fill(false);
+    }
+
+    /// Whether every open input is blocked: a barrier has arrived on each of them.
+    pub fn all_blocked(&self) -> bool {
+        self.open.iter().zip(&self.blocked).all(|(open, blocked)| !open || *blocked)
+    }
+
+    fn readable(&self, index: usize) -> bool {
+        self.open[index] && !self.blocked[index]
+    }
+
+    /// The next message from any open, unblocked input, waiting at most `timeout`.
     pub fn next(&mut self, timeout: Duration) -> Next {
         if self.open_count == 0 {
             return Next::Ended;
         }
-        if self.open_count == 1 {
-            let index = self.open.iter().position(|o| *o).expect("one is open");
+        let readable = (0..self.receivers.len()).filter(|i| self.readable(*i)).count();
+        if readable == 0 {
+            std::thread::sleep(timeout);
+            return Next::Timeout;
+        }
+        if readable == 1 {
+            let index = (0..self.receivers.len()).find(|i| self.readable(*i)).expect("one is readable");
             return match self.receivers[index].recv_timeout(timeout) {
                 Ok(message) => Next::Message(index, message),
                 Err(RecvTimeoutError::Timeout) => Next::Timeout,
@@ -62,7 +87,7 @@ impl Inputs {
         let n = self.receivers.len();
         for step in 0..n {
             let index = (self.cursor + step) % n;
-            if !self.open[index] {
+            if !self.readable(index) {
                 continue;
             }
             match self.receivers[index].try_recv() {
@@ -75,9 +100,9 @@ impl Inputs {
             }
         }
         let mut select = Select::new();
-        let mut indices = Vec::with_capacity(self.open_count);
+        let mut indices = Vec::with_capacity(readable);
         for (index, receiver) in self.receivers.iter().enumerate() {
-            if self.open[index] {
+            if self.readable(index) {
                 select.recv(receiver);
                 indices.push(index);
             }

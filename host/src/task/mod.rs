@@ -10,16 +10,33 @@ pub mod output;
 pub mod sink;
 pub mod source;
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::checkpoint::CoordinatorMessage;
+use crate::checkpoint::coordinator::Command;
 use crate::operator::OperatorFailure;
 use crate::sink::SinkError;
 use crate::source::SourceError;
 
 /// How long a blocked task waits before looking at the cancel flag again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A task's link to the checkpoint coordinator.
+pub struct Checkpointing {
+    /// The task's id in checkpoints (`uid#subtask`).
+    pub task: String,
+    /// Where acknowledgements go.
+    pub coordinator: Sender<CoordinatorMessage>,
+    /// Triggers (sources) or commits (sinks) from the coordinator.
+    pub commands: Option<Receiver<Command>>,
+    /// The checkpoint root directory.
+    pub root: PathBuf,
+}
 
 /// A task failure, which stops the job.
 #[derive(Debug, thiserror::Error)]
@@ -40,25 +57,46 @@ pub enum TaskError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error("checkpointing failed: {0}")]
+    Checkpoint(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-/// Shared by every task of a job: the cancel flag and the first failure.
+/// Shared by every task of a job: the stop flags and the first failure.
 #[derive(Default)]
 pub struct JobControl {
+    /// The user asked the job to stop (Ctrl-C): no restart.
+    stopped: AtomicBool,
+    /// The current attempt is being torn down (a failure elsewhere).
     cancelled: AtomicBool,
     failure: Mutex<Option<TaskError>>,
 }
 
 impl JobControl {
-    /// Asks every task to stop (Ctrl-C, or a failure elsewhere).
+    /// Stops the job for good (Ctrl-C): tasks stop and the job does not restart.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Tears down the current attempt (a failure, or a task that lost its peers).
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
     }
 
+    /// Whether tasks should stop now.
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
+        self.cancelled.load(Ordering::Relaxed) || self.is_stopped()
+    }
+
+    /// Clears the failure and cancellation of a finished attempt, before a restart.
+    pub fn reset(&self) {
+        self.cancelled.store(false, Ordering::Relaxed);
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Records a failure (the first one wins) and stops the job.

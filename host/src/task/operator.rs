@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use super::inputs::{Inputs, Next};
 use super::output::{RouteError, Router};
-use super::{JobControl, POLL_INTERVAL, TaskError};
+use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
+use crate::checkpoint::entries::write_file;
+use crate::checkpoint::{CheckpointBarrier, CheckpointStorage, CoordinatorMessage, TaskState};
+use crate::state::SnapshotTarget;
 use crate::job::metrics::TaskMetrics;
 use crate::job::spec::ErrorPolicy;
 use crate::operator::{OperatorFailure, OperatorLogic, Port};
@@ -29,6 +32,9 @@ pub struct OperatorTask {
     pub on_error: ErrorPolicy,
     /// Reused buffer for what one call emitted.
     pub emitted: Vec<(Port, Event)>,
+    pub checkpointing: Option<Checkpointing>,
+    /// The checkpoint whose barrier is being aligned across the inputs.
+    pub aligning: Option<u64>,
 }
 
 /// What the task was doing, for error messages.
@@ -61,7 +67,8 @@ impl std::fmt::Display for Doing<'_> {
 
 impl OperatorTask {
     pub fn run(mut self) -> Result<(), TaskError> {
-        let mut watermarks = InputWatermarks::new(self.inputs.len());
+        let restored = self.logic.context().watermark;
+        let mut watermarks = InputWatermarks::starting_at(self.inputs.len(), restored);
         let result = self.run_loop(&mut watermarks);
         let unrouted = self.logic.context().unrouted;
         self.metrics.add_unrouted(unrouted);
@@ -85,10 +92,21 @@ impl OperatorTask {
                         self.advance(advanced, &timer_source)?;
                     }
                 }
+                Next::Message(input, Message::Barrier(barrier)) => {
+                    if self.inputs.len() > 1 {
+                        self.inputs.block(input);
+                        self.aligning = Some(barrier.id);
+                    }
+                    self.try_complete_alignment(barrier)?;
+                }
                 Next::Message(input, Message::EndOfData) => {
                     self.inputs.close(input);
                     if let Some(advanced) = watermarks.finish(input) {
                         self.advance(advanced, &timer_source)?;
+                    }
+                    // An input that ended no longer owes the barrier being aligned.
+                    if let Some(id) = self.aligning {
+                        self.try_complete_alignment(CheckpointBarrier { id })?;
                     }
                 }
                 Next::Timeout => {}
@@ -96,6 +114,56 @@ impl OperatorTask {
                 Next::Disconnected => return Ok(()),
             }
             self.fire_processing_timers(&timer_source)?;
+        }
+    }
+
+    /// Once the barrier has arrived on every open input: snapshot, forward the barrier,
+    /// and read all inputs again.
+    fn try_complete_alignment(&mut self, barrier: CheckpointBarrier) -> Result<(), TaskError> {
+        if self.inputs.len() > 1 && !self.inputs.all_blocked() {
+            return Ok(());
+        }
+        self.aligning = None;
+        self.inputs.unblock_all();
+        self.snapshot(barrier.id);
+        self.broadcast(Message::Barrier(barrier))
+    }
+
+    /// Captures keyed state, timers and watermark now; writes them on another thread,
+    /// which then acknowledges (or declines) the checkpoint.
+    fn snapshot(&mut self, id: u64) {
+        let Some(cp) = &self.checkpointing else { return };
+        let task = cp.task.clone();
+        let coordinator = cp.coordinator.clone();
+        let target = SnapshotTarget {
+            root: cp.root.clone(),
+            task_dir: format!("{}/{task}", CheckpointStorage::checkpoint_dir(id)),
+            shared_dir: format!("shared/{task}"),
+        };
+        let ctx = self.logic.context();
+        let watermark = ctx.watermark;
+        let timers = ctx.timers.encoded();
+        let backend = ctx.state.backend().name().to_string();
+        let writer = ctx.state.backend_mut().snapshot(&target);
+        let spawned = std::thread::Builder::new().name(format!("snapshot {task}")).spawn(move || {
+            let result = writer.map_err(|e| e.to_string()).and_then(|writer| {
+                let state = writer.write()?;
+                let relative = format!("{}/timers.ent", target.task_dir);
+                let timers = write_file(&target.root, &relative, timers.iter().map(|t| (t.as_slice(), &[][..])))?;
+                Ok(TaskState::Operator { watermark, backend, state, timers })
+            });
+            let message = match result {
+                Ok(state) => CoordinatorMessage::Ack { id, task, state },
+                Err(reason) => CoordinatorMessage::Decline { id, task, reason },
+            };
+            let _ = coordinator.send(message);
+        });
+        if let Err(e) = spawned {
+            let _ = cp.coordinator.send(CoordinatorMessage::Decline {
+                id,
+                task: cp.task.clone(),
+                reason: format!("cannot start the snapshot thread: {e}"),
+            });
         }
     }
 

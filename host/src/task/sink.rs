@@ -5,7 +5,9 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use super::inputs::{Inputs, Next};
-use super::{POLL_INTERVAL, TaskError};
+use super::{Checkpointing, POLL_INTERVAL, TaskError};
+use crate::checkpoint::coordinator::Command;
+use crate::checkpoint::{CoordinatorMessage, TaskState};
 use crate::job::metrics::TaskMetrics;
 use crate::sink::Sink;
 use crate::stream::Message;
@@ -15,6 +17,8 @@ pub struct SinkTask {
     pub sink: Box<dyn Sink>,
     pub inputs: Inputs,
     pub metrics: Arc<TaskMetrics>,
+    pub checkpointing: Option<Checkpointing>,
+    pub aligning: Option<u64>,
 }
 
 impl SinkTask {
@@ -22,18 +26,58 @@ impl SinkTask {
         // End-to-end latency (source read to sink write), in microseconds.
         let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
         let result = self.run_loop(&mut latency);
-        // Whatever was accepted is written out, even when the job is failing.
-        let flushed = self.sink.flush();
         self.metrics.set_latency(latency);
-        result?;
-        flushed?;
+        match result {
+            // The input ended: everything received becomes visible.
+            Ok(true) => self.sink.finish()?,
+            // The job is stopping: what was received is flushed; a transactional sink
+            // keeps it pending until a restore decides its fate.
+            Ok(false) => self.sink.flush()?,
+            Err(e) => {
+                let _ = self.sink.flush();
+                return Err(e);
+            }
+        }
         Ok(())
     }
 
-    fn run_loop(&mut self, latency: &mut Histogram<u64>) -> Result<(), TaskError> {
+    /// Commits the checkpoints the coordinator reports complete.
+    fn serve_commits(&mut self) -> Result<(), TaskError> {
+        let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.as_ref()) else {
+            return Ok(());
+        };
+        while let Ok(Command::Commit(id)) = commands.try_recv() {
+            self.sink.commit(id)?;
+        }
+        Ok(())
+    }
+
+    /// Phase one of the sink's commit, once the barrier arrived on every open input.
+    fn on_barrier(&mut self, input: usize, id: u64) -> Result<(), TaskError> {
+        if self.inputs.len() > 1 {
+            self.inputs.block(input);
+            if !self.inputs.all_blocked() {
+                self.aligning = Some(id);
+                return Ok(());
+            }
+        }
+        self.aligning = None;
+        self.inputs.unblock_all();
+        let Some(cp) = &self.checkpointing else { return Ok(()) };
+        let message = match self.sink.pre_commit(id) {
+            Ok(state) => CoordinatorMessage::Ack { id, task: cp.task.clone(), state: TaskState::Sink { state } },
+            Err(e) => CoordinatorMessage::Decline { id, task: cp.task.clone(), reason: e.to_string() },
+        };
+        let _ = cp.coordinator.send(message);
+        Ok(())
+    }
+
+    /// Returns whether the input ended (rather than the job stopping).
+    fn run_loop(&mut self, latency: &mut Histogram<u64>) -> Result<bool, TaskError> {
         // No cancel check here: when the job stops, upstream tasks end and drop their
         // channels, and the sink first writes everything they had already sent.
         loop {
+            self.serve_commits()?;
             match self.inputs.next(POLL_INTERVAL) {
                 Next::Message(_, Message::Record(record)) => {
                     self.sink.write(&record.event)?;
@@ -41,8 +85,16 @@ impl SinkTask {
                     latency.saturating_record(record.ingested.elapsed().as_micros() as u64);
                 }
                 Next::Message(_, Message::Watermark(_)) | Next::Timeout => {}
-                Next::Message(input, Message::EndOfData) => self.inputs.close(input),
-                Next::Ended | Next::Disconnected => return Ok(()),
+                Next::Message(input, Message::Barrier(barrier)) => self.on_barrier(input, barrier.id)?,
+                Next::Message(input, Message::EndOfData) => {
+                    self.inputs.close(input);
+                    if let Some(id) = self.aligning {
+                        self.inputs.block(input);
+                        self.on_barrier(input, id)?;
+                    }
+                }
+                Next::Ended => return Ok(true),
+                Next::Disconnected => return Ok(false),
             }
         }
     }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::output::{RouteError, Router};
-use super::{JobControl, POLL_INTERVAL, TaskError};
+use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
+use crate::checkpoint::coordinator::Command;
+use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
 use crate::job::metrics::TaskMetrics;
 use crate::job::spec::ErrorPolicy;
 use crate::source::{Source, SourcePoll};
@@ -19,6 +21,9 @@ pub struct SourceTask {
     pub metrics: Arc<TaskMetrics>,
     pub control: Arc<JobControl>,
     pub on_error: ErrorPolicy,
+    pub checkpointing: Option<Checkpointing>,
+    /// The watermark generator's largest timestamp at the restored checkpoint.
+    pub restored_max_timestamp: Option<i64>,
 }
 
 impl SourceTask {
@@ -26,11 +31,15 @@ impl SourceTask {
         let label = self.source.label();
         let unit = self.source.unit();
         let mut watermarks = BoundedOutOfOrderness::new(self.strategy.max_out_of_orderness_ms);
+        watermarks.restore(self.restored_max_timestamp);
         let idle_timeout = Duration::from_millis(self.strategy.idle_timeout_ms);
         let mut last_record = Instant::now();
         let mut idle = false;
         loop {
             if self.control.is_cancelled() {
+                return Ok(());
+            }
+            if self.checkpoint(&watermarks).is_err() {
                 return Ok(());
             }
             match self.source.poll()? {
@@ -86,11 +95,30 @@ impl SourceTask {
                     std::thread::sleep(wait.min(POLL_INTERVAL));
                 }
                 SourcePoll::End => {
+                    if let Some(cp) = &self.checkpointing {
+                        let _ = cp.coordinator.send(CoordinatorMessage::Finished { task: cp.task.clone() });
+                    }
                     let _ = self.broadcast(Message::EndOfData);
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// Serves checkpoint triggers: saves the position, then sends the barrier, so that
+    /// every record before the barrier is covered by the saved position.
+    fn checkpoint(&self, watermarks: &BoundedOutOfOrderness) -> Result<(), RouteError> {
+        let Some(cp) = &self.checkpointing else { return Ok(()) };
+        let Some(commands) = &cp.commands else { return Ok(()) };
+        while let Ok(Command::Trigger(id)) = commands.try_recv() {
+            let state = TaskState::Source {
+                position: self.source.position(),
+                max_timestamp: watermarks.max_timestamp(),
+            };
+            let _ = cp.coordinator.send(CoordinatorMessage::Ack { id, task: cp.task.clone(), state });
+            self.broadcast(Message::Barrier(CheckpointBarrier { id }))?;
+        }
+        Ok(())
     }
 
     fn broadcast(&self, message: Message) -> Result<(), RouteError> {

@@ -1,0 +1,132 @@
+//! # Checkpoints
+//!
+//! Asynchronous barrier snapshots, as in Apache Flink. The [`coordinator`] injects a
+//! barrier at every source each `interval_ms`; each task aligns the barrier across its
+//! inputs, snapshots what it owns (source position, keyed state, timers, watermark,
+//! a sink's pending output) and acknowledges; when every task has acknowledged, the
+//! checkpoint's metadata is written atomically and sinks commit their output for it.
+//! See `docs/checkpoints.md` for the protocol, the on-disk layout and the guarantees.
+
+pub mod coordinator;
+pub mod entries;
+pub mod storage;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use coordinator::{Coordinator, CoordinatorHandle};
+pub use storage::{CheckpointStorage, CompletedCheckpoint};
+
+/// The marker a source injects and every task forwards after snapshotting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointBarrier {
+    pub id: u64,
+}
+
+/// The job file's `[checkpoint]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSettings {
+    /// Where checkpoints go (relative to the job file). Default: `.weir/<job name>/checkpoints`.
+    pub dir: Option<PathBuf>,
+    /// Time between checkpoints, in ms.
+    pub interval_ms: u64,
+    /// A checkpoint not complete after this long is declined.
+    #[serde(default = "CheckpointSettings::default_timeout")]
+    pub timeout_ms: u64,
+    /// Least time between the end of one checkpoint and the start of the next.
+    #[serde(default)]
+    pub min_pause_ms: u64,
+    /// How many completed checkpoints to keep.
+    #[serde(default = "CheckpointSettings::default_retained")]
+    pub retained: usize,
+    /// Declined checkpoints in a row the job tolerates before it fails.
+    #[serde(default = "CheckpointSettings::default_tolerable")]
+    pub tolerable_failures: u32,
+}
+
+impl CheckpointSettings {
+    fn default_timeout() -> u64 {
+        60_000
+    }
+    fn default_retained() -> usize {
+        2
+    }
+    fn default_tolerable() -> u32 {
+        3
+    }
+}
+
+/// Names a task in checkpoints: `uid#subtask`.
+pub fn task_id(uid: &str, subtask: u32) -> String {
+    format!("{uid}#{subtask}")
+}
+
+/// A file of a snapshot, relative to the checkpoint root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// What one task saved for a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TaskState {
+    Source {
+        /// Where to resume reading (source-specific).
+        position: serde_json::Value,
+        /// The watermark generator's largest timestamp so far.
+        max_timestamp: Option<i64>,
+    },
+    Operator {
+        /// The subtask's watermark at the barrier.
+        watermark: i64,
+        /// `memory` or `rocksdb`: which files hold keyed state.
+        backend: String,
+        /// Keyed state files (an entry file, or a RocksDB checkpoint's files).
+        state: Vec<FileEntry>,
+        /// The timers, as an entry file.
+        timers: FileEntry,
+    },
+    Sink {
+        /// The sink's own transaction state.
+        state: serde_json::Value,
+    },
+}
+
+/// The metadata of a completed checkpoint, written last and atomically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    pub format: u32,
+    pub job: String,
+    pub id: u64,
+    pub created_ms: i64,
+    pub tasks: BTreeMap<String, TaskState>,
+}
+
+impl CheckpointMetadata {
+    /// Every file the checkpoint refers to.
+    pub fn files(&self) -> impl Iterator<Item = &FileEntry> {
+        self.tasks.values().flat_map(|t| match t {
+            TaskState::Operator { state, timers, .. } => {
+                state.iter().chain(std::iter::once(timers)).collect::<Vec<_>>()
+            }
+            _ => Vec::new(),
+        })
+    }
+}
+
+/// What tasks tell the coordinator.
+#[derive(Debug)]
+pub enum CoordinatorMessage {
+    /// `task` has durably written its part of checkpoint `id`.
+    Ack { id: u64, task: String, state: TaskState },
+    /// `task` could not write its part of checkpoint `id`.
+    Decline { id: u64, task: String, reason: String },
+    /// `task` reached the end of its input.
+    Finished { task: String },
+}
