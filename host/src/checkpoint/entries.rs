@@ -44,14 +44,15 @@ impl EntryWriter {
         self.raw(value)
     }
 
-    /// Finishes the file, syncs it to disk, and returns (size, crc32 of the content).
+    /// Finishes the file, syncs it to disk, and returns its size and the CRC-32 of the
+    /// whole file (what checkpoint metadata records for every file).
     pub fn finish(mut self) -> std::io::Result<(u64, u32)> {
         self.raw(END)?;
-        let crc = self.hasher.clone().finalize();
-        self.out.write_all(&crc.to_be_bytes())?;
+        let content_crc = self.hasher.clone().finalize();
+        self.raw(&content_crc.to_be_bytes())?;
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        Ok((self.size + 4, crc))
+        Ok((self.size, self.hasher.finalize()))
     }
 }
 
@@ -118,8 +119,9 @@ mod tests {
         let mut w = EntryWriter::create(&path).unwrap();
         w.entry(b"k1", b"v1").unwrap();
         w.entry(b"", b"empty key").unwrap();
-        let (size, _) = w.finish().unwrap();
+        let (size, crc) = w.finish().unwrap();
         assert_eq!(size, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(crc, crate::checkpoint::storage::file_crc(&path).unwrap());
         let mut seen = Vec::new();
         read_entries(&path, |k, v| seen.push((k, v))).unwrap();
         assert_eq!(seen, vec![(b"k1".to_vec(), b"v1".to_vec()), (vec![], b"empty key".to_vec())]);

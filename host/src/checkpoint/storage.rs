@@ -165,7 +165,8 @@ impl CheckpointStorage {
             }
             // An unfinished directory newer than every kept checkpoint may be in progress.
             if complete || kept > 0 {
-                if let Err(e) = fs::remove_dir_all(&dir) {
+                let removed = if dir.is_dir() { fs::remove_dir_all(&dir) } else { fs::remove_file(&dir) };
+                if let Err(e) = removed {
                     tracing::warn!(checkpoint = id, error = %e, "could not delete an old checkpoint");
                 }
             }

@@ -1,0 +1,279 @@
+//! Durable state and exactly-once checkpoints: jobs killed with SIGKILL at random
+//! moments and restarted must commit exactly the output of an uninterrupted run, on
+//! both state backends; damaged checkpoints and failing disks are handled.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use weir::JobSpec;
+use weir::checkpoint::CheckpointSettings;
+use weir::job::spec::{BackendKind, SinkSpec, SourceSpec};
+
+/// A copy of an example job set up for crash tests: inputs read at `rate` lines per
+/// second, a checkpoint every 50 ms, state in `backend`, every sink a file in `dir`.
+fn crash_job(name: &str, dir: &Path, backend: BackendKind, parallelism: u32, rate: f64) -> PathBuf {
+    let mut spec = with_parallelism(example(name, dir), parallelism);
+    let example_dir = root().join("examples").join(name);
+    for source in &mut spec.sources {
+        if let SourceSpec::File { path, rate: r, .. } = source {
+            *path = example_dir.join(&*path).canonicalize().unwrap();
+            *r = Some(rate);
+        }
+    }
+    for sink in &mut spec.sinks {
+        if let SinkSpec::Stdout { uid, format } = sink {
+            *sink = SinkSpec::File { uid: uid.clone(), path: dir.join(format!("{uid}.jsonl")), format: *format };
+        }
+    }
+    spec.state.backend = backend;
+    spec.state.dir = Some(dir.join("state"));
+    spec.checkpoint = Some(CheckpointSettings {
+        dir: Some(dir.join("checkpoints")),
+        interval_ms: 50,
+        timeout_ms: 10_000,
+        min_pause_ms: 0,
+        retained: 2,
+        tolerable_failures: 3,
+    });
+    let path = dir.join("job.toml");
+    std::fs::write(&path, toml::to_string(&spec).unwrap()).unwrap();
+    path
+}
+
+fn weir_run(job: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .args(["run"])
+        .arg(job)
+        .args(["--plugin-dir", guests::GUEST_DIR])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs the job to completion, killing it with SIGKILL after each of `kills`; returns
+/// how many of the runs resumed from a checkpoint.
+fn run_with_kills(job: &Path, kills: &[u64]) -> usize {
+    let resumed = |stderr: &[u8]| String::from_utf8_lossy(stderr).contains("restoring from checkpoint");
+    let mut resumes = 0;
+    for &after in kills {
+        let mut child = weir_run(job).arg("--log=weir=info").spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(after));
+        let _ = child.kill(); // SIGKILL
+        let output = child.wait_with_output().unwrap();
+        resumes += resumed(&output.stderr) as usize;
+    }
+    for _ in 0..5 {
+        let output = weir_run(job).arg("--log=weir=info").output().unwrap();
+        resumes += resumed(&output.stderr) as usize;
+        if output.status.success() {
+            return resumes;
+        }
+        eprintln!("run failed, retrying: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    panic!("the job did not finish after its crashes");
+}
+
+/// Deterministic pseudo-random kill moments in ms, from a fixed seed.
+fn kill_moments(seed: u64, count: usize) -> Vec<u64> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..count)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            150 + (x >> 33) % 900
+        })
+        .collect()
+}
+
+fn outputs(spec_dir: &Path, files: &[&str]) -> Vec<Vec<u8>> {
+    files.iter().map(|f| std::fs::read(spec_dir.join(f)).unwrap()).collect()
+}
+
+/// (a) straight through and (b) killed at random moments and restarted: (b)'s
+/// committed output equals (a)'s byte for byte.
+fn golden_crash_test(name: &str, files: &[&str], rate: f64, seed: u64) {
+    for backend in [BackendKind::Memory, BackendKind::Rocksdb] {
+        let straight = tempfile::tempdir().unwrap();
+        run_with_kills(&crash_job(name, straight.path(), backend, 1, rate * 20.0), &[]);
+        let crashed = tempfile::tempdir().unwrap();
+        let kills = kill_moments(seed, 3);
+        let resumes = run_with_kills(&crash_job(name, crashed.path(), backend, 1, rate), &kills);
+        assert!(resumes > 0, "{name}: no run resumed from a checkpoint; the kills came too early");
+        let expected = outputs(straight.path(), files);
+        assert!(expected.iter().any(|o| !o.is_empty()), "{name}: empty reference output");
+        assert_eq!(
+            outputs(crashed.path(), files),
+            expected,
+            "{name} on {backend:?}, killed after {kills:?} ms"
+        );
+    }
+}
+
+#[test]
+fn login_anomaly_is_exactly_once_across_crashes() {
+    golden_crash_test("login-anomaly", &["alerts.jsonl"], 25.0, 1);
+}
+
+#[test]
+fn word_count_is_exactly_once_across_crashes() {
+    golden_crash_test("word-count", &["counts.jsonl"], 4.0, 2);
+}
+
+#[test]
+fn sessions_are_exactly_once_across_crashes() {
+    golden_crash_test("sessions", &["sessions.jsonl"], 25.0, 3);
+}
+
+#[test]
+fn tumbling_windows_are_exactly_once_across_crashes() {
+    golden_crash_test("tumbling-count", &["windows.jsonl", "late.jsonl"], 100.0, 4);
+}
+
+#[test]
+fn keyed_state_survives_crashes_at_parallelism_two() {
+    // Two subtasks interleave their output, so compare the sets of lines.
+    for backend in [BackendKind::Memory, BackendKind::Rocksdb] {
+        let dir = tempfile::tempdir().unwrap();
+        let job = crash_job("tumbling-count", dir.path(), backend, 2, 100.0);
+        assert!(run_with_kills(&job, &kill_moments(9, 2)) > 0);
+        assert_eq!(sorted_lines(&dir.path().join("windows.jsonl")), expected("tumbling-count", "expected.jsonl"));
+    }
+}
+
+/// Runs a crash job until at least two checkpoints are complete, then kills it.
+fn interrupted(dir: &Path, backend: BackendKind) -> (PathBuf, Vec<PathBuf>) {
+    let job = crash_job("tumbling-count", dir, backend, 1, 60.0);
+    let mut child = weir_run(&job).spawn().unwrap();
+    let checkpoints = dir.join("checkpoints");
+    let complete = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("_metadata").exists())
+            .collect();
+        v.sort();
+        v
+    };
+    for _ in 0..200 {
+        if complete(&checkpoints).len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    let found = complete(&checkpoints);
+    assert!(found.len() >= 2, "two checkpoints should have completed: {found:?}");
+    (job, found)
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_falls_back_to_the_previous_one() {
+    for backend in [BackendKind::Memory, BackendKind::Rocksdb] {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, checkpoints) = interrupted(dir.path(), backend);
+        let latest = checkpoints.last().unwrap();
+        // Flip a byte of the latest checkpoint's timers file.
+        let timers = latest.join("count#0").join("timers.ent");
+        let mut bytes = std::fs::read(&timers).unwrap();
+        bytes[3] ^= 0xff;
+        std::fs::write(&timers, bytes).unwrap();
+        let output = weir_run(&job).arg("--log=warn").output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.contains("checkpoint is unusable") && stderr.contains("checksum mismatch"), "{stderr}");
+        assert_eq!(sorted_lines(&dir.path().join("windows.jsonl")), expected("tumbling-count", "expected.jsonl"));
+    }
+}
+
+#[test]
+fn without_a_usable_checkpoint_the_job_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job, checkpoints) = interrupted(dir.path(), BackendKind::Memory);
+    for checkpoint in &checkpoints {
+        // Truncate every checkpoint's metadata.
+        let metadata = checkpoint.join("_metadata");
+        let bytes = std::fs::read(&metadata).unwrap();
+        std::fs::write(&metadata, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let output = weir_run(&job).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no usable checkpoint") && stderr.contains("--fresh"), "{stderr}");
+    // --fresh starts over and finishes.
+    let output = weir_run(&job).arg("--fresh").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(sorted_lines(&dir.path().join("windows.jsonl")), expected("tumbling-count", "expected.jsonl"));
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_is_declined_and_the_job_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = crash_job("tumbling-count", dir.path(), BackendKind::Memory, 1, 200.0);
+    // Block the directory of checkpoint 1 with a file: writing it fails with an I/O
+    // error; later checkpoints succeed.
+    let checkpoints = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    std::fs::write(checkpoints.join("chk-00000001"), "in the way").unwrap();
+    let output = weir_run(&job).arg("--log=warn").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("checkpoint declined") && stderr.contains("checkpoint=1"), "{stderr}");
+    assert_eq!(sorted_lines(&dir.path().join("windows.jsonl")), expected("tumbling-count", "expected.jsonl"));
+}
+
+#[test]
+fn too_many_failed_checkpoints_fail_the_job_with_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = crash_job("tumbling-count", dir.path(), BackendKind::Memory, 1, 100.0);
+    // The checkpoint root is a file: every checkpoint fails.
+    std::fs::write(dir.path().join("checkpoints"), "not a directory").unwrap();
+    let mut spec = JobSpec::load(&job).unwrap();
+    spec.checkpoint.as_mut().unwrap().tolerable_failures = 1;
+    std::fs::write(&job, toml::to_string(&spec).unwrap()).unwrap();
+    let output = weir_run(&job).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("2 checkpoints in a row failed (tolerable_failures = 1)"), "{stderr}");
+}
+
+#[test]
+fn a_failing_task_is_restarted_from_the_latest_checkpoint_until_attempts_run_out() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", &[r#"{"id":"a","ts":1}"#, r#"{"id":"b","ts":2,"v":"boom"}"#]);
+    let spec = job(
+        r#"
+        name = "restarts"
+        restart = { strategy = "fixed-delay", max_attempts = 2, delay_ms = 10 }
+        checkpoint = { interval_ms = 20 }
+        [[source]]
+        type = "file"
+        uid = "in"
+        path = "input.jsonl"
+        [[operator]]
+        uid = "faulty"
+        component = "faulty.wasm"
+        [[sink]]
+        type = "file"
+        uid = "out"
+        path = "out.jsonl"
+        [[edge]]
+        from = "in"
+        to = "faulty"
+        [[edge]]
+        from = "faulty"
+        to = "out"
+        "#,
+        dir.path(),
+    );
+    let error = run(spec).unwrap_err();
+    let weir::JobError::Failed { summary, .. } = &error else { panic!("{error}") };
+    assert_eq!(summary.restarts, 2);
+    assert!(error.to_string().contains("boom element reached the faulty operator"), "{error}");
+}
