@@ -146,3 +146,59 @@ fn events_are_partitioned_by_key_group_across_subtasks() {
         assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
     }
 }
+
+#[test]
+fn state_with_a_time_to_live_expires_while_the_job_runs() {
+    // Two lines a second; counts live one second. `b` comes back within a second and
+    // keeps counting; `a` comes back after 2.5 s and starts over.
+    let dir = tempfile::tempdir().unwrap();
+    write_input(
+        dir.path(),
+        "input.jsonl",
+        &[
+            r#"{"k":"a"}"#, r#"{"k":"b"}"#, r#"{"k":"b"}"#, r#"{"k":"c"}"#, r#"{"k":"c"}"#, r#"{"k":"a"}"#,
+        ],
+    );
+    for backend in ["memory", "rocksdb"] {
+        let spec = job(
+            &format!(
+                r#"
+                name = "ttl"
+                state = {{ backend = "{backend}" }}
+                [[source]]
+                type = "file"
+                uid = "in"
+                path = "input.jsonl"
+                key_field = "k"
+                rate = 2
+                [[operator]]
+                uid = "count"
+                component = "keyed_count.wasm"
+                config = {{ ttl_ms = 1000 }}
+                [[sink]]
+                type = "file"
+                uid = "out"
+                path = "out-{backend}.jsonl"
+                [[edge]]
+                from = "in"
+                to = "count"
+                partition = "keyed"
+                [[edge]]
+                from = "count"
+                to = "out"
+                "#
+            ),
+            dir.path(),
+        );
+        run(spec).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(format!("out-{backend}.jsonl"))).unwrap();
+        let counts: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!("{}{}", v["key"].as_str().unwrap(), v["count"])
+            })
+            .collect();
+        assert_eq!(counts, ["a1", "b1", "b2", "c1", "c2", "a1"], "{backend}");
+    }
+}

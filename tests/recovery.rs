@@ -55,13 +55,34 @@ fn weir_run(job: &Path) -> Command {
     command
 }
 
-/// Runs the job to completion, killing it with SIGKILL after each of `kills`; returns
-/// how many of the runs resumed from a checkpoint.
+/// The id of the newest completed checkpoint under the job's directory.
+fn newest_checkpoint(job: &Path) -> u64 {
+    std::fs::read_dir(job.parent().unwrap().join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Runs the job to completion, killing it with SIGKILL in each run of `kills`: once
+/// the run has completed a checkpoint of its own (so every run makes progress,
+/// however slow the machine), plus the given number of ms. Returns how many runs
+/// resumed from a checkpoint.
 fn run_with_kills(job: &Path, kills: &[u64]) -> usize {
     let resumed = |stderr: &[u8]| String::from_utf8_lossy(stderr).contains("restoring from checkpoint");
     let mut resumes = 0;
     for &after in kills {
+        let before = newest_checkpoint(job);
         let mut child = weir_run(job).arg("--log=weir=info").spawn().unwrap();
+        for _ in 0..1000 {
+            if newest_checkpoint(job) > before || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(Duration::from_millis(after));
         let _ = child.kill(); // SIGKILL
         let output = child.wait_with_output().unwrap();
@@ -78,13 +99,14 @@ fn run_with_kills(job: &Path, kills: &[u64]) -> usize {
     panic!("the job did not finish after its crashes");
 }
 
-/// Deterministic pseudo-random kill moments in ms, from a fixed seed.
+/// Deterministic pseudo-random kill delays in ms (after a run's first checkpoint),
+/// from a fixed seed.
 fn kill_moments(seed: u64, count: usize) -> Vec<u64> {
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..count)
         .map(|_| {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            150 + (x >> 33) % 900
+            (x >> 33) % 300
         })
         .collect()
 }
@@ -94,7 +116,8 @@ fn outputs(spec_dir: &Path, files: &[&str]) -> Vec<Vec<u8>> {
 }
 
 /// (a) straight through and (b) killed at random moments and restarted: (b)'s
-/// committed output equals (a)'s byte for byte.
+/// committed output equals (a)'s byte for byte. The input is paced so that a run takes
+/// about 1.5 s and the kills land in the middle.
 fn golden_crash_test(name: &str, files: &[&str], rate: f64, seed: u64) {
     for backend in [BackendKind::Memory, BackendKind::Rocksdb] {
         let straight = tempfile::tempdir().unwrap();

@@ -45,7 +45,7 @@ mod state;
 pub use context::{Context, LogLevel};
 pub use error::{Error, Result};
 pub use event::{Event, Header, TimeDomain};
-pub use state::{ListState, MapState, ValueState};
+pub use state::{ListState, MapState, StateTtl, ValueState};
 
 /// The raw bindings generated from `wit/operator.wit`. Most operators never need them;
 /// they are public for the [`export!`] macro and for advanced uses.

@@ -2,6 +2,7 @@
 
 use std::cell::OnceCell;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -9,20 +10,48 @@ use serde::de::DeserializeOwned;
 use crate::Result;
 use crate::bindings::weir::operator::state as raw;
 
+/// Time to live of state entries, as Flink's `StateTtlConfig`: an entry expires this
+/// long (in processing time) after it was written, or also after it was read with
+/// [`StateTtl::refresh_on_read`]. Expired entries are never returned. For lists and
+/// maps it applies to each element or entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateTtl {
+    ttl: Duration,
+    refresh_on_read: bool,
+}
+
+impl StateTtl {
+    /// Entries expire `ttl` after they were created or last written.
+    pub fn new(ttl: Duration) -> Self {
+        StateTtl { ttl, refresh_on_read: false }
+    }
+
+    /// Reads also restart the time to live.
+    pub fn refresh_on_read(mut self) -> Self {
+        self.refresh_on_read = true;
+        self
+    }
+
+    fn raw(self) -> raw::Ttl {
+        raw::Ttl { ttl_ms: self.ttl.as_millis() as u64, refresh_on_read: self.refresh_on_read }
+    }
+}
+
 /// Declares a state handle on first use, so that handles can be built in
 /// `Default::default` before the host is ready to take declarations.
 struct Lazy<H> {
     name: String,
+    ttl: Option<StateTtl>,
     handle: OnceCell<H>,
 }
 
 impl<H> Lazy<H> {
-    fn new(name: impl Into<String>) -> Self {
-        Lazy { name: name.into(), handle: OnceCell::new() }
+    fn new(name: impl Into<String>, ttl: Option<StateTtl>) -> Self {
+        Lazy { name: name.into(), ttl, handle: OnceCell::new() }
     }
 
-    fn get(&self, declare: impl FnOnce(&str) -> H) -> &H {
-        self.handle.get_or_init(|| declare(&self.name))
+    fn get(&self, declare: impl FnOnce(&str, Option<raw::Ttl>) -> H) -> &H {
+        self.handle.get_or_init(|| declare(&self.name, self.ttl.map(StateTtl::raw)))
     }
 }
 
@@ -43,11 +72,16 @@ pub struct ValueState<T> {
 impl<T: Serialize + DeserializeOwned> ValueState<T> {
     /// A handle on the value state called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        ValueState { inner: Lazy::new(name), _type: PhantomData }
+        ValueState { inner: Lazy::new(name, None), _type: PhantomData }
+    }
+
+    /// A handle on the value state called `name`, whose values expire.
+    pub fn with_ttl(name: impl Into<String>, ttl: StateTtl) -> Self {
+        ValueState { inner: Lazy::new(name, Some(ttl)), _type: PhantomData }
     }
 
     fn raw(&self) -> &raw::ValueState {
-        self.inner.get(raw::ValueState::new)
+        self.inner.get(|name, ttl| raw::ValueState::new(name, ttl))
     }
 
     /// The current key's value.
@@ -76,11 +110,16 @@ pub struct ListState<T> {
 impl<T: Serialize + DeserializeOwned> ListState<T> {
     /// A handle on the list state called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        ListState { inner: Lazy::new(name), _type: PhantomData }
+        ListState { inner: Lazy::new(name, None), _type: PhantomData }
+    }
+
+    /// A handle on the list state called `name`, whose elements expire.
+    pub fn with_ttl(name: impl Into<String>, ttl: StateTtl) -> Self {
+        ListState { inner: Lazy::new(name, Some(ttl)), _type: PhantomData }
     }
 
     fn raw(&self) -> &raw::ListState {
-        self.inner.get(raw::ListState::new)
+        self.inner.get(|name, ttl| raw::ListState::new(name, ttl))
     }
 
     /// Appends to the current key's list.
@@ -113,11 +152,16 @@ where
 {
     /// A handle on the map state called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        MapState { inner: Lazy::new(name), _type: PhantomData }
+        MapState { inner: Lazy::new(name, None), _type: PhantomData }
+    }
+
+    /// A handle on the map state called `name`, whose entries expire.
+    pub fn with_ttl(name: impl Into<String>, ttl: StateTtl) -> Self {
+        MapState { inner: Lazy::new(name, Some(ttl)), _type: PhantomData }
     }
 
     fn raw(&self) -> &raw::MapState {
-        self.inner.get(raw::MapState::new)
+        self.inner.get(|name, ttl| raw::MapState::new(name, ttl))
     }
 
     /// The value under `key` in the current key's map.

@@ -266,6 +266,7 @@ impl Job {
                         emitted: Vec::new(),
                         checkpointing: checkpointing(task, None),
                         aligning: None,
+                        calls: 0,
                     },
                 ));
             }

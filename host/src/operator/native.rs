@@ -39,7 +39,7 @@ impl OperatorLogic for KeyedCount {
     }
 
     fn open(&mut self) -> Result<(), OperatorFailure> {
-        self.count = Some(self.ctx.state.declare(StateKind::Value, "count")?);
+        self.count = Some(self.ctx.state.declare(StateKind::Value, "count", None)?);
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use wasmtime::component::Resource;
 use super::HostState;
 use super::bindings::weir::operator::{collector, context, logging, state, timers, types};
 use crate::operator::check_value_size;
-use crate::state::{StateId, StateKind};
+use crate::state::{StateId, StateKind, Ttl};
 
 /// The host object behind a guest's `value-state`, `list-state` or `map-state` handle.
 pub struct StateHandle(StateId);
@@ -14,8 +14,9 @@ pub struct StateHandle(StateId);
 type Result<T> = wasmtime::Result<T>;
 
 impl HostState {
-    fn declare(&mut self, kind: StateKind, name: &str) -> Result<Resource<StateHandle>> {
-        let id = self.ctx.state.declare(kind, name)?;
+    fn declare(&mut self, kind: StateKind, name: &str, ttl: Option<state::Ttl>) -> Result<Resource<StateHandle>> {
+        let ttl = ttl.map(|t| Ttl { ttl_ms: t.ttl_ms, refresh_on_read: t.refresh_on_read });
+        let id = self.ctx.state.declare(kind, name, ttl)?;
         Ok(self.table.push(StateHandle(id))?)
     }
 
@@ -33,8 +34,8 @@ impl types::Host for HostState {}
 impl state::Host for HostState {}
 
 impl state::HostValueState for HostState {
-    fn new(&mut self, name: String) -> Result<Resource<StateHandle>> {
-        self.declare(StateKind::Value, &name)
+    fn new(&mut self, name: String, ttl: Option<state::Ttl>) -> Result<Resource<StateHandle>> {
+        self.declare(StateKind::Value, &name, ttl)
     }
 
     fn get(&mut self, h: Resource<StateHandle>) -> Result<Option<Vec<u8>>> {
@@ -62,8 +63,8 @@ impl state::HostValueState for HostState {
 }
 
 impl state::HostListState for HostState {
-    fn new(&mut self, name: String) -> Result<Resource<StateHandle>> {
-        self.declare(StateKind::List, &name)
+    fn new(&mut self, name: String, ttl: Option<state::Ttl>) -> Result<Resource<StateHandle>> {
+        self.declare(StateKind::List, &name, ttl)
     }
 
     fn append(&mut self, h: Resource<StateHandle>, item: Vec<u8>) -> Result<()> {
@@ -91,8 +92,8 @@ impl state::HostListState for HostState {
 }
 
 impl state::HostMapState for HostState {
-    fn new(&mut self, name: String) -> Result<Resource<StateHandle>> {
-        self.declare(StateKind::Map, &name)
+    fn new(&mut self, name: String, ttl: Option<state::Ttl>) -> Result<Resource<StateHandle>> {
+        self.declare(StateKind::Map, &name, ttl)
     }
 
     fn get(&mut self, h: Resource<StateHandle>, user_key: Vec<u8>) -> Result<Option<Vec<u8>>> {

@@ -86,6 +86,19 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
+    fn scan_from(
+        &self,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
+        for (k, v) in self.entries.range::<[u8], _>((Bound::Included(start), Bound::Unbounded)) {
+            if !visit(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
         let doomed: Vec<Vec<u8>> = self.prefix_range(prefix).map(|(k, _)| k.clone()).collect();
         for k in doomed {

@@ -8,7 +8,7 @@
 //! ```
 //! use weir::state::{KeyedState, MemoryBackend, StateKind};
 //! let mut state = KeyedState::new("counter", Box::new(MemoryBackend::new()));
-//! let count = state.declare(StateKind::Value, "count").unwrap();
+//! let count = state.declare(StateKind::Value, "count", None).unwrap();
 //! state.value_set(count, 3, b"alice", b"41").unwrap();
 //! assert_eq!(state.value_get(count, 3, b"alice").unwrap().as_deref(), Some(&b"41"[..]));
 //! ```
@@ -54,6 +54,12 @@ pub trait StateBackend: Send {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StateError>;
+    /// Visits entries in key order from `start` on, while `visit` returns `true`.
+    fn scan_from(
+        &self,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError>;
     /// Deletes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError>;
     /// How many entries are stored.
@@ -81,6 +87,29 @@ pub trait SnapshotWriter: Send {
     fn write(self: Box<Self>) -> Result<Vec<crate::checkpoint::FileEntry>, String>;
 }
 
+/// Time to live of a declared state (the WIT `ttl` record), as Flink's
+/// `StateTtlConfig` with `NeverReturnExpired`: `OnCreateAndWrite`, or `OnReadAndWrite`
+/// when `refresh_on_read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl {
+    pub ttl_ms: u64,
+    pub refresh_on_read: bool,
+}
+
+/// Prefixes a value with its expiry time (ms since the epoch, u64 BE).
+fn stamp(expiry: i64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&(expiry as u64).to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// Splits a stamped value into its expiry and the value.
+fn unstamp(bytes: &[u8]) -> Option<(i64, &[u8])> {
+    let (expiry, value) = bytes.split_at_checked(8)?;
+    Some((u64::from_be_bytes(expiry.try_into().ok()?) as i64, value))
+}
+
 /// Identifies a declared state of one operator subtask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StateId(u32);
@@ -93,8 +122,13 @@ pub struct KeyedState {
     uid: String,
     backend: Box<dyn StateBackend>,
     namespaces: Vec<StateNamespace>,
+    ttls: Vec<Option<Ttl>>,
     by_name: HashMap<(StateKind, String), StateId>,
     scratch: Vec<u8>,
+    /// Processing time for TTL decisions, set before each call into the operator.
+    now: i64,
+    /// Where the background sweep of expired entries continues.
+    sweep_cursor: Vec<u8>,
 }
 
 impl KeyedState {
@@ -103,13 +137,16 @@ impl KeyedState {
             uid: uid.to_string(),
             backend,
             namespaces: Vec::new(),
+            ttls: Vec::new(),
             by_name: HashMap::new(),
             scratch: Vec::with_capacity(128),
+            now: 0,
+            sweep_cursor: Vec::new(),
         }
     }
 
     /// Declares a state (or returns the id of the same declaration made earlier).
-    pub fn declare(&mut self, kind: StateKind, name: &str) -> Result<StateId, StateError> {
+    pub fn declare(&mut self, kind: StateKind, name: &str, ttl: Option<Ttl>) -> Result<StateId, StateError> {
         if name.is_empty() || name.len() > MAX_STATE_NAME {
             return Err(StateError::BadName {
                 name: name.chars().take(64).collect(),
@@ -117,12 +154,109 @@ impl KeyedState {
             });
         }
         if let Some(id) = self.by_name.get(&(kind, name.to_string())) {
+            if self.ttls[id.0 as usize] != ttl {
+                return Err(StateError::BadName {
+                    name: name.into(),
+                    reason: "was declared before with a different time to live",
+                });
+            }
             return Ok(*id);
         }
         let id = StateId(self.namespaces.len() as u32);
         self.namespaces.push(StateNamespace::new(&self.uid, kind, name));
+        self.ttls.push(ttl);
         self.by_name.insert((kind, name.to_string()), id);
         Ok(id)
+    }
+
+    /// Whether any declared state has a time to live.
+    pub fn has_ttl(&self) -> bool {
+        self.ttls.iter().any(Option::is_some)
+    }
+
+    /// Sets the processing time (ms) that TTL decisions use.
+    pub fn set_now(&mut self, now: i64) {
+        self.now = now;
+    }
+
+    fn ttl(&self, id: StateId) -> Option<Ttl> {
+        self.ttls[id.0 as usize]
+    }
+
+    fn expiry(&self, ttl: Ttl) -> i64 {
+        self.now.saturating_add(ttl.ttl_ms as i64)
+    }
+
+    /// Reads the stamped entry under the scratch key: `None` when absent or expired
+    /// (an expired entry is deleted); refreshed when the TTL says so.
+    fn read_stamped(&mut self, ttl: Ttl, what: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(raw) = self.backend.get(&self.scratch)? else { return Ok(None) };
+        let (expiry, value) = unstamp(&raw).ok_or_else(|| StateError::Corrupt { what: what.into() })?;
+        if expiry <= self.now {
+            self.backend.delete(&self.scratch)?;
+            return Ok(None);
+        }
+        if ttl.refresh_on_read {
+            let refreshed = stamp(self.expiry(ttl), value);
+            self.backend.put(&self.scratch, &refreshed)?;
+        }
+        Ok(Some(value.to_vec()))
+    }
+
+    /// Deletes up to `budget` expired entries, continuing where the last sweep stopped
+    /// (the background cleanup; reads also drop expired entries). Returns how many
+    /// entries it looked at.
+    pub fn sweep(&mut self, budget: usize) -> Result<usize, StateError> {
+        if !self.has_ttl() || budget == 0 {
+            return Ok(0);
+        }
+        let ttl_of: HashMap<(StateKind, &str), Ttl> = self
+            .namespaces
+            .iter()
+            .zip(&self.ttls)
+            .filter_map(|(ns, ttl)| Some(((ns.kind, ns.name.as_str()), (*ttl)?)))
+            .collect();
+        let (now, uid) = (self.now, self.uid.as_str());
+        let mut deletes = Vec::new();
+        let mut rewrites = Vec::new();
+        let mut seen = 0;
+        let mut last = None;
+        self.backend.scan_from(&self.sweep_cursor, &mut |k, v| {
+            seen += 1;
+            last = Some(k.to_vec());
+            let Some(d) = key::decode(k).filter(|d| d.uid == uid) else { return seen < budget };
+            if !ttl_of.contains_key(&(d.kind, d.name)) {
+                return seen < budget;
+            }
+            if d.kind == StateKind::List {
+                let items = key::list_items(v).unwrap_or_default();
+                let kept: Vec<&Vec<u8>> = items.iter().filter(|i| unstamp(i).is_some_and(|(e, _)| e > now)).collect();
+                if kept.is_empty() {
+                    deletes.push(k.to_vec());
+                } else if kept.len() != items.len() {
+                    let mut list = Vec::new();
+                    kept.iter().for_each(|i| key::append_list_item(&mut list, i));
+                    rewrites.push((k.to_vec(), list));
+                }
+            } else if unstamp(v).is_none_or(|(e, _)| e <= now) {
+                deletes.push(k.to_vec());
+            }
+            seen < budget
+        })?;
+        for k in deletes {
+            self.backend.delete(&k)?;
+        }
+        for (k, v) in rewrites {
+            self.backend.put(&k, &v)?;
+        }
+        self.sweep_cursor = match last.filter(|_| seen >= budget) {
+            Some(mut k) => {
+                k.push(0);
+                k
+            }
+            None => Vec::new(),
+        };
+        Ok(seen)
     }
 
     /// The namespace of a declared state.
@@ -157,7 +291,10 @@ impl KeyedState {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
         self.key(id, kg, key);
-        self.backend.get(&self.scratch)
+        match self.ttl(id) {
+            None => self.backend.get(&self.scratch),
+            Some(ttl) => self.read_stamped(ttl, "value state"),
+        }
     }
 
     pub fn value_set(
@@ -168,7 +305,13 @@ impl KeyedState {
         value: &[u8],
     ) -> Result<(), StateError> {
         self.key(id, kg, key);
-        self.backend.put(&self.scratch, value)
+        match self.ttl(id) {
+            None => self.backend.put(&self.scratch, value),
+            Some(ttl) => {
+                let stamped = stamp(self.expiry(ttl), value);
+                self.backend.put(&self.scratch, &stamped)
+            }
+        }
     }
 
     /// Clears a value or list state for one key.
@@ -189,7 +332,13 @@ impl KeyedState {
         item: &[u8],
     ) -> Result<(), StateError> {
         self.key(id, kg, key);
-        self.backend.append(&self.scratch, item)
+        match self.ttl(id) {
+            None => self.backend.append(&self.scratch, item),
+            Some(ttl) => {
+                let stamped = stamp(self.expiry(ttl), item);
+                self.backend.append(&self.scratch, &stamped)
+            }
+        }
     }
 
     pub fn list_get(
@@ -199,12 +348,30 @@ impl KeyedState {
         key: &[u8],
     ) -> Result<Vec<Vec<u8>>, StateError> {
         self.key(id, kg, key);
-        match self.backend.get(&self.scratch)? {
-            None => Ok(Vec::new()),
-            Some(raw) => key::list_items(&raw).ok_or_else(|| StateError::Corrupt {
-                what: format!("list state `{}`", self.namespaces[id.0 as usize].name),
-            }),
+        let corrupt = || StateError::Corrupt { what: format!("list state `{}`", self.namespaces[id.0 as usize].name) };
+        let Some(raw) = self.backend.get(&self.scratch)? else { return Ok(Vec::new()) };
+        let items = key::list_items(&raw).ok_or_else(corrupt)?;
+        let Some(ttl) = self.ttl(id) else { return Ok(items) };
+        let mut live = Vec::with_capacity(items.len());
+        for item in &items {
+            let (expiry, value) = unstamp(item).ok_or_else(corrupt)?;
+            if expiry > self.now {
+                live.push(value.to_vec());
+            }
         }
+        if live.len() != items.len() || ttl.refresh_on_read {
+            if live.is_empty() {
+                self.backend.delete(&self.scratch)?;
+            } else {
+                let expiry = self.expiry(ttl);
+                let mut list = Vec::new();
+                for value in &live {
+                    key::append_list_item(&mut list, &stamp(expiry, value));
+                }
+                self.backend.put(&self.scratch, &list)?;
+            }
+        }
+        Ok(live)
     }
 
     pub fn map_get(
@@ -215,7 +382,10 @@ impl KeyedState {
         user_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
         self.map_key(id, kg, key, user_key);
-        self.backend.get(&self.scratch)
+        match self.ttl(id) {
+            None => self.backend.get(&self.scratch),
+            Some(ttl) => self.read_stamped(ttl, "map state"),
+        }
     }
 
     pub fn map_put(
@@ -227,7 +397,13 @@ impl KeyedState {
         value: &[u8],
     ) -> Result<(), StateError> {
         self.map_key(id, kg, key, user_key);
-        self.backend.put(&self.scratch, value)
+        match self.ttl(id) {
+            None => self.backend.put(&self.scratch, value),
+            Some(ttl) => {
+                let stamped = stamp(self.expiry(ttl), value);
+                self.backend.put(&self.scratch, &stamped)
+            }
+        }
     }
 
     pub fn map_remove(
@@ -251,7 +427,23 @@ impl KeyedState {
     ) -> Result<(), StateError> {
         self.key(id, kg, key);
         let prefix_len = self.scratch.len();
-        self.backend.scan_prefix(&self.scratch, &mut |k, v| visit(&k[prefix_len..], v))
+        let Some(ttl) = self.ttl(id) else {
+            return self.backend.scan_prefix(&self.scratch, &mut |k, v| visit(&k[prefix_len..], v));
+        };
+        let mut entries = Vec::new();
+        self.backend.scan_prefix(&self.scratch, &mut |k, v| entries.push((k.to_vec(), v.to_vec())))?;
+        for (k, v) in entries {
+            let (expiry, value) = unstamp(&v).ok_or_else(|| StateError::Corrupt { what: "map state".into() })?;
+            if expiry <= self.now {
+                self.backend.delete(&k)?;
+                continue;
+            }
+            if ttl.refresh_on_read {
+                self.backend.put(&k, &stamp(self.expiry(ttl), value))?;
+            }
+            visit(&k[prefix_len..], value);
+        }
+        Ok(())
     }
 }
 
@@ -265,11 +457,12 @@ pub(crate) mod conformance {
         list_state(make());
         map_state(make());
         keys_and_operators_are_isolated(make());
+        time_to_live(make());
     }
 
     fn value_state(backend: Box<dyn StateBackend>) {
         let mut s = KeyedState::new("op", backend);
-        let v = s.declare(StateKind::Value, "v").unwrap();
+        let v = s.declare(StateKind::Value, "v", None).unwrap();
         assert_eq!(s.value_get(v, 1, b"k").unwrap(), None);
         s.value_set(v, 1, b"k", b"one").unwrap();
         s.value_set(v, 1, b"k", b"two").unwrap();
@@ -281,7 +474,7 @@ pub(crate) mod conformance {
 
     fn list_state(backend: Box<dyn StateBackend>) {
         let mut s = KeyedState::new("op", backend);
-        let l = s.declare(StateKind::List, "l").unwrap();
+        let l = s.declare(StateKind::List, "l", None).unwrap();
         assert!(s.list_get(l, 0, b"k").unwrap().is_empty());
         for item in [&b"a"[..], b"", b"ccc"] {
             s.list_append(l, 0, b"k", item).unwrap();
@@ -293,7 +486,7 @@ pub(crate) mod conformance {
 
     fn map_state(backend: Box<dyn StateBackend>) {
         let mut s = KeyedState::new("op", backend);
-        let m = s.declare(StateKind::Map, "m").unwrap();
+        let m = s.declare(StateKind::Map, "m", None).unwrap();
         s.map_put(m, 5, b"k", b"b", b"2").unwrap();
         s.map_put(m, 5, b"k", b"a", b"1").unwrap();
         s.map_put(m, 5, b"k2", b"a", b"other key").unwrap();
@@ -312,15 +505,50 @@ pub(crate) mod conformance {
 
     fn keys_and_operators_are_isolated(backend: Box<dyn StateBackend>) {
         let mut s = KeyedState::new("op", backend);
-        let v = s.declare(StateKind::Value, "x").unwrap();
-        let l = s.declare(StateKind::List, "x").unwrap();
+        let v = s.declare(StateKind::Value, "x", None).unwrap();
+        let l = s.declare(StateKind::List, "x", None).unwrap();
         assert_ne!(v, l, "kinds have separate namespaces");
-        assert_eq!(s.declare(StateKind::Value, "x").unwrap(), v, "re-declaring is idempotent");
+        assert_eq!(s.declare(StateKind::Value, "x", None).unwrap(), v, "re-declaring is idempotent");
         s.value_set(v, 1, b"a", b"1").unwrap();
         assert_eq!(s.value_get(v, 1, b"ab").unwrap(), None, "keys are length-delimited");
         assert_eq!(s.value_get(v, 2, b"a").unwrap(), None);
-        assert!(s.declare(StateKind::Value, "").is_err());
-        assert!(s.declare(StateKind::Value, &"n".repeat(300)).is_err());
+        assert!(s.declare(StateKind::Value, "", None).is_err());
+        assert!(s.declare(StateKind::Value, &"n".repeat(300), None).is_err());
+        let ttl = Some(Ttl { ttl_ms: 5, refresh_on_read: false });
+        assert!(s.declare(StateKind::Value, "x", ttl).is_err(), "a different TTL is refused");
+    }
+
+    /// Flink's TTL semantics: expired entries are never returned, writes (and reads
+    /// with refresh-on-read) extend the time to live, and the sweep deletes expired
+    /// entries nobody reads.
+    fn time_to_live(backend: Box<dyn StateBackend>) {
+        let mut s = KeyedState::new("op", backend);
+        let write_ttl = Some(Ttl { ttl_ms: 100, refresh_on_read: false });
+        let read_ttl = Some(Ttl { ttl_ms: 100, refresh_on_read: true });
+        let v = s.declare(StateKind::Value, "v", write_ttl).unwrap();
+        let r = s.declare(StateKind::Value, "r", read_ttl).unwrap();
+        let l = s.declare(StateKind::List, "l", write_ttl).unwrap();
+        let m = s.declare(StateKind::Map, "m", write_ttl).unwrap();
+        let plain = s.declare(StateKind::Value, "plain", None).unwrap();
+        s.set_now(1_000);
+        s.value_set(v, 1, b"k", b"a").unwrap();
+        s.value_set(r, 1, b"k", b"a").unwrap();
+        s.list_append(l, 1, b"k", b"early").unwrap();
+        s.map_put(m, 1, b"k", b"u", b"1").unwrap();
+        s.value_set(plain, 1, b"k", b"stays").unwrap();
+        s.set_now(1_060);
+        s.list_append(l, 1, b"k", b"late").unwrap();
+        assert_eq!(s.value_get(r, 1, b"k").unwrap(), Some(b"a".to_vec()), "read refreshes r to 1160");
+        s.set_now(1_100);
+        assert_eq!(s.value_get(v, 1, b"k").unwrap(), None, "expired at 1100");
+        assert_eq!(s.value_get(r, 1, b"k").unwrap(), Some(b"a".to_vec()));
+        assert_eq!(s.list_get(l, 1, b"k").unwrap(), vec![b"late".to_vec()], "per-element TTL");
+        assert_eq!(s.map_get(m, 1, b"k", b"u").unwrap(), None);
+        assert_eq!(s.value_get(plain, 1, b"k").unwrap(), Some(b"stays".to_vec()));
+        // The sweep removes what nobody reads any more.
+        s.set_now(10_000);
+        s.sweep(1000).unwrap();
+        assert_eq!(s.backend().len(), 1, "only the state without TTL is left");
     }
 }
 

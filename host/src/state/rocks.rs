@@ -153,6 +153,20 @@ impl StateBackend for RocksBackend {
         Ok(())
     }
 
+    fn scan_from(
+        &self,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
+        for entry in self.db.iterator(IteratorMode::From(start, Direction::Forward)) {
+            let (k, v) = entry.map_err(|e| error("scan", e))?;
+            if !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for entry in self.prefix_iter(prefix) {

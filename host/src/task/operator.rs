@@ -35,7 +35,13 @@ pub struct OperatorTask {
     pub checkpointing: Option<Checkpointing>,
     /// The checkpoint whose barrier is being aligned across the inputs.
     pub aligning: Option<u64>,
+    /// Calls into the operator so far, for pacing the TTL sweep.
+    pub calls: u64,
 }
+
+/// Every this many calls, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
+const SWEEP_EVERY: u64 = 256;
+const SWEEP_BUDGET: usize = 64;
 
 /// What the task was doing, for error messages.
 enum Doing<'a> {
@@ -43,6 +49,7 @@ enum Doing<'a> {
     Element(&'a Position),
     Timer(TimeDomain, &'a Timer),
     Closing,
+    Sweeping,
 }
 
 impl std::fmt::Display for Doing<'_> {
@@ -61,6 +68,7 @@ impl std::fmt::Display for Doing<'_> {
                 String::from_utf8_lossy(&timer.key)
             ),
             Doing::Closing => f.write_str("closing"),
+            Doing::Sweeping => f.write_str("sweeping expired state"),
         }
     }
 }
@@ -179,8 +187,26 @@ impl OperatorTask {
         }
     }
 
+    /// Gives state its clock for TTL decisions, and now and then sweeps a slice of it
+    /// for expired entries.
+    fn before_call(&mut self) -> Result<(), TaskError> {
+        let state = &mut self.logic.context().state;
+        if !state.has_ttl() {
+            return Ok(());
+        }
+        state.set_now(crate::clock::now_ms());
+        self.calls += 1;
+        if self.calls % SWEEP_EVERY == 0 {
+            if let Err(e) = state.sweep(SWEEP_BUDGET) {
+                return Err(self.failure(Doing::Sweeping, OperatorFailure::State(e)));
+            }
+        }
+        Ok(())
+    }
+
     fn on_record(&mut self, record: Record) -> Result<(), TaskError> {
         self.metrics.add_in(1);
+        self.before_call()?;
         let ctx = self.logic.context();
         if self.keyed {
             // Routers refuse keyless events on keyed edges, so the key is present.
@@ -239,6 +265,7 @@ impl OperatorTask {
     }
 
     fn fire(&mut self, domain: TimeDomain, timer: Timer, source: &Arc<str>) -> Result<(), TaskError> {
+        self.before_call()?;
         self.logic.context().set_current_key(Some(&timer.key));
         if let Err(failure) = self.logic.on_timer(timer.timestamp, domain) {
             return Err(self.failure(Doing::Timer(domain, &timer), failure));
