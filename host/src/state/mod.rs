@@ -17,6 +17,7 @@ pub mod key;
 mod memory;
 mod rocks;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -187,6 +188,14 @@ impl KeyedState {
         self.now.saturating_add(ttl.ttl_ms as i64)
     }
 
+    /// What is stored for `value` of state `id`: stamped with its expiry under a TTL.
+    fn stored<'a>(&self, id: StateId, value: &'a [u8]) -> Cow<'a, [u8]> {
+        match self.ttl(id) {
+            None => Cow::Borrowed(value),
+            Some(ttl) => Cow::Owned(stamp(self.expiry(ttl), value)),
+        }
+    }
+
     /// Reads the stamped entry under the scratch key: `None` when absent or expired
     /// (an expired entry is deleted); refreshed when the TTL says so.
     fn read_stamped(&mut self, ttl: Ttl, what: &str) -> Result<Option<Vec<u8>>, StateError> {
@@ -304,14 +313,9 @@ impl KeyedState {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
+        let value = self.stored(id, value);
         self.key(id, kg, key);
-        match self.ttl(id) {
-            None => self.backend.put(&self.scratch, value),
-            Some(ttl) => {
-                let stamped = stamp(self.expiry(ttl), value);
-                self.backend.put(&self.scratch, &stamped)
-            }
-        }
+        self.backend.put(&self.scratch, &value)
     }
 
     /// Clears a value or list state for one key.
@@ -331,14 +335,9 @@ impl KeyedState {
         key: &[u8],
         item: &[u8],
     ) -> Result<(), StateError> {
+        let item = self.stored(id, item);
         self.key(id, kg, key);
-        match self.ttl(id) {
-            None => self.backend.append(&self.scratch, item),
-            Some(ttl) => {
-                let stamped = stamp(self.expiry(ttl), item);
-                self.backend.append(&self.scratch, &stamped)
-            }
-        }
+        self.backend.append(&self.scratch, &item)
     }
 
     pub fn list_get(
@@ -396,14 +395,9 @@ impl KeyedState {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
+        let value = self.stored(id, value);
         self.map_key(id, kg, key, user_key);
-        match self.ttl(id) {
-            None => self.backend.put(&self.scratch, value),
-            Some(ttl) => {
-                let stamped = stamp(self.expiry(ttl), value);
-                self.backend.put(&self.scratch, &stamped)
-            }
-        }
+        self.backend.put(&self.scratch, &value)
     }
 
     pub fn map_remove(
