@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::keygroup::assign_key_group;
+
 /// The clock a timer is registered against (the WIT `time-domain`).
 pub use crate::plugin::bindings::weir::operator::types::TimeDomain;
 
@@ -71,12 +73,15 @@ impl TimerService {
         }
     }
 
-    /// Encodes every timer as an ordered byte key (domain, timestamp, key), for
-    /// snapshots; [`TimerService::insert_encoded`] reverses it.
-    pub fn encoded(&self) -> Vec<Vec<u8>> {
-        self.iter()
+    /// Encodes every timer as a byte key (key group, domain, timestamp, key) for
+    /// snapshots, sorted so that each key group's timers are contiguous, like keyed
+    /// state; [`TimerService::insert_encoded`] reverses it.
+    pub fn encoded(&self, max_parallelism: u32) -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = self
+            .iter()
             .map(|(domain, timer)| {
-                let mut bytes = Vec::with_capacity(9 + timer.key.len());
+                let mut bytes = Vec::with_capacity(11 + timer.key.len());
+                bytes.extend_from_slice(&assign_key_group(&timer.key, max_parallelism).to_be_bytes());
                 bytes.push(match domain {
                     TimeDomain::EventTime => 0,
                     TimeDomain::ProcessingTime => 1,
@@ -86,11 +91,14 @@ impl TimerService {
                 bytes.extend_from_slice(&timer.key);
                 bytes
             })
-            .collect()
+            .collect();
+        all.sort_unstable();
+        all
     }
 
     /// Adds a timer encoded by [`TimerService::encoded`]; `false` if it is malformed.
     pub fn insert_encoded(&mut self, bytes: &[u8]) -> bool {
+        let Some(bytes) = bytes.get(2..) else { return false };
         let (Some(&tag), Some(ts)) = (bytes.first(), bytes.get(1..9)) else { return false };
         let domain = match tag {
             0 => TimeDomain::EventTime,
@@ -146,11 +154,11 @@ mod tests {
         t.register(EventTime, b"k", -5);
         t.register(ProcessingTime, b"", 1_700_000_000_000);
         let mut restored = TimerService::default();
-        for bytes in t.encoded() {
+        for bytes in t.encoded(128) {
             assert!(restored.insert_encoded(&bytes));
         }
-        assert_eq!(restored.encoded(), t.encoded());
-        assert!(!restored.insert_encoded(&[7, 0]));
+        assert_eq!(restored.encoded(128), t.encoded(128));
+        assert!(!restored.insert_encoded(&[0, 1, 7, 0]));
     }
 
     #[test]

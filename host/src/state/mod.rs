@@ -130,6 +130,8 @@ pub struct KeyedState {
     now: i64,
     /// Where the background sweep of expired entries continues.
     sweep_cursor: Vec<u8>,
+    /// Whether any declared state has a time to live (checked on every call).
+    any_ttl: bool,
 }
 
 impl KeyedState {
@@ -143,6 +145,7 @@ impl KeyedState {
             scratch: Vec::with_capacity(128),
             now: 0,
             sweep_cursor: Vec::new(),
+            any_ttl: false,
         }
     }
 
@@ -166,13 +169,14 @@ impl KeyedState {
         let id = StateId(self.namespaces.len() as u32);
         self.namespaces.push(StateNamespace::new(&self.uid, kind, name));
         self.ttls.push(ttl);
+        self.any_ttl |= ttl.is_some();
         self.by_name.insert((kind, name.to_string()), id);
         Ok(id)
     }
 
     /// Whether any declared state has a time to live.
     pub fn has_ttl(&self) -> bool {
-        self.ttls.iter().any(Option::is_some)
+        self.any_ttl
     }
 
     /// Sets the processing time (ms) that TTL decisions use.

@@ -150,7 +150,7 @@ impl OperatorTask {
         };
         let ctx = self.logic.context();
         let watermark = ctx.watermark;
-        let timers = ctx.timers.encoded();
+        let timers = ctx.timers.encoded(ctx.info.max_parallelism);
         let backend = ctx.state.backend().name().to_string();
         let writer = ctx.state.backend_mut().snapshot(&target);
         let spawned = std::thread::Builder::new().name(format!("snapshot {task}")).spawn(move || {
