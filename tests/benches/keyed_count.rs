@@ -67,7 +67,7 @@ fn measure(operator: &str, parallelism: u32, events: u64, keys: u64, backend: &s
 fn main() {
     let events = env_u64("WEIR_BENCH_EVENTS", 1_000_000);
     let keys = env_u64("WEIR_BENCH_KEYS", 10_000);
-    println!("keyed count: {events} events over {keys} keys, in-memory state, discarding sink");
+    println!("keyed count: {events} events over {keys} keys, discarding sink");
     println!(
         "{:<22} {:<8} {:>4} {:>14} {:>10} {:>10} {:>10} {:>10}",
         "operator", "state", "par", "events/s", "ns/event", "p50 µs", "p99 µs", "p99.9 µs"
