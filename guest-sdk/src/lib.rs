@@ -69,6 +69,10 @@ pub mod bindings {
 /// from any of them stops the job with that message, the operator's uid and the
 /// element's source position.
 pub trait Operator: Default + 'static {
+    /// The version of this operator's state layout. Bump it when the layout changes
+    /// and implement [`Operator::migrate`]; savepoints remember it.
+    const STATE_VERSION: u32 = 0;
+
     /// Called once before the first element. `ctx.config()` has the operator's
     /// `config` table from the job file.
     fn open(&mut self, ctx: &mut Context) -> Result<()> {
@@ -88,6 +92,14 @@ pub trait Operator: Default + 'static {
     /// Called once after the input ended and every event-time timer fired.
     fn close(&mut self, ctx: &mut Context) -> Result<()> {
         let _ = ctx;
+        Ok(())
+    }
+
+    /// Rewrites the current key's state, written by an operator whose
+    /// [`Operator::STATE_VERSION`] was `from_version`, into this version's layout.
+    /// Called after `open`, once per restored key, before any element.
+    fn migrate(&mut self, from_version: u32, ctx: &mut Context) -> Result<()> {
+        let _ = (from_version, ctx);
         Ok(())
     }
 }
@@ -132,6 +144,16 @@ macro_rules! export {
 
                 fn close() -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::with(&INSTANCE, |op, ctx| $crate::Operator::close(op, ctx))
+                }
+
+                fn state_version() -> u32 {
+                    <$operator as $crate::Operator>::STATE_VERSION
+                }
+
+                fn migrate(from_version: u32) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::with(&INSTANCE, |op, ctx| {
+                        $crate::Operator::migrate(op, from_version, ctx)
+                    })
                 }
             }
 

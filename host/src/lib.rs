@@ -12,12 +12,14 @@
 //! - [`state`], [`timers`], [`watermark`], [`keygroup`]: the streaming semantics;
 //! - [`source`], [`sink`]: connectors; [`stream`]: what flows between tasks.
 
+pub mod api;
 pub mod checkpoint;
 pub mod clock;
 pub mod job;
 pub mod keygroup;
 pub mod operator;
 pub mod plugin;
+pub mod savepoint;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -1,10 +1,13 @@
 //! The `weir` command line.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use weir::{Job, JobError, JobOptions};
+use clap::{Args, Parser, Subcommand};
+use weir::api::{self, StopBody, UpgradeBody};
+use weir::savepoint::Savepoint;
+use weir::{Job, JobError, JobOptions, JobSpec};
 
 /// weir: a stream processor whose operators are WebAssembly components.
 #[derive(Parser)]
@@ -19,9 +22,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a job until its inputs end (or Ctrl-C), then print a summary of records in
-    /// and out, late records and duration per source, operator and sink. A job with
-    /// checkpoints resumes from its latest completed checkpoint.
+    /// Run a job until its inputs end (or Ctrl-C, or `weir stop`), then print a summary
+    /// of records in and out, late records and duration per source, operator and sink.
+    /// A job with checkpoints resumes from its latest completed checkpoint. While it
+    /// runs, `weir savepoint`, `weir stop` and `weir upgrade` reach it through a control
+    /// API on loopback.
     Run {
         /// The job file (TOML).
         job: PathBuf,
@@ -32,6 +37,15 @@ enum Command {
         /// Ignore the job's checkpoints and start from the beginning of its inputs.
         #[arg(long)]
         fresh: bool,
+        /// Start from a savepoint (state, timers, source positions), at any parallelism.
+        #[arg(long, value_name = "DIR")]
+        from_savepoint: Option<PathBuf>,
+        /// With --from-savepoint: drop saved state of operators the job no longer has.
+        #[arg(long, requires = "from_savepoint")]
+        allow_non_restored_state: bool,
+        /// Address of the control API.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        control: SocketAddr,
     },
     /// Check a job file and its components without running anything: the job's wiring,
     /// and that every component implements the weir:operator world.
@@ -41,6 +55,56 @@ enum Command {
         /// As for `run`.
         #[arg(long = "plugin-dir", env = "WEIR_PLUGIN_PATH", value_delimiter = ':')]
         plugin_dirs: Vec<PathBuf>,
+    },
+    /// Take a savepoint of a running job (`weir savepoint job.toml`), or look into one
+    /// (`weir savepoint inspect DIR`, `weir savepoint export DIR --operator UID`).
+    Savepoint(SavepointArgs),
+    /// Stop a running job; with --savepoint, after a savepoint: sinks commit up to it and
+    /// nothing after it is emitted, so a restore neither loses nor duplicates output.
+    Stop {
+        /// The running job's file.
+        job: PathBuf,
+        /// Where to write the savepoint.
+        #[arg(long, value_name = "DIR")]
+        savepoint: Option<PathBuf>,
+    },
+    /// Replace an operator's component in a running job, keeping its state: an in-place
+    /// savepoint, a pause of the sources, the swap, the state migration, and on again.
+    /// A component that fails to load, validate or migrate is refused and the old one
+    /// keeps running.
+    Upgrade {
+        /// The running job's file.
+        job: PathBuf,
+        /// The uid of the operator to upgrade.
+        #[arg(long)]
+        operator: String,
+        /// The new component.
+        #[arg(long)]
+        component: PathBuf,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SavepointArgs {
+    #[command(subcommand)]
+    action: Option<SavepointAction>,
+    /// The running job's file.
+    job: Option<PathBuf>,
+    /// Where to write the savepoint (default: `.weir/<job>/savepoints/savepoint-<ms>`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SavepointAction {
+    /// Operators, states, entry counts, sizes and state versions of a savepoint.
+    Inspect { dir: PathBuf },
+    /// An operator's state as JSON lines on stdout, for offline checks.
+    Export {
+        dir: PathBuf,
+        #[arg(long)]
+        operator: String,
     },
 }
 
@@ -53,9 +117,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Run { job, plugin_dirs, fresh } => run(job, JobOptions { plugin_dirs, fresh }),
+        Command::Run { job, plugin_dirs, fresh, from_savepoint, allow_non_restored_state, control } => {
+            let options = JobOptions {
+                plugin_dirs,
+                fresh,
+                from_savepoint,
+                allow_non_restored_state,
+                control: Some(control),
+            };
+            run(job, options)
+        }
         Command::Check { job, plugin_dirs } => {
-            match Job::load(&job, &JobOptions { plugin_dirs, fresh: false }) {
+            match Job::load(&job, &JobOptions { plugin_dirs, ..Default::default() }) {
                 Ok(job) => {
                     println!("job `{}` is valid", job.spec().name);
                     ExitCode::SUCCESS
@@ -63,7 +136,65 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
+        Command::Savepoint(args) => savepoint(args),
+        Command::Stop { job, savepoint } => {
+            let body = StopBody { savepoint: savepoint.map(|d| absolute(&d)) };
+            client(&job, "/stop", &body)
+        }
+        Command::Upgrade { job, operator, component } => {
+            let body = UpgradeBody { operator, component: absolute(&component) };
+            client(&job, "/upgrade", &body)
+        }
     }
+}
+
+fn savepoint(args: SavepointArgs) -> ExitCode {
+    let load = |dir: &Path| Savepoint::load(dir).map_err(|e| e.to_string());
+    let result = match (args.action, args.job) {
+        (Some(SavepointAction::Inspect { dir }), _) => {
+            load(&dir).and_then(|s| s.inspect(&mut std::io::stdout().lock()).map_err(|e| e.to_string()))
+        }
+        (Some(SavepointAction::Export { dir, operator }), _) => load(&dir)
+            .and_then(|s| s.export(&operator, &mut std::io::stdout().lock()).map(|_| ()).map_err(|e| e.to_string())),
+        (None, Some(job)) => {
+            let body = api::SavepointBody { dir: args.dir.map(|d| absolute(&d)) };
+            return client(&job, "/savepoint", &body);
+        }
+        (None, None) => Err("name the running job's file, or use `inspect` or `export`".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends a control request to the running job of `job` and prints the answer.
+fn client(job: &Path, route: &str, body: &impl serde::Serialize) -> ExitCode {
+    let spec = match JobSpec::load(job) {
+        Ok(spec) => spec,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match api::call(&spec.work_dir(), route, body) {
+        Ok(Some(path)) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: job `{}`: {error}", spec.name);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn run(path: PathBuf, options: JobOptions) -> ExitCode {

@@ -18,6 +18,9 @@ const GUESTS: &[(&str, &str)] = &[
     ("tumbling-count", "tumbling_count"),
     ("faulty", "faulty"),
     ("not-an-operator", "not_an_operator"),
+    ("counter-v1", "counter_v1"),
+    ("counter-v2", "counter_v2"),
+    ("counter-bad-migration", "counter_bad_migration"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

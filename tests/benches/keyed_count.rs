@@ -48,7 +48,7 @@ fn job(operator: &str, parallelism: u32, events: u64, keys: u64, backend: &str) 
 }
 
 fn run(spec: JobSpec) -> JobSummary {
-    let options = JobOptions { plugin_dirs: vec![weir_test_guests::GUEST_DIR.into()], fresh: false };
+    let options = JobOptions { plugin_dirs: vec![weir_test_guests::GUEST_DIR.into()], ..Default::default() };
     Job::new(spec, &options).expect("job loads").run().expect("job runs")
 }
 

@@ -17,7 +17,7 @@ pub fn root() -> PathBuf {
 
 /// Options that find every built guest.
 pub fn options() -> JobOptions {
-    JobOptions { plugin_dirs: vec![guests::GUEST_DIR.into()], fresh: false }
+    JobOptions { plugin_dirs: vec![guests::GUEST_DIR.into()], ..Default::default() }
 }
 
 /// Loads `examples/<name>/job.toml` with every file sink writing into `out`.

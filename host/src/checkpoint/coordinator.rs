@@ -1,8 +1,10 @@
 //! The checkpoint coordinator: triggers checkpoints at the sources, collects every
 //! task's acknowledgement, writes the metadata, tells sinks to commit, and fails the
-//! job after too many declined checkpoints in a row.
+//! job after too many declined checkpoints in a row. It also takes savepoints and runs
+//! live upgrades on request (see [`Request`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -10,33 +12,63 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{CheckpointMetadata, CheckpointSettings, CheckpointStorage, CoordinatorMessage, TaskState};
+use super::{BarrierKind, CheckpointBarrier, CheckpointMetadata, CheckpointSettings, CheckpointStorage, CoordinatorMessage, TaskState};
+use crate::plugin::Plugin;
+use crate::savepoint::{OperatorManifest, SavepointManifest};
 use crate::task::{JobControl, TaskError};
 
-/// What the coordinator asks of a source or a sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the coordinator asks of a task.
+#[derive(Debug, Clone)]
 pub enum Command {
-    /// Sources: inject barrier `id` now.
-    Trigger(u64),
-    /// Sinks: checkpoint `id` is complete; make its output visible.
+    /// Sources: inject this barrier now.
+    Trigger(CheckpointBarrier),
+    /// Sinks: checkpoint or savepoint `id` is complete; make its output visible.
     Commit(u64),
+    /// Sources: the upgrade `id` is over; read on.
+    Resume(u64),
+    /// Upgraded operator subtasks: whether upgrade `id` succeeded everywhere (keep the
+    /// new component) or not (roll back to the old one and its state).
+    UpgradeDone { id: u64, ok: bool },
+}
+
+/// The reply to a request: the savepoint's directory, or why it failed.
+pub type Reply = tokio::sync::oneshot::Sender<Result<PathBuf, String>>;
+
+/// Requests from the control API.
+pub enum Request {
+    /// Take a savepoint into `dir`; with `stop`, stop the job right after it (sinks
+    /// commit up to the savepoint, nothing after it is emitted).
+    Savepoint { dir: PathBuf, stop: bool, reply: Reply },
+    /// Replace the component of `operator` with `plugin`, with an in-place savepoint
+    /// in `dir`, without restarting the job.
+    Upgrade { operator: String, plugin: Arc<Plugin>, dir: PathBuf, reply: Reply },
 }
 
 struct Pending {
     id: u64,
     started: Instant,
     acks: BTreeMap<String, TaskState>,
+    kind: BarrierKind,
+    stop: bool,
+    reply: Option<Reply>,
 }
 
 /// The coordinator's side of the channels; consumed by [`Coordinator::start`].
 pub struct Coordinator {
-    pub settings: CheckpointSettings,
-    pub storage: CheckpointStorage,
+    /// Periodic checkpoints, if the job takes them.
+    pub settings: Option<CheckpointSettings>,
+    pub storage: Option<CheckpointStorage>,
     pub job: String,
+    pub max_parallelism: u32,
+    /// Per operator uid: what a savepoint manifest says of it.
+    pub operators: BTreeMap<String, OperatorManifest>,
     pub inbox: Receiver<CoordinatorMessage>,
+    pub requests: Receiver<Request>,
     pub sources: Vec<Sender<Command>>,
     pub sinks: Vec<Sender<Command>>,
-    /// How many tasks must acknowledge a checkpoint.
+    /// Per operator uid: its subtasks' command channels.
+    pub operator_tasks: BTreeMap<String, Vec<Sender<Command>>>,
+    /// How many tasks must acknowledge a barrier.
     pub tasks: usize,
     /// The id of the checkpoint the job was restored from (new ids follow it).
     pub last_id: u64,
@@ -68,74 +100,194 @@ impl Coordinator {
     }
 
     fn run(self, stop: &AtomicBool) -> u64 {
-        let interval = Duration::from_millis(self.settings.interval_ms.max(1));
-        let timeout = Duration::from_millis(self.settings.timeout_ms);
-        let min_pause = Duration::from_millis(self.settings.min_pause_ms);
+        let interval = self.settings.as_ref().map(|s| Duration::from_millis(s.interval_ms.max(1)));
+        let timeout = Duration::from_millis(self.settings.as_ref().map_or(600_000, |s| s.timeout_ms));
+        let min_pause = Duration::from_millis(self.settings.as_ref().map_or(0, |s| s.min_pause_ms));
         let mut next_id = self.last_id + 1;
         let mut completed = self.last_id;
         let mut pending: Option<Pending> = None;
-        let mut next_trigger = Instant::now() + interval;
+        let mut next_trigger = interval.map(|i| Instant::now() + i);
         let mut failures = 0u32;
         let mut finished = false;
         while !stop.load(Ordering::Relaxed) && !self.control.is_cancelled() {
-            let wait = next_trigger.saturating_duration_since(Instant::now()).min(Duration::from_millis(20));
+            let wait = next_trigger
+                .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(Instant::now()))
+                .min(Duration::from_millis(20));
             match self.inbox.recv_timeout(wait) {
                 Ok(CoordinatorMessage::Ack { id, task, state }) => {
                     let Some(p) = pending.as_mut().filter(|p| p.id == id) else { continue };
                     p.acks.insert(task, state);
                     if p.acks.len() == self.tasks {
                         let p = pending.take().expect("present");
+                        let periodic = p.kind.is_checkpoint();
                         match self.complete(p) {
-                            Ok(id) => {
+                            Ok(()) if periodic => {
                                 completed = id;
                                 failures = 0;
                             }
-                            Err(reason) => failures = self.declined(id, &reason, failures + 1),
+                            Ok(()) => {}
+                            Err(reason) if periodic => failures = self.declined(id, &reason, failures + 1),
+                            Err(_) => {}
                         }
-                        next_trigger = (Instant::now() + min_pause).max(next_trigger);
+                        next_trigger = next_trigger.map(|t| (Instant::now() + min_pause).max(t));
                     }
                 }
                 Ok(CoordinatorMessage::Decline { id, task, reason }) => {
-                    if pending.as_ref().is_some_and(|p| p.id == id) {
-                        pending = None;
-                        failures = self.declined(id, &format!("task {task}: {reason}"), failures + 1);
-                        next_trigger = (Instant::now() + min_pause).max(next_trigger);
+                    if let Some(p) = pending.take_if(|p| p.id == id) {
+                        let reason = format!("task {task}: {reason}");
+                        if p.kind.is_checkpoint() {
+                            failures = self.declined(id, &reason, failures + 1);
+                        } else {
+                            self.abort(p, reason);
+                        }
+                        next_trigger = next_trigger.map(|t| (Instant::now() + min_pause).max(t));
                     }
                 }
                 Ok(CoordinatorMessage::Finished { task }) => {
                     // As in Flink before FLIP-147: once a task has finished, no further
                     // checkpoint can complete, so none is started.
-                    if !finished {
-                        tracing::debug!(%task, "a task finished; no further checkpoints");
-                    }
+                    tracing::debug!(%task, "a task finished; no further checkpoints");
                     finished = true;
-                    pending = None;
+                    if let Some(p) = pending.take() {
+                        if !p.kind.is_checkpoint() {
+                            self.abort(p, "the job's input ended first".into());
+                        }
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            if let Some(p) = &pending {
-                if p.started.elapsed() > timeout {
-                    let id = p.id;
-                    pending = None;
-                    failures = self.declined(id, &format!("not complete after {timeout:?}"), failures + 1);
+            if pending.as_ref().is_some_and(|p| p.started.elapsed() > timeout) {
+                let p = pending.take().expect("present");
+                let reason = format!("not complete after {timeout:?}");
+                if p.kind.is_checkpoint() {
+                    failures = self.declined(p.id, &reason, failures + 1);
+                } else {
+                    self.abort(p, reason);
                 }
             }
-            if pending.is_none() && !finished && Instant::now() >= next_trigger {
+            if pending.is_some() {
+                continue;
+            }
+            if let Ok(request) = self.requests.try_recv() {
+                let id = next_id;
+                next_id += 1;
+                pending = self.trigger_request(id, request, finished);
+                continue;
+            }
+            if !finished && next_trigger.is_some_and(|t| Instant::now() >= t) {
                 let id = next_id;
                 next_id += 1;
                 tracing::debug!(checkpoint = id, "triggering");
-                pending = Some(Pending { id, started: Instant::now(), acks: BTreeMap::new() });
-                for source in &self.sources {
-                    let _ = source.send(Command::Trigger(id));
-                }
-                next_trigger = Instant::now() + interval;
+                self.trigger(CheckpointBarrier { id, kind: BarrierKind::Checkpoint });
+                pending = Some(Pending {
+                    id,
+                    started: Instant::now(),
+                    acks: BTreeMap::new(),
+                    kind: BarrierKind::Checkpoint,
+                    stop: false,
+                    reply: None,
+                });
+                next_trigger = interval.map(|i| Instant::now() + i);
             }
+        }
+        // Requests still waiting learn that the job ended.
+        while let Ok(request) = self.requests.try_recv() {
+            let (Request::Savepoint { reply, .. } | Request::Upgrade { reply, .. }) = request;
+            let _ = reply.send(Err("the job has stopped".into()));
         }
         completed
     }
 
-    fn complete(&self, pending: Pending) -> Result<u64, String> {
+    fn trigger(&self, barrier: CheckpointBarrier) {
+        for source in &self.sources {
+            let _ = source.send(Command::Trigger(barrier.clone()));
+        }
+    }
+
+    /// Starts what a request asks for; `None` when it is refused at once.
+    fn trigger_request(&self, id: u64, request: Request, finished: bool) -> Option<Pending> {
+        let (kind, stop, reply) = match request {
+            Request::Savepoint { dir, stop, reply } => {
+                (BarrierKind::Savepoint { dir: Arc::new(dir), stop }, stop, reply)
+            }
+            Request::Upgrade { operator, plugin, dir, reply } => {
+                if !self.operator_tasks.contains_key(&operator) {
+                    let _ = reply.send(Err(format!("the job has no operator `{operator}`")));
+                    return None;
+                }
+                (BarrierKind::Upgrade { dir: Arc::new(dir), operator: operator.as_str().into(), plugin }, false, reply)
+            }
+        };
+        if finished {
+            let _ = reply.send(Err("the job's input has ended; savepoints need a running job".into()));
+            return None;
+        }
+        tracing::info!(id, dir = ?kind.savepoint_dir(), "triggering a savepoint");
+        self.trigger(CheckpointBarrier { id, kind: kind.clone() });
+        Some(Pending { id, started: Instant::now(), acks: BTreeMap::new(), kind, stop, reply: Some(reply) })
+    }
+
+    /// A savepoint or upgrade that cannot complete: tell whoever asked, resume paused
+    /// sources and roll back upgraded subtasks.
+    fn abort(&self, pending: Pending, reason: String) {
+        tracing::warn!(id = pending.id, %reason, "savepoint failed");
+        if let BarrierKind::Upgrade { operator, .. } = &pending.kind {
+            for task in self.operator_tasks.get(&**operator).into_iter().flatten() {
+                let _ = task.send(Command::UpgradeDone { id: pending.id, ok: false });
+            }
+        }
+        if pending.kind.pauses_sources() {
+            for source in &self.sources {
+                let _ = source.send(Command::Resume(pending.id));
+            }
+        }
+        if let Some(reply) = pending.reply {
+            let _ = reply.send(Err(reason));
+        }
+    }
+
+    fn complete(&self, pending: Pending) -> Result<(), String> {
+        match &pending.kind {
+            BarrierKind::Checkpoint => self.complete_checkpoint(pending),
+            BarrierKind::Savepoint { dir, .. } | BarrierKind::Upgrade { dir, .. } => {
+                let dir = (**dir).clone();
+                let manifest = SavepointManifest::new(
+                    &self.job,
+                    self.max_parallelism,
+                    self.operators.clone(),
+                    pending.acks.clone(),
+                );
+                if let Err(e) = manifest.write(&dir) {
+                    let reason = format!("writing the savepoint manifest in {}: {e}", dir.display());
+                    self.abort(pending, reason.clone());
+                    return Err(reason);
+                }
+                for sink in &self.sinks {
+                    let _ = sink.send(Command::Commit(pending.id));
+                }
+                if let BarrierKind::Upgrade { operator, .. } = &pending.kind {
+                    for task in self.operator_tasks.get(&**operator).into_iter().flatten() {
+                        let _ = task.send(Command::UpgradeDone { id: pending.id, ok: true });
+                    }
+                    for source in &self.sources {
+                        let _ = source.send(Command::Resume(pending.id));
+                    }
+                }
+                tracing::info!(id = pending.id, dir = %dir.display(), duration_ms = pending.started.elapsed().as_millis() as u64, "savepoint complete");
+                if pending.stop {
+                    self.control.stop();
+                }
+                if let Some(reply) = pending.reply {
+                    let _ = reply.send(Ok(dir));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn complete_checkpoint(&self, pending: Pending) -> Result<(), String> {
+        let storage = self.storage.as_ref().ok_or("no checkpoint storage")?;
         let metadata = CheckpointMetadata {
             format: 1,
             job: self.job.clone(),
@@ -143,28 +295,30 @@ impl Coordinator {
             created_ms: crate::clock::now_ms(),
             tasks: pending.acks,
         };
-        self.storage
+        storage
             .write_metadata(&metadata)
-            .map_err(|e| format!("writing metadata under {}: {e}", self.storage.root().display()))?;
+            .map_err(|e| format!("writing metadata under {}: {e}", storage.root().display()))?;
         for sink in &self.sinks {
             let _ = sink.send(Command::Commit(pending.id));
         }
-        self.storage.retain(self.settings.retained);
+        if let Some(settings) = &self.settings {
+            storage.retain(settings.retained);
+        }
         tracing::info!(
             checkpoint = pending.id,
             duration_ms = pending.started.elapsed().as_millis() as u64,
             "checkpoint complete"
         );
-        Ok(pending.id)
+        Ok(())
     }
 
     /// Counts a declined checkpoint; fails the job past the tolerable number.
     fn declined(&self, id: u64, reason: &str, failures: u32) -> u32 {
+        let tolerable = self.settings.as_ref().map_or(0, |s| s.tolerable_failures);
         tracing::warn!(checkpoint = id, failures, %reason, "checkpoint declined");
-        if failures > self.settings.tolerable_failures {
+        if failures > tolerable {
             self.control.fail(TaskError::Checkpoint(format!(
-                "{failures} checkpoints in a row failed (tolerable_failures = {}); last: checkpoint {id}: {reason}",
-                self.settings.tolerable_failures
+                "{failures} checkpoints in a row failed (tolerable_failures = {tolerable}); last: checkpoint {id}: {reason}"
             )));
         }
         failures

@@ -13,16 +13,51 @@ pub mod storage;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use coordinator::{Coordinator, CoordinatorHandle};
+pub use coordinator::{Coordinator, CoordinatorHandle, Request};
 pub use storage::{CheckpointStorage, CompletedCheckpoint};
 
 /// The marker a source injects and every task forwards after snapshotting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CheckpointBarrier {
     pub id: u64,
+    pub kind: BarrierKind,
+}
+
+/// What a barrier asks of the tasks.
+#[derive(Debug, Clone)]
+pub enum BarrierKind {
+    /// A periodic checkpoint, in the backend's own format, under the checkpoint root.
+    Checkpoint,
+    /// A savepoint: portable state files under `dir`. With `stop`, the sources emit
+    /// nothing after it (stop with savepoint).
+    Savepoint { dir: Arc<PathBuf>, stop: bool },
+    /// A savepoint under `dir`, after which the subtasks of `operator` swap their
+    /// component for the one staged for the upgrade, and the sources pause until the
+    /// coordinator resumes them.
+    Upgrade { dir: Arc<PathBuf>, operator: Arc<str>, plugin: Arc<crate::plugin::Plugin> },
+}
+
+impl BarrierKind {
+    pub fn is_checkpoint(&self) -> bool {
+        matches!(self, BarrierKind::Checkpoint)
+    }
+
+    /// Where a savepoint's files go; `None` for checkpoints.
+    pub fn savepoint_dir(&self) -> Option<&PathBuf> {
+        match self {
+            BarrierKind::Checkpoint => None,
+            BarrierKind::Savepoint { dir, .. } | BarrierKind::Upgrade { dir, .. } => Some(dir),
+        }
+    }
+
+    /// Whether sources hold still after this barrier until resumed (or stopped).
+    pub fn pauses_sources(&self) -> bool {
+        matches!(self, BarrierKind::Savepoint { stop: true, .. } | BarrierKind::Upgrade { .. })
+    }
 }
 
 /// The job file's `[checkpoint]` table.
@@ -85,6 +120,12 @@ pub enum TaskState {
     Operator {
         /// The subtask's watermark at the barrier.
         watermark: i64,
+        /// The operator's state layout version (see the WIT `state-version`).
+        #[serde(default)]
+        state_version: u32,
+        /// The states the operator declared.
+        #[serde(default)]
+        states: Vec<crate::state::DeclaredState>,
         /// `memory` or `rocksdb`: which files hold keyed state.
         backend: String,
         /// Keyed state files (an entry file, or a RocksDB checkpoint's files).

@@ -56,43 +56,15 @@ impl CheckpointStorage {
         format!("chk-{id:08}")
     }
 
-    /// Writes `metadata` into its checkpoint directory: to a temporary file, synced,
-    /// then renamed, so a crash leaves either no metadata or a complete one.
+    /// Writes `metadata` into its checkpoint directory, atomically.
     pub fn write_metadata(&self, metadata: &CheckpointMetadata) -> std::io::Result<u64> {
-        let dir = self.root.join(Self::checkpoint_dir(metadata.id));
-        fs::create_dir_all(&dir)?;
-        let body = serde_json::to_vec_pretty(metadata).map_err(std::io::Error::other)?;
-        let crc = crc32fast::hash(&body);
-        let tmp = dir.join(format!("{METADATA}.tmp"));
-        let mut file = File::create(&tmp)?;
-        file.write_all(format!("{HEADER}{crc:08x}\n").as_bytes())?;
-        file.write_all(&body)?;
-        file.sync_all()?;
-        fs::rename(&tmp, dir.join(METADATA))?;
-        File::open(&dir)?.sync_all()?;
-        Ok(body.len() as u64)
+        write_manifest(&self.root.join(Self::checkpoint_dir(metadata.id)), METADATA, metadata)
     }
 
     /// Reads and checks one checkpoint: the metadata's checksum, then every file's size
     /// and checksum.
     pub fn load(&self, id_dir: &Path) -> Result<CompletedCheckpoint, String> {
-        let path = id_dir.join(METADATA);
-        let mut text = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut text))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let newline = text.iter().position(|b| *b == b'\n').ok_or("metadata has no header")?;
-        let header = std::str::from_utf8(&text[..newline]).map_err(|_| "metadata header is not text")?;
-        let stored = header
-            .strip_prefix(HEADER)
-            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-            .ok_or_else(|| format!("{}: unknown metadata header {header:?}", path.display()))?;
-        let body = &text[newline + 1..];
-        if crc32fast::hash(body) != stored {
-            return Err(format!("{}: metadata checksum mismatch", path.display()));
-        }
-        let metadata: CheckpointMetadata =
-            serde_json::from_slice(body).map_err(|e| format!("{}: {e}", path.display()))?;
+        let metadata: CheckpointMetadata = read_manifest(&id_dir.join(METADATA))?;
         let checkpoint = CompletedCheckpoint { root: self.root.clone(), metadata };
         for file in checkpoint.metadata.files() {
             verify_file(&checkpoint.path(file), file)?;
@@ -204,6 +176,45 @@ impl CheckpointStorage {
             _ => fs::create_dir_all(&self.root),
         }
     }
+}
+
+/// Writes `value` as JSON to `dir/name` behind a header line with its CRC-32: to a
+/// temporary file, synced, renamed, and the directory synced, so a crash leaves either
+/// no file or a complete one. Returns the size of the JSON.
+pub fn write_manifest<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<u64> {
+    fs::create_dir_all(dir)?;
+    let body = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let crc = crc32fast::hash(&body);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(format!("{HEADER}{crc:08x}\n").as_bytes())?;
+    file.write_all(&body)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()?;
+    Ok(body.len() as u64)
+}
+
+/// Reads a file written by [`write_manifest`], checking its header and checksum.
+pub fn read_manifest<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let mut text = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let newline = text
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| format!("{}: no header line (truncated?)", path.display()))?;
+    let header = String::from_utf8_lossy(&text[..newline]);
+    let stored = header
+        .strip_prefix(HEADER)
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| format!("{}: unknown header {header:?}", path.display()))?;
+    let body = &text[newline + 1..];
+    if crc32fast::hash(body) != stored {
+        return Err(format!("{}: checksum mismatch (damaged or truncated)", path.display()));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Checks a file's size and checksum against its entry.

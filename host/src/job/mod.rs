@@ -16,7 +16,8 @@
 pub mod metrics;
 pub mod spec;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,9 +27,12 @@ use crossbeam_channel::{Receiver, bounded, unbounded};
 pub use metrics::{JobSummary, LatencySummary, NodeSummary};
 pub use spec::{JobSpec, SpecError};
 
+use crate::api::ControlServer;
 use crate::checkpoint::{
-    CheckpointStorage, CompletedCheckpoint, Coordinator, CoordinatorMessage, TaskState, task_id,
+    CheckpointStorage, CompletedCheckpoint, Coordinator, CoordinatorMessage, Request, TaskState, task_id,
 };
+use crate::keygroup::KeyGroupRange;
+use crate::savepoint::{OperatorManifest, Savepoint, SavepointError};
 use crate::operator::{OperatorContext, OperatorInfo, OperatorLogic, native};
 use crate::plugin::{Plugin, PluginError, Runtime};
 use crate::sink::SinkError;
@@ -61,9 +65,11 @@ pub enum JobError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// The job cannot resume from its checkpoints.
+    /// The job cannot resume from its checkpoints or savepoint.
     #[error("cannot restore job `{job}`: {message}")]
     Restore { job: String, message: String },
+    #[error(transparent)]
+    Savepoint(#[from] SavepointError),
     /// A task failed; the job was stopped and what it had accepted was flushed.
     #[error("{error}")]
     Failed { error: TaskError, summary: Box<JobSummary> },
@@ -78,16 +84,46 @@ pub struct JobOptions {
     pub plugin_dirs: Vec<PathBuf>,
     /// Ignore existing checkpoints and start from the beginning.
     pub fresh: bool,
+    /// Start from this savepoint (then restarts use newer checkpoints).
+    pub from_savepoint: Option<PathBuf>,
+    /// Start even if the savepoint holds state of operators the job no longer has.
+    pub allow_non_restored_state: bool,
+    /// Serve the control API on this address (port 0: any free port).
+    pub control: Option<SocketAddr>,
+}
+
+/// Where an attempt starts from.
+#[derive(Clone, Copy)]
+enum Restore<'a> {
+    Checkpoint(&'a CompletedCheckpoint),
+    Savepoint(&'a Savepoint),
+}
+
+impl<'a> Restore<'a> {
+    fn tasks(self) -> &'a BTreeMap<String, TaskState> {
+        match self {
+            Restore::Checkpoint(c) => &c.metadata.tasks,
+            Restore::Savepoint(s) => &s.manifest.tasks,
+        }
+    }
+
+    fn checkpoint_id(self) -> u64 {
+        match self {
+            Restore::Checkpoint(c) => c.metadata.id,
+            Restore::Savepoint(_) => 0,
+        }
+    }
 }
 
 /// A job ready to run.
 pub struct Job {
     spec: JobSpec,
-    /// Kept alive while the job runs: its epoch ticker enforces call deadlines.
-    _runtime: Option<Runtime>,
+    /// The Wasm engine; its epoch ticker enforces call deadlines, and upgrades compile
+    /// new components with it.
+    runtime: Arc<Runtime>,
     plugins: HashMap<String, Plugin>,
     control: Arc<JobControl>,
-    fresh: bool,
+    options: JobOptions,
 }
 
 impl Job {
@@ -99,22 +135,15 @@ impl Job {
     /// Compiles the components of `spec` and checks them against the operator world.
     pub fn new(spec: JobSpec, options: &JobOptions) -> Result<Job, JobError> {
         let mut plugins = HashMap::new();
-        let mut runtime = None;
+        let runtime = Arc::new(Runtime::new()?);
         for op in &spec.operators {
             let Some(name) = &op.component else { continue };
             let path = resolve_component(&spec, &op.uid, name, &options.plugin_dirs)?;
-            if runtime.is_none() {
-                runtime = Some(Runtime::new()?);
-            }
-            let plugin = runtime
-                .as_ref()
-                .expect("created above")
-                .load(&path)
-                .map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?;
+            let plugin = runtime.load(&path).map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?;
             tracing::info!(operator = %op.uid, component = %path.display(), digest = plugin.digest(), "loaded component");
             plugins.insert(op.uid.clone(), plugin);
         }
-        Ok(Job { spec, _runtime: runtime, plugins, control: Arc::default(), fresh: options.fresh })
+        Ok(Job { spec, runtime, plugins, control: Arc::default(), options: options.clone() })
     }
 
     pub fn spec(&self) -> &JobSpec {
@@ -132,20 +161,52 @@ impl Job {
     pub fn run(self) -> Result<JobSummary, JobError> {
         let restore_error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
         let storage = self.spec.checkpoint_dir().map(CheckpointStorage::new);
+        let savepoint = match &self.options.from_savepoint {
+            Some(dir) => Some(self.check_savepoint(Savepoint::load(&self.spec.resolve(dir))?)?),
+            None => None,
+        };
         let mut restore = match &storage {
             None => None,
-            Some(storage) if self.fresh || storage.is_finished() => {
+            // A savepoint or a finished job starts a new line of checkpoints.
+            Some(storage) if self.options.fresh || savepoint.is_some() || storage.is_finished() => {
                 storage.clear().map_err(|e| restore_error(format!("clearing {}: {e}", storage.root().display())))?;
                 None
             }
             Some(storage) => storage.latest().map_err(restore_error)?,
         };
+        let (requests, requests_rx) = crossbeam_channel::unbounded::<Request>();
+        let _server = match self.options.control {
+            Some(bind) => Some(
+                ControlServer::start(
+                    bind,
+                    &self.spec.name,
+                    &self.spec.work_dir(),
+                    &self.spec.base_dir,
+                    requests,
+                    self.runtime.clone(),
+                    self.control.clone(),
+                )
+                .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start the control API on {bind}: {e}")))?,
+            ),
+            None => None,
+        };
         let mut restarts = 0;
         loop {
-            if let Some(checkpoint) = &restore {
-                tracing::info!(job = %self.spec.name, checkpoint = checkpoint.metadata.id, "restoring from checkpoint");
+            let from = match (&restore, &savepoint) {
+                (Some(checkpoint), _) => Some(Restore::Checkpoint(checkpoint)),
+                (None, Some(savepoint)) => Some(Restore::Savepoint(savepoint)),
+                (None, None) => None,
+            };
+            match from {
+                Some(Restore::Checkpoint(c)) => {
+                    tracing::info!(job = %self.spec.name, checkpoint = c.metadata.id, "restoring from checkpoint")
+                }
+                Some(Restore::Savepoint(s)) => {
+                    tracing::info!(job = %self.spec.name, savepoint = %s.dir.display(), "restoring from savepoint")
+                }
+                None => {}
             }
-            match self.run_attempt(storage.as_ref(), restore.as_ref()) {
+            match self.run_attempt(storage.as_ref(), from, requests_rx.clone()) {
                 Ok(mut summary) => {
                     summary.restarts = restarts;
                     if let Some(storage) = storage.as_ref().filter(|_| !summary.cancelled) {
@@ -180,30 +241,68 @@ impl Job {
         }
     }
 
+    /// Checks that a savepoint can start this job: the same max parallelism, and no
+    /// saved state left behind unless allowed.
+    fn check_savepoint(&self, savepoint: Savepoint) -> Result<Savepoint, JobError> {
+        let error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
+        let saved = savepoint.manifest.max_parallelism;
+        if saved != self.spec.max_parallelism {
+            return Err(error(format!(
+                "the savepoint was taken at max_parallelism {saved}, the job has {}; key groups \
+                 cannot be remapped, so set max_parallelism = {saved}",
+                self.spec.max_parallelism
+            )));
+        }
+        let mut unmatched: Vec<String> = savepoint
+            .operators_with_state()?
+            .into_iter()
+            .filter(|uid| !self.spec.operators.iter().any(|o| &o.uid == uid))
+            .collect();
+        unmatched.extend(savepoint.manifest.tasks.iter().filter_map(|(task, state)| {
+            let uid = task.rsplit_once('#').map_or(task.as_str(), |(u, _)| u);
+            let matched = match state {
+                TaskState::Source { .. } => self.spec.sources.iter().any(|s| s.uid() == uid),
+                TaskState::Sink { .. } => self.spec.sinks.iter().any(|s| s.uid() == uid),
+                TaskState::Operator { .. } => true,
+            };
+            (!matched).then(|| uid.to_string())
+        }));
+        if !unmatched.is_empty() && !self.options.allow_non_restored_state {
+            return Err(error(format!(
+                "the savepoint has state for uids the job does not have: {}; keep their uids, or \
+                 pass --allow-non-restored-state to drop that state",
+                unmatched.join(", ")
+            )));
+        }
+        if !unmatched.is_empty() {
+            tracing::warn!(uids = %unmatched.join(", "), "dropping savepoint state of operators the job no longer has");
+        }
+        Ok(savepoint)
+    }
+
     /// Runs the job once, from `restore` if given.
     fn run_attempt(
         &self,
         storage: Option<&CheckpointStorage>,
-        restore: Option<&CompletedCheckpoint>,
+        restore: Option<Restore<'_>>,
+        requests: crossbeam_channel::Receiver<Request>,
     ) -> Result<JobSummary, JobError> {
         let started = Instant::now();
         let spec = &self.spec;
         tracing::info!(job = %spec.name, "starting");
-        if let Some(checkpoint) = restore {
+        if let Some(Restore::Checkpoint(checkpoint)) = restore {
             self.check_restorable(checkpoint)?;
         }
         let (to_coordinator, inbox) = unbounded::<CoordinatorMessage>();
         let mut source_commands = Vec::new();
         let mut sink_commands = Vec::new();
+        let root = storage.map_or_else(|| spec.work_dir(), |s| s.root().to_path_buf());
         let checkpointing = |task: String, commands: Option<Receiver<_>>| {
-            storage.map(|storage| Checkpointing {
-                task,
-                coordinator: to_coordinator.clone(),
-                commands,
-                root: storage.root().to_path_buf(),
-            })
+            Some(Checkpointing { task, coordinator: to_coordinator.clone(), commands, root: root.clone() })
         };
-        let task_state = |task: &str| restore.and_then(|c| c.metadata.tasks.get(task));
+        let task_state = |task: &str| restore.and_then(|r| r.tasks().get(task));
+        let mut operator_commands: BTreeMap<String, Vec<crossbeam_channel::Sender<_>>> = BTreeMap::new();
+        let mut manifests = BTreeMap::new();
         let mut wiring = Wiring::new(spec);
         let mut threads = Vec::new();
         let mut node_metrics = Vec::new();
@@ -224,20 +323,7 @@ impl Job {
                     config: op.config_strings(),
                 };
                 let task = task_id(&op.uid, subtask);
-                let saved = task_state(&task);
-                let backend = self.open_backend(&task, restore, saved)?;
-                let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs.clone());
-                if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (restore, saved) {
-                    ctx.watermark = *watermark;
-                    let mut malformed = false;
-                    crate::checkpoint::entries::read_entries(&checkpoint.path(timers), |key, _| {
-                        malformed |= !ctx.timers.insert_encoded(&key);
-                    })
-                    .map_err(|e| JobError::Restore { job: spec.name.clone(), message: e })?;
-                    if malformed {
-                        return Err(JobError::Restore { job: spec.name.clone(), message: format!("{task}: malformed timers") });
-                    }
-                }
+                let (ctx, migrate_from) = self.restore_operator(op, subtask, info, side_outputs.clone(), restore)?;
                 let logic: Box<dyn OperatorLogic> = match (&op.component, &op.native) {
                     (Some(_), _) => Box::new(
                         self.plugins[&op.uid]
@@ -250,6 +336,8 @@ impl Job {
                 let task_metrics = Arc::new(TaskMetrics::default());
                 metrics.push(task_metrics.clone());
                 let (inputs, router) = wiring.take(&op.uid, subtask);
+                let (commands_tx, commands) = unbounded();
+                operator_commands.entry(op.uid.clone()).or_default().push(commands_tx);
                 operator_tasks.push((
                     format!("{}#{subtask}", op.uid),
                     OperatorTask {
@@ -264,20 +352,32 @@ impl Job {
                         late_port,
                         on_error: spec.on_error,
                         emitted: Vec::new(),
-                        checkpointing: checkpointing(task, None),
+                        checkpointing: checkpointing(task, Some(commands)),
                         aligning: None,
                         calls: 0,
+                        limits: op.limits,
+                        migrate_from,
+                        previous: None,
                     },
                 ));
             }
             node_metrics.push((op.uid.clone(), NodeKind::Operator, metrics));
+            let component = match (&op.native, self.plugins.get(&op.uid)) {
+                (Some(name), _) => format!("native:{name}"),
+                (None, Some(plugin)) => plugin.digest().to_string(),
+                (None, None) => String::new(),
+            };
+            manifests.insert(
+                op.uid.clone(),
+                OperatorManifest { parallelism: op.parallelism, component, state_version: 0, states: Vec::new() },
+            );
         }
         let mut sink_tasks = Vec::new();
         for sink_spec in &spec.sinks {
             let uid = sink_spec.uid();
             let task = task_id(uid, 0);
             let delivery = match (storage, task_state(&task)) {
-                (None, _) => Delivery::Direct,
+                (None, _) => Delivery::Direct { append: restore.is_some() },
                 (Some(_), Some(TaskState::Sink { state })) => Delivery::Restore(state),
                 (Some(_), _) => Delivery::Fresh,
             };
@@ -324,24 +424,25 @@ impl Job {
             });
         }
         drop(wiring);
-        let coordinator = match (storage, &spec.checkpoint) {
-            (Some(storage), Some(settings)) => Some(
-                Coordinator {
-                    settings: settings.clone(),
-                    storage: storage.clone(),
-                    job: spec.name.clone(),
-                    inbox,
-                    sources: source_commands,
-                    sinks: sink_commands,
-                    tasks: node_metrics.iter().map(|(_, _, tasks)| tasks.len()).sum(),
-                    last_id: restore.map_or(0, |c| c.metadata.id),
-                    control: self.control.clone(),
-                }
-                .start()
-                .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start the checkpoint coordinator: {e}")))?,
-            ),
-            _ => None,
-        };
+        let coordinator = Some(
+            Coordinator {
+                settings: spec.checkpoint.clone(),
+                storage: storage.cloned(),
+                job: spec.name.clone(),
+                max_parallelism: spec.max_parallelism,
+                operators: manifests,
+                inbox,
+                requests,
+                sources: source_commands,
+                sinks: sink_commands,
+                operator_tasks: operator_commands,
+                tasks: node_metrics.iter().map(|(_, _, tasks)| tasks.len()).sum(),
+                last_id: restore.map_or(0, |r| r.checkpoint_id()),
+                control: self.control.clone(),
+            }
+            .start()
+            .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start the checkpoint coordinator: {e}")))?,
+        );
 
         for task in sink_tasks {
             threads.push(self.spawn(format!("sink {}", task.uid), move || task.run())?);
@@ -369,6 +470,62 @@ impl Job {
                 Ok(summary)
             }
         }
+    }
+
+    /// The context of one operator subtask: its keyed state backend, timers and
+    /// watermark, restored from a checkpoint or a savepoint (taking the key groups of
+    /// its range), and the state version to migrate from when a savepoint is older.
+    fn restore_operator(
+        &self,
+        op: &spec::OperatorSpec,
+        subtask: u32,
+        info: OperatorInfo,
+        side_outputs: Arc<HashMap<String, usize>>,
+        restore: Option<Restore<'_>>,
+    ) -> Result<(OperatorContext, Option<u32>), JobError> {
+        let task = task_id(&op.uid, subtask);
+        let error = |message: String| JobError::Restore { job: self.spec.name.clone(), message: format!("{task}: {message}") };
+        let Some(Restore::Savepoint(savepoint)) = restore else {
+            let checkpoint = match restore {
+                Some(Restore::Checkpoint(c)) => Some(c),
+                _ => None,
+            };
+            let saved = checkpoint.and_then(|c| c.metadata.tasks.get(&task));
+            let backend = self.open_backend(&task, checkpoint, saved)?;
+            let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs);
+            if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (checkpoint, saved) {
+                ctx.watermark = *watermark;
+                let mut malformed = false;
+                crate::checkpoint::entries::read_entries(&checkpoint.path(timers), |key, _| {
+                    malformed |= !ctx.timers.insert_encoded(&key);
+                })
+                .map_err(error)?;
+                if malformed {
+                    return Err(error("malformed timers".into()));
+                }
+            }
+            return Ok((ctx, None));
+        };
+        let range = KeyGroupRange::for_subtask(subtask, self.spec.max_parallelism, op.parallelism);
+        let restored = savepoint.read_operator(&op.uid, range)?;
+        let backend: Box<dyn StateBackend> = match self.spec.state.backend {
+            BackendKind::Memory => Box::new(MemoryBackend::from_entries(restored.entries)),
+            BackendKind::Rocksdb => Box::new(
+                RocksBackend::from_entries(&self.spec.state_dir().join(&task), restored.entries)
+                    .map_err(|e| error(e.to_string()))?,
+            ),
+        };
+        let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs);
+        if let Some(watermark) = restored.watermark {
+            ctx.watermark = watermark;
+        }
+        for timer in &restored.timers {
+            if !ctx.timers.insert_encoded(timer) {
+                return Err(error("malformed timers in the savepoint".into()));
+            }
+        }
+        let migrate_from = savepoint.manifest.operators.get(&op.uid).map(|m| m.state_version);
+        Ok((ctx, migrate_from))
     }
 
     /// The keyed state backend of one operator subtask, restored if `saved` says so.

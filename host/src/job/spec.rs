@@ -340,8 +340,9 @@ impl JobSpec {
         if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
     }
 
-    /// The directory for the job's own files (`.weir/<name>` beside the job file).
-    fn work_dir(&self) -> PathBuf {
+    /// The directory for the job's own files (`.weir/<name>` beside the job file):
+    /// default checkpoints, state, savepoints and the control API's address.
+    pub fn work_dir(&self) -> PathBuf {
         self.base_dir.join(".weir").join(&self.name)
     }
 

@@ -107,6 +107,13 @@ impl OperatorContext {
         }
     }
 
+    /// A context with the same identity and empty in-memory state: what a new
+    /// instance starts with before it takes over a live context in an upgrade.
+    pub fn placeholder(&self) -> OperatorContext {
+        let state = KeyedState::new(&self.info.uid, Box::new(crate::state::MemoryBackend::new()));
+        OperatorContext::new(self.info.clone(), state, self.side_outputs.clone())
+    }
+
     /// Sets (or clears) the key that state and timers are scoped to.
     pub fn set_current_key(&mut self, key: Option<&[u8]>) {
         match key {
@@ -223,4 +230,13 @@ pub trait OperatorLogic: Send {
     fn on_timer(&mut self, timestamp: i64, domain: TimeDomain) -> Result<(), OperatorFailure>;
     /// Called once after the input ended and all event-time timers fired.
     fn close(&mut self) -> Result<(), OperatorFailure>;
+    /// The version of the operator's state layout.
+    fn state_version(&mut self) -> Result<u32, OperatorFailure> {
+        Ok(0)
+    }
+    /// Migrates the current key's state from layout `from_version`.
+    fn migrate(&mut self, from_version: u32) -> Result<(), OperatorFailure> {
+        let _ = from_version;
+        Ok(())
+    }
 }

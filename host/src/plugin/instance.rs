@@ -127,4 +127,16 @@ impl OperatorLogic for WasmOperator {
         let result = self.bindings.weir_operator_handler().call_close(&mut self.store);
         self.outcome(result)
     }
+
+    fn state_version(&mut self) -> Result<u32, OperatorFailure> {
+        self.arm_deadline();
+        let result = self.bindings.weir_operator_handler().call_state_version(&mut self.store);
+        result.map_err(|e| self.classify(e))
+    }
+
+    fn migrate(&mut self, from_version: u32) -> Result<(), OperatorFailure> {
+        self.arm_deadline();
+        let result = self.bindings.weir_operator_handler().call_migrate(&mut self.store, from_version);
+        self.outcome(result)
+    }
 }

@@ -158,6 +158,12 @@ pub struct Plugin {
     digest: String,
 }
 
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("path", &self.path).field("digest", &self.digest).finish()
+    }
+}
+
 impl Plugin {
     pub fn path(&self) -> &Path {
         &self.path

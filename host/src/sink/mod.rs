@@ -5,7 +5,6 @@
 
 mod file;
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -48,8 +47,9 @@ pub trait Sink: Send {
 /// How a sink takes part in checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery<'a> {
-    /// No checkpoints: write straight through.
-    Direct,
+    /// No checkpoints: write straight through; `append` to the existing output when the
+    /// job resumes from a savepoint (replaced otherwise).
+    Direct { append: bool },
     /// Checkpoints without a restore: a fresh, transactional output.
     Fresh,
     /// Restoring from a checkpoint's sink state.
@@ -62,7 +62,7 @@ pub fn open(spec: &SinkSpec, base: &Path, delivery: Delivery<'_>) -> Result<Box<
         SinkSpec::File { uid, path, format } => {
             let path = if path.is_absolute() { path.clone() } else { base.join(path) };
             match delivery {
-                Delivery::Direct => Ok(Box::new(LineSink::file(uid, path, *format)?)),
+                Delivery::Direct { append } => Ok(Box::new(LineSink::file(uid, path, *format, append)?)),
                 Delivery::Fresh => Ok(Box::new(file::TransactionalFileSink::open(uid, path, *format, None)?)),
                 Delivery::Restore(state) => {
                     Ok(Box::new(file::TransactionalFileSink::open(uid, path, *format, Some(state))?))
@@ -84,13 +84,18 @@ pub struct LineSink {
 }
 
 impl LineSink {
-    pub fn file(uid: &str, path: PathBuf, format: SinkFormat) -> Result<Self, SinkError> {
+    pub fn file(uid: &str, path: PathBuf, format: SinkFormat, append: bool) -> Result<Self, SinkError> {
         let error = |message: String| SinkError { uid: uid.into(), message };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let file = File::create(&path)
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
             .map_err(|e| error(format!("cannot create {}: {e}", path.display())))?;
         Ok(LineSink {
             uid: uid.into(),

@@ -19,6 +19,11 @@ impl MemoryBackend {
         Self::default()
     }
 
+    /// A backend holding `entries` (a savepoint restore).
+    pub fn from_entries(entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
+        MemoryBackend { entries: entries.into_iter().collect() }
+    }
+
     /// Rebuilds the state from a checkpoint's entry files.
     pub fn restore(checkpoint: &CompletedCheckpoint, files: &[FileEntry]) -> Result<Self, String> {
         let mut entries = BTreeMap::new();
@@ -119,6 +124,11 @@ impl StateBackend for MemoryBackend {
     /// by the returned writer.
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
         Ok(Box::new(MemorySnapshot { entries: self.entries.clone(), target: target.clone() }))
+    }
+
+    /// Memory snapshots are already portable entry files.
+    fn export(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
+        self.snapshot(target)
     }
 }
 

@@ -70,6 +70,21 @@ pub trait StateBackend: Send {
     /// Captures the state as it is now. The returned writer does the slow part (writing
     /// files) and may run on another thread while processing goes on.
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError>;
+    /// Like [`StateBackend::snapshot`], but in the portable entry-file format that
+    /// savepoints use, whatever the backend.
+    fn export(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError>;
+    /// Replaces every entry with `entries` (rolling back a failed upgrade).
+    fn replace_all(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StateError> {
+        let mut keys = Vec::new();
+        self.scan_prefix(&[], &mut |k, _| keys.push(k.to_vec()))?;
+        for k in keys {
+            self.delete(&k)?;
+        }
+        for (k, v) in entries {
+            self.put(&k, &v)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a task writes its part of a checkpoint.
@@ -109,6 +124,16 @@ fn stamp(expiry: i64, value: &[u8]) -> Vec<u8> {
 fn unstamp(bytes: &[u8]) -> Option<(i64, &[u8])> {
     let (expiry, value) = bytes.split_at_checked(8)?;
     Some((u64::from_be_bytes(expiry.try_into().ok()?) as i64, value))
+}
+
+/// A state an operator declared, as savepoints record it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct DeclaredState {
+    pub kind: String,
+    pub name: String,
+    /// Time to live in ms, when the state has one (its values carry an 8-byte expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 /// Identifies a declared state of one operator subtask.
@@ -172,6 +197,31 @@ impl KeyedState {
         self.any_ttl |= ttl.is_some();
         self.by_name.insert((kind, name.to_string()), id);
         Ok(id)
+    }
+
+    /// Every key that has state in this subtask, for a migration pass.
+    pub fn keys(&self) -> Result<std::collections::BTreeSet<Vec<u8>>, StateError> {
+        let mut keys = std::collections::BTreeSet::new();
+        let uid = self.uid.as_str();
+        self.backend.scan_prefix(&[], &mut |k, _| {
+            if let Some(d) = key::decode(k).filter(|d| d.uid == uid) {
+                keys.insert(d.key.to_vec());
+            }
+        })?;
+        Ok(keys)
+    }
+
+    /// Every declared state.
+    pub fn declared(&self) -> Vec<DeclaredState> {
+        self.namespaces
+            .iter()
+            .zip(&self.ttls)
+            .map(|(ns, ttl)| DeclaredState {
+                kind: ns.kind.to_string(),
+                name: ns.name.clone(),
+                ttl_ms: ttl.map(|t| t.ttl_ms),
+            })
+            .collect()
     }
 
     /// Whether any declared state has a time to live.

@@ -61,6 +61,28 @@ impl RocksBackend {
         Ok(RocksBackend { db, path: path.to_path_buf(), write, shared: Arc::default(), snapshots: 0 })
     }
 
+    /// Creates a fresh database at `path` holding `entries` (a savepoint restore).
+    pub fn from_entries(
+        path: &Path,
+        entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self, StateError> {
+        if path.exists() {
+            std::fs::remove_dir_all(path)
+                .map_err(|e| StateError::Backend(format!("clearing {}: {e}", path.display())))?;
+        }
+        let mut backend = Self::open(path)?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in entries {
+            batch.put(k, v);
+            if batch.len() >= 10_000 {
+                backend.db.write_opt(std::mem::take(&mut batch), &backend.write).map_err(|e| error("write", e))?;
+            }
+        }
+        backend.db.write_opt(batch, &backend.write).map_err(|e| error("write", e))?;
+        let _ = &mut backend;
+        Ok(backend)
+    }
+
     /// Recreates the database at `path` from a checkpoint's files (hard links when the
     /// file system allows, copies otherwise) and opens it.
     pub fn restore(
@@ -197,6 +219,43 @@ impl StateBackend for RocksBackend {
             .and_then(|c| c.create_checkpoint(&staging))
             .map_err(|e| error("checkpoint", e))?;
         Ok(Box::new(RocksSnapshot { staging, target: target.clone(), shared: self.shared.clone() }))
+    }
+
+    /// A RocksDB checkpoint taken now (fast), read back on the writer's thread into a
+    /// portable entry file.
+    fn export(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
+        self.snapshots += 1;
+        let staging = self.path.with_extension(format!("export-{}", self.snapshots));
+        if staging.exists() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(&staging))
+            .map_err(|e| error("checkpoint", e))?;
+        Ok(Box::new(RocksExport { staging, target: target.clone() }))
+    }
+}
+
+struct RocksExport {
+    staging: PathBuf,
+    target: SnapshotTarget,
+}
+
+impl SnapshotWriter for RocksExport {
+    fn write(self: Box<Self>) -> Result<Vec<FileEntry>, String> {
+        let result = (|| {
+            let db = DB::open_for_read_only(&RocksBackend::options(), &self.staging, false)
+                .map_err(|e| format!("reading {}: {e}", self.staging.display()))?;
+            let mut entries = Vec::new();
+            for entry in db.iterator(IteratorMode::Start) {
+                entries.push(entry.map_err(|e| e.to_string())?);
+            }
+            let relative = format!("{}/state.ent", self.target.task_dir);
+            let pairs = entries.iter().map(|(k, v)| (&k[..], &v[..]));
+            Ok(vec![crate::checkpoint::entries::write_file(&self.target.root, &relative, pairs)?])
+        })();
+        let _ = std::fs::remove_dir_all(&self.staging);
+        result
     }
 }
 

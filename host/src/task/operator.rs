@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use super::inputs::{Inputs, Next};
 use super::output::{RouteError, Router};
 use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
-use crate::checkpoint::entries::write_file;
-use crate::checkpoint::{CheckpointBarrier, CheckpointStorage, CoordinatorMessage, TaskState};
+use crate::checkpoint::coordinator::Command;
+use crate::checkpoint::entries::{read_entries, write_file};
+use crate::checkpoint::{BarrierKind, CheckpointBarrier, CheckpointStorage, CoordinatorMessage, FileEntry, TaskState};
+use crate::plugin::{Limits, Plugin};
 use crate::state::SnapshotTarget;
 use crate::job::metrics::TaskMetrics;
 use crate::job::spec::ErrorPolicy;
@@ -34,9 +36,26 @@ pub struct OperatorTask {
     pub emitted: Vec<(Port, Event)>,
     pub checkpointing: Option<Checkpointing>,
     /// The checkpoint whose barrier is being aligned across the inputs.
-    pub aligning: Option<u64>,
+    pub aligning: Option<crate::checkpoint::CheckpointBarrier>,
     /// Calls into the operator so far, for pacing the TTL sweep.
     pub calls: u64,
+    /// The operator's sandbox limits, for a component swapped in by an upgrade.
+    pub limits: Limits,
+    /// A state layout to migrate from before the first element (after a restore).
+    pub migrate_from: Option<u32>,
+    /// The logic an upgrade replaced, kept until the upgrade is known to have
+    /// succeeded everywhere.
+    pub previous: Option<Previous>,
+}
+
+/// What rolling back an upgrade needs.
+pub struct Previous {
+    id: u64,
+    logic: Box<dyn OperatorLogic>,
+    /// The in-place savepoint of this subtask, taken before the swap.
+    root: std::path::PathBuf,
+    state: Vec<FileEntry>,
+    timers: FileEntry,
 }
 
 /// Every this many calls, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
@@ -50,6 +69,7 @@ enum Doing<'a> {
     Timer(TimeDomain, &'a Timer),
     Closing,
     Sweeping,
+    Migrating(u32),
 }
 
 impl std::fmt::Display for Doing<'_> {
@@ -69,6 +89,7 @@ impl std::fmt::Display for Doing<'_> {
             ),
             Doing::Closing => f.write_str("closing"),
             Doing::Sweeping => f.write_str("sweeping expired state"),
+            Doing::Migrating(from) => write!(f, "migrating restored state from version {from}"),
         }
     }
 }
@@ -88,6 +109,9 @@ impl OperatorTask {
         let opening = Position { source: format!("open of `{}`", self.uid).into(), unit: "at", offset: 0 };
         self.logic.open().map_err(|f| self.failure(Doing::Opening, f))?;
         self.route_emitted(&opening, Instant::now())?;
+        if let Some(from) = self.migrate_from {
+            migrate(self.logic.as_mut(), from).map_err(|f| self.failure(Doing::Migrating(from), f))?;
+        }
         loop {
             if self.control.is_cancelled() {
                 return Ok(());
@@ -103,7 +127,7 @@ impl OperatorTask {
                 Next::Message(input, Message::Barrier(barrier)) => {
                     if self.inputs.len() > 1 {
                         self.inputs.block(input);
-                        self.aligning = Some(barrier.id);
+                        self.aligning = Some(barrier.clone());
                     }
                     self.try_complete_alignment(barrier)?;
                 }
@@ -113,8 +137,8 @@ impl OperatorTask {
                         self.advance(advanced, &timer_source)?;
                     }
                     // An input that ended no longer owes the barrier being aligned.
-                    if let Some(id) = self.aligning {
-                        self.try_complete_alignment(CheckpointBarrier { id })?;
+                    if let Some(barrier) = self.aligning.clone() {
+                        self.try_complete_alignment(barrier)?;
                     }
                 }
                 Next::Timeout => {}
@@ -122,6 +146,9 @@ impl OperatorTask {
                 Next::Disconnected => return Ok(()),
             }
             self.fire_processing_timers(&timer_source)?;
+            if self.previous.is_some() {
+                self.serve_upgrade_outcome();
+            }
         }
     }
 
@@ -133,32 +160,63 @@ impl OperatorTask {
         }
         self.aligning = None;
         self.inputs.unblock_all();
-        self.snapshot(barrier.id);
+        match &barrier.kind {
+            BarrierKind::Upgrade { dir, operator, plugin } if **operator == *self.uid => {
+                let (dir, plugin) = ((**dir).clone(), plugin.clone());
+                self.upgrade(barrier.id, dir, &plugin);
+            }
+            _ => self.snapshot(&barrier),
+        }
         self.broadcast(Message::Barrier(barrier))
     }
 
-    /// Captures keyed state, timers and watermark now; writes them on another thread,
-    /// which then acknowledges (or declines) the checkpoint.
-    fn snapshot(&mut self, id: u64) {
-        let Some(cp) = &self.checkpointing else { return };
+    /// Where this subtask's part of a checkpoint or savepoint goes.
+    fn target(&self, barrier: &CheckpointBarrier) -> Option<(String, SnapshotTarget)> {
+        let cp = self.checkpointing.as_ref()?;
         let task = cp.task.clone();
+        let target = match barrier.kind.savepoint_dir() {
+            None => SnapshotTarget {
+                root: cp.root.clone(),
+                task_dir: format!("{}/{task}", CheckpointStorage::checkpoint_dir(barrier.id)),
+                shared_dir: format!("shared/{task}"),
+            },
+            Some(dir) => SnapshotTarget { root: dir.clone(), task_dir: task.clone(), shared_dir: String::new() },
+        };
+        Some((task, target))
+    }
+
+    /// Captures keyed state, timers and watermark now; writes them on another thread,
+    /// which then acknowledges (or declines) the checkpoint. Savepoints are written in
+    /// the portable format.
+    fn snapshot(&mut self, barrier: &CheckpointBarrier) {
+        let Some((task, target)) = self.target(barrier) else { return };
+        let id = barrier.id;
+        let Some(cp) = &self.checkpointing else { return };
         let coordinator = cp.coordinator.clone();
-        let target = SnapshotTarget {
-            root: cp.root.clone(),
-            task_dir: format!("{}/{task}", CheckpointStorage::checkpoint_dir(id)),
-            shared_dir: format!("shared/{task}"),
+        let state_version = match self.logic.state_version() {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = coordinator.send(CoordinatorMessage::Decline { id, task, reason: e.to_string() });
+                return;
+            }
         };
         let ctx = self.logic.context();
         let watermark = ctx.watermark;
         let timers = ctx.timers.encoded(ctx.info.max_parallelism);
-        let backend = ctx.state.backend().name().to_string();
-        let writer = ctx.state.backend_mut().snapshot(&target);
+        let states = ctx.state.declared();
+        let portable = barrier.kind.savepoint_dir().is_some();
+        let backend = if portable { "portable".to_string() } else { ctx.state.backend().name().to_string() };
+        let writer = if portable {
+            ctx.state.backend_mut().export(&target)
+        } else {
+            ctx.state.backend_mut().snapshot(&target)
+        };
         let spawned = std::thread::Builder::new().name(format!("snapshot {task}")).spawn(move || {
             let result = writer.map_err(|e| e.to_string()).and_then(|writer| {
                 let state = writer.write()?;
                 let relative = format!("{}/timers.ent", target.task_dir);
                 let timers = write_file(&target.root, &relative, timers.iter().map(|t| (t.as_slice(), &[][..])))?;
-                Ok(TaskState::Operator { watermark, backend, state, timers })
+                Ok(TaskState::Operator { watermark, state_version, states, backend, state, timers })
             });
             let message = match result {
                 Ok(state) => CoordinatorMessage::Ack { id, task, state },
@@ -173,6 +231,101 @@ impl OperatorTask {
                 reason: format!("cannot start the snapshot thread: {e}"),
             });
         }
+    }
+
+    /// Swaps this subtask's component for `plugin` in place: a savepoint of the live
+    /// state first (the rollback point), then a new instance takes over the state,
+    /// timers and watermark, opens, and migrates every key if its state version is
+    /// newer. Any failure rolls back at once and declines; success acknowledges and
+    /// keeps the old instance until the coordinator says every subtask succeeded.
+    fn upgrade(&mut self, id: u64, dir: std::path::PathBuf, plugin: &Plugin) {
+        let Some(cp) = &self.checkpointing else { return };
+        let (task, coordinator) = (cp.task.clone(), cp.coordinator.clone());
+        let decline = |reason: String| {
+            let _ = coordinator.send(CoordinatorMessage::Decline { id, task: task.clone(), reason });
+        };
+        let target = SnapshotTarget { root: dir.clone(), task_dir: task.clone(), shared_dir: String::new() };
+        let saved = (|| -> Result<TaskState, String> {
+            let state_version = self.logic.state_version().map_err(|e| e.to_string())?;
+            let ctx = self.logic.context();
+            let files = ctx.state.backend_mut().export(&target).map_err(|e| e.to_string())?.write()?;
+            let timers = ctx.timers.encoded(ctx.info.max_parallelism);
+            let relative = format!("{}/timers.ent", target.task_dir);
+            let timers = write_file(&dir, &relative, timers.iter().map(|t| (t.as_slice(), &[][..])))?;
+            Ok(TaskState::Operator {
+                watermark: ctx.watermark,
+                state_version,
+                states: ctx.state.declared(),
+                backend: "portable".into(),
+                state: files,
+                timers,
+            })
+        })();
+        let saved = match saved {
+            Ok(saved) => saved,
+            Err(reason) => return decline(format!("writing the in-place savepoint: {reason}")),
+        };
+        let TaskState::Operator { state_version: from, state: files, timers, .. } = &saved else { unreachable!() };
+        let (from, files, timers) = (*from, files.clone(), timers.clone());
+        let placeholder = self.logic.context().placeholder();
+        let mut new: Box<dyn OperatorLogic> = match plugin.instantiate(placeholder, self.limits) {
+            Ok(new) => Box::new(new),
+            Err(e) => return decline(e.to_string()),
+        };
+        std::mem::swap(self.logic.context(), new.context());
+        let old = std::mem::replace(&mut self.logic, new);
+        let mut previous = Previous { id, logic: old, root: dir, state: files, timers };
+        let swapped = self.logic.open().and_then(|()| migrate(self.logic.as_mut(), from));
+        if let Err(failure) = swapped {
+            let reason = format!("the new component failed: {failure}");
+            if let Err(e) = self.roll_back(&mut previous) {
+                self.control.fail(e);
+            }
+            self.logic = previous.logic;
+            return decline(reason);
+        }
+        tracing::info!(operator = %self.uid, subtask = self.subtask, component = %plugin.path().display(), "swapped component");
+        self.previous = Some(previous);
+        let _ = coordinator.send(CoordinatorMessage::Ack { id, task, state: saved });
+    }
+
+    /// Applies the coordinator's verdict on an upgrade this subtask took part in.
+    fn serve_upgrade_outcome(&mut self) {
+        let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.clone()) else { return };
+        while let Ok(command) = commands.try_recv() {
+            let Command::UpgradeDone { id, ok } = command else { continue };
+            let Some(mut previous) = self.previous.take_if(|p| p.id == id) else { continue };
+            if ok {
+                continue; // the old instance is dropped
+            }
+            tracing::warn!(operator = %self.uid, subtask = self.subtask, "upgrade failed elsewhere; rolling back");
+            if let Err(e) = self.roll_back(&mut previous) {
+                self.control.fail(e);
+            }
+            self.logic = previous.logic;
+        }
+    }
+
+    /// Puts the pre-upgrade state back (from the in-place savepoint) and hands the live
+    /// context back to the old instance.
+    fn roll_back(&mut self, previous: &mut Previous) -> Result<(), TaskError> {
+        let fail = |m: String| TaskError::Internal(format!("rolling back an upgrade: {m}"));
+        let mut entries = Vec::new();
+        for file in &previous.state {
+            read_entries(&previous.root.join(&file.path), |k, v| entries.push((k, v))).map_err(fail)?;
+        }
+        let mut timers = crate::timers::TimerService::default();
+        read_entries(&previous.root.join(&previous.timers.path), |k, _| {
+            timers.insert_encoded(&k);
+        })
+        .map_err(fail)?;
+        let ctx = self.logic.context();
+        ctx.state.backend_mut().replace_all(entries).map_err(|e| fail(e.to_string()))?;
+        ctx.timers = timers;
+        let mut discarded = Vec::new();
+        ctx.swap_emitted(&mut discarded);
+        std::mem::swap(self.logic.context(), previous.logic.context());
+        Ok(())
     }
 
     /// Waits no longer than the next processing-time timer, nor than the poll interval.
@@ -337,4 +490,23 @@ impl OperatorTask {
             failure,
         }
     }
+}
+
+/// Runs the operator's migration over every key of its state when the state was
+/// written by an older layout version. Events emitted while migrating are discarded.
+fn migrate(logic: &mut dyn OperatorLogic, from: u32) -> Result<(), OperatorFailure> {
+    let to = logic.state_version()?;
+    if to <= from {
+        return Ok(());
+    }
+    let keys = logic.context().state.keys()?;
+    tracing::info!(operator = %logic.context().info.label(), from, to, keys = keys.len(), "migrating state");
+    for key in keys {
+        logic.context().set_current_key(Some(&key));
+        logic.migrate(from)?;
+    }
+    logic.context().set_current_key(None);
+    let mut discarded = Vec::new();
+    logic.context().swap_emitted(&mut discarded);
+    Ok(())
 }

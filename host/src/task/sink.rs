@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use super::inputs::{Inputs, Next};
 use super::{Checkpointing, POLL_INTERVAL, TaskError};
 use crate::checkpoint::coordinator::Command;
-use crate::checkpoint::{CoordinatorMessage, TaskState};
+use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
 use crate::job::metrics::TaskMetrics;
 use crate::sink::Sink;
 use crate::stream::Message;
@@ -18,7 +18,7 @@ pub struct SinkTask {
     pub inputs: Inputs,
     pub metrics: Arc<TaskMetrics>,
     pub checkpointing: Option<Checkpointing>,
-    pub aligning: Option<u64>,
+    pub aligning: Option<crate::checkpoint::CheckpointBarrier>,
 }
 
 impl SinkTask {
@@ -30,9 +30,13 @@ impl SinkTask {
         match result {
             // The input ended: everything received becomes visible.
             Ok(true) => self.sink.finish()?,
-            // The job is stopping: what was received is flushed; a transactional sink
-            // keeps it pending until a restore decides its fate.
-            Ok(false) => self.sink.flush()?,
+            // The job is stopping: commits already decided are made (a stop with
+            // savepoint commits up to the savepoint), what was received is flushed, and
+            // a transactional sink keeps the rest pending until a restore decides.
+            Ok(false) => {
+                self.serve_commits()?;
+                self.sink.flush()?
+            }
             Err(e) => {
                 let _ = self.sink.flush();
                 return Err(e);
@@ -46,18 +50,21 @@ impl SinkTask {
         let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.as_ref()) else {
             return Ok(());
         };
-        while let Ok(Command::Commit(id)) = commands.try_recv() {
-            self.sink.commit(id)?;
+        while let Ok(command) = commands.try_recv() {
+            if let Command::Commit(id) = command {
+                self.sink.commit(id)?;
+            }
         }
         Ok(())
     }
 
     /// Phase one of the sink's commit, once the barrier arrived on every open input.
-    fn on_barrier(&mut self, input: usize, id: u64) -> Result<(), TaskError> {
+    fn on_barrier(&mut self, input: usize, barrier: CheckpointBarrier) -> Result<(), TaskError> {
+        let id = barrier.id;
         if self.inputs.len() > 1 {
             self.inputs.block(input);
             if !self.inputs.all_blocked() {
-                self.aligning = Some(id);
+                self.aligning = Some(barrier);
                 return Ok(());
             }
         }
@@ -85,12 +92,11 @@ impl SinkTask {
                     latency.saturating_record(record.ingested.elapsed().as_micros() as u64);
                 }
                 Next::Message(_, Message::Watermark(_)) | Next::Timeout => {}
-                Next::Message(input, Message::Barrier(barrier)) => self.on_barrier(input, barrier.id)?,
+                Next::Message(input, Message::Barrier(barrier)) => self.on_barrier(input, barrier)?,
                 Next::Message(input, Message::EndOfData) => {
                     self.inputs.close(input);
-                    if let Some(id) = self.aligning {
-                        self.inputs.block(input);
-                        self.on_barrier(input, id)?;
+                    if let Some(barrier) = self.aligning.clone() {
+                        self.on_barrier(input, barrier)?;
                     }
                 }
                 Next::Ended => return Ok(true),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::output::{RouteError, Router};
 use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
 use crate::checkpoint::coordinator::Command;
-use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
+use crate::checkpoint::{CoordinatorMessage, TaskState};
 use crate::job::metrics::TaskMetrics;
 use crate::job::spec::ErrorPolicy;
 use crate::source::{Source, SourcePoll};
@@ -110,13 +110,26 @@ impl SourceTask {
     fn checkpoint(&self, watermarks: &BoundedOutOfOrderness) -> Result<(), RouteError> {
         let Some(cp) = &self.checkpointing else { return Ok(()) };
         let Some(commands) = &cp.commands else { return Ok(()) };
-        while let Ok(Command::Trigger(id)) = commands.try_recv() {
+        while let Ok(command) = commands.try_recv() {
+            let Command::Trigger(barrier) = command else { continue };
+            let id = barrier.id;
             let state = TaskState::Source {
                 position: self.source.position(),
                 max_timestamp: watermarks.max_timestamp(),
             };
             let _ = cp.coordinator.send(CoordinatorMessage::Ack { id, task: cp.task.clone(), state });
-            self.broadcast(Message::Barrier(CheckpointBarrier { id }))?;
+            let pause = barrier.kind.pauses_sources();
+            self.broadcast(Message::Barrier(barrier))?;
+            if pause {
+                // Emit nothing after a stop-with-savepoint barrier, and hold still while
+                // an upgraded operator swaps its component.
+                while !self.control.is_cancelled() {
+                    match commands.recv_timeout(POLL_INTERVAL) {
+                        Ok(Command::Resume(resumed)) if resumed == id => break,
+                        _ => {}
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -1,0 +1,221 @@
+//! # Control API
+//!
+//! A small HTTP API on loopback through which a second process controls a running job:
+//! take a savepoint, stop with a savepoint, upgrade an operator's component. The
+//! `weir savepoint`, `weir stop` and `weir upgrade` verbs are its clients; the REST
+//! deployment API will grow from the same routes.
+//!
+//! | route | body | does |
+//! | --- | --- | --- |
+//! | `GET /job` | | the job's name |
+//! | `POST /savepoint` | `{"dir": "..."}` (optional) | takes a savepoint, answers its directory |
+//! | `POST /stop` | `{"savepoint": "..."}` (optional) | stops the job, after a savepoint if given |
+//! | `POST /upgrade` | `{"operator": "uid", "component": "path"}` | swaps the operator's component live |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use crossbeam_channel::Sender;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Request;
+use crate::plugin::Runtime;
+use crate::task::JobControl;
+
+/// The name of the file, in the job's work directory, that holds the API's address.
+pub const ADDRESS_FILE: &str = "control.addr";
+
+#[derive(Clone)]
+struct Api {
+    job: String,
+    requests: Sender<Request>,
+    runtime: Arc<Runtime>,
+    control: Arc<JobControl>,
+    /// Default place for savepoints: `<work dir>/savepoints`.
+    savepoints: PathBuf,
+    /// Where relative paths in requests resolve (the job file's directory).
+    base: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct SavepointBody {
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct StopBody {
+    pub savepoint: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UpgradeBody {
+    pub operator: String,
+    pub component: PathBuf,
+}
+
+/// An answer of the API: `{"path": ...}` or `{"error": ...}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Answer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+type Reply = (StatusCode, Json<Answer>);
+
+fn ok(path: Option<PathBuf>) -> Reply {
+    (StatusCode::OK, Json(Answer { path, error: None }))
+}
+
+fn failed(status: StatusCode, error: String) -> Reply {
+    (status, Json(Answer { path: None, error: Some(error) }))
+}
+
+impl Api {
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base.join(path) }
+    }
+
+    fn default_savepoint(&self) -> PathBuf {
+        self.savepoints.join(format!("savepoint-{}", crate::clock::now_ms()))
+    }
+
+    async fn ask(&self, make: impl FnOnce(crate::checkpoint::coordinator::Reply) -> Request) -> Reply {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.requests.send(make(tx)).is_err() {
+            return failed(StatusCode::CONFLICT, "the job is not running".into());
+        }
+        match rx.await {
+            Ok(Ok(path)) => ok(Some(path)),
+            Ok(Err(e)) => failed(StatusCode::CONFLICT, e),
+            Err(_) => failed(StatusCode::CONFLICT, "the job stopped before answering".into()),
+        }
+    }
+}
+
+async fn job(State(api): State<Api>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "job": api.job }))
+}
+
+async fn savepoint(State(api): State<Api>, body: Option<Json<SavepointBody>>) -> Reply {
+    let dir = body.and_then(|b| b.0.dir).map_or_else(|| api.default_savepoint(), |d| api.resolve(&d));
+    api.ask(|reply| Request::Savepoint { dir, stop: false, reply }).await
+}
+
+async fn stop(State(api): State<Api>, body: Option<Json<StopBody>>) -> Reply {
+    match body.and_then(|b| b.0.savepoint) {
+        Some(dir) => {
+            let dir = api.resolve(&dir);
+            api.ask(|reply| Request::Savepoint { dir, stop: true, reply }).await
+        }
+        None => {
+            api.control.stop();
+            ok(None)
+        }
+    }
+}
+
+async fn upgrade(State(api): State<Api>, Json(body): Json<UpgradeBody>) -> Reply {
+    let path = api.resolve(&body.component);
+    // Compile and check the new component before touching the job: a component that
+    // does not load or validate is refused and the old one keeps running.
+    let runtime = api.runtime.clone();
+    let loaded = tokio::task::spawn_blocking(move || runtime.load(&path)).await;
+    let plugin = match loaded {
+        Ok(Ok(plugin)) => Arc::new(plugin),
+        Ok(Err(e)) => return failed(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let dir = api.savepoints.join(format!("upgrade-{}-{}", body.operator, crate::clock::now_ms()));
+    let operator = body.operator;
+    api.ask(|reply| Request::Upgrade { operator, plugin, dir, reply }).await
+}
+
+/// A running control API.
+pub struct ControlServer {
+    runtime: tokio::runtime::Runtime,
+    address_file: PathBuf,
+    pub address: SocketAddr,
+}
+
+impl ControlServer {
+    /// Serves the API on `bind` (port 0 picks a free port) and writes the address to
+    /// `<work_dir>/control.addr` for the CLI to find.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        bind: SocketAddr,
+        job_name: &str,
+        work_dir: &Path,
+        base: &Path,
+        requests: Sender<Request>,
+        runtime: Arc<Runtime>,
+        control: Arc<JobControl>,
+    ) -> std::io::Result<Self> {
+        let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let listener = tokio.block_on(tokio::net::TcpListener::bind(bind))?;
+        let address = listener.local_addr()?;
+        let api = Api {
+            job: job_name.into(),
+            requests,
+            runtime,
+            control,
+            savepoints: work_dir.join("savepoints"),
+            base: base.into(),
+        };
+        let app = axum::Router::new()
+            .route("/job", get(job))
+            .route("/savepoint", post(savepoint))
+            .route("/stop", post(stop))
+            .route("/upgrade", post(upgrade))
+            .with_state(api);
+        tokio.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "control API stopped");
+            }
+        });
+        std::fs::create_dir_all(work_dir)?;
+        let address_file = work_dir.join(ADDRESS_FILE);
+        std::fs::write(&address_file, address.to_string())?;
+        tracing::info!(%address, "control API listening");
+        Ok(ControlServer { runtime: tokio, address_file, address })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.address_file);
+        let runtime = std::mem::replace(&mut self.runtime, tokio::runtime::Builder::new_current_thread().build().expect("runtime"));
+        runtime.shutdown_background();
+    }
+}
+
+/// The client side, for the CLI: sends a request to the job whose work directory is
+/// `work_dir` and returns the savepoint path it answered with, if any.
+pub fn call(work_dir: &Path, route: &str, body: &impl Serialize) -> Result<Option<PathBuf>, String> {
+    let address_file = work_dir.join(ADDRESS_FILE);
+    let address = std::fs::read_to_string(&address_file).map_err(|_| {
+        format!("no running job found ({} is missing; is the job running on this machine?)", address_file.display())
+    })?;
+    let url = format!("http://{}{route}", address.trim());
+    let response = ureq::post(&url)
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(body)
+        .map_err(|e| format!("cannot reach the job at {url}: {e}"))?;
+    let status = response.status();
+    let answer: Answer = response
+        .into_body()
+        .read_json()
+        .map_err(|e| format!("bad answer from {url} ({status}): {e}"))?;
+    match answer.error {
+        Some(error) => Err(error),
+        None => Ok(answer.path),
+    }
+}
