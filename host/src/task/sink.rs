@@ -12,6 +12,9 @@ use crate::job::metrics::TaskMetrics;
 use crate::sink::Sink;
 use crate::stream::Message;
 
+/// How often a sink flushes buffered output while records keep coming.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub struct SinkTask {
     pub uid: Arc<str>,
     pub sink: Box<dyn Sink>,
@@ -83,15 +86,25 @@ impl SinkTask {
     fn run_loop(&mut self, latency: &mut Histogram<u64>) -> Result<bool, TaskError> {
         // No cancel check here: when the job stops, upstream tasks end and drop their
         // channels, and the sink first writes everything they had already sent.
+        let mut last_flush = std::time::Instant::now();
         loop {
             self.serve_commits()?;
+            // Buffered output reaches the file at least this often, and when idle.
+            if last_flush.elapsed() >= FLUSH_INTERVAL {
+                self.sink.flush()?;
+                last_flush = std::time::Instant::now();
+            }
             match self.inputs.next(POLL_INTERVAL) {
                 Next::Message(_, Message::Record(record)) => {
                     self.sink.write(&record.event)?;
                     self.metrics.add_in(1);
                     latency.saturating_record(record.ingested.elapsed().as_micros() as u64);
                 }
-                Next::Message(_, Message::Watermark(_)) | Next::Timeout => {}
+                Next::Message(_, Message::Watermark(_)) => {}
+                Next::Timeout => {
+                    self.sink.flush()?;
+                    last_flush = std::time::Instant::now();
+                }
                 Next::Message(input, Message::Barrier(barrier)) => self.on_barrier(input, barrier)?,
                 Next::Message(input, Message::EndOfData) => {
                     self.inputs.close(input);

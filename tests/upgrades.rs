@@ -1,0 +1,308 @@
+//! Savepoints and live upgrades: a counting job upgraded live and through a savepoint
+//! keeps every key's state and loses or repeats no output; savepoints rescale; failing
+//! upgrades roll back; damaged savepoints are refused with clear errors.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn weir(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir).output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A counting job: generated values, keyed by `key-N`, counted by `component`.
+fn counting_job(dir: &Path, component: &str, parallelism: u32, rate: Option<u32>) -> PathBuf {
+    let rate = rate.map_or(String::new(), |r| format!("rate = {r}"));
+    let path = dir.join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            name = "counting"
+            [[source]]
+            type = "generator"
+            uid = "events"
+            count = 3000
+            keys = 20
+            seed = 5
+            {rate}
+            [[operator]]
+            uid = "count"
+            component = "{component}"
+            parallelism = {parallelism}
+            [[sink]]
+            type = "file"
+            uid = "out"
+            path = "out.jsonl"
+            [[edge]]
+            from = "events"
+            to = "count"
+            partition = "keyed"
+            [[edge]]
+            from = "count"
+            to = "out"
+            "#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(job: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(job)
+        .args(["--plugin-dir", guests::GUEST_DIR])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the job's control API is up and its output has some lines.
+fn wait_running(dir: &Path, output: &str, lines: usize) {
+    for _ in 0..1000 {
+        let ready = dir.join(".weir/counting/control.addr").exists()
+            || dir.join(format!(".weir/{}/control.addr", "tumbling-count")).exists();
+        let written = std::fs::read_to_string(dir.join(output)).map_or(0, |t| t.lines().count());
+        if ready && written >= lines {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the job did not get going");
+}
+
+/// Per key, the (version, count, sum) of every output line in order.
+fn per_key(path: &Path) -> BTreeMap<String, Vec<(u64, u64, Option<u64>)>> {
+    let mut keys: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        keys.entry(v["key"].as_str().unwrap().into()).or_default().push((
+            v["v"].as_u64().unwrap(),
+            v["count"].as_u64().unwrap(),
+            v["sum"].as_u64(),
+        ));
+    }
+    keys
+}
+
+/// Checks an upgraded run against a v2-only run of the same input: per key, counts go
+/// 1, 2, 3, ... with nothing lost or repeated, v1 lines come before v2 lines, and every
+/// v2 line equals what the v2-only run produced for that count.
+fn assert_upgraded(upgraded: &Path, reference: &Path) -> usize {
+    let (upgraded, reference) = (per_key(upgraded), per_key(reference));
+    assert_eq!(upgraded.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>());
+    let mut v2_lines = 0;
+    for (key, lines) in &upgraded {
+        let counts: Vec<u64> = lines.iter().map(|l| l.1).collect();
+        assert_eq!(counts, (1..=lines.len() as u64).collect::<Vec<_>>(), "key {key}: counts");
+        assert_eq!(lines.len(), reference[key].len(), "key {key}: line count");
+        let switch = lines.iter().position(|l| l.0 == 2).unwrap_or(lines.len());
+        assert!(lines[switch..].iter().all(|l| l.0 == 2), "key {key}: v1 after v2");
+        assert_eq!(&lines[switch..], &reference[key][switch..], "key {key}: v2 output");
+        v2_lines += lines.len() - switch;
+    }
+    v2_lines
+}
+
+fn v2_only(dir: &Path) -> PathBuf {
+    let job = counting_job(dir, "counter_v2.wasm", 1, None);
+    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    dir.join("out.jsonl")
+}
+
+#[test]
+fn a_live_upgrade_keeps_state_and_loses_or_repeats_nothing() {
+    let reference = tempfile::tempdir().unwrap();
+    let reference = v2_only(reference.path());
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(1500));
+    let child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 300);
+    let upgrade = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2],
+        dir.path(),
+    );
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    let savepoint = PathBuf::from(String::from_utf8(upgrade.stdout).unwrap().trim());
+    assert!(savepoint.join("_savepoint").is_file(), "the upgrade took an in-place savepoint");
+    let run = child.wait_with_output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let v2_lines = assert_upgraded(&dir.path().join("out.jsonl"), &reference);
+    assert!(v2_lines > 0 && v2_lines < 3000, "the switch happened mid-stream: {v2_lines} v2 lines");
+}
+
+#[test]
+fn stop_with_savepoint_then_upgrade_on_restart() {
+    let reference = tempfile::tempdir().unwrap();
+    let reference = v2_only(reference.path());
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(1500));
+    let child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 300);
+    let stop = weir(&["stop", "job.toml", "--savepoint", "sp"], dir.path());
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    child.wait_with_output().unwrap();
+    let before = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines().count();
+    assert!(before < 3000, "stopped mid-stream");
+
+    let inspect = weir(&["savepoint", "inspect", "sp"], dir.path());
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    assert!(text.contains("operator `count`: parallelism 2") && text.contains("value state `count`"), "{text}");
+    let export = weir(&["savepoint", "export", "sp", "--operator", "count"], dir.path());
+    let exported = String::from_utf8_lossy(&export.stdout);
+    assert_eq!(exported.lines().count(), 40, "20 keys × (count, sum): {exported}");
+
+    // Restart with v2 at a different parallelism: v2 migrates v1's layout.
+    counting_job(dir.path(), "counter_v2.wasm", 3, None);
+    let output = weir(
+        &["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp"],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(assert_upgraded(&dir.path().join("out.jsonl"), &reference), 3000 - before);
+}
+
+#[test]
+fn a_failing_upgrade_is_refused_and_the_old_component_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(1500));
+    let child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 300);
+    let wrong = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::NOT_AN_OPERATOR],
+        dir.path(),
+    );
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("does not implement the weir:operator/operator@0.1.0 world"), "{}", stderr(&wrong));
+    let bad = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_BAD_MIGRATION],
+        dir.path(),
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("cannot read state version 0"), "{}", stderr(&bad));
+    let run = child.wait_with_output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    // Version 1 ran throughout, with its state intact: counts 1..n per key.
+    let lines = per_key(&dir.path().join("out.jsonl"));
+    assert_eq!(lines.values().map(Vec::len).sum::<usize>(), 3000);
+    for (key, lines) in lines {
+        assert!(lines.iter().all(|l| l.0 == 1), "key {key}: only v1 output");
+        let counts: Vec<u64> = lines.iter().map(|l| l.1).collect();
+        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
+    }
+}
+
+#[test]
+fn savepoints_rescale_two_to_four_to_one_with_state_and_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = example("tumbling-count", dir.path());
+    let input = root().join("examples/tumbling-count/input.jsonl");
+    for source in &mut spec.sources {
+        if let weir::job::spec::SourceSpec::File { path, rate, .. } = source {
+            *path = input.clone();
+            *rate = Some(80.0);
+        }
+    }
+    let write = |parallelism: u32| {
+        let mut spec = with_parallelism(spec.clone(), parallelism);
+        spec.name = "tumbling-count".into();
+        std::fs::write(dir.path().join("job.toml"), toml::to_string(&spec).unwrap()).unwrap();
+    };
+    write(2);
+    let child = start(&dir.path().join("job.toml"), &[]);
+    wait_running(dir.path(), "windows.jsonl", 2);
+    let stop = weir(&["stop", "job.toml", "--savepoint", "sp1"], dir.path());
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    child.wait_with_output().unwrap();
+
+    write(4);
+    let child = start(&dir.path().join("job.toml"), &["--from-savepoint", "sp1"]);
+    wait_running(dir.path(), "windows.jsonl", 6);
+    let stop = weir(&["stop", "job.toml", "--savepoint", "sp2"], dir.path());
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    child.wait_with_output().unwrap();
+    let inspect = String::from_utf8(weir(&["savepoint", "inspect", "sp2"], dir.path()).stdout).unwrap();
+    assert!(inspect.contains("parallelism 4"), "{inspect}");
+
+    write(1);
+    let output = weir(
+        &["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp2"],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(sorted_lines(&dir.path().join("windows.jsonl")), expected("tumbling-count", "expected.jsonl"));
+    assert_eq!(sorted_lines(&dir.path().join("late.jsonl")), expected("tumbling-count", "expected-late.jsonl"));
+}
+
+/// Takes a savepoint of the counting job stopped early.
+fn stopped_savepoint(dir: &Path) -> PathBuf {
+    let job = counting_job(dir, "counter_v1.wasm", 1, Some(1500));
+    let child = start(&job, &[]);
+    wait_running(dir, "out.jsonl", 100);
+    assert!(weir(&["stop", "job.toml", "--savepoint", "sp"], dir).status.success());
+    child.wait_with_output().unwrap();
+    dir.join("sp")
+}
+
+#[test]
+fn damaged_savepoints_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = stopped_savepoint(dir.path());
+    let run = |dir: &Path| weir(&["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp"], dir);
+
+    let state = sp.join("count#0/state.ent");
+    let good = std::fs::read(&state).unwrap();
+    let mut bad = good.clone();
+    bad[20] ^= 0x55;
+    std::fs::write(&state, &bad).unwrap();
+    let output = run(dir.path());
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("state.ent: checksum mismatch"), "{}", stderr(&output));
+    std::fs::write(&state, &good).unwrap();
+
+    let manifest = sp.join("_savepoint");
+    let text = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &text[..text.len() / 2]).unwrap();
+    let output = weir(&["savepoint", "inspect", "sp"], dir.path());
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("_savepoint: checksum mismatch (damaged or truncated)"), "{}", stderr(&output));
+    std::fs::remove_file(&manifest).unwrap();
+    let output = run(dir.path());
+    assert!(stderr(&output).contains("no _savepoint file: not a savepoint"), "{}", stderr(&output));
+}
+
+#[test]
+fn unmatched_state_and_changed_max_parallelism_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    stopped_savepoint(dir.path());
+    let job = dir.path().join("job.toml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text.replace("uid = \"count\"", "uid = \"counter\"").replace("to = \"count\"", "to = \"counter\"").replace("from = \"count\"", "from = \"counter\"")).unwrap();
+    let args = ["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp"];
+    let output = weir(&args, dir.path());
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("state for uids the job does not have: count"), "{}", stderr(&output));
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-non-restored-state");
+    let output = weir(&allowed, dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    std::fs::write(&job, text.replace("name = \"counting\"", "name = \"counting\"\nmax_parallelism = 64")).unwrap();
+    let output = weir(&args, dir.path());
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("max_parallelism 128, the job has 64"), "{}", stderr(&output));
+}
