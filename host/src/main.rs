@@ -181,11 +181,12 @@ fn client(job: &Path, route: &str, body: &impl serde::Serialize) -> ExitCode {
         }
     };
     match api::call(&spec.work_dir(), route, body) {
-        Ok(Some(path)) => {
-            println!("{}", path.display());
+        Ok(answer) => {
+            if let Some(path) = answer.path {
+                println!("{}", path.display());
+            }
             ExitCode::SUCCESS
         }
-        Ok(None) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: job `{}`: {error}", spec.name);
             ExitCode::FAILURE

@@ -63,18 +63,22 @@ pub struct UpgradeBody {
 pub struct Answer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// How long the savepoint (or upgrade) took from barrier to completion, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 type Reply = (StatusCode, Json<Answer>);
 
-fn ok(path: Option<PathBuf>) -> Reply {
-    (StatusCode::OK, Json(Answer { path, error: None }))
+fn ok(path: Option<PathBuf>, duration: Option<std::time::Duration>) -> Reply {
+    let duration_ms = duration.map(|d| d.as_secs_f64() * 1e3);
+    (StatusCode::OK, Json(Answer { path, duration_ms, error: None }))
 }
 
 fn failed(status: StatusCode, error: String) -> Reply {
-    (status, Json(Answer { path: None, error: Some(error) }))
+    (status, Json(Answer { path: None, duration_ms: None, error: Some(error) }))
 }
 
 impl Api {
@@ -92,7 +96,7 @@ impl Api {
             return failed(StatusCode::CONFLICT, "the job is not running".into());
         }
         match rx.await {
-            Ok(Ok(path)) => ok(Some(path)),
+            Ok(Ok((path, duration))) => ok(Some(path), Some(duration)),
             Ok(Err(e)) => failed(StatusCode::CONFLICT, e),
             Err(_) => failed(StatusCode::CONFLICT, "the job stopped before answering".into()),
         }
@@ -116,7 +120,7 @@ async fn stop(State(api): State<Api>, body: Option<Json<StopBody>>) -> Reply {
         }
         None => {
             api.control.stop();
-            ok(None)
+            ok(None, None)
         }
     }
 }
@@ -196,8 +200,8 @@ impl Drop for ControlServer {
 }
 
 /// The client side, for the CLI: sends a request to the job whose work directory is
-/// `work_dir` and returns the savepoint path it answered with, if any.
-pub fn call(work_dir: &Path, route: &str, body: &impl Serialize) -> Result<Option<PathBuf>, String> {
+/// `work_dir` and returns its answer (an error answer becomes `Err`).
+pub fn call(work_dir: &Path, route: &str, body: &impl Serialize) -> Result<Answer, String> {
     let address_file = work_dir.join(ADDRESS_FILE);
     let address = std::fs::read_to_string(&address_file).map_err(|_| {
         format!("no running job found ({} is missing; is the job running on this machine?)", address_file.display())
@@ -216,6 +220,6 @@ pub fn call(work_dir: &Path, route: &str, body: &impl Serialize) -> Result<Optio
         .map_err(|e| format!("bad answer from {url} ({status}): {e}"))?;
     match answer.error {
         Some(error) => Err(error),
-        None => Ok(answer.path),
+        None => Ok(answer),
     }
 }

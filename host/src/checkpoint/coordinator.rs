@@ -31,8 +31,9 @@ pub enum Command {
     UpgradeDone { id: u64, ok: bool },
 }
 
-/// The reply to a request: the savepoint's directory, or why it failed.
-pub type Reply = tokio::sync::oneshot::Sender<Result<PathBuf, String>>;
+/// The reply to a request: the savepoint's directory and how long the job was paused
+/// for it (barrier to completion), or why it failed.
+pub type Reply = tokio::sync::oneshot::Sender<Result<(PathBuf, Duration), String>>;
 
 /// Requests from the control API.
 pub enum Request {
@@ -279,7 +280,7 @@ impl Coordinator {
                     self.control.stop();
                 }
                 if let Some(reply) = pending.reply {
-                    let _ = reply.send(Ok(dir));
+                    let _ = reply.send(Ok((dir, pending.started.elapsed())));
                 }
                 Ok(())
             }

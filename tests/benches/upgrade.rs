@@ -1,0 +1,116 @@
+//! Hot-swap pause and savepoint throughput. A keyed counter (`counter_v1.wasm`) builds
+//! state for N keys from a generator; then a live upgrade to `counter_v2.wasm` (which
+//! migrates every key) runs through the control API, and the pause (from the barrier
+//! to the sources resuming: in-place savepoint, swap, migration) is reported. Then a
+//! stop with savepoint, and a restore from it, give savepoint write and restore rates.
+//!
+//! `cargo bench -p weir-host --bench upgrade`; `WEIR_BENCH_KEYS` (comma-separated)
+//! overrides the key counts (10k, 100k, 1M).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weir::api::{self, StopBody, UpgradeBody};
+use weir::{Job, JobOptions, JobSpec};
+
+fn spec(dir: &Path, keys: u64, count: Option<u64>, backend: &str, component: &str) -> JobSpec {
+    let count = count.map_or(String::new(), |c| format!("count = {c}"));
+    let text = format!(
+        r#"
+        name = "bench-upgrade"
+        state = {{ backend = "{backend}" }}
+        [[source]]
+        type = "generator"
+        uid = "events"
+        keys = {keys}
+        seed = 3
+        {count}
+        [[operator]]
+        uid = "count"
+        component = "{component}"
+        [[sink]]
+        type = "discard"
+        uid = "sink"
+        [[edge]]
+        from = "events"
+        to = "count"
+        partition = "keyed"
+        [[edge]]
+        from = "count"
+        to = "sink"
+        "#
+    );
+    JobSpec::parse(&text, dir).expect("valid job")
+}
+
+fn options(savepoint: Option<&Path>) -> JobOptions {
+    JobOptions {
+        plugin_dirs: vec![weir_test_guests::GUEST_DIR.into()],
+        control: Some("127.0.0.1:0".parse().unwrap()),
+        from_savepoint: savepoint.map(Path::to_path_buf),
+        ..Default::default()
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.path().is_dir() { dir_size(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) })
+        .sum()
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::var("WEIR_BENCH_KEYS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
+    println!("live upgrade counter v1 → v2 (migrating every key), then stop with savepoint and restore");
+    println!(
+        "{:<8} {:>9} {:>14} {:>12} {:>14} {:>14}",
+        "backend", "keys", "swap pause ms", "savepoint MB", "write MB/s", "restore MB/s"
+    );
+    for &keys in &sizes {
+        for backend in ["memory", "rocksdb"] {
+            let dir = tempfile::tempdir().unwrap();
+            let job = Job::new(spec(dir.path(), keys, None, backend, "counter_v1.wasm"), &options(None)).unwrap();
+            let work = job.spec().work_dir();
+            let control = job.control();
+            let running = std::thread::spawn(move || job.run());
+            // Let every key get state: a few events per key on average.
+            std::thread::sleep(Duration::from_millis(200));
+            while !work.join(api::ADDRESS_FILE).exists() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let warmup = Duration::from_secs_f64((keys as f64 * 4.0 / 250_000.0).max(1.0));
+            std::thread::sleep(warmup);
+            let upgrade = UpgradeBody {
+                operator: "count".into(),
+                component: Path::new(weir_test_guests::COUNTER_V2).into(),
+            };
+            let swapped = api::call(&work, "/upgrade", &upgrade).expect("upgrade");
+            let savepoint = dir.path().join("sp");
+            let started = Instant::now();
+            let stopped = api::call(&work, "/stop", &StopBody { savepoint: Some(savepoint.clone()) }).expect("stop");
+            let written = started.elapsed();
+            running.join().unwrap().unwrap();
+            let _ = control;
+            let bytes = dir_size(&savepoint);
+            let write_s = stopped.duration_ms.map_or(written.as_secs_f64(), |ms| ms / 1e3);
+
+            // Restore: the job starts from the savepoint and ends at once (count = 0).
+            let restore = Job::new(spec(dir.path(), keys, Some(0), backend, "counter_v2.wasm"), &options(Some(&savepoint))).unwrap();
+            let started = Instant::now();
+            restore.run().unwrap();
+            let restored = started.elapsed();
+            println!(
+                "{backend:<8} {keys:>9} {:>14.1} {:>12.2} {:>14.1} {:>14.1}",
+                swapped.duration_ms.unwrap_or_default(),
+                bytes as f64 / 1e6,
+                bytes as f64 / 1e6 / write_s,
+                bytes as f64 / 1e6 / restored.as_secs_f64(),
+            );
+        }
+    }
+}
