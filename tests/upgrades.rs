@@ -31,7 +31,7 @@ fn counting_job(dir: &Path, component: &str, parallelism: u32, rate: Option<u32>
             [[source]]
             type = "generator"
             uid = "events"
-            count = 3000
+            count = 6000
             keys = 20
             seed = 5
             {rate}
@@ -128,7 +128,7 @@ fn a_live_upgrade_keeps_state_and_loses_or_repeats_nothing() {
     let reference = tempfile::tempdir().unwrap();
     let reference = v2_only(reference.path());
     let dir = tempfile::tempdir().unwrap();
-    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(1500));
+    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(2000));
     let child = start(&job, &[]);
     wait_running(dir.path(), "out.jsonl", 300);
     let upgrade = weir(
@@ -141,7 +141,7 @@ fn a_live_upgrade_keeps_state_and_loses_or_repeats_nothing() {
     let run = child.wait_with_output().unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
     let v2_lines = assert_upgraded(&dir.path().join("out.jsonl"), &reference);
-    assert!(v2_lines > 0 && v2_lines < 3000, "the switch happened mid-stream: {v2_lines} v2 lines");
+    assert!(v2_lines > 0 && v2_lines < 6000, "the switch happened mid-stream: {v2_lines} v2 lines");
 }
 
 #[test]
@@ -149,14 +149,14 @@ fn stop_with_savepoint_then_upgrade_on_restart() {
     let reference = tempfile::tempdir().unwrap();
     let reference = v2_only(reference.path());
     let dir = tempfile::tempdir().unwrap();
-    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(1500));
+    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(2000));
     let child = start(&job, &[]);
     wait_running(dir.path(), "out.jsonl", 300);
     let stop = weir(&["stop", "job.toml", "--savepoint", "sp"], dir.path());
     assert!(stop.status.success(), "{}", stderr(&stop));
     child.wait_with_output().unwrap();
     let before = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines().count();
-    assert!(before < 3000, "stopped mid-stream");
+    assert!(before < 6000, "stopped mid-stream");
 
     let inspect = weir(&["savepoint", "inspect", "sp"], dir.path());
     let text = String::from_utf8_lossy(&inspect.stdout);
@@ -173,13 +173,13 @@ fn stop_with_savepoint_then_upgrade_on_restart() {
         dir.path(),
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(assert_upgraded(&dir.path().join("out.jsonl"), &reference), 3000 - before);
+    assert_eq!(assert_upgraded(&dir.path().join("out.jsonl"), &reference), 6000 - before);
 }
 
 #[test]
 fn a_failing_upgrade_is_refused_and_the_old_component_keeps_running() {
     let dir = tempfile::tempdir().unwrap();
-    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(1500));
+    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(2000));
     let child = start(&job, &[]);
     wait_running(dir.path(), "out.jsonl", 300);
     let wrong = weir(
@@ -198,7 +198,7 @@ fn a_failing_upgrade_is_refused_and_the_old_component_keeps_running() {
     assert!(run.status.success(), "{}", stderr(&run));
     // Version 1 ran throughout, with its state intact: counts 1..n per key.
     let lines = per_key(&dir.path().join("out.jsonl"));
-    assert_eq!(lines.values().map(Vec::len).sum::<usize>(), 3000);
+    assert_eq!(lines.values().map(Vec::len).sum::<usize>(), 6000);
     for (key, lines) in lines {
         assert!(lines.iter().all(|l| l.0 == 1), "key {key}: only v1 output");
         let counts: Vec<u64> = lines.iter().map(|l| l.1).collect();
@@ -214,7 +214,7 @@ fn savepoints_rescale_two_to_four_to_one_with_state_and_timers() {
     for source in &mut spec.sources {
         if let weir::job::spec::SourceSpec::File { path, rate, .. } = source {
             *path = input.clone();
-            *rate = Some(80.0);
+            *rate = Some(40.0);
         }
     }
     let write = |parallelism: u32| {
@@ -250,10 +250,11 @@ fn savepoints_rescale_two_to_four_to_one_with_state_and_timers() {
 
 /// Takes a savepoint of the counting job stopped early.
 fn stopped_savepoint(dir: &Path) -> PathBuf {
-    let job = counting_job(dir, "counter_v1.wasm", 1, Some(1500));
+    let job = counting_job(dir, "counter_v1.wasm", 1, Some(2000));
     let child = start(&job, &[]);
     wait_running(dir, "out.jsonl", 100);
-    assert!(weir(&["stop", "job.toml", "--savepoint", "sp"], dir).status.success());
+    let stop = weir(&["stop", "job.toml", "--savepoint", "sp"], dir);
+    assert!(stop.status.success(), "{}", stderr(&stop));
     child.wait_with_output().unwrap();
     dir.join("sp")
 }

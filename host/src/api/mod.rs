@@ -144,6 +144,8 @@ async fn upgrade(State(api): State<Api>, Json(body): Json<UpgradeBody>) -> Reply
 /// A running control API.
 pub struct ControlServer {
     runtime: tokio::runtime::Runtime,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
     address_file: PathBuf,
     pub address: SocketAddr,
 }
@@ -178,8 +180,12 @@ impl ControlServer {
             .route("/stop", post(stop))
             .route("/upgrade", post(upgrade))
             .with_state(api);
-        tokio.spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio.spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
                 tracing::error!(error = %e, "control API stopped");
             }
         });
@@ -187,15 +193,22 @@ impl ControlServer {
         let address_file = work_dir.join(ADDRESS_FILE);
         std::fs::write(&address_file, address.to_string())?;
         tracing::info!(%address, "control API listening");
-        Ok(ControlServer { runtime: tokio, address_file, address })
+        Ok(ControlServer { runtime: tokio, shutdown: Some(shutdown), server: Some(server), address_file, address })
     }
 }
 
 impl Drop for ControlServer {
+    /// Stops taking requests, lets answers in flight (the reply to `weir stop`) go out,
+    /// then shuts down.
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.address_file);
-        let runtime = std::mem::replace(&mut self.runtime, tokio::runtime::Builder::new_current_thread().build().expect("runtime"));
-        runtime.shutdown_background();
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let wait = async move { tokio::time::timeout(std::time::Duration::from_secs(2), server).await };
+            let _ = self.runtime.block_on(wait);
+        }
     }
 }
 

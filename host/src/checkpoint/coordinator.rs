@@ -276,11 +276,12 @@ impl Coordinator {
                     }
                 }
                 tracing::info!(id = pending.id, dir = %dir.display(), duration_ms = pending.started.elapsed().as_millis() as u64, "savepoint complete");
+                let elapsed = pending.started.elapsed();
+                if let Some(reply) = pending.reply {
+                    let _ = reply.send(Ok((dir, elapsed)));
+                }
                 if pending.stop {
                     self.control.stop();
-                }
-                if let Some(reply) = pending.reply {
-                    let _ = reply.send(Ok((dir, pending.started.elapsed())));
                 }
                 Ok(())
             }

@@ -39,7 +39,9 @@ impl SourceTask {
             if self.control.is_cancelled() {
                 return Ok(());
             }
-            if self.checkpoint(&watermarks).is_err() {
+            // A barrier that pauses the sources ends with the job stopping: then nothing
+            // more may be read (stop with savepoint emits nothing after the barrier).
+            if self.checkpoint(&watermarks).is_err() || self.control.is_cancelled() {
                 return Ok(());
             }
             match self.source.poll()? {
