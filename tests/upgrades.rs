@@ -166,8 +166,10 @@ fn stop_with_savepoint_then_upgrade_on_restart() {
     let exported = String::from_utf8_lossy(&export.stdout);
     assert_eq!(exported.lines().count(), 40, "20 keys × (count, sum): {exported}");
 
-    // Restart with v2 at a different parallelism: v2 migrates v1's layout.
-    counting_job(dir.path(), "counter_v2.wasm", 3, None);
+    // Restart with v2 at a different parallelism and on RocksDB: v2 migrates v1's layout.
+    let job = counting_job(dir.path(), "counter_v2.wasm", 3, None);
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text.replace("name = \"counting\"", "name = \"counting\"\nstate = { backend = \"rocksdb\" }")).unwrap();
     let output = weir(
         &["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp"],
         dir.path(),
@@ -284,6 +286,25 @@ fn damaged_savepoints_are_refused_with_clear_errors() {
     std::fs::remove_file(&manifest).unwrap();
     let output = run(dir.path());
     assert!(stderr(&output).contains("no _savepoint file: not a savepoint"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_migration_that_fails_on_restore_aborts_it_and_leaves_the_savepoint_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = stopped_savepoint(dir.path());
+    let before = std::fs::read(sp.join("_savepoint")).unwrap();
+    counting_job(dir.path(), "counter_bad_migration.wasm", 1, None);
+    let output = weir(&["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp"], dir.path());
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("failed while migrating restored state from version 0")
+            && stderr(&output).contains("cannot read state version 0"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read(sp.join("_savepoint")).unwrap(), before);
+    let inspect = weir(&["savepoint", "inspect", "sp"], dir.path());
+    assert!(inspect.status.success(), "the savepoint is still good: {}", stderr(&inspect));
 }
 
 #[test]
