@@ -13,6 +13,9 @@ use std::path::Path;
 const MAGIC: &[u8; 8] = b"WEIRENT1";
 const END: &[u8; 4] = b"END!";
 
+/// The size of an entry file with no entries: magic, end marker, checksum.
+pub const EMPTY_SIZE: u64 = (MAGIC.len() + END.len() + 4) as u64;
+
 /// Writes an entry file and returns its size and checksum (of the whole file).
 pub struct EntryWriter {
     out: BufWriter<File>,
@@ -125,6 +128,9 @@ mod tests {
         let mut seen = Vec::new();
         read_entries(&path, |k, v| seen.push((k, v))).unwrap();
         assert_eq!(seen, vec![(b"k1".to_vec(), b"v1".to_vec()), (vec![], b"empty key".to_vec())]);
+
+        let empty = dir.path().join("empty");
+        assert_eq!(EntryWriter::create(&empty).unwrap().finish().unwrap().0, EMPTY_SIZE);
 
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[12] ^= 1;

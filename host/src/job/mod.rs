@@ -254,7 +254,7 @@ impl Job {
             )));
         }
         let mut unmatched: Vec<String> = savepoint
-            .operators_with_state()?
+            .operators_with_state()
             .into_iter()
             .filter(|uid| !self.spec.operators.iter().any(|o| &o.uid == uid))
             .collect();

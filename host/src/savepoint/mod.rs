@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::entries::read_entries;
+use crate::checkpoint::entries::{EMPTY_SIZE, read_entries};
 use crate::checkpoint::storage::{read_manifest, verify_file, write_manifest};
 use crate::checkpoint::{FileEntry, TaskState};
 use crate::keygroup::KeyGroupRange;
@@ -175,17 +175,19 @@ impl Savepoint {
         Ok(restored)
     }
 
-    /// Operators with saved state (entries or timers).
-    pub fn operators_with_state(&self) -> Result<Vec<String>, SavepointError> {
-        let mut with_state = Vec::new();
-        for uid in self.manifest.operators.keys() {
-            let all = KeyGroupRange { start: 0, end: u16::MAX };
-            let restored = self.read_operator(uid, all)?;
-            if !restored.entries.is_empty() || !restored.timers.is_empty() {
-                with_state.push(uid.clone());
-            }
-        }
-        Ok(with_state)
+    /// Operators with saved state (entries or timers), told from file sizes without
+    /// reading the files: an entry file without entries is [`EMPTY_SIZE`] bytes.
+    pub fn operators_with_state(&self) -> Vec<String> {
+        self.manifest
+            .operators
+            .keys()
+            .filter(|uid| {
+                self.subtasks(uid).iter().any(|(state, timers, _)| {
+                    timers.size > EMPTY_SIZE || state.iter().any(|f| f.size > EMPTY_SIZE)
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// A human-readable summary: operators, states, entry counts, sizes, versions.

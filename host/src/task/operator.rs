@@ -48,6 +48,35 @@ pub struct OperatorTask {
     pub previous: Option<Previous>,
 }
 
+/// An operator snapshot captured at a barrier, waiting to be written.
+struct Capture {
+    writer: Box<dyn crate::state::SnapshotWriter>,
+    timers: Vec<Vec<u8>>,
+    watermark: i64,
+    state_version: u32,
+    states: Vec<crate::state::DeclaredState>,
+    backend: String,
+    target: SnapshotTarget,
+}
+
+impl Capture {
+    /// Writes the state and timer files and describes them.
+    fn write(self) -> Result<TaskState, String> {
+        let state = self.writer.write()?;
+        let relative = format!("{}/timers.ent", self.target.task_dir);
+        let entries = self.timers.iter().map(|t| (t.as_slice(), &[][..]));
+        let timers = write_file(&self.target.root, &relative, entries)?;
+        Ok(TaskState::Operator {
+            watermark: self.watermark,
+            state_version: self.state_version,
+            states: self.states,
+            backend: self.backend,
+            state,
+            timers,
+        })
+    }
+}
+
 /// What rolling back an upgrade needs.
 pub struct Previous {
     id: u64,
@@ -185,51 +214,49 @@ impl OperatorTask {
         Some((task, target))
     }
 
-    /// Captures keyed state, timers and watermark now; writes them on another thread,
-    /// which then acknowledges (or declines) the checkpoint. Savepoints are written in
-    /// the portable format.
-    fn snapshot(&mut self, barrier: &CheckpointBarrier) {
-        let Some((task, target)) = self.target(barrier) else { return };
-        let id = barrier.id;
-        let Some(cp) = &self.checkpointing else { return };
-        let coordinator = cp.coordinator.clone();
-        let state_version = match self.logic.state_version() {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = coordinator.send(CoordinatorMessage::Decline { id, task, reason: e.to_string() });
-                return;
-            }
-        };
+    /// Captures what an operator snapshot holds (keyed state, timers, watermark, state
+    /// version and declared states) as it is now; the slow part, writing the files, is
+    /// left to [`Capture::write`]. Savepoints use the portable format.
+    fn capture(&mut self, target: SnapshotTarget, portable: bool) -> Result<Capture, String> {
+        let state_version = self.logic.state_version().map_err(|e| e.to_string())?;
         let ctx = self.logic.context();
-        let watermark = ctx.watermark;
-        let timers = ctx.timers.encoded(ctx.info.max_parallelism);
-        let states = ctx.state.declared();
-        let portable = barrier.kind.savepoint_dir().is_some();
         let backend = if portable { "portable".to_string() } else { ctx.state.backend().name().to_string() };
         let writer = if portable {
             ctx.state.backend_mut().export(&target)
         } else {
             ctx.state.backend_mut().snapshot(&target)
-        };
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(Capture {
+            writer,
+            timers: ctx.timers.encoded(ctx.info.max_parallelism),
+            watermark: ctx.watermark,
+            state_version,
+            states: ctx.state.declared(),
+            backend,
+            target,
+        })
+    }
+
+    /// Snapshots for a checkpoint or savepoint: captured now, written on another
+    /// thread, which then acknowledges (or declines) it.
+    fn snapshot(&mut self, barrier: &CheckpointBarrier) {
+        let Some((task, target)) = self.target(barrier) else { return };
+        let Some(coordinator) = self.checkpointing.as_ref().map(|cp| cp.coordinator.clone()) else { return };
+        let id = barrier.id;
+        let capture = self.capture(target, barrier.kind.savepoint_dir().is_some());
+        let reply = coordinator.clone();
+        let decline_task = task.clone();
         let spawned = std::thread::Builder::new().name(format!("snapshot {task}")).spawn(move || {
-            let result = writer.map_err(|e| e.to_string()).and_then(|writer| {
-                let state = writer.write()?;
-                let relative = format!("{}/timers.ent", target.task_dir);
-                let timers = write_file(&target.root, &relative, timers.iter().map(|t| (t.as_slice(), &[][..])))?;
-                Ok(TaskState::Operator { watermark, state_version, states, backend, state, timers })
-            });
-            let message = match result {
+            let message = match capture.and_then(Capture::write) {
                 Ok(state) => CoordinatorMessage::Ack { id, task, state },
                 Err(reason) => CoordinatorMessage::Decline { id, task, reason },
             };
-            let _ = coordinator.send(message);
+            let _ = reply.send(message);
         });
         if let Err(e) = spawned {
-            let _ = cp.coordinator.send(CoordinatorMessage::Decline {
-                id,
-                task: cp.task.clone(),
-                reason: format!("cannot start the snapshot thread: {e}"),
-            });
+            let reason = format!("cannot start the snapshot thread: {e}");
+            let _ = coordinator.send(CoordinatorMessage::Decline { id, task: decline_task, reason });
         }
     }
 
@@ -245,23 +272,8 @@ impl OperatorTask {
             let _ = coordinator.send(CoordinatorMessage::Decline { id, task: task.clone(), reason });
         };
         let target = SnapshotTarget { root: dir.clone(), task_dir: task.clone(), shared_dir: String::new() };
-        let saved = (|| -> Result<TaskState, String> {
-            let state_version = self.logic.state_version().map_err(|e| e.to_string())?;
-            let ctx = self.logic.context();
-            let files = ctx.state.backend_mut().export(&target).map_err(|e| e.to_string())?.write()?;
-            let timers = ctx.timers.encoded(ctx.info.max_parallelism);
-            let relative = format!("{}/timers.ent", target.task_dir);
-            let timers = write_file(&dir, &relative, timers.iter().map(|t| (t.as_slice(), &[][..])))?;
-            Ok(TaskState::Operator {
-                watermark: ctx.watermark,
-                state_version,
-                states: ctx.state.declared(),
-                backend: "portable".into(),
-                state: files,
-                timers,
-            })
-        })();
-        let saved = match saved {
+        // Written before the swap: it is also the rollback point.
+        let saved = match self.capture(target, true).and_then(Capture::write) {
             Ok(saved) => saved,
             Err(reason) => return decline(format!("writing the in-place savepoint: {reason}")),
         };
