@@ -94,6 +94,121 @@ enum InputStatus {
     Finished,
 }
 
+/// The watermarks of a source's splits (Kafka partitions; one split for files and
+/// generators): each split has its own bounded-out-of-orderness generator, the source's
+/// watermark is the minimum over the splits that are not idle, and a split without
+/// records for the idle timeout stops holding it back (Flink's per-partition watermarks
+/// with idleness).
+#[derive(Debug)]
+pub struct SplitWatermarks {
+    bound: i64,
+    idle_timeout: Option<std::time::Duration>,
+    splits: std::collections::BTreeMap<u32, SplitState>,
+    emitted: i64,
+    idle: bool,
+}
+
+#[derive(Debug)]
+struct SplitState {
+    generator: BoundedOutOfOrderness,
+    last_record: std::time::Instant,
+    idle: bool,
+}
+
+impl SplitWatermarks {
+    pub fn new(strategy: &WatermarkStrategy) -> Self {
+        SplitWatermarks {
+            bound: strategy.max_out_of_orderness_ms,
+            idle_timeout: (strategy.idle_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(strategy.idle_timeout_ms)),
+            splits: Default::default(),
+            emitted: MIN_WATERMARK,
+            idle: false,
+        }
+    }
+
+    /// Starts tracking `split` (a newly assigned partition) if it is new.
+    pub fn add_split(&mut self, split: u32) {
+        let bound = self.bound;
+        self.splits.entry(split).or_insert_with(|| SplitState {
+            generator: BoundedOutOfOrderness::new(bound),
+            last_record: std::time::Instant::now(),
+            idle: false,
+        });
+    }
+
+    /// Restores the largest timestamps per split from a checkpoint.
+    pub fn restore(&mut self, max_timestamps: &std::collections::BTreeMap<u32, i64>) {
+        for (split, max) in max_timestamps {
+            self.add_split(*split);
+            let state = self.splits.get_mut(split).expect("added");
+            state.generator.restore(Some(*max));
+        }
+        self.emitted = self.combined().unwrap_or(MIN_WATERMARK);
+    }
+
+    /// The largest timestamp per split, for checkpoints.
+    pub fn max_timestamps(&self) -> std::collections::BTreeMap<u32, i64> {
+        self.splits.iter().filter_map(|(s, st)| Some((*s, st.generator.max_timestamp()?))).collect()
+    }
+
+    /// The current watermark.
+    pub fn current(&self) -> i64 {
+        self.emitted
+    }
+
+    fn combined(&self) -> Option<i64> {
+        self.splits.values().filter(|s| !s.idle).map(|s| s.generator.current()).min()
+    }
+
+    /// A record with `timestamp` from `split`; returns the watermark to emit, if any.
+    pub fn on_record(&mut self, split: u32, timestamp: Option<i64>) -> Option<Watermark> {
+        self.add_split(split);
+        let state = self.splits.get_mut(&split).expect("added");
+        if self.idle_timeout.is_some() {
+            state.last_record = std::time::Instant::now();
+        }
+        state.idle = false;
+        if let Some(ts) = timestamp {
+            state.generator.on_event(ts);
+        }
+        self.advance(true)
+    }
+
+    /// Marks splits idle that had no record for the idle timeout; returns the change.
+    pub fn on_tick(&mut self) -> Option<Watermark> {
+        let timeout = self.idle_timeout?;
+        let mut changed = false;
+        for state in self.splits.values_mut() {
+            if !state.idle && state.last_record.elapsed() >= timeout {
+                state.idle = true;
+                changed = true;
+            }
+        }
+        if changed { self.advance(false) } else { None }
+    }
+
+    fn advance(&mut self, active: bool) -> Option<Watermark> {
+        match self.combined() {
+            Some(t) if t > self.emitted => {
+                self.emitted = t;
+                self.idle = false;
+                Some(Watermark::EventTime(t))
+            }
+            Some(_) if self.idle && active => {
+                // Back from idleness: tell downstream where this input stands.
+                self.idle = false;
+                Some(Watermark::EventTime(self.emitted))
+            }
+            None if !self.idle && !self.splits.is_empty() => {
+                self.idle = true;
+                Some(Watermark::Idle)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Combines the watermarks of a task's input channels: the minimum over active inputs,
 /// ignoring idle and finished ones, and never going backwards.
 #[derive(Debug, Clone)]
@@ -195,6 +310,25 @@ mod tests {
         assert_eq!(g.on_event(100), None);
         assert_eq!(g.on_event(120), Some(109));
         assert_eq!(g.current(), 109);
+    }
+
+    #[test]
+    fn split_watermarks_take_the_minimum_and_skip_idle_splits() {
+        let strategy = WatermarkStrategy { max_out_of_orderness_ms: 0, idle_timeout_ms: 30 };
+        let mut w = SplitWatermarks::new(&strategy);
+        w.add_split(0);
+        w.add_split(1);
+        assert_eq!(w.on_record(0, Some(100)), None, "split 1 has not spoken yet");
+        assert_eq!(w.on_record(1, Some(50)), Some(Watermark::EventTime(49)));
+        assert_eq!(w.on_record(1, Some(200)), Some(Watermark::EventTime(99)));
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert_eq!(w.on_record(1, Some(300)), None, "split 0 still holds the watermark at 99");
+        assert_eq!(w.on_tick(), Some(Watermark::EventTime(299)), "split 0 went idle");
+        assert_eq!(w.on_record(0, Some(120)), None, "back from idleness, and never backwards");
+        let saved = w.max_timestamps();
+        let mut restored = SplitWatermarks::new(&strategy);
+        restored.restore(&saved);
+        assert_eq!(restored.current(), 119, "the minimum over the saved splits");
     }
 
     #[test]

@@ -22,7 +22,8 @@ use crate::task::{JobControl, TaskError};
 pub enum Command {
     /// Sources: inject this barrier now.
     Trigger(CheckpointBarrier),
-    /// Sinks: checkpoint or savepoint `id` is complete; make its output visible.
+    /// Sinks and sources: checkpoint or savepoint `id` is complete (sinks make its
+    /// output visible; Kafka sources commit its offsets).
     Commit(u64),
     /// Sources: the upgrade `id` is over; read on.
     Resume(u64),
@@ -264,8 +265,8 @@ impl Coordinator {
                     self.abort(pending, reason.clone());
                     return Err(reason);
                 }
-                for sink in &self.sinks {
-                    let _ = sink.send(Command::Commit(pending.id));
+                for task in self.sinks.iter().chain(&self.sources) {
+                    let _ = task.send(Command::Commit(pending.id));
                 }
                 if let BarrierKind::Upgrade { operator, .. } = &pending.kind {
                     for task in self.operator_tasks.get(&**operator).into_iter().flatten() {
@@ -300,8 +301,8 @@ impl Coordinator {
         storage
             .write_metadata(&metadata)
             .map_err(|e| format!("writing metadata under {}: {e}", storage.root().display()))?;
-        for sink in &self.sinks {
-            let _ = sink.send(Command::Commit(pending.id));
+        for task in self.sinks.iter().chain(&self.sources) {
+            let _ = task.send(Command::Commit(pending.id));
         }
         if let Some(settings) = &self.settings {
             storage.retain(settings.retained);

@@ -114,8 +114,9 @@ pub enum TaskState {
     Source {
         /// Where to resume reading (source-specific).
         position: serde_json::Value,
-        /// The watermark generator's largest timestamp so far.
-        max_timestamp: Option<i64>,
+        /// The largest timestamp seen per split (partition), for the watermarks.
+        #[serde(default)]
+        max_timestamps: BTreeMap<u32, i64>,
     },
     Operator {
         /// The subtask's watermark at the barrier.

@@ -401,10 +401,10 @@ impl Job {
             let uid = source_spec.uid();
             let task = task_id(uid, 0);
             let mut source = crate::source::open(source_spec, &spec.base_dir)?;
-            let mut restored_max_timestamp = None;
-            if let Some(TaskState::Source { position, max_timestamp }) = task_state(&task) {
+            let mut restored_max_timestamps = BTreeMap::new();
+            if let Some(TaskState::Source { position, max_timestamps }) = task_state(&task) {
                 source.restore(position)?;
-                restored_max_timestamp = *max_timestamp;
+                restored_max_timestamps = max_timestamps.clone();
             }
             let (commands_tx, commands) = unbounded();
             source_commands.push(commands_tx);
@@ -420,7 +420,7 @@ impl Job {
                 control: self.control.clone(),
                 on_error: spec.on_error,
                 checkpointing: checkpointing(task, Some(commands)),
-                restored_max_timestamp,
+                restored_max_timestamps,
             });
         }
         drop(wiring);

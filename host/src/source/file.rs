@@ -113,7 +113,7 @@ impl Source for FileSource {
             }
             let offset = self.line_number;
             return Ok(match self.parse(line) {
-                Ok(event) => SourcePoll::Record { event, offset },
+                Ok(event) => SourcePoll::Record { event, offset, split: 0 },
                 Err(reason) => SourcePoll::Malformed { offset, reason },
             });
         }
@@ -152,9 +152,9 @@ mod tests {
         writeln!(file, r#"{{"user":"bob"}}"#).unwrap();
         let mut source =
             FileSource::open("in", file.path(), Some("user".into()), Some("ts".into())).unwrap();
-        let SourcePoll::Record { event, offset: 1 } = source.poll().unwrap() else { panic!() };
+        let SourcePoll::Record { event, offset: 1, .. } = source.poll().unwrap() else { panic!() };
         assert_eq!((event.key.as_deref(), event.timestamp), (Some(&b"ann"[..]), Some(1000)));
-        let SourcePoll::Record { event, offset: 3 } = source.poll().unwrap() else { panic!() };
+        let SourcePoll::Record { event, offset: 3, .. } = source.poll().unwrap() else { panic!() };
         assert_eq!(event.key.as_deref(), Some(&b"7"[..]));
         let SourcePoll::Malformed { offset: 4, reason } = source.poll().unwrap() else { panic!() };
         assert!(reason.contains("invalid JSON"), "{reason}");
@@ -175,7 +175,7 @@ mod tests {
         let position = first.position();
         let mut second = FileSource::open("in", file.path(), None, None).unwrap();
         second.restore(&position).unwrap();
-        let SourcePoll::Record { event, offset } = second.poll().unwrap() else { panic!() };
+        let SourcePoll::Record { event, offset, .. } = second.poll().unwrap() else { panic!() };
         assert_eq!((offset, event.value), (3, br#"{"i":2}"#.to_vec()));
     }
 }

@@ -83,7 +83,7 @@ impl Source for GeneratorSource {
         }
         let seq = self.next;
         self.next += 1;
-        Ok(SourcePoll::Record { event: self.event(seq), offset: seq as i64 })
+        Ok(SourcePoll::Record { event: self.event(seq), offset: seq as i64, split: 0 })
     }
 
     fn position(&self) -> serde_json::Value {
@@ -109,7 +109,7 @@ mod tests {
         let mut a = GeneratorSource::new("g", Some(3), None, 10, 42, 1000, 5).unwrap();
         let b = GeneratorSource::new("g", Some(3), None, 10, 42, 1000, 5).unwrap();
         for seq in 0..3 {
-            let SourcePoll::Record { event, offset } = a.poll().unwrap() else { panic!() };
+            let SourcePoll::Record { event, offset, .. } = a.poll().unwrap() else { panic!() };
             assert_eq!(offset, seq as i64);
             assert_eq!(event, b.event(seq));
             assert_eq!(event.timestamp, Some(1000 + 5 * seq as i64));

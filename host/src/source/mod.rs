@@ -27,8 +27,11 @@ pub struct SourceError {
 /// What a source has next.
 #[derive(Debug)]
 pub enum SourcePoll {
-    /// An event, at `offset` in the source (line number, sequence number, ...).
-    Record { event: Event, offset: i64 },
+    /// An event, at `offset` in `split` of the source (line number, sequence number,
+    /// Kafka offset in a partition).
+    Record { event: Event, offset: i64, split: u32 },
+    /// A malformed record the source already sent to its dead-letter destination.
+    DeadLettered { offset: i64 },
     /// Input at `offset` that is not a valid event; the job's `on_error` decides.
     Malformed { offset: i64, reason: String },
     /// Nothing yet; ask again after this long.
@@ -48,6 +51,14 @@ pub trait Source: Send {
     fn position(&self) -> serde_json::Value;
     /// Continues from a position taken by [`Source::position`].
     fn restore(&mut self, position: &serde_json::Value) -> Result<(), SourceError>;
+    /// The splits (partitions) the source reads, each with its own watermark.
+    fn splits(&self) -> Vec<u32> {
+        vec![0]
+    }
+    /// A checkpoint whose position was `position` completed (Kafka commits offsets).
+    fn checkpoint_complete(&mut self, position: &serde_json::Value) {
+        let _ = position;
+    }
 }
 
 /// Paces a source to a number of records per second.

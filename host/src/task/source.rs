@@ -1,7 +1,9 @@
-//! The source task: polls a source, stamps positions, generates watermarks.
+//! The source task: polls a source, stamps positions, generates per-split watermarks,
+//! and injects checkpoint barriers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::output::{RouteError, Router};
 use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
@@ -11,7 +13,7 @@ use crate::job::metrics::TaskMetrics;
 use crate::job::spec::ErrorPolicy;
 use crate::source::{Source, SourcePoll};
 use crate::stream::{Message, Position, Record};
-use crate::watermark::{BoundedOutOfOrderness, Watermark, WatermarkStrategy};
+use crate::watermark::{SplitWatermarks, WatermarkStrategy};
 
 pub struct SourceTask {
     pub uid: Arc<str>,
@@ -22,38 +24,33 @@ pub struct SourceTask {
     pub control: Arc<JobControl>,
     pub on_error: ErrorPolicy,
     pub checkpointing: Option<Checkpointing>,
-    /// The watermark generator's largest timestamp at the restored checkpoint.
-    pub restored_max_timestamp: Option<i64>,
+    /// The largest timestamps per split at the restored checkpoint.
+    pub restored_max_timestamps: BTreeMap<u32, i64>,
 }
 
 impl SourceTask {
     pub fn run(mut self) -> Result<(), TaskError> {
         let label = self.source.label();
         let unit = self.source.unit();
-        let mut watermarks = BoundedOutOfOrderness::new(self.strategy.max_out_of_orderness_ms);
-        watermarks.restore(self.restored_max_timestamp);
-        let idle_timeout = Duration::from_millis(self.strategy.idle_timeout_ms);
-        let mut last_record = Instant::now();
-        let mut idle = false;
+        let mut watermarks = SplitWatermarks::new(&self.strategy);
+        watermarks.restore(&self.restored_max_timestamps);
+        // Positions of checkpoints in flight, for `checkpoint_complete`.
+        let mut in_flight: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
         loop {
             if self.control.is_cancelled() {
                 return Ok(());
             }
             // A barrier that pauses the sources ends with the job stopping: then nothing
             // more may be read (stop with savepoint emits nothing after the barrier).
-            if self.checkpoint(&watermarks).is_err() || self.control.is_cancelled() {
+            if self.serve_commands(&watermarks, &mut in_flight).is_err() || self.control.is_cancelled() {
                 return Ok(());
             }
-            match self.source.poll()? {
-                SourcePoll::Record { event, offset } => {
-                    if idle {
-                        idle = false;
-                        let current = Watermark::EventTime(watermarks.current());
-                        if self.broadcast(Message::Watermark(current)).is_err() {
-                            return Ok(());
-                        }
-                    }
-                    self.metrics.add_in(1);
+            let polled = self.source.poll()?;
+            if let SourcePoll::Record { .. } | SourcePoll::Malformed { .. } | SourcePoll::DeadLettered { .. } = &polled {
+                self.metrics.add_in(1);
+            }
+            match polled {
+                SourcePoll::Record { event, offset, split } => {
                     let timestamp = event.timestamp;
                     let position = Position { source: label.clone(), unit, offset };
                     let record = Record { event, position, ingested: Instant::now() };
@@ -69,17 +66,13 @@ impl SourceTask {
                             })?;
                         }
                     }
-                    if let Some(wm) = timestamp.and_then(|ts| watermarks.on_event(ts)) {
-                        if self.broadcast(Message::Watermark(Watermark::EventTime(wm))).is_err() {
+                    if let Some(watermark) = watermarks.on_record(split, timestamp) {
+                        if self.broadcast(Message::Watermark(watermark)).is_err() {
                             return Ok(());
                         }
                     }
-                    if !idle_timeout.is_zero() {
-                        last_record = Instant::now();
-                    }
                 }
                 SourcePoll::Malformed { offset, reason } => {
-                    self.metrics.add_in(1);
                     let position = Position { source: label.clone(), unit, offset }.to_string();
                     self.skip_or_fail(TaskError::MalformedInput {
                         uid: self.uid.to_string(),
@@ -87,10 +80,13 @@ impl SourceTask {
                         reason,
                     })?;
                 }
+                SourcePoll::DeadLettered { .. } => self.metrics.add_skipped(1),
                 SourcePoll::Pending(wait) => {
-                    if !idle_timeout.is_zero() && !idle && last_record.elapsed() >= idle_timeout {
-                        idle = true;
-                        if self.broadcast(Message::Watermark(Watermark::Idle)).is_err() {
+                    for split in self.source.splits() {
+                        watermarks.add_split(split);
+                    }
+                    if let Some(watermark) = watermarks.on_tick() {
+                        if self.broadcast(Message::Watermark(watermark)).is_err() {
                             return Ok(());
                         }
                     }
@@ -107,33 +103,53 @@ impl SourceTask {
         }
     }
 
-    /// Serves checkpoint triggers: saves the position, then sends the barrier, so that
-    /// every record before the barrier is covered by the saved position.
-    fn checkpoint(&self, watermarks: &BoundedOutOfOrderness) -> Result<(), RouteError> {
-        let Some(cp) = &self.checkpointing else { return Ok(()) };
-        let Some(commands) = &cp.commands else { return Ok(()) };
+    /// Serves the coordinator: a trigger saves the position and then sends the barrier,
+    /// so that every record before the barrier is covered by the saved position; a
+    /// completed checkpoint is reported to the source (Kafka commits its offsets).
+    fn serve_commands(
+        &mut self,
+        watermarks: &SplitWatermarks,
+        in_flight: &mut BTreeMap<u64, serde_json::Value>,
+    ) -> Result<(), RouteError> {
+        let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.clone()) else {
+            return Ok(());
+        };
         while let Ok(command) = commands.try_recv() {
-            let Command::Trigger(barrier) = command else { continue };
-            let id = barrier.id;
-            let state = TaskState::Source {
-                position: self.source.position(),
-                max_timestamp: watermarks.max_timestamp(),
-            };
-            let _ = cp.coordinator.send(CoordinatorMessage::Ack { id, task: cp.task.clone(), state });
-            let pause = barrier.kind.pauses_sources();
-            self.broadcast(Message::Barrier(barrier))?;
-            if pause {
-                // Emit nothing after a stop-with-savepoint barrier, and hold still while
-                // an upgraded operator swaps its component.
-                while !self.control.is_cancelled() {
-                    match commands.recv_timeout(POLL_INTERVAL) {
-                        Ok(Command::Resume(resumed)) if resumed == id => break,
-                        _ => {}
+            match command {
+                Command::Trigger(barrier) => {
+                    let id = barrier.id;
+                    let position = self.source.position();
+                    in_flight.insert(id, position.clone());
+                    let state = TaskState::Source { position, max_timestamps: watermarks.max_timestamps() };
+                    if let Some(cp) = &self.checkpointing {
+                        let _ = cp.coordinator.send(CoordinatorMessage::Ack { id, task: cp.task.clone(), state });
+                    }
+                    let pause = barrier.kind.pauses_sources();
+                    self.broadcast(Message::Barrier(barrier))?;
+                    if pause {
+                        // Emit nothing after a stop-with-savepoint barrier, and hold
+                        // still while an upgraded operator swaps its component.
+                        while !self.control.is_cancelled() {
+                            match commands.recv_timeout(POLL_INTERVAL) {
+                                Ok(Command::Resume(resumed)) if resumed == id => break,
+                                Ok(Command::Commit(done)) => self.complete(done, in_flight),
+                                _ => {}
+                            }
+                        }
                     }
                 }
+                Command::Commit(id) => self.complete(id, in_flight),
+                Command::Resume(_) | Command::UpgradeDone { .. } => {}
             }
         }
         Ok(())
+    }
+
+    fn complete(&mut self, id: u64, in_flight: &mut BTreeMap<u64, serde_json::Value>) {
+        if let Some(position) = in_flight.remove(&id) {
+            self.source.checkpoint_complete(&position);
+        }
+        in_flight.retain(|older, _| *older > id);
     }
 
     fn broadcast(&self, message: Message) -> Result<(), RouteError> {
