@@ -5,9 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 
+use common::crash::*;
 use common::*;
 use weir::JobSpec;
 use weir::checkpoint::CheckpointSettings;
@@ -42,73 +43,6 @@ fn crash_job(name: &str, dir: &Path, backend: BackendKind, parallelism: u32, rat
     let path = dir.join("job.toml");
     std::fs::write(&path, toml::to_string(&spec).unwrap()).unwrap();
     path
-}
-
-fn weir_run(job: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
-    command
-        .args(["run"])
-        .arg(job)
-        .args(["--plugin-dir", guests::GUEST_DIR])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// The id of the newest completed checkpoint under the job's directory.
-fn newest_checkpoint(job: &Path) -> u64 {
-    std::fs::read_dir(job.parent().unwrap().join("checkpoints"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("_metadata").exists())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-/// Runs the job to completion, killing it with SIGKILL in each run of `kills`: once
-/// the run has completed a checkpoint of its own (so every run makes progress,
-/// however slow the machine), plus the given number of ms. Returns how many runs
-/// resumed from a checkpoint.
-fn run_with_kills(job: &Path, kills: &[u64]) -> usize {
-    let resumed = |stderr: &[u8]| String::from_utf8_lossy(stderr).contains("restoring from checkpoint");
-    let mut resumes = 0;
-    for &after in kills {
-        let before = newest_checkpoint(job);
-        let mut child = weir_run(job).arg("--log=weir=info").spawn().unwrap();
-        for _ in 0..1000 {
-            if newest_checkpoint(job) > before || child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(after));
-        let _ = child.kill(); // SIGKILL
-        let output = child.wait_with_output().unwrap();
-        resumes += resumed(&output.stderr) as usize;
-    }
-    for _ in 0..5 {
-        let output = weir_run(job).arg("--log=weir=info").output().unwrap();
-        resumes += resumed(&output.stderr) as usize;
-        if output.status.success() {
-            return resumes;
-        }
-        eprintln!("run failed, retrying: {}", String::from_utf8_lossy(&output.stderr));
-    }
-    panic!("the job did not finish after its crashes");
-}
-
-/// Deterministic pseudo-random kill delays in ms (after a run's first checkpoint),
-/// from a fixed seed.
-fn kill_moments(seed: u64, count: usize) -> Vec<u64> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..count)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) % 300
-        })
-        .collect()
 }
 
 fn outputs(spec_dir: &Path, files: &[&str]) -> Vec<Vec<u8>> {

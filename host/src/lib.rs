@@ -10,12 +10,13 @@
 //! - [`plugin`]: loading and sandboxing operator components; [`operator`]: the
 //!   contract between the runtime and an operator's logic;
 //! - [`state`], [`timers`], [`watermark`], [`keygroup`]: the streaming semantics;
-//! - [`source`], [`sink`]: connectors; [`stream`]: what flows between tasks.
+//! - [`source`], [`sink`]: connectors, with [`kafka`] for what the Kafka ones share; [`stream`]: what flows between tasks.
 
 pub mod api;
 pub mod checkpoint;
 pub mod clock;
 pub mod job;
+pub mod kafka;
 pub mod keygroup;
 pub mod operator;
 pub mod plugin;

@@ -106,6 +106,8 @@ pub struct SplitWatermarks {
     splits: std::collections::BTreeMap<u32, SplitState>,
     emitted: i64,
     idle: bool,
+    /// When idleness was last checked while records kept coming.
+    last_check: std::time::Instant,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,7 @@ impl SplitWatermarks {
             splits: Default::default(),
             emitted: MIN_WATERMARK,
             idle: false,
+            last_check: std::time::Instant::now(),
         }
     }
 
@@ -165,12 +168,20 @@ impl SplitWatermarks {
     pub fn on_record(&mut self, split: u32, timestamp: Option<i64>) -> Option<Watermark> {
         self.add_split(split);
         let state = self.splits.get_mut(&split).expect("added");
-        if self.idle_timeout.is_some() {
-            state.last_record = std::time::Instant::now();
-        }
         state.idle = false;
         if let Some(ts) = timestamp {
             state.generator.on_event(ts);
+        }
+        if let Some(timeout) = self.idle_timeout {
+            // A busy split must not keep a silent one from being found idle: check
+            // the others a few times per timeout while records flow.
+            let now = std::time::Instant::now();
+            state.last_record = now;
+            if now.duration_since(self.last_check) >= timeout / 4 {
+                if let Some(watermark) = self.on_tick() {
+                    return Some(watermark);
+                }
+            }
         }
         self.advance(true)
     }
@@ -178,6 +189,7 @@ impl SplitWatermarks {
     /// Marks splits idle that had no record for the idle timeout; returns the change.
     pub fn on_tick(&mut self) -> Option<Watermark> {
         let timeout = self.idle_timeout?;
+        self.last_check = std::time::Instant::now();
         let mut changed = false;
         for state in self.splits.values_mut() {
             if !state.idle && state.last_record.elapsed() >= timeout {

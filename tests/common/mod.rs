@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod crash;
+pub mod kafka;
+
 use std::path::{Path, PathBuf};
 
 use weir::job::spec::SinkSpec;

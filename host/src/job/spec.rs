@@ -194,6 +194,101 @@ pub enum SourceSpec {
         #[serde(default)]
         watermark: WatermarkStrategy,
     },
+    /// Records from Kafka topics (see `docs/kafka.md`).
+    Kafka(KafkaSourceSpec),
+}
+
+/// A `[[source]]` of `type = "kafka"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceSpec {
+    pub uid: String,
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// The consumer group offsets are committed under (for monitoring and for
+    /// `start = "committed"`). Default: `weir-<job>-<uid>`.
+    pub group_id: Option<String>,
+    /// Where to begin when no checkpoint or savepoint says otherwise.
+    #[serde(default)]
+    pub start: StartPosition,
+    /// Stop at the end offsets found when the job starts (tests, backfills).
+    #[serde(default)]
+    pub bounded: bool,
+    /// Top-level JSON field of the value to use as the key instead of the Kafka key.
+    pub key_field: Option<String>,
+    /// Top-level JSON field of the value with the event time (epoch ms) instead of the
+    /// Kafka record timestamp.
+    pub timestamp_field: Option<String>,
+    /// Where records that cannot be decoded go; without it the job's `on_error` decides.
+    pub dead_letter_topic: Option<String>,
+    /// Read at most this many records per second (demos and tests); unthrottled when
+    /// absent.
+    pub rate: Option<f64>,
+    /// How often to look for new partitions (ms; 0 = never).
+    #[serde(default = "default_discovery_ms")]
+    pub partition_discovery_ms: u64,
+    /// Extra librdkafka consumer properties (`security.protocol`, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub watermark: WatermarkStrategy,
+}
+
+/// Where a Kafka source starts reading a partition it has no saved offset for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum StartPosition {
+    /// The oldest retained record.
+    #[default]
+    Earliest,
+    /// Only records produced after the job starts.
+    Latest,
+    /// The consumer group's committed offset (earliest when there is none).
+    Committed,
+    /// The first record with a timestamp at or after this many ms since the epoch.
+    Timestamp(i64),
+}
+
+fn default_discovery_ms() -> u64 {
+    10_000
+}
+
+/// A `[[sink]]` of `type = "kafka"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkSpec {
+    pub uid: String,
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The topic records go to (the default when `topic_field` is set).
+    pub topic: Option<String>,
+    /// Top-level JSON field of the value naming each record's topic.
+    pub topic_field: Option<String>,
+    #[serde(default)]
+    pub delivery: KafkaDelivery,
+    /// The broker aborts a transaction left open longer than this (exactly-once).
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// Extra librdkafka producer properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A Kafka sink's guarantee (Flink's `DeliveryGuarantee`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaDelivery {
+    /// Idempotent producer, flushed before each checkpoint completes: no loss,
+    /// duplicates after a restore.
+    #[default]
+    AtLeastOnce,
+    /// A Kafka transaction per checkpoint, committed when the checkpoint completes.
+    ExactlyOnce,
+}
+
+fn default_transaction_timeout_ms() -> u64 {
+    60_000
 }
 
 fn default_keys() -> u64 {
@@ -208,6 +303,7 @@ impl SourceSpec {
     pub fn uid(&self) -> &str {
         match self {
             SourceSpec::File { uid, .. } | SourceSpec::Generator { uid, .. } => uid,
+            SourceSpec::Kafka(kafka) => &kafka.uid,
         }
     }
 
@@ -216,6 +312,7 @@ impl SourceSpec {
             SourceSpec::File { watermark, .. } | SourceSpec::Generator { watermark, .. } => {
                 watermark
             }
+            SourceSpec::Kafka(kafka) => &kafka.watermark,
         }
     }
 }
@@ -283,6 +380,8 @@ pub enum SinkSpec {
     },
     /// Counts and drops events (benchmarks).
     Discard { uid: String },
+    /// Records to Kafka (see `docs/kafka.md`).
+    Kafka(KafkaSinkSpec),
 }
 
 impl SinkSpec {
@@ -291,6 +390,7 @@ impl SinkSpec {
             SinkSpec::File { uid, .. } | SinkSpec::Stdout { uid, .. } | SinkSpec::Discard { uid } => {
                 uid
             }
+            SinkSpec::Kafka(kafka) => &kafka.uid,
         }
     }
 }
@@ -498,6 +598,25 @@ impl JobSpec {
         for sink in &self.sinks {
             if !self.edges.iter().any(|e| e.to == sink.uid()) {
                 return Err(format!("sink `{}` has no input edge", sink.uid()));
+            }
+            if let SinkSpec::Kafka(kafka) = sink {
+                if kafka.topic.is_none() && kafka.topic_field.is_none() {
+                    return Err(format!("sink `{}`: set `topic`, `topic_field` or both", kafka.uid));
+                }
+                if kafka.delivery == KafkaDelivery::ExactlyOnce && self.checkpoint.is_none() {
+                    return Err(format!(
+                        "sink `{}`: delivery = \"exactly-once\" commits a transaction per checkpoint; \
+                         add a [checkpoint] table or use delivery = \"at-least-once\"",
+                        kafka.uid
+                    ));
+                }
+            }
+        }
+        for source in &self.sources {
+            if let SourceSpec::Kafka(kafka) = source {
+                if kafka.topics.is_empty() {
+                    return Err(format!("source `{}`: `topics` is empty", kafka.uid));
+                }
             }
         }
         self.check_acyclic()

@@ -1,9 +1,13 @@
 //! # Sinks
 //!
-//! Where results leave the job: a file or standard output as JSON lines, or nowhere
-//! (benchmarks). Each sink runs in its own task and receives every upstream subtask.
+//! Where results leave the job: a file or standard output as JSON lines, Kafka, or
+//! nowhere (benchmarks). Each sink runs in its own task and receives every upstream
+//! subtask.
 
 mod file;
+mod kafka;
+
+pub use kafka::KafkaSink;
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +30,11 @@ pub trait Sink: Send {
     fn write(&mut self, event: &Event) -> Result<(), SinkError>;
     /// Flushes everything written; called when the job stops.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Called every few hundred milliseconds while records flow, and when they pause,
+    /// so that buffered output does not wait long.
+    fn flush_periodically(&mut self) -> Result<(), SinkError> {
+        self.flush()
+    }
     /// Phase one of a checkpoint: everything written so far belongs to checkpoint
     /// `id`. Returns the state the checkpoint keeps for [`open`] to restore.
     fn pre_commit(&mut self, id: u64) -> Result<serde_json::Value, SinkError> {
@@ -42,6 +51,10 @@ pub trait Sink: Send {
     fn finish(&mut self) -> Result<(), SinkError> {
         self.flush()
     }
+    /// The job failed: give up what no checkpoint covers (abort a transaction).
+    fn abort(&mut self) {
+        let _ = self.flush();
+    }
 }
 
 /// How a sink takes part in checkpoints.
@@ -56,8 +69,9 @@ pub enum Delivery<'a> {
     Restore(&'a serde_json::Value),
 }
 
-/// Opens the sink a job file describes; relative paths resolve against `base`.
-pub fn open(spec: &SinkSpec, base: &Path, delivery: Delivery<'_>) -> Result<Box<dyn Sink>, SinkError> {
+/// Opens the sink a job file describes for job `job`; relative paths resolve against
+/// `base`.
+pub fn open(spec: &SinkSpec, job: &str, base: &Path, delivery: Delivery<'_>) -> Result<Box<dyn Sink>, SinkError> {
     match spec {
         SinkSpec::File { uid, path, format } => {
             let path = if path.is_absolute() { path.clone() } else { base.join(path) };
@@ -71,6 +85,7 @@ pub fn open(spec: &SinkSpec, base: &Path, delivery: Delivery<'_>) -> Result<Box<
         }
         SinkSpec::Stdout { uid, format } => Ok(Box::new(LineSink::stdout(uid, *format))),
         SinkSpec::Discard { .. } => Ok(Box::new(Discard)),
+        SinkSpec::Kafka(kafka) => Ok(Box::new(KafkaSink::open(kafka, job, delivery)?)),
     }
 }
 

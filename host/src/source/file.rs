@@ -5,9 +5,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::Value;
-
-use super::{Pacer, Source, SourceError, SourcePoll};
+use super::{JsonFields, Pacer, Source, SourceError, SourcePoll};
 use crate::stream::Event;
 
 /// Reads a file of JSON objects, one per line. Blank lines are skipped.
@@ -19,8 +17,7 @@ pub struct FileSource {
     line_number: i64,
     /// Bytes consumed so far: where a restored source seeks to.
     offset: u64,
-    key_field: Option<String>,
-    timestamp_field: Option<String>,
+    fields: JsonFields,
     pacer: Pacer,
     /// Records returned so far in this run, for pacing.
     returned: u64,
@@ -44,8 +41,7 @@ impl FileSource {
             line: Vec::new(),
             line_number: 0,
             offset: 0,
-            key_field,
-            timestamp_field,
+            fields: JsonFields { key_field, timestamp_field },
             pacer: Pacer::new(None),
             returned: 0,
         })
@@ -58,26 +54,8 @@ impl FileSource {
     }
 
     fn parse(&self, line: &[u8]) -> Result<Event, String> {
-        let json: Value = serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
-        let object = json.as_object().ok_or("expected a JSON object")?;
-        let key = match &self.key_field {
-            None => None,
-            Some(field) => Some(match object.get(field) {
-                Some(Value::String(s)) => s.as_bytes().to_vec(),
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string().into_bytes(),
-                Some(_) => return Err(format!("key field `{field}` must be a string, number or bool")),
-                None => return Err(format!("missing key field `{field}`")),
-            }),
-        };
-        let timestamp = match &self.timestamp_field {
-            None => crate::clock::now_ms(),
-            Some(field) => match object.get(field) {
-                Some(v) => v.as_i64().ok_or_else(|| {
-                    format!("timestamp field `{field}` must be an integer (epoch milliseconds)")
-                })?,
-                None => return Err(format!("missing timestamp field `{field}`")),
-            },
-        };
+        let (key, timestamp) = self.fields.extract(line)?;
+        let timestamp = timestamp.unwrap_or_else(crate::clock::now_ms);
         Ok(Event { key, value: line.to_vec(), timestamp: Some(timestamp), headers: Vec::new() })
     }
 }
@@ -114,7 +92,7 @@ impl Source for FileSource {
             let offset = self.line_number;
             return Ok(match self.parse(line) {
                 Ok(event) => SourcePoll::Record { event, offset, split: 0 },
-                Err(reason) => SourcePoll::Malformed { offset, reason },
+                Err(reason) => SourcePoll::Malformed { offset, split: 0, reason },
             });
         }
     }
@@ -156,9 +134,9 @@ mod tests {
         assert_eq!((event.key.as_deref(), event.timestamp), (Some(&b"ann"[..]), Some(1000)));
         let SourcePoll::Record { event, offset: 3, .. } = source.poll().unwrap() else { panic!() };
         assert_eq!(event.key.as_deref(), Some(&b"7"[..]));
-        let SourcePoll::Malformed { offset: 4, reason } = source.poll().unwrap() else { panic!() };
+        let SourcePoll::Malformed { offset: 4, reason, .. } = source.poll().unwrap() else { panic!() };
         assert!(reason.contains("invalid JSON"), "{reason}");
-        let SourcePoll::Malformed { offset: 5, reason } = source.poll().unwrap() else { panic!() };
+        let SourcePoll::Malformed { offset: 5, reason, .. } = source.poll().unwrap() else { panic!() };
         assert!(reason.contains("missing timestamp field `ts`"), "{reason}");
         assert!(matches!(source.poll().unwrap(), SourcePoll::End));
     }

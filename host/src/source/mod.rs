@@ -6,12 +6,14 @@
 
 mod file;
 mod generator;
+mod kafka;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use file::FileSource;
 pub use generator::GeneratorSource;
+pub use kafka::KafkaSource;
 
 use crate::job::spec::SourceSpec;
 use crate::stream::Event;
@@ -31,9 +33,9 @@ pub enum SourcePoll {
     /// Kafka offset in a partition).
     Record { event: Event, offset: i64, split: u32 },
     /// A malformed record the source already sent to its dead-letter destination.
-    DeadLettered { offset: i64 },
+    DeadLettered { offset: i64, split: u32 },
     /// Input at `offset` that is not a valid event; the job's `on_error` decides.
-    Malformed { offset: i64, reason: String },
+    Malformed { offset: i64, split: u32, reason: String },
     /// Nothing yet; ask again after this long.
     Pending(Duration),
     /// The input has ended.
@@ -44,9 +46,19 @@ pub enum SourcePoll {
 pub trait Source: Send {
     /// A label for positions and errors, such as the file path.
     fn label(&self) -> Arc<str>;
-    /// What offsets count (`line`, `seq`).
+    /// The label of one split (a Kafka partition), for positions and errors.
+    fn split_label(&self, split: u32) -> Arc<str> {
+        let _ = split;
+        self.label()
+    }
+    /// What offsets count (`line`, `seq`, `offset`).
     fn unit(&self) -> &'static str;
     fn poll(&mut self) -> Result<SourcePoll, SourceError>;
+    /// Makes everything the source did so far durable (dead letters) before a
+    /// checkpoint saves its position.
+    fn prepare_checkpoint(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
     /// Where the next poll would read from, for checkpoints.
     fn position(&self) -> serde_json::Value;
     /// Continues from a position taken by [`Source::position`].
@@ -58,6 +70,50 @@ pub trait Source: Send {
     /// A checkpoint whose position was `position` completed (Kafka commits offsets).
     fn checkpoint_complete(&mut self, position: &serde_json::Value) {
         let _ = position;
+    }
+}
+
+/// The top-level fields of a JSON object value that hold an event's key and its
+/// event time (epoch milliseconds).
+#[derive(Debug, Clone, Default)]
+pub struct JsonFields {
+    pub key_field: Option<String>,
+    pub timestamp_field: Option<String>,
+}
+
+impl JsonFields {
+    /// Whether no field is read (the value need not be JSON then).
+    pub fn is_empty(&self) -> bool {
+        self.key_field.is_none() && self.timestamp_field.is_none()
+    }
+
+    /// Parses `value` as a JSON object and reads the key and timestamp fields (each
+    /// `None` when not configured). The error says what is wrong with the value.
+    pub fn extract(&self, value: &[u8]) -> Result<(Option<Vec<u8>>, Option<i64>), String> {
+        let json: serde_json::Value =
+            serde_json::from_slice(value).map_err(|e| format!("invalid JSON: {e}"))?;
+        let object = json.as_object().ok_or("expected a JSON object")?;
+        let key = match &self.key_field {
+            None => None,
+            Some(field) => Some(match object.get(field) {
+                Some(serde_json::Value::String(s)) => s.as_bytes().to_vec(),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                    v.to_string().into_bytes()
+                }
+                Some(_) => return Err(format!("key field `{field}` must be a string, number or bool")),
+                None => return Err(format!("missing key field `{field}`")),
+            }),
+        };
+        let timestamp = match &self.timestamp_field {
+            None => None,
+            Some(field) => Some(match object.get(field) {
+                Some(v) => v.as_i64().ok_or_else(|| {
+                    format!("timestamp field `{field}` must be an integer (epoch milliseconds)")
+                })?,
+                None => return Err(format!("missing timestamp field `{field}`")),
+            }),
+        };
+        Ok((key, timestamp))
     }
 }
 
@@ -98,8 +154,9 @@ fn check_rate(uid: &str, rate: Option<f64>) -> Result<(), SourceError> {
     Ok(())
 }
 
-/// Opens the source a job file describes; relative paths resolve against `base`.
-pub fn open(spec: &SourceSpec, base: &std::path::Path) -> Result<Box<dyn Source>, SourceError> {
+/// Opens the source a job file describes for job `job`; relative paths resolve
+/// against `base`.
+pub fn open(spec: &SourceSpec, job: &str, base: &std::path::Path) -> Result<Box<dyn Source>, SourceError> {
     match spec {
         SourceSpec::File { uid, path, key_field, timestamp_field, rate, .. } => {
             check_rate(uid, *rate)?;
@@ -110,6 +167,10 @@ pub fn open(spec: &SourceSpec, base: &std::path::Path) -> Result<Box<dyn Source>
         SourceSpec::Generator { uid, count, rate, keys, seed, start_ms, step_ms, .. } => {
             check_rate(uid, *rate)?;
             Ok(Box::new(GeneratorSource::new(uid, *count, *rate, *keys, *seed, *start_ms, *step_ms)?))
+        }
+        SourceSpec::Kafka(kafka) => {
+            check_rate(&kafka.uid, kafka.rate)?;
+            Ok(Box::new(KafkaSource::open(kafka, job)?))
         }
     }
 }

@@ -41,7 +41,7 @@ impl SinkTask {
                 self.sink.flush()?
             }
             Err(e) => {
-                let _ = self.sink.flush();
+                self.sink.abort();
                 return Err(e);
             }
         }
@@ -98,13 +98,13 @@ impl SinkTask {
                     let now = std::time::Instant::now();
                     latency.saturating_record(now.duration_since(record.ingested).as_micros() as u64);
                     if now.duration_since(last_flush) >= FLUSH_INTERVAL {
-                        self.sink.flush()?;
+                        self.sink.flush_periodically()?;
                         last_flush = now;
                     }
                 }
                 Next::Message(_, Message::Watermark(_)) => {}
                 Next::Timeout => {
-                    self.sink.flush()?;
+                    self.sink.flush_periodically()?;
                     last_flush = std::time::Instant::now();
                 }
                 Next::Message(input, Message::Barrier(barrier)) => self.on_barrier(input, barrier)?,

@@ -30,7 +30,6 @@ pub struct SourceTask {
 
 impl SourceTask {
     pub fn run(mut self) -> Result<(), TaskError> {
-        let label = self.source.label();
         let unit = self.source.unit();
         let mut watermarks = SplitWatermarks::new(&self.strategy);
         watermarks.restore(&self.restored_max_timestamps);
@@ -52,13 +51,13 @@ impl SourceTask {
             match polled {
                 SourcePoll::Record { event, offset, split } => {
                     let timestamp = event.timestamp;
-                    let position = Position { source: label.clone(), unit, offset };
+                    let position = Position { source: self.source.split_label(split), unit, offset };
                     let record = Record { event, position, ingested: Instant::now() };
                     match self.router.send(0, record) {
                         Ok(_) => self.metrics.add_out(1),
                         Err(RouteError::Disconnected) => return Ok(()),
                         Err(RouteError::MissingKey { to }) => {
-                            let position = Position { source: label.clone(), unit, offset };
+                            let position = Position { source: self.source.split_label(split), unit, offset };
                             self.skip_or_fail(TaskError::MissingKey {
                                 from: self.uid.to_string(),
                                 to: to.to_string(),
@@ -72,8 +71,8 @@ impl SourceTask {
                         }
                     }
                 }
-                SourcePoll::Malformed { offset, reason } => {
-                    let position = Position { source: label.clone(), unit, offset }.to_string();
+                SourcePoll::Malformed { offset, split, reason } => {
+                    let position = Position { source: self.source.split_label(split), unit, offset }.to_string();
                     self.skip_or_fail(TaskError::MalformedInput {
                         uid: self.uid.to_string(),
                         position,
@@ -118,6 +117,16 @@ impl SourceTask {
             match command {
                 Command::Trigger(barrier) => {
                     let id = barrier.id;
+                    if let Err(e) = self.source.prepare_checkpoint() {
+                        // Without its barrier the checkpoint cannot complete; declining
+                        // says why at once.
+                        tracing::warn!(uid = %self.uid, checkpoint = id, error = %e, "declining checkpoint");
+                        if let Some(cp) = &self.checkpointing {
+                            let reason = e.to_string();
+                            let _ = cp.coordinator.send(CoordinatorMessage::Decline { id, task: cp.task.clone(), reason });
+                        }
+                        continue;
+                    }
                     let position = self.source.position();
                     in_flight.insert(id, position.clone());
                     let state = TaskState::Source { position, max_timestamps: watermarks.max_timestamps() };

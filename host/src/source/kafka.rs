@@ -1,0 +1,479 @@
+//! Records from Kafka topics.
+//!
+//! The source assigns itself every partition of its topics (no group rebalances: the
+//! job's checkpoints own the offsets, as in Flink's `KafkaSource`), keeps the next
+//! offset of each partition as its position, and commits the offsets of a completed
+//! checkpoint to its consumer group for monitoring. Each partition is a split with its
+//! own watermark. New partitions are discovered periodically and read from the start.
+//! A broker that cannot be reached is retried with backoff; a deleted topic or a
+//! partition that disappears is an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+
+use super::{JsonFields, Pacer, Source, SourceError, SourcePoll};
+use crate::job::spec::{KafkaSourceSpec, StartPosition};
+use crate::kafka::{Backoff, Context, REQUEST_TIMEOUT, client_config};
+use crate::stream::{Event, Header};
+
+/// A partition of one of the source's topics.
+type Partition = (String, i32);
+
+/// How long a poll waits when nothing is buffered.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
+
+pub struct KafkaSource {
+    uid: String,
+    spec: KafkaSourceSpec,
+    label: Arc<str>,
+    consumer: BaseConsumer<Context>,
+    dead_letters: Option<ThreadedProducer<Context>>,
+    fields: JsonFields,
+    /// The next offset to read in every assigned partition.
+    offsets: BTreeMap<Partition, i64>,
+    /// Offsets from a checkpoint for partitions not assigned yet.
+    restored: BTreeMap<Partition, i64>,
+    /// Bounded mode: the end offsets found at the first assignment.
+    stop_at: BTreeMap<Partition, i64>,
+    finished: BTreeSet<Partition>,
+    labels: BTreeMap<u32, Arc<str>>,
+    /// Whether the first assignment happened (later partitions start at the earliest).
+    assigned: bool,
+    next_discovery: Instant,
+    backoff: Backoff,
+    /// When the last "broker unreachable" warning was logged while reading.
+    last_warning: Option<Instant>,
+    pacer: Pacer,
+    /// Records returned so far in this run, for pacing.
+    returned: u64,
+}
+
+impl KafkaSource {
+    /// Configures the consumer; nothing is contacted before the first poll, so an
+    /// unreachable broker delays the source without failing the job.
+    pub fn open(spec: &KafkaSourceSpec, job: &str) -> Result<Self, SourceError> {
+        let error = |message: String| SourceError { uid: spec.uid.clone(), message };
+        let group = spec.group_id.clone().unwrap_or_else(|| format!("weir-{job}-{}", spec.uid));
+        let mut config = client_config(&spec.brokers, &spec.properties);
+        config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
+        let consumer = config
+            .create_with_context(Context::new(&spec.uid))
+            .map_err(|e| error(format!("cannot configure the Kafka consumer: {e}")))?;
+        let dead_letters = match &spec.dead_letter_topic {
+            None => None,
+            Some(_) => Some(
+                client_config(&spec.brokers, &spec.properties)
+                    .set("enable.idempotence", "true")
+                    .create_with_context(Context::new(&spec.uid))
+                    .map_err(|e| error(format!("cannot configure the dead-letter producer: {e}")))?,
+            ),
+        };
+        Ok(KafkaSource {
+            uid: spec.uid.clone(),
+            label: format!("kafka {}", spec.topics.join(",")).into(),
+            spec: spec.clone(),
+            consumer,
+            dead_letters,
+            fields: JsonFields {
+                key_field: spec.key_field.clone(),
+                timestamp_field: spec.timestamp_field.clone(),
+            },
+            offsets: BTreeMap::new(),
+            restored: BTreeMap::new(),
+            stop_at: BTreeMap::new(),
+            finished: BTreeSet::new(),
+            labels: BTreeMap::new(),
+            assigned: false,
+            next_discovery: Instant::now(),
+            backoff: Backoff::default(),
+            last_warning: None,
+            pacer: Pacer::new(spec.rate),
+            returned: 0,
+        })
+    }
+
+    fn error(&self, message: String) -> SourceError {
+        SourceError { uid: self.uid.clone(), message }
+    }
+
+    /// The split id of a partition: the topic's index in `topics` and the partition.
+    fn split(&self, topic: &str, partition: i32) -> u32 {
+        let index = self.spec.topics.iter().position(|t| t == topic).unwrap_or(0) as u32;
+        (index << 16) | (partition as u32 & 0xffff)
+    }
+
+    /// Looks up the partitions of every topic and assigns the new ones. `Ok(false)`
+    /// when the brokers cannot be reached (retried with backoff).
+    fn discover(&mut self) -> Result<bool, SourceError> {
+        let mut found = BTreeSet::new();
+        for topic in &self.spec.topics {
+            let metadata = match self.consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT) {
+                Ok(metadata) => metadata,
+                Err(e) => {
+                    let (attempt, wait) = self.backoff.failed();
+                    tracing::warn!(
+                        uid = %self.uid, brokers = %self.spec.brokers, attempt,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "cannot reach Kafka to look up topic `{topic}`: {e}; retrying"
+                    );
+                    return Ok(false);
+                }
+            };
+            let Some(entry) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                return Err(self.error(format!("topic `{topic}` is missing from the metadata")));
+            };
+            if let Some(code) = entry.error() {
+                let code = RDKafkaErrorCode::from(code);
+                let had = self.offsets.keys().any(|(t, _)| t == topic);
+                return Err(self.error(if code == RDKafkaErrorCode::UnknownTopicOrPartition && had {
+                    format!("topic `{topic}` was deleted while the job read it")
+                } else if code == RDKafkaErrorCode::UnknownTopicOrPartition {
+                    format!("topic `{topic}` does not exist on {}; create it first", self.spec.brokers)
+                } else {
+                    format!("topic `{topic}`: {code}")
+                }));
+            }
+            if entry.partitions().is_empty() {
+                return Err(self.error(format!("topic `{topic}` has no partitions")));
+            }
+            found.extend(entry.partitions().iter().map(|p| (topic.clone(), p.id())));
+        }
+        self.backoff.succeeded();
+        if let Some((topic, partition)) = self.offsets.keys().find(|p| !found.contains(*p)) {
+            return Err(self.error(format!(
+                "partition {partition} of topic `{topic}` disappeared (was the topic deleted and \
+                 recreated?); restore from a savepoint with `--allow-non-restored-state` to start over"
+            )));
+        }
+        let new: Vec<Partition> = found.into_iter().filter(|p| !self.offsets.contains_key(p)).collect();
+        if !new.is_empty() {
+            self.assign(new)?;
+        }
+        Ok(true)
+    }
+
+    /// Resolves where each new partition starts and adds it to the assignment.
+    fn assign(&mut self, partitions: Vec<Partition>) -> Result<(), SourceError> {
+        let first = !self.assigned;
+        let mut starts = BTreeMap::new();
+        for (topic, partition) in &partitions {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                .map_err(|e| self.error(format!("reading the offsets of {topic}[{partition}]: {e}")))?;
+            let key = (topic.clone(), *partition);
+            let start = match self.restored.remove(&key) {
+                Some(offset) => offset,
+                // Partitions found after the start are new: read them from the beginning.
+                None if !first => low,
+                None => match self.spec.start {
+                    StartPosition::Earliest => low,
+                    StartPosition::Latest => high,
+                    StartPosition::Committed => self.committed(topic, *partition)?.unwrap_or(low),
+                    StartPosition::Timestamp(ms) => self.offset_for_time(topic, *partition, ms)?.unwrap_or(high),
+                },
+            };
+            if self.spec.bounded && first {
+                self.stop_at.insert(key.clone(), high);
+            }
+            starts.insert(key, start.clamp(low, high.max(low)));
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), start) in &starts {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*start))
+                .map_err(|e| self.error(e.to_string()))?;
+            tracing::info!(uid = %self.uid, topic, partition, offset = start, "assigned partition");
+        }
+        self.consumer
+            .incremental_assign(&list)
+            .map_err(|e| self.error(format!("assigning partitions: {e}")))?;
+        for ((topic, partition), start) in starts {
+            let split = self.split(&topic, partition);
+            self.labels.insert(split, format!("kafka {topic}[{partition}]").into());
+            if self.stop_at.get(&(topic.clone(), partition)).is_some_and(|stop| start >= *stop) {
+                self.finished.insert((topic.clone(), partition));
+            }
+            self.offsets.insert((topic, partition), start);
+        }
+        self.assigned = true;
+        Ok(())
+    }
+
+    fn committed(&self, topic: &str, partition: i32) -> Result<Option<i64>, SourceError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        let committed = self
+            .consumer
+            .committed_offsets(list, REQUEST_TIMEOUT)
+            .map_err(|e| self.error(format!("reading the committed offset of {topic}[{partition}]: {e}")))?;
+        Ok(committed.find_partition(topic, partition).and_then(|p| p.offset().to_raw()).filter(|o| *o >= 0))
+    }
+
+    fn offset_for_time(&self, topic: &str, partition: i32, ms: i64) -> Result<Option<i64>, SourceError> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Offset(ms)).map_err(|e| self.error(e.to_string()))?;
+        let found = self
+            .consumer
+            .offsets_for_times(list, REQUEST_TIMEOUT)
+            .map_err(|e| self.error(format!("looking up {topic}[{partition}] by timestamp {ms}: {e}")))?;
+        Ok(found.find_partition(topic, partition).and_then(|p| p.offset().to_raw()).filter(|o| *o >= 0))
+    }
+
+    /// Turns a Kafka record into an event (or the reason it cannot be one).
+    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Event, String> {
+        let value = message.payload().unwrap_or_default().to_vec();
+        let headers = message.headers().map_or_else(Vec::new, |headers| {
+            headers
+                .iter()
+                .map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() })
+                .collect()
+        });
+        let mut key = message.key().map(<[u8]>::to_vec);
+        let mut timestamp = message.timestamp().to_millis();
+        if !self.fields.is_empty() {
+            let (field_key, field_time) = self.fields.extract(&value)?;
+            key = field_key.or(key);
+            timestamp = field_time.or(timestamp);
+        }
+        Ok(Event { key, value, timestamp: timestamp.or_else(|| Some(crate::clock::now_ms())), headers })
+    }
+
+    /// Sends a record that cannot be decoded to the dead-letter topic, with headers that
+    /// say where it came from and why it was rejected.
+    fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), SourceError> {
+        let (Some(producer), Some(topic)) = (&self.dead_letters, &self.spec.dead_letter_topic) else {
+            return Ok(());
+        };
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for h in original.iter() {
+                headers = headers.insert(h);
+            }
+        }
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        for (key, value) in [
+            ("weir.error", reason),
+            ("weir.source.topic", message.topic()),
+            ("weir.source.partition", partition.as_str()),
+            ("weir.source.offset", offset.as_str()),
+        ] {
+            headers = headers.insert(KafkaHeader { key, value: Some(value) });
+        }
+        let mut record = BaseRecord::to(topic).payload(message.payload().unwrap_or_default()).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    return Err(self.error(format!("sending to dead-letter topic `{topic}`: {e}")));
+                }
+            }
+        }
+    }
+
+    fn all_finished(&self) -> bool {
+        self.spec.bounded && self.assigned && self.finished.len() == self.offsets.len()
+    }
+
+    /// Stops reading a partition of a bounded source that reached its end offset.
+    fn finish_partition(&mut self, key: Partition) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&key.0, key.1);
+        let _ = self.consumer.pause(&list);
+        self.finished.insert(key);
+    }
+
+    /// Logs a broker problem met while reading, at most every ten seconds.
+    fn warn_transient(&mut self, error: &KafkaError) {
+        if self.last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            self.last_warning = Some(Instant::now());
+            tracing::warn!(uid = %self.uid, brokers = %self.spec.brokers, %error, "reading from Kafka failed; retrying");
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn label(&self) -> Arc<str> {
+        self.label.clone()
+    }
+
+    fn split_label(&self, split: u32) -> Arc<str> {
+        self.labels.get(&split).cloned().unwrap_or_else(|| self.label.clone())
+    }
+
+    fn unit(&self) -> &'static str {
+        "offset"
+    }
+
+    fn poll(&mut self) -> Result<SourcePoll, SourceError> {
+        let discovery_due = !self.assigned
+            || (!self.spec.bounded
+                && self.spec.partition_discovery_ms > 0
+                && Instant::now() >= self.next_discovery);
+        if discovery_due {
+            if !self.backoff.ready() {
+                return Ok(SourcePoll::Pending(self.backoff.remaining().min(Duration::from_millis(100))));
+            }
+            if !self.discover()? && !self.assigned {
+                return Ok(SourcePoll::Pending(Duration::from_millis(100)));
+            }
+            self.next_discovery = Instant::now() + Duration::from_millis(self.spec.partition_discovery_ms);
+        }
+        if self.all_finished() {
+            return Ok(SourcePoll::End);
+        }
+        if let Some(wait) = self.pacer.wait(self.returned) {
+            return Ok(SourcePoll::Pending(wait));
+        }
+        let message = match self.consumer.poll(Duration::ZERO) {
+            None => return Ok(SourcePoll::Pending(IDLE_WAIT)),
+            Some(Ok(message)) => message,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                // The end of a partition: in bounded mode, done once at the stop offset
+                // (control records of transactions can sit between the last record and
+                // the end offset, so the consumer's position decides).
+                if self.spec.bounded {
+                    let positions = self.consumer.position().map_err(|e| self.error(e.to_string()))?;
+                    for element in positions.elements().iter().filter(|e| e.partition() == partition) {
+                        let key = (element.topic().to_string(), partition);
+                        let at = element.offset().to_raw().unwrap_or(-1).max(self.offsets.get(&key).copied().unwrap_or(0));
+                        if self.stop_at.get(&key).is_some_and(|stop| at >= *stop) {
+                            self.offsets.insert(key.clone(), at.min(self.stop_at[&key]));
+                            self.finish_partition(key);
+                        }
+                    }
+                }
+                return Ok(SourcePoll::Pending(Duration::ZERO));
+            }
+            Some(Err(e)) => {
+                return match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                        Err(self.error(format!("a topic or partition it reads is gone: {e}")))
+                    }
+                    _ if matches!(e, KafkaError::MessageConsumptionFatal(_)) => {
+                        Err(self.error(format!("the consumer failed: {e}")))
+                    }
+                    _ => {
+                        self.warn_transient(&e);
+                        Ok(SourcePoll::Pending(Duration::from_millis(100)))
+                    }
+                };
+            }
+        };
+        let key = (message.topic().to_string(), message.partition());
+        let offset = message.offset();
+        if let Some(stop) = self.stop_at.get(&key).copied() {
+            if offset >= stop {
+                drop(message);
+                self.offsets.insert(key.clone(), stop);
+                self.finish_partition(key);
+                return Ok(SourcePoll::Pending(Duration::ZERO));
+            }
+        }
+        let split = self.split(&key.0, key.1);
+        let decoded = self.decode(&message);
+        let polled = match decoded {
+            Ok(event) => SourcePoll::Record { event, offset, split },
+            Err(reason) if self.dead_letters.is_some() => {
+                self.dead_letter(&message, &reason)?;
+                tracing::debug!(uid = %self.uid, topic = %key.0, partition = key.1, offset, %reason, "dead-lettered");
+                SourcePoll::DeadLettered { offset, split }
+            }
+            Err(reason) => SourcePoll::Malformed { offset, split, reason },
+        };
+        drop(message);
+        self.returned += 1;
+        let done = self.stop_at.get(&key).is_some_and(|stop| offset + 1 >= *stop);
+        self.offsets.insert(key.clone(), offset + 1);
+        if done {
+            self.finish_partition(key);
+        }
+        Ok(polled)
+    }
+
+    fn splits(&self) -> Vec<u32> {
+        self.offsets.keys().map(|(topic, partition)| self.split(topic, *partition)).collect()
+    }
+
+    fn prepare_checkpoint(&mut self) -> Result<(), SourceError> {
+        // Dead letters sent before the barrier must be durable before the checkpoint
+        // that skips their records completes.
+        if let Some(producer) = &self.dead_letters {
+            producer
+                .flush(Duration::from_secs(30))
+                .map_err(|e| self.error(format!("flushing the dead-letter topic: {e}")))?;
+            if let Some(failure) = producer.context().take_failure() {
+                return Err(self.error(format!("dead-letter topic: {failure}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn position(&self) -> serde_json::Value {
+        let mut offsets = serde_json::Map::new();
+        for ((topic, partition), offset) in self.restored.iter().chain(&self.offsets) {
+            offsets.insert(format!("{topic}/{partition}"), json!(offset));
+        }
+        json!({ "offsets": offsets })
+    }
+
+    fn restore(&mut self, position: &serde_json::Value) -> Result<(), SourceError> {
+        let offsets = position
+            .get("offsets")
+            .and_then(|o| o.as_object())
+            .ok_or_else(|| self.error(format!("not a Kafka source position: {position}")))?;
+        for (name, offset) in offsets {
+            let parsed = name
+                .rsplit_once('/')
+                .and_then(|(topic, partition)| Some((topic.to_string(), partition.parse::<i32>().ok()?)));
+            let (Some(key), Some(offset)) = (parsed, offset.as_i64()) else {
+                return Err(self.error(format!("malformed saved offset `{name}`: {offset}")));
+            };
+            if self.spec.topics.contains(&key.0) {
+                self.restored.insert(key, offset);
+            } else {
+                tracing::warn!(uid = %self.uid, topic = %key.0, "the saved offsets name a topic the source no longer reads; ignored");
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint_complete(&mut self, position: &serde_json::Value) {
+        // For monitoring only (lag per group): the checkpoint holds the real offsets.
+        let mut list = TopicPartitionList::new();
+        for (name, offset) in position.get("offsets").and_then(|o| o.as_object()).into_iter().flatten() {
+            if let (Some((topic, partition)), Some(offset)) = (name.rsplit_once('/'), offset.as_i64()) {
+                if let Ok(partition) = partition.parse() {
+                    let _ = list.add_partition_offset(topic, partition, Offset::Offset(offset));
+                }
+            }
+        }
+        if list.count() > 0 {
+            if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+                tracing::debug!(uid = %self.uid, error = %e, "committing offsets for monitoring failed");
+            }
+        }
+    }
+}
