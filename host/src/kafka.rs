@@ -93,6 +93,60 @@ impl ProducerContext for Context {
     }
 }
 
+/// The Kafka APIs a transactional producer needs, by API key.
+const TRANSACTION_APIS: [(i16, &str); 3] = [(22, "InitProducerId"), (24, "AddPartitionsToTxn"), (26, "EndTxn")];
+
+/// The transaction APIs that the first reachable broker of `brokers` does not offer,
+/// asked with an ApiVersions request. librdkafka only finds out at the first commit,
+/// long after a job started; this lets an exactly-once sink refuse to start instead.
+/// Only for plaintext listeners (the request is sent on a bare TCP connection).
+pub fn missing_transaction_apis(brokers: &str) -> Result<Vec<&'static str>, String> {
+    let mut last_error = String::from("no broker address");
+    for address in brokers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let address = address.rsplit_once("://").map_or(address, |(_, rest)| rest);
+        match api_keys(address) {
+            Ok(keys) => {
+                return Ok(TRANSACTION_APIS.iter().filter(|(k, _)| !keys.contains(k)).map(|(_, n)| *n).collect());
+            }
+            Err(e) => last_error = format!("{address}: {e}"),
+        }
+    }
+    Err(last_error)
+}
+
+/// The API keys a broker supports (ApiVersions v0).
+fn api_keys(address: &str) -> std::io::Result<Vec<i16>> {
+    use std::io::{Error, Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let socket = address.to_socket_addrs()?.next().ok_or_else(|| Error::other("no address"))?;
+    let mut stream = TcpStream::connect_timeout(&socket, REQUEST_TIMEOUT)?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    let client = b"weir";
+    let mut request = Vec::with_capacity(16);
+    request.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    request.extend_from_slice(&0i16.to_be_bytes()); // version 0
+    request.extend_from_slice(&1i32.to_be_bytes()); // correlation id
+    request.extend_from_slice(&(client.len() as i16).to_be_bytes());
+    request.extend_from_slice(client);
+    stream.write_all(&(request.len() as i32).to_be_bytes())?;
+    stream.write_all(&request)?;
+    let mut size = [0; 4];
+    stream.read_exact(&mut size)?;
+    let size = i32::from_be_bytes(size);
+    if !(10..=1 << 20).contains(&size) {
+        return Err(Error::other(format!("unexpected ApiVersions response size {size}")));
+    }
+    let mut body = vec![0; size as usize];
+    stream.read_exact(&mut body)?;
+    // correlation id (4), error code (2), entry count (4), entries of three i16.
+    let error = i16::from_be_bytes([body[4], body[5]]);
+    if error != 0 {
+        return Err(Error::other(format!("ApiVersions failed with error code {error}")));
+    }
+    let count = i32::from_be_bytes([body[6], body[7], body[8], body[9]]).max(0) as usize;
+    Ok(body[10..].chunks_exact(6).take(count).map(|entry| i16::from_be_bytes([entry[0], entry[1]])).collect())
+}
+
 /// Exponential backoff (0.2 s doubling to 10 s) between attempts to reach a broker.
 #[derive(Debug)]
 pub struct Backoff {

@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("sessions", "sessions"),
     ("tumbling-count", "tumbling_count"),
     ("faulty", "faulty"),
+    ("passthrough", "passthrough"),
     ("not-an-operator", "not_an_operator"),
     ("counter-v1", "counter_v1"),
     ("counter-v2", "counter_v2"),

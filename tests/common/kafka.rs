@@ -34,8 +34,9 @@ fn spawn_tansu(port: u16, dir: &Path) -> Child {
     Command::new(tansu_binary())
         .arg("broker")
         .args(["--listener-url", &url, "--advertised-listener-url", &url])
-        .arg("--storage-engine")
-        .arg(format!("sqlite://{}/tansu.db", dir.display()))
+        // tansu reads `sqlite://<path>` relative to its working directory.
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -68,6 +68,19 @@ impl KafkaSink {
         let transactions = match spec.delivery {
             KafkaDelivery::AtLeastOnce => None,
             KafkaDelivery::ExactlyOnce => {
+                let plaintext = spec.properties.get("security.protocol").is_none_or(|p| p.eq_ignore_ascii_case("plaintext"));
+                if plaintext {
+                    if let Ok(missing) = crate::kafka::missing_transaction_apis(&spec.brokers) {
+                        if !missing.is_empty() {
+                            return Err(error(format!(
+                                "the broker at {} does not support Kafka transactions (no {}), which \
+                                 delivery = \"exactly-once\" needs; use delivery = \"at-least-once\" there",
+                                spec.brokers,
+                                missing.join(", ")
+                            )));
+                        }
+                    }
+                }
                 producer.init_transactions(FLUSH_TIMEOUT).map_err(|e| {
                     error(format!(
                         "cannot start Kafka transactions on {} ({e}); the broker may not support \

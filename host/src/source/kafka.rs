@@ -314,6 +314,17 @@ impl KafkaSource {
     }
 }
 
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // Dead letters handed over before a stop still reach their topic.
+        if let Some(producer) = &self.dead_letters {
+            if let Err(e) = producer.flush(Duration::from_secs(10)) {
+                tracing::warn!(uid = %self.uid, error = %e, "dead letters may be lost: flushing failed");
+            }
+        }
+    }
+}
+
 impl Source for KafkaSource {
     fn label(&self) -> Arc<str> {
         self.label.clone()
@@ -342,6 +353,7 @@ impl Source for KafkaSource {
             self.next_discovery = Instant::now() + Duration::from_millis(self.spec.partition_discovery_ms);
         }
         if self.all_finished() {
+            self.prepare_checkpoint()?;
             return Ok(SourcePoll::End);
         }
         if let Some(wait) = self.pacer.wait(self.returned) {
