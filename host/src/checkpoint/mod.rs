@@ -115,7 +115,7 @@ pub enum TaskState {
         /// Where to resume reading (source-specific).
         position: serde_json::Value,
         /// The largest timestamp seen per split (partition), for the watermarks.
-        #[serde(default)]
+        #[serde(default, with = "split_timestamps")]
         max_timestamps: BTreeMap<u32, i64>,
     },
     Operator {
@@ -159,6 +159,22 @@ impl CheckpointMetadata {
             }
             _ => Vec::new(),
         })
+    }
+}
+
+/// Per-split timestamps as a list of pairs: `TaskState` is an internally tagged enum,
+/// whose buffered content cannot turn JSON's string map keys back into numbers.
+mod split_timestamps {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<u32, i64>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<u32, i64>, D::Error> {
+        Ok(Vec::<(u32, i64)>::deserialize(deserializer)?.into_iter().collect())
     }
 }
 

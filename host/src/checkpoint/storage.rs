@@ -16,7 +16,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{CheckpointMetadata, FileEntry};
+use super::{CheckpointMetadata, FileEntry, TaskState};
 
 const METADATA: &str = "_metadata";
 const HEADER: &str = "weir-checkpoint-v1 crc32=";
@@ -61,6 +61,33 @@ impl CheckpointStorage {
         write_manifest(&self.root.join(Self::checkpoint_dir(metadata.id)), METADATA, metadata)
     }
 
+    /// Records that sink task `task` committed the transaction of checkpoint `id`
+    /// (for sinks whose transactions cannot be committed after a restart, see
+    /// [`CheckpointStorage::latest`]). Nothing happens for a savepoint's id.
+    pub fn record_commit(&self, id: u64, task: &str) -> std::io::Result<()> {
+        let dir = self.root.join(Self::checkpoint_dir(id));
+        if !dir.join(METADATA).exists() {
+            return Ok(());
+        }
+        let file = fs::File::create(dir.join(commit_record(task)))?;
+        file.sync_all()?;
+        fs::File::open(&dir)?.sync_all()
+    }
+
+    /// The sink tasks of a checkpoint whose transaction must have been committed for
+    /// the checkpoint to be restored, and was not recorded as committed.
+    fn unconfirmed_commits(&self, dir: &Path, metadata: &CheckpointMetadata) -> Vec<String> {
+        metadata
+            .tasks
+            .iter()
+            .filter(|(_, state)| {
+                matches!(state, TaskState::Sink { state } if state.get(REQUIRES_COMMIT_RECORD) == Some(&serde_json::Value::Bool(true)))
+            })
+            .filter(|(task, _)| !dir.join(commit_record(task)).exists())
+            .map(|(task, _)| task.clone())
+            .collect()
+    }
+
     /// Reads and checks one checkpoint: the metadata's checksum, then every file's size
     /// and checksum.
     pub fn load(&self, id_dir: &Path) -> Result<CompletedCheckpoint, String> {
@@ -91,6 +118,12 @@ impl CheckpointStorage {
     /// The newest checkpoint that checks out. Unusable ones are reported and skipped;
     /// an error when there are checkpoints but none is usable. Directories without
     /// metadata are checkpoints that never completed and are ignored.
+    ///
+    /// A checkpoint with a sink whose transaction cannot be committed after a restart
+    /// (a Kafka transaction: librdkafka cannot resume another producer's transaction)
+    /// is restored only once that sink recorded the commit; otherwise the restart
+    /// fences and aborts the transaction, so the previous checkpoint is restored and
+    /// its records are written again.
     pub fn latest(&self) -> Result<Option<CompletedCheckpoint>, String> {
         let mut problems = Vec::new();
         for (id, dir) in self.checkpoint_dirs() {
@@ -98,6 +131,14 @@ impl CheckpointStorage {
                 continue;
             }
             match self.load(&dir) {
+                Ok(checkpoint) if !self.unconfirmed_commits(&dir, &checkpoint.metadata).is_empty() => {
+                    let sinks = self.unconfirmed_commits(&dir, &checkpoint.metadata).join(", ");
+                    tracing::warn!(
+                        checkpoint = id, %sinks,
+                        "the sinks' transactions of this checkpoint were not recorded as committed; \
+                         restoring an earlier checkpoint so that their records are written again"
+                    );
+                }
                 Ok(checkpoint) => {
                     if !problems.is_empty() {
                         tracing::warn!(checkpoint = id, skipped = %problems.join("; "), "using an older checkpoint");
@@ -123,14 +164,20 @@ impl CheckpointStorage {
 
     /// Keeps the newest `retained` completed checkpoints, deletes the rest and every
     /// shared file none of the kept ones refers to.
+    /// The newest checkpoint whose sink commits are all recorded is kept as well, so
+    /// that [`CheckpointStorage::latest`] has one to fall back to.
     pub fn retain(&self, retained: usize) {
         let mut kept = 0;
+        let mut confirmed_kept = false;
         let mut referenced = HashSet::new();
         for (id, dir) in self.checkpoint_dirs() {
             let complete = dir.join(METADATA).exists();
-            if complete && kept < retained {
+            let metadata = if complete { self.load_metadata_only(&dir).ok() } else { None };
+            let confirmed = metadata.as_ref().is_some_and(|m| self.unconfirmed_commits(&dir, m).is_empty());
+            if complete && (kept < retained || (confirmed && !confirmed_kept)) {
                 kept += 1;
-                if let Ok(checkpoint) = self.load_metadata_only(&dir) {
+                confirmed_kept |= confirmed;
+                if let Some(checkpoint) = metadata {
                     referenced.extend(checkpoint.files().map(|f| self.root.join(&f.path)));
                 }
                 continue;
@@ -181,6 +228,15 @@ impl CheckpointStorage {
 /// Writes `value` as JSON to `dir/name` behind a header line with its CRC-32: to a
 /// temporary file, synced, renamed, and the directory synced, so a crash leaves either
 /// no file or a complete one. Returns the size of the JSON.
+/// The key in a sink's checkpoint state that asks for its commits to be recorded.
+pub const REQUIRES_COMMIT_RECORD: &str = "requires_commit_record";
+
+/// The file that records a sink task's commit inside a checkpoint directory.
+fn commit_record(task: &str) -> String {
+    let name: String = task.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("committed-{name}")
+}
+
 pub fn write_manifest<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<u64> {
     fs::create_dir_all(dir)?;
     let body = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
@@ -240,5 +296,42 @@ pub fn file_crc(path: &Path) -> std::io::Result<u32> {
             return Ok(hasher.finalize());
         }
         hasher.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn metadata(id: u64, sink_state: serde_json::Value) -> CheckpointMetadata {
+        let tasks = BTreeMap::from([("out#0".to_string(), TaskState::Sink { state: sink_state })]);
+        CheckpointMetadata { format: 1, job: "j".into(), id, created_ms: 0, tasks }
+    }
+
+    #[test]
+    fn checkpoints_whose_sink_commit_was_not_recorded_are_not_restored_nor_their_fallback_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::new(dir.path().to_path_buf());
+        let transactional = |id| metadata(id, serde_json::json!({ "pending": id, REQUIRES_COMMIT_RECORD: true }));
+        storage.write_metadata(&transactional(1)).unwrap();
+        storage.record_commit(1, "out#0").unwrap();
+        storage.write_metadata(&transactional(2)).unwrap();
+        // Checkpoint 2 completed but its transaction was not recorded as committed.
+        storage.retain(1);
+        assert_eq!(storage.latest().unwrap().unwrap().metadata.id, 1);
+        assert!(dir.path().join("chk-00000001").exists(), "the fallback is kept beyond `retained`");
+        storage.record_commit(2, "out#0").unwrap();
+        storage.write_metadata(&transactional(3)).unwrap();
+        storage.retain(1);
+        assert_eq!(storage.latest().unwrap().unwrap().metadata.id, 2);
+        assert!(!dir.path().join("chk-00000001").exists());
+        // Sinks that do not ask for records restore as before, and savepoint ids are
+        // not checkpoints.
+        storage.write_metadata(&metadata(4, serde_json::Value::Null)).unwrap();
+        assert_eq!(storage.latest().unwrap().unwrap().metadata.id, 4);
+        storage.record_commit(99, "out#0").unwrap();
+        assert!(!dir.path().join("chk-00000099").exists());
     }
 }

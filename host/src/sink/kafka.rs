@@ -25,6 +25,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde_json::json;
 
 use super::{Delivery, Sink, SinkError};
+use crate::checkpoint::storage::REQUIRES_COMMIT_RECORD;
 use crate::job::spec::{KafkaDelivery, KafkaSinkSpec};
 use crate::kafka::{Context, client_config};
 use crate::stream::Event;
@@ -208,7 +209,7 @@ impl Sink for KafkaSink {
         self.flush_all()?;
         let tx = self.transactions.as_mut().expect("exactly-once");
         tx.pending = Some(id);
-        Ok(json!({ "transactional_id": tx.id, "pending": id }))
+        Ok(json!({ "transactional_id": tx.id, "pending": id, REQUIRES_COMMIT_RECORD: true }))
     }
 
     fn commit(&mut self, id: u64) -> Result<(), SinkError> {
@@ -229,6 +230,10 @@ impl Sink for KafkaSink {
             self.send(event)?;
         }
         Ok(())
+    }
+
+    fn records_commits(&self) -> bool {
+        self.transactions.is_some()
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {

@@ -47,6 +47,14 @@ pub trait Sink: Send {
         let _ = id;
         Ok(())
     }
+    /// Whether a transaction pre-committed for a checkpoint is lost if this run does
+    /// not commit it (Kafka: a restart cannot resume it). Then the sink task records
+    /// each commit beside the checkpoint, and recovery only restores checkpoints whose
+    /// commits were recorded; the state from [`Sink::pre_commit`] must carry
+    /// [`crate::checkpoint::storage::REQUIRES_COMMIT_RECORD`] set to `true`.
+    fn records_commits(&self) -> bool {
+        false
+    }
     /// The input ended: make everything written visible.
     fn finish(&mut self) -> Result<(), SinkError> {
         self.flush()

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use super::inputs::{Inputs, Next};
 use super::{Checkpointing, POLL_INTERVAL, TaskError};
 use crate::checkpoint::coordinator::Command;
+use crate::checkpoint::storage::CheckpointStorage;
 use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
 use crate::job::metrics::TaskMetrics;
 use crate::sink::Sink;
@@ -56,6 +57,13 @@ impl SinkTask {
         while let Ok(command) = commands.try_recv() {
             if let Command::Commit(id) = command {
                 self.sink.commit(id)?;
+                if self.sink.records_commits() {
+                    let cp = self.checkpointing.as_ref().expect("commands come with checkpointing");
+                    if let Err(e) = CheckpointStorage::new(cp.root.clone()).record_commit(id, &cp.task) {
+                        // Recovery then restores an earlier checkpoint: duplicates, no loss.
+                        tracing::warn!(uid = %self.uid, checkpoint = id, error = %e, "cannot record the commit");
+                    }
+                }
             }
         }
         Ok(())
