@@ -1,7 +1,9 @@
 //! Kafka → pass-through Wasm operator → Kafka on a local tansu broker, beside a plain
 //! rdkafka consume → produce loop with no weir in between, so that the engine's own
-//! cost shows: events per second, MB per second, end-to-end latency percentiles and the
-//! ratio to the plain loop.
+//! cost shows: events per second, MB per second, CPU time per event (this process:
+//! the engine and librdkafka, not the broker), end-to-end latency percentiles and the
+//! ratio to the plain loop. On one machine the broker competes for the same two cores,
+//! so CPU per event shows the engine's cost more directly than throughput.
 //!
 //! `cargo bench -p weir-host --bench kafka`; `WEIR_BENCH_EVENTS` sets the number of
 //! records (default 200 000) and `WEIR_BENCH_PARTITIONS` the partitions (4). Needs
@@ -18,6 +20,17 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use weir::{Job, JobOptions, JobSpec};
+
+/// CPU time (user + system) this process has used so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the
+    // 12th and 13th, in clock ticks of 1/100 s on Linux.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -115,19 +128,27 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    let cpu = cpu_time();
     let plain = plain_loop(&broker, "in", "out-plain", partitions, events);
+    let plain_cpu = cpu_time() - cpu;
     let options = JobOptions { plugin_dirs: vec![weir_test_guests::GUEST_DIR.into()], ..Default::default() };
     let started = Instant::now();
     let summary = Job::new(weir_job(&broker, "in", "out-weir"), &options).unwrap().run().unwrap();
     let weir_time = started.elapsed();
+    let weir_cpu = cpu_time() - plain_cpu - cpu;
     assert_eq!(broker.read_all("out-weir").len() as u64, events, "weir copied every record");
 
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     let mbps = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
-    println!("{:<34} {:>12} {:>10}", "kafka -> kafka", "events/s", "MB/s");
-    println!("{:<34} {:>12.0} {:>10.1}", "plain rdkafka consume -> produce", rate(plain), mbps(plain));
-    println!("{:<34} {:>12.0} {:>10.1}", "weir, pass-through Wasm operator", rate(weir_time), mbps(weir_time));
-    println!("ratio weir / plain: {:.2}", plain.as_secs_f64() / weir_time.as_secs_f64());
+    let cpu_us = |d: Duration| d.as_secs_f64() * 1e6 / events as f64;
+    println!("{:<34} {:>12} {:>10} {:>14}", "kafka -> kafka", "events/s", "MB/s", "CPU us/event");
+    println!("{:<34} {:>12.0} {:>10.1} {:>14.1}", "plain rdkafka consume -> produce", rate(plain), mbps(plain), cpu_us(plain_cpu));
+    println!("{:<34} {:>12.0} {:>10.1} {:>14.1}", "weir, pass-through Wasm operator", rate(weir_time), mbps(weir_time), cpu_us(weir_cpu));
+    println!(
+        "ratio weir / plain: throughput {:.2}, CPU per event {:.2}",
+        plain.as_secs_f64() / weir_time.as_secs_f64(),
+        weir_cpu.as_secs_f64() / plain_cpu.as_secs_f64()
+    );
     if let Some(latency) = &summary.latency {
         // From the source's read to the sink's hand-off to the producer.
         println!(
