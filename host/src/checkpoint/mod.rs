@@ -115,7 +115,7 @@ pub enum TaskState {
         /// Where to resume reading (source-specific).
         position: serde_json::Value,
         /// The largest timestamp seen per split (partition), for the watermarks.
-        #[serde(default, with = "split_timestamps")]
+        #[serde(default, alias = "max_timestamp", with = "split_timestamps")]
         max_timestamps: BTreeMap<u32, i64>,
     },
     Operator {
@@ -164,6 +164,8 @@ impl CheckpointMetadata {
 
 /// Per-split timestamps as a list of pairs: `TaskState` is an internally tagged enum,
 /// whose buffered content cannot turn JSON's string map keys back into numbers.
+/// Checkpoints and savepoints from before per-split watermarks hold one
+/// `max_timestamp`, which becomes split 0's.
 mod split_timestamps {
     use std::collections::BTreeMap;
 
@@ -173,8 +175,33 @@ mod split_timestamps {
         serializer.collect_seq(map.iter())
     }
 
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        Splits(Vec<(u32, i64)>),
+        Single(Option<i64>),
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<u32, i64>, D::Error> {
-        Ok(Vec::<(u32, i64)>::deserialize(deserializer)?.into_iter().collect())
+        Ok(match Saved::deserialize(deserializer)? {
+            Saved::Splits(splits) => splits.into_iter().collect(),
+            Saved::Single(max) => max.map(|t| (0, t)).into_iter().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_states_keep_per_split_timestamps_and_read_the_single_one_of_older_versions() {
+        let state = TaskState::Source { position: serde_json::json!(1), max_timestamps: BTreeMap::from([(0, 5), (65536, 7)]) };
+        let text = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<TaskState>(&text).unwrap(), state);
+        let older = r#"{"kind":"source","position":1,"max_timestamp":9}"#;
+        let TaskState::Source { max_timestamps, .. } = serde_json::from_str(older).unwrap() else { panic!() };
+        assert_eq!(max_timestamps, BTreeMap::from([(0, 9)]));
     }
 }
 

@@ -489,3 +489,37 @@ impl Source for KafkaSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(topics: &[&str]) -> KafkaSourceSpec {
+        let text = format!("uid = \"in\"\nbrokers = \"127.0.0.1:1\"\ntopics = {topics:?}");
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn saved_offsets_round_trip_and_name_their_partitions() {
+        let mut source = KafkaSource::open(&spec(&["a", "b"]), "job").unwrap();
+        let position = json!({ "offsets": { "a/0": 5, "b/3": 17, "gone/1": 2 } });
+        source.restore(&position).unwrap();
+        // Offsets of a topic the source no longer reads are dropped; the rest are kept
+        // until their partitions are assigned.
+        assert_eq!(source.position(), json!({ "offsets": { "a/0": 5, "b/3": 17 } }));
+        assert_eq!((source.split("a", 0), source.split("b", 3)), (0, (1 << 16) | 3));
+        let bad = source.restore(&json!({ "offsets": { "a": 1 } })).unwrap_err();
+        assert!(bad.to_string().contains("malformed saved offset `a`"), "{bad}");
+    }
+
+    #[test]
+    fn start_positions_parse_from_the_job_file() {
+        let parse = |start: &str| toml::from_str::<KafkaSourceSpec>(&format!(
+            "uid = \"in\"\nbrokers = \"b\"\ntopics = [\"t\"]\nstart = {start}"
+        ))
+        .map(|s| s.start);
+        assert_eq!(parse("\"latest\"").unwrap(), StartPosition::Latest);
+        assert_eq!(parse("{ timestamp = 1000 }").unwrap(), StartPosition::Timestamp(1000));
+        assert!(parse("\"newest\"").is_err());
+    }
+}
