@@ -110,9 +110,14 @@ impl SourceTask {
         watermarks: &SplitWatermarks,
         in_flight: &mut BTreeMap<u64, serde_json::Value>,
     ) -> Result<(), RouteError> {
-        let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.clone()) else {
+        let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.as_ref()) else {
             return Ok(());
         };
+        if commands.is_empty() {
+            return Ok(());
+        }
+        // A handle of our own, as serving a command needs `self` mutably.
+        let commands = commands.clone();
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Trigger(barrier) => {
