@@ -660,3 +660,60 @@ fn a_stop_with_savepoint_and_an_upgraded_restore_continue_at_the_saved_offsets()
         assert_eq!(seen, (1..=60).collect::<Vec<u64>>(), "{key}: every record counted once, in order, across the upgrade");
     }
 }
+
+/// A whole job with an exactly-once Kafka sink (on the mock cluster, which implements
+/// transactions): every checkpoint's transaction is committed and recorded beside the
+/// checkpoint, which is what recovery requires before restoring it.
+#[test]
+fn an_exactly_once_job_records_each_committed_transaction_beside_its_checkpoint() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("in", 1, 1).unwrap();
+    mock.create_topic("out", 1, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let producer: rdkafka::producer::BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    use rdkafka::producer::Producer;
+    for i in 0..300 {
+        producer.send(rdkafka::producer::BaseRecord::<(), _>::to("in").payload(&format!("{{\"i\":{i}}}"))).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+        name = "eos"
+        [[source]]
+        type = "kafka"
+        uid = "in"
+        brokers = "{brokers}"
+        topics = ["in"]
+        bounded = true
+        rate = 1000
+        [[sink]]
+        type = "kafka"
+        uid = "out"
+        brokers = "{brokers}"
+        topic = "out"
+        delivery = "exactly-once"
+        [[edge]]
+        from = "in"
+        to = "out"
+        {checkpoint}
+        "#,
+        checkpoint = checkpoint_table(50)
+    );
+    run(job(&text, dir.path())).unwrap();
+    let written: Vec<String> = read_topic(&brokers, "out").into_iter().map(|r| r.value).collect();
+    assert_eq!(written, (0..300).map(|i| format!("{{\"i\":{i}}}")).collect::<Vec<_>>());
+    let checkpoints: Vec<PathBuf> = std::fs::read_dir(dir.path().join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("_metadata").exists())
+        .collect();
+    assert!(!checkpoints.is_empty(), "the job took checkpoints");
+    for checkpoint in &checkpoints {
+        assert!(checkpoint.join("committed-out_0").exists(), "{} has no commit record", checkpoint.display());
+        let metadata = std::fs::read_to_string(checkpoint.join("_metadata")).unwrap();
+        assert!(metadata.contains("requires_commit_record"), "{metadata}");
+    }
+}
