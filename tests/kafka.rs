@@ -551,13 +551,7 @@ fn a_topic_deleted_mid_run_is_a_clear_error() {
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     mock.create_topic("t", 1, 1).unwrap();
     let brokers = mock.bootstrap_servers();
-    let producer: rdkafka::producer::BaseProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    use rdkafka::producer::Producer;
-    for i in 0..3 {
-        producer.send(rdkafka::producer::BaseRecord::<(), _>::to("t").payload(&format!("{{\"i\":{i}}}"))).unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    produce_to(&brokers, "t", (0..3).map(|i| (0, None, format!("{{\"i\":{i}}}"), None)));
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
@@ -670,13 +664,7 @@ fn an_exactly_once_job_records_each_committed_transaction_beside_its_checkpoint(
     mock.create_topic("in", 1, 1).unwrap();
     mock.create_topic("out", 1, 1).unwrap();
     let brokers = mock.bootstrap_servers();
-    let producer: rdkafka::producer::BaseProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    use rdkafka::producer::Producer;
-    for i in 0..300 {
-        producer.send(rdkafka::producer::BaseRecord::<(), _>::to("in").payload(&format!("{{\"i\":{i}}}"))).unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    produce_to(&brokers, "in", (0..300).map(|i| (0, None, format!("{{\"i\":{i}}}"), None)));
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"

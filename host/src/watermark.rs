@@ -132,20 +132,22 @@ impl SplitWatermarks {
 
     /// Starts tracking `split` (a newly assigned partition) if it is new.
     pub fn add_split(&mut self, split: u32) {
+        self.split_mut(split);
+    }
+
+    fn split_mut(&mut self, split: u32) -> &mut SplitState {
         let bound = self.bound;
         self.splits.entry(split).or_insert_with(|| SplitState {
             generator: BoundedOutOfOrderness::new(bound),
             last_record: std::time::Instant::now(),
             idle: false,
-        });
+        })
     }
 
     /// Restores the largest timestamps per split from a checkpoint.
     pub fn restore(&mut self, max_timestamps: &std::collections::BTreeMap<u32, i64>) {
         for (split, max) in max_timestamps {
-            self.add_split(*split);
-            let state = self.splits.get_mut(split).expect("added");
-            state.generator.restore(Some(*max));
+            self.split_mut(*split).generator.restore(Some(*max));
         }
         self.emitted = self.combined().unwrap_or(MIN_WATERMARK);
     }
@@ -165,14 +167,14 @@ impl SplitWatermarks {
     }
 
     /// A record with `timestamp` from `split`; returns the watermark to emit, if any.
+    /// Per record this is one map lookup; the minimum over the splits is only taken
+    /// again when this split's own watermark moved or its idleness ended.
     pub fn on_record(&mut self, split: u32, timestamp: Option<i64>) -> Option<Watermark> {
-        self.add_split(split);
-        let state = self.splits.get_mut(&split).expect("added");
-        state.idle = false;
-        if let Some(ts) = timestamp {
-            state.generator.on_event(ts);
-        }
-        if let Some(timeout) = self.idle_timeout {
+        let idle_timeout = self.idle_timeout;
+        let state = self.split_mut(split);
+        let was_idle = std::mem::replace(&mut state.idle, false);
+        let advanced = timestamp.and_then(|ts| state.generator.on_event(ts)).is_some();
+        if let Some(timeout) = idle_timeout {
             // A busy split must not keep a silent one from being found idle: check
             // the others a few times per timeout while records flow.
             let now = std::time::Instant::now();
@@ -182,6 +184,9 @@ impl SplitWatermarks {
                     return Some(watermark);
                 }
             }
+        }
+        if !advanced && !was_idle && !self.idle {
+            return None;
         }
         self.advance(true)
     }

@@ -131,29 +131,12 @@ impl Broker {
     }
 
     /// Produces `(partition, key, value, timestamp)` records and waits for them.
-    pub fn produce<'a>(&self, topic: &str, records: impl IntoIterator<Item = (i32, Option<&'a str>, String, Option<i64>)>) {
-        let producer: BaseProducer = self.config().create().unwrap();
-        for (partition, key, value, timestamp) in records {
-            let mut record = BaseRecord::to(topic).partition(partition).payload(&value);
-            if let Some(key) = key {
-                record = record.key(key);
-            }
-            if let Some(ts) = timestamp {
-                record = record.timestamp(ts);
-            }
-            let mut record = record;
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                }
-            }
-            producer.poll(Duration::ZERO);
-        }
-        producer.flush(Duration::from_secs(30)).unwrap();
+    pub fn produce<'a>(
+        &self,
+        topic: &str,
+        records: impl IntoIterator<Item = (i32, Option<&'a str>, String, Option<i64>)>,
+    ) {
+        produce_to(&self.addr(), topic, records)
     }
 
     /// Every committed record of `topic`, by partition and offset.
@@ -189,57 +172,92 @@ impl Drop for Broker {
     }
 }
 
+/// Produces `(partition, key, value, timestamp)` records on `brokers` and waits for them.
+pub fn produce_to<'a>(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = (i32, Option<&'a str>, String, Option<i64>)>,
+) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    for (partition, key, value, timestamp) in records {
+        let mut record = BaseRecord::to(topic).partition(partition).payload(&value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(ts) = timestamp {
+            record = record.timestamp(ts);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
 /// Every committed record of `topic` on `brokers`, by partition and offset.
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Read> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", "weir-tests-reader")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .create()
-            .unwrap();
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
-        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
-        let mut list = TopicPartitionList::new();
-        let mut open = std::collections::BTreeSet::new();
-        for p in &partitions {
-            let (_, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(5)).unwrap();
-            if high > 0 {
-                list.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
-                open.insert(*p);
-            }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-tests-reader")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut list = TopicPartitionList::new();
+    let mut open = std::collections::BTreeSet::new();
+    for p in &partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(5)).unwrap();
+        if high > 0 {
+            list.add_partition_offset(topic, *p, Offset::Beginning).unwrap();
+            open.insert(*p);
         }
-        if open.is_empty() {
-            return Vec::new();
-        }
-        consumer.assign(&list).unwrap();
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !open.is_empty() {
-            assert!(Instant::now() < deadline, "reading {topic} timed out");
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => out.push(Read {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                    timestamp: m.timestamp().to_millis(),
-                    headers: m.headers().map_or_else(Vec::new, |h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                            .collect()
-                    }),
-                }),
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    open.remove(&p);
-                }
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => {}
-            }
-        }
-        out.sort_by_key(|r| (r.partition, r.offset));
-        out
     }
+    if open.is_empty() {
+        return Vec::new();
+    }
+    consumer.assign(&list).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !open.is_empty() {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                timestamp: m.timestamp().to_millis(),
+                headers: m.headers().map_or_else(Vec::new, |h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                }),
+            }),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}
 
 /// Headers for a produced record.
 pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {

@@ -81,7 +81,7 @@ impl CheckpointStorage {
             .tasks
             .iter()
             .filter(|(_, state)| {
-                matches!(state, TaskState::Sink { state } if state.get(REQUIRES_COMMIT_RECORD) == Some(&serde_json::Value::Bool(true)))
+                matches!(state, TaskState::Sink { state } if requires_commit_record(state))
             })
             .filter(|(task, _)| !dir.join(commit_record(task)).exists())
             .map(|(task, _)| task.clone())
@@ -131,15 +131,16 @@ impl CheckpointStorage {
                 continue;
             }
             match self.load(&dir) {
-                Ok(checkpoint) if !self.unconfirmed_commits(&dir, &checkpoint.metadata).is_empty() => {
-                    let sinks = self.unconfirmed_commits(&dir, &checkpoint.metadata).join(", ");
-                    tracing::warn!(
-                        checkpoint = id, %sinks,
-                        "the sinks' transactions of this checkpoint were not recorded as committed; \
-                         restoring an earlier checkpoint so that their records are written again"
-                    );
-                }
                 Ok(checkpoint) => {
+                    let unconfirmed = self.unconfirmed_commits(&dir, &checkpoint.metadata);
+                    if !unconfirmed.is_empty() {
+                        tracing::warn!(
+                            checkpoint = id, sinks = %unconfirmed.join(", "),
+                            "the sinks' transactions of this checkpoint were not recorded as committed; \
+                             restoring an earlier checkpoint so that their records are written again"
+                        );
+                        continue;
+                    }
                     if !problems.is_empty() {
                         tracing::warn!(checkpoint = id, skipped = %problems.join("; "), "using an older checkpoint");
                     }
@@ -230,6 +231,11 @@ impl CheckpointStorage {
 /// no file or a complete one. Returns the size of the JSON.
 /// The key in a sink's checkpoint state that asks for its commits to be recorded.
 pub const REQUIRES_COMMIT_RECORD: &str = "requires_commit_record";
+
+/// Whether a sink's checkpoint state asks for its commits to be recorded.
+pub fn requires_commit_record(state: &serde_json::Value) -> bool {
+    state.get(REQUIRES_COMMIT_RECORD) == Some(&serde_json::Value::Bool(true))
+}
 
 /// The file that records a sink task's commit inside a checkpoint directory.
 fn commit_record(task: &str) -> String {

@@ -394,6 +394,7 @@ impl Job {
                 metrics,
                 checkpointing: checkpointing(task, Some(commands)),
                 aligning: None,
+                records_commits: false,
             });
         }
         let mut source_tasks = Vec::new();

@@ -232,10 +232,6 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    fn records_commits(&self) -> bool {
-        self.transactions.is_some()
-    }
-
     fn finish(&mut self) -> Result<(), SinkError> {
         // The input ended: everything received becomes visible.
         if self.transactions.is_some() {

@@ -36,7 +36,12 @@ pub trait Sink: Send {
         self.flush()
     }
     /// Phase one of a checkpoint: everything written so far belongs to checkpoint
-    /// `id`. Returns the state the checkpoint keeps for [`open`] to restore.
+    /// `id`. Returns the state the checkpoint keeps for [`open`] to restore. A sink
+    /// whose pre-committed transaction is lost unless this run commits it (Kafka: a
+    /// restart cannot resume it) sets
+    /// [`crate::checkpoint::storage::REQUIRES_COMMIT_RECORD`] to `true` in it: its task
+    /// then records each commit beside the checkpoint, and recovery only restores
+    /// checkpoints whose commits were recorded.
     fn pre_commit(&mut self, id: u64) -> Result<serde_json::Value, SinkError> {
         let _ = id;
         self.flush()?;
@@ -46,14 +51,6 @@ pub trait Sink: Send {
     fn commit(&mut self, id: u64) -> Result<(), SinkError> {
         let _ = id;
         Ok(())
-    }
-    /// Whether a transaction pre-committed for a checkpoint is lost if this run does
-    /// not commit it (Kafka: a restart cannot resume it). Then the sink task records
-    /// each commit beside the checkpoint, and recovery only restores checkpoints whose
-    /// commits were recorded; the state from [`Sink::pre_commit`] must carry
-    /// [`crate::checkpoint::storage::REQUIRES_COMMIT_RECORD`] set to `true`.
-    fn records_commits(&self) -> bool {
-        false
     }
     /// The input ended: make everything written visible.
     fn finish(&mut self) -> Result<(), SinkError> {

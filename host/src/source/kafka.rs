@@ -27,6 +27,19 @@ use crate::stream::{Event, Header};
 /// A partition of one of the source's topics.
 type Partition = (String, i32);
 
+/// An assigned partition, found per record by its split id (no per-record allocation).
+struct Assigned {
+    topic: String,
+    partition: i32,
+    /// The next offset to read.
+    next: i64,
+    /// Bounded mode: the end offset found at the first assignment.
+    stop: Option<i64>,
+    finished: bool,
+    /// `kafka <topic>[<partition>]`, for positions and errors.
+    label: Arc<str>,
+}
+
 /// How long a poll waits when nothing is buffered.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
 
@@ -37,14 +50,10 @@ pub struct KafkaSource {
     consumer: BaseConsumer<Context>,
     dead_letters: Option<ThreadedProducer<Context>>,
     fields: JsonFields,
-    /// The next offset to read in every assigned partition.
-    offsets: BTreeMap<Partition, i64>,
+    /// Every assigned partition, by split id.
+    partitions: BTreeMap<u32, Assigned>,
     /// Offsets from a checkpoint for partitions not assigned yet.
     restored: BTreeMap<Partition, i64>,
-    /// Bounded mode: the end offsets found at the first assignment.
-    stop_at: BTreeMap<Partition, i64>,
-    finished: BTreeSet<Partition>,
-    labels: BTreeMap<u32, Arc<str>>,
     /// Whether the first assignment happened (later partitions start at the earliest).
     assigned: bool,
     next_discovery: Instant,
@@ -92,11 +101,8 @@ impl KafkaSource {
                 key_field: spec.key_field.clone(),
                 timestamp_field: spec.timestamp_field.clone(),
             },
-            offsets: BTreeMap::new(),
+            partitions: BTreeMap::new(),
             restored: BTreeMap::new(),
-            stop_at: BTreeMap::new(),
-            finished: BTreeSet::new(),
-            labels: BTreeMap::new(),
             assigned: false,
             next_discovery: Instant::now(),
             backoff: Backoff::default(),
@@ -138,7 +144,7 @@ impl KafkaSource {
             };
             if let Some(code) = entry.error() {
                 let code = RDKafkaErrorCode::from(code);
-                let had = self.offsets.keys().any(|(t, _)| t == topic);
+                let had = self.partitions.values().any(|p| p.topic == *topic);
                 return Err(self.error(if code == RDKafkaErrorCode::UnknownTopicOrPartition && had {
                     format!("topic `{topic}` was deleted while the job read it")
                 } else if code == RDKafkaErrorCode::UnknownTopicOrPartition {
@@ -153,13 +159,15 @@ impl KafkaSource {
             found.extend(entry.partitions().iter().map(|p| (topic.clone(), p.id())));
         }
         self.backoff.succeeded();
-        if let Some((topic, partition)) = self.offsets.keys().find(|p| !found.contains(*p)) {
+        let lost = self.partitions.values().find(|p| !found.contains(&(p.topic.clone(), p.partition)));
+        if let Some(Assigned { topic, partition, .. }) = lost {
             return Err(self.error(format!(
                 "partition {partition} of topic `{topic}` disappeared (was the topic deleted and \
                  recreated?); restore from a savepoint with `--allow-non-restored-state` to start over"
             )));
         }
-        let new: Vec<Partition> = found.into_iter().filter(|p| !self.offsets.contains_key(p)).collect();
+        let new: Vec<Partition> =
+            found.into_iter().filter(|(t, p)| !self.partitions.contains_key(&self.split(t, *p))).collect();
         if !new.is_empty() {
             self.assign(new)?;
         }
@@ -187,13 +195,18 @@ impl KafkaSource {
                     StartPosition::Timestamp(ms) => self.offset_for_time(topic, *partition, ms)?.unwrap_or(high),
                 },
             };
-            if self.spec.bounded && first {
-                self.stop_at.insert(key.clone(), high);
+            if start < low {
+                // Retention removed records the saved position still pointed at.
+                tracing::warn!(
+                    uid = %self.uid, topic, partition, saved = start, earliest = low,
+                    "the saved offset is no longer retained; reading on from the earliest offset"
+                );
             }
-            starts.insert(key, start.clamp(low, high.max(low)));
+            let stop = (self.spec.bounded && first).then_some(high);
+            starts.insert(key, (start.clamp(low, high.max(low)), stop));
         }
         let mut list = TopicPartitionList::new();
-        for ((topic, partition), start) in &starts {
+        for ((topic, partition), (start, _)) in &starts {
             list.add_partition_offset(topic, *partition, Offset::Offset(*start))
                 .map_err(|e| self.error(e.to_string()))?;
             tracing::info!(uid = %self.uid, topic, partition, offset = start, "assigned partition");
@@ -201,13 +214,11 @@ impl KafkaSource {
         self.consumer
             .incremental_assign(&list)
             .map_err(|e| self.error(format!("assigning partitions: {e}")))?;
-        for ((topic, partition), start) in starts {
+        for ((topic, partition), (next, stop)) in starts {
             let split = self.split(&topic, partition);
-            self.labels.insert(split, format!("kafka {topic}[{partition}]").into());
-            if self.stop_at.get(&(topic.clone(), partition)).is_some_and(|stop| start >= *stop) {
-                self.finished.insert((topic.clone(), partition));
-            }
-            self.offsets.insert((topic, partition), start);
+            let label = format!("kafka {topic}[{partition}]").into();
+            let finished = stop.is_some_and(|stop| next >= stop);
+            self.partitions.insert(split, Assigned { topic, partition, next, stop, finished, label });
         }
         self.assigned = true;
         Ok(())
@@ -294,15 +305,16 @@ impl KafkaSource {
     }
 
     fn all_finished(&self) -> bool {
-        self.spec.bounded && self.assigned && self.finished.len() == self.offsets.len()
+        self.spec.bounded && self.assigned && self.partitions.values().all(|p| p.finished)
     }
 
     /// Stops reading a partition of a bounded source that reached its end offset.
-    fn finish_partition(&mut self, key: Partition) {
+    fn finish_partition(&mut self, split: u32) {
+        let Some(assigned) = self.partitions.get_mut(&split) else { return };
         let mut list = TopicPartitionList::new();
-        list.add_partition(&key.0, key.1);
+        list.add_partition(&assigned.topic, assigned.partition);
         let _ = self.consumer.pause(&list);
-        self.finished.insert(key);
+        assigned.finished = true;
     }
 
     /// Logs a broker problem met while reading, at most every ten seconds.
@@ -331,7 +343,7 @@ impl Source for KafkaSource {
     }
 
     fn split_label(&self, split: u32) -> Arc<str> {
-        self.labels.get(&split).cloned().unwrap_or_else(|| self.label.clone())
+        self.partitions.get(&split).map_or_else(|| self.label.clone(), |p| p.label.clone())
     }
 
     fn unit(&self) -> &'static str {
@@ -369,11 +381,12 @@ impl Source for KafkaSource {
                 if self.spec.bounded {
                     let positions = self.consumer.position().map_err(|e| self.error(e.to_string()))?;
                     for element in positions.elements().iter().filter(|e| e.partition() == partition) {
-                        let key = (element.topic().to_string(), partition);
-                        let at = element.offset().to_raw().unwrap_or(-1).max(self.offsets.get(&key).copied().unwrap_or(0));
-                        if self.stop_at.get(&key).is_some_and(|stop| at >= *stop) {
-                            self.offsets.insert(key.clone(), at.min(self.stop_at[&key]));
-                            self.finish_partition(key);
+                        let split = self.split(element.topic(), partition);
+                        let Some(assigned) = self.partitions.get_mut(&split) else { continue };
+                        let at = element.offset().to_raw().unwrap_or(-1).max(assigned.next);
+                        if let Some(stop) = assigned.stop.filter(|stop| at >= *stop) {
+                            assigned.next = stop;
+                            self.finish_partition(split);
                         }
                     }
                 }
@@ -394,39 +407,39 @@ impl Source for KafkaSource {
                 };
             }
         };
-        let key = (message.topic().to_string(), message.partition());
+        let split = self.split(message.topic(), message.partition());
         let offset = message.offset();
-        if let Some(stop) = self.stop_at.get(&key).copied() {
-            if offset >= stop {
-                drop(message);
-                self.offsets.insert(key.clone(), stop);
-                self.finish_partition(key);
-                return Ok(SourcePoll::Pending(Duration::ZERO));
-            }
+        let Some(stop) = self.partitions.get(&split).map(|p| p.stop) else {
+            // Not a partition this source assigned (cannot happen with manual assignment).
+            return Ok(SourcePoll::Pending(Duration::ZERO));
+        };
+        if stop.is_some_and(|stop| offset >= stop) {
+            drop(message);
+            self.finish_partition(split);
+            return Ok(SourcePoll::Pending(Duration::ZERO));
         }
-        let split = self.split(&key.0, key.1);
-        let decoded = self.decode(&message);
-        let polled = match decoded {
+        let polled = match self.decode(&message) {
             Ok(event) => SourcePoll::Record { event, offset, split },
             Err(reason) if self.dead_letters.is_some() => {
                 self.dead_letter(&message, &reason)?;
-                tracing::debug!(uid = %self.uid, topic = %key.0, partition = key.1, offset, %reason, "dead-lettered");
+                tracing::debug!(uid = %self.uid, topic = message.topic(), partition = message.partition(), offset, %reason, "dead-lettered");
                 SourcePoll::DeadLettered { offset, split }
             }
             Err(reason) => SourcePoll::Malformed { offset, split, reason },
         };
         drop(message);
         self.returned += 1;
-        let done = self.stop_at.get(&key).is_some_and(|stop| offset + 1 >= *stop);
-        self.offsets.insert(key.clone(), offset + 1);
-        if done {
-            self.finish_partition(key);
+        if let Some(assigned) = self.partitions.get_mut(&split) {
+            assigned.next = offset + 1;
+        }
+        if stop.is_some_and(|stop| offset + 1 >= stop) {
+            self.finish_partition(split);
         }
         Ok(polled)
     }
 
     fn splits(&self) -> Vec<u32> {
-        self.offsets.keys().map(|(topic, partition)| self.split(topic, *partition)).collect()
+        self.partitions.keys().copied().collect()
     }
 
     fn prepare_checkpoint(&mut self) -> Result<(), SourceError> {
@@ -445,8 +458,11 @@ impl Source for KafkaSource {
 
     fn position(&self) -> serde_json::Value {
         let mut offsets = serde_json::Map::new();
-        for ((topic, partition), offset) in self.restored.iter().chain(&self.offsets) {
+        for ((topic, partition), offset) in &self.restored {
             offsets.insert(format!("{topic}/{partition}"), json!(offset));
+        }
+        for assigned in self.partitions.values() {
+            offsets.insert(format!("{}/{}", assigned.topic, assigned.partition), json!(assigned.next));
         }
         json!({ "offsets": offsets })
     }

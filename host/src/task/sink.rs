@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use super::inputs::{Inputs, Next};
 use super::{Checkpointing, POLL_INTERVAL, TaskError};
 use crate::checkpoint::coordinator::Command;
-use crate::checkpoint::storage::CheckpointStorage;
+use crate::checkpoint::storage::{CheckpointStorage, requires_commit_record};
 use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
 use crate::job::metrics::TaskMetrics;
 use crate::sink::Sink;
@@ -23,6 +23,8 @@ pub struct SinkTask {
     pub metrics: Arc<TaskMetrics>,
     pub checkpointing: Option<Checkpointing>,
     pub aligning: Option<crate::checkpoint::CheckpointBarrier>,
+    /// The sink's last checkpoint state asked for its commits to be recorded.
+    pub records_commits: bool,
 }
 
 impl SinkTask {
@@ -57,7 +59,7 @@ impl SinkTask {
         while let Ok(command) = commands.try_recv() {
             if let Command::Commit(id) = command {
                 self.sink.commit(id)?;
-                if self.sink.records_commits() {
+                if self.records_commits {
                     let cp = self.checkpointing.as_ref().expect("commands come with checkpointing");
                     if let Err(e) = CheckpointStorage::new(cp.root.clone()).record_commit(id, &cp.task) {
                         // Recovery then restores an earlier checkpoint: duplicates, no loss.
@@ -83,7 +85,10 @@ impl SinkTask {
         self.inputs.unblock_all();
         let Some(cp) = &self.checkpointing else { return Ok(()) };
         let message = match self.sink.pre_commit(id) {
-            Ok(state) => CoordinatorMessage::Ack { id, task: cp.task.clone(), state: TaskState::Sink { state } },
+            Ok(state) => {
+                self.records_commits = requires_commit_record(&state);
+                CoordinatorMessage::Ack { id, task: cp.task.clone(), state: TaskState::Sink { state } }
+            }
             Err(e) => CoordinatorMessage::Decline { id, task: cp.task.clone(), reason: e.to_string() },
         };
         let _ = cp.coordinator.send(message);
