@@ -186,7 +186,7 @@ fn the_cli_exits_non_zero_with_one_line_errors() {
     std::fs::write(d.join("other.toml"), job_text(guests::NOT_AN_OPERATOR)).unwrap();
     let (ok, stderr) = weir(&["check", "other.toml"], d);
     assert!(!ok);
-    assert_contains(&stderr, &["does not implement the weir:operator/operator@0.1.0 world"]);
+    assert_contains(&stderr, &["does not implement the weir:operator/operator world of any contract version"]);
 
     std::fs::write(d.join("typo.toml"), job_text("x.wasm").replace("uid = \"op\"", "uid = \"op\"\nparalelism = 2")).unwrap();
     let (ok, stderr) = weir(&["run", "typo.toml"], d);

@@ -2,8 +2,10 @@
 //!
 //! Write weir stream operators in Rust. An operator is a type implementing [`Operator`],
 //! exported with [`export!`] from a `cdylib` crate built with
-//! `cargo build --target wasm32-wasip2`. The host calls it once per element, runs its
-//! timers, and stores its keyed state.
+//! `cargo build --target wasm32-wasip2`. The host hands it elements in batches
+//! (contract `weir:operator@0.2.0`); the SDK calls [`Operator::process_element`] once per
+//! element, so an operator is written one element at a time. The host runs its timers
+//! and stores its keyed state.
 //!
 //! ```no_run
 //! use weir_guest::{export, Context, Event, Operator, Result, ValueState};
@@ -47,7 +49,7 @@ pub use error::{Error, Result};
 pub use event::{Event, Header, TimeDomain};
 pub use state::{ListState, MapState, StateTtl, ValueState};
 
-/// The raw bindings generated from `wit/operator.wit`. Most operators never need them;
+/// The raw bindings generated from `wit/operator.wit` (`weir:operator@0.2.0`). Most operators never need them;
 /// they are public for the [`export!`] macro and for advanced uses.
 #[doc(hidden)]
 pub mod bindings {
@@ -125,12 +127,13 @@ macro_rules! export {
                     $crate::__private::open(&INSTANCE, config)
                 }
 
-                fn process_element(
-                    event: $crate::Event,
-                ) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__private::with(&INSTANCE, |op, ctx| {
-                        $crate::Operator::process_element(op, event, ctx)
-                    })
+                fn process_batch(
+                    events: ::std::vec::Vec<$crate::Event>,
+                ) -> ::std::result::Result<
+                    u32,
+                    $crate::bindings::exports::weir::operator::handler::ElementError,
+                > {
+                    $crate::__private::process_batch(&INSTANCE, events)
                 }
 
                 fn on_timer(
@@ -170,6 +173,8 @@ pub mod __private {
 
     pub use wit_bindgen;
 
+    use crate::bindings::exports::weir::operator::handler::ElementError;
+    use crate::bindings::weir::operator::batch;
     use crate::{Context, Operator};
 
     type Slot<O> = LocalKey<RefCell<Option<O>>>;
@@ -183,6 +188,30 @@ pub mod __private {
         operator.open(&mut ctx).map_err(|e| e.to_string())?;
         slot.with(|cell| *cell.borrow_mut() = Some(operator));
         Ok(())
+    }
+
+    /// Runs `process_element` over a batch, making each element current in turn.
+    pub fn process_batch<O: Operator>(
+        slot: &'static Slot<O>,
+        events: Vec<crate::Event>,
+    ) -> Result<u32, ElementError> {
+        slot.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let Some(operator) = guard.as_mut() else {
+                return Err(ElementError { index: 0, message: "operator called before `open`".into() });
+            };
+            let count = events.len() as u32;
+            let mut ctx = Context::new();
+            for (index, event) in (0..count).zip(events) {
+                if !batch::begin_element(index) {
+                    return Ok(index);
+                }
+                if let Err(e) = operator.process_element(event, &mut ctx) {
+                    return Err(ElementError { index, message: e.to_string() });
+                }
+            }
+            Ok(count)
+        })
     }
 
     pub fn with<O: Operator>(

@@ -1,23 +1,92 @@
 //! # Stream elements
 //!
-//! What flows between tasks: records (an [`Event`] plus where it entered the job),
-//! watermarks and the end-of-data marker. Every channel carries [`Message`]s in order.
+//! What flows between tasks. Channels carry [`Message`]s in order; records and
+//! watermarks travel together in [`Batch`]es (a batch keeps their relative order, so
+//! event time behaves exactly as if each element travelled alone), while checkpoint
+//! barriers and the end-of-data marker travel on their own.
+//!
+//! A batch is sent when it is full or when its producer has nothing more queued: weir
+//! batches what is already there rather than waiting for a batch to fill, so batching
+//! costs no latency at low rates.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-pub use crate::plugin::bindings::weir::operator::types::{Event, Header};
 use crate::checkpoint::CheckpointBarrier;
 use crate::watermark::Watermark;
+
+/// One element of a stream, as the WIT `types.event` describes it; `plugin` converts
+/// it to and from each contract version's generated type by moving its buffers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Partitioning key; keyed edges hash it to a key group. `None` for unkeyed streams.
+    pub key: Option<Vec<u8>>,
+    /// The payload (JSON for weir's file source and sink; opaque to the host).
+    pub value: Vec<u8>,
+    /// Event time in milliseconds since the Unix epoch, if the element has one.
+    pub timestamp: Option<i64>,
+    /// Headers, preserved from source to sink.
+    pub headers: Vec<Header>,
+}
+
+/// One header of an event: a name and opaque bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+/// An interned source label (`input.jsonl`, `kafka logins[3]`): copying a position
+/// copies an index instead of touching a shared reference count on every record.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Label(u32);
+
+fn labels() -> &'static RwLock<Vec<Arc<str>>> {
+    static LABELS: OnceLock<RwLock<Vec<Arc<str>>>> = OnceLock::new();
+    LABELS.get_or_init(Default::default)
+}
+
+impl Label {
+    /// The label for `text`; the same text always gives the same label, so the set of
+    /// labels stays as small as the set of distinct sources and splits.
+    pub fn intern(text: &str) -> Label {
+        if let Some(index) = labels().read().unwrap_or_else(|e| e.into_inner()).iter().position(|l| &**l == text) {
+            return Label(index as u32);
+        }
+        let mut all = labels().write().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = all.iter().position(|l| &**l == text) {
+            return Label(index as u32);
+        }
+        all.push(text.into());
+        Label(all.len() as u32 - 1)
+    }
+
+    /// The text of the label.
+    pub fn text(self) -> Arc<str> {
+        labels().read().unwrap_or_else(|e| e.into_inner())[self.0 as usize].clone()
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl fmt::Debug for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.text())
+    }
+}
 
 /// Where a record entered the job: the source and its offset there (a file's line
 /// number, a generator's sequence number). Events emitted while processing a record
 /// inherit its position, so an error deep in the job names the input that caused it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
-    /// A label for the source, such as `input.jsonl` or `generator `gen``.
-    pub source: Arc<str>,
+    /// The source, such as `input.jsonl` or `generator `gen``.
+    pub source: Label,
     /// What `offset` counts: `line`, `seq`, ...
     pub unit: &'static str,
     pub offset: i64,
@@ -34,17 +103,123 @@ impl fmt::Display for Position {
 pub struct Record {
     pub event: Event,
     pub position: Position,
-    /// When the source read it, for end-to-end latency measurements.
-    pub ingested: Instant,
+    /// The key group of the event's key, set by the keyed edge that delivered it (so
+    /// the key is hashed once per hop); meaningless after other edges.
+    pub key_group: u16,
+    /// When the source read it, on a sample of records (see [`LATENCY_SAMPLE`]): the
+    /// sinks measure end-to-end latency on these, without a clock read per record.
+    pub ingested: Option<Instant>,
+}
+
+/// One in this many records carries its ingestion time for latency measurement.
+pub const LATENCY_SAMPLE: i64 = 64;
+
+impl Record {
+    /// What the record costs in memory, for byte-bounded batches and channels: its
+    /// payload plus a fixed overhead for the structures around it.
+    pub fn size(&self) -> usize {
+        const OVERHEAD: usize = std::mem::size_of::<Record>();
+        let event = &self.event;
+        OVERHEAD
+            + event.value.len()
+            + event.key.as_ref().map_or(0, Vec::len)
+            + event.headers.iter().map(|h| h.name.len() + h.value.len() + 48).sum::<usize>()
+    }
+}
+
+/// An element of a batch: a record, or a watermark between records.
+#[derive(Debug, Clone)]
+pub enum Element {
+    Record(Record),
+    Watermark(Watermark),
+}
+
+/// Records and watermarks in channel order, with their size in bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub elements: Vec<Element>,
+    /// The sum of [`Record::size`] over the records.
+    pub bytes: usize,
+    /// How many of the elements are records.
+    pub records: usize,
+}
+
+impl Batch {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Batch { elements: Vec::with_capacity(capacity), bytes: 0, records: 0 }
+    }
+
+    pub fn push_record(&mut self, record: Record) {
+        self.bytes += record.size();
+        self.records += 1;
+        self.elements.push(Element::Record(record));
+    }
+
+    /// Appends a watermark; one that directly follows another replaces it (nothing
+    /// happened in between, so only the later one matters).
+    pub fn push_watermark(&mut self, watermark: Watermark) {
+        if let Some(Element::Watermark(last)) = self.elements.last_mut() {
+            *last = watermark;
+        } else {
+            self.elements.push(Element::Watermark(watermark));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
 }
 
 /// One message on a channel between two tasks.
 #[derive(Debug, Clone)]
 pub enum Message {
-    Record(Record),
-    Watermark(Watermark),
+    /// Records and watermarks, in order.
+    Batch(Batch),
     /// Everything before this belongs to checkpoint `id`; everything after, to later ones.
     Barrier(CheckpointBarrier),
     /// The upstream subtask has ended normally; nothing follows on this channel.
     EndOfData,
+}
+
+impl Message {
+    /// The bytes of records the message holds (what channels bound).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Message::Batch(batch) => batch.bytes,
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_interned_once_per_text() {
+        let a = Label::intern("stream-test-a.jsonl");
+        let b = Label::intern("stream-test-b.jsonl");
+        assert_ne!(a, b);
+        assert_eq!(Label::intern("stream-test-a.jsonl"), a);
+        assert_eq!(a.to_string(), "stream-test-a.jsonl");
+    }
+
+    #[test]
+    fn consecutive_watermarks_collapse_and_records_are_sized() {
+        let record = Record {
+            event: Event { key: Some(b"k".to_vec()), value: vec![0; 100], timestamp: None, headers: vec![] },
+            position: Position { source: Label::intern("t"), unit: "line", offset: 1 },
+            key_group: 0,
+            ingested: None,
+        };
+        let mut batch = Batch::default();
+        batch.push_watermark(Watermark::EventTime(1));
+        batch.push_watermark(Watermark::EventTime(2));
+        batch.push_record(record.clone());
+        batch.push_watermark(Watermark::EventTime(3));
+        assert_eq!(batch.elements.len(), 3);
+        assert!(matches!(batch.elements[0], Element::Watermark(Watermark::EventTime(2))));
+        assert_eq!(batch.records, 1);
+        assert!(batch.bytes >= 101);
+    }
 }

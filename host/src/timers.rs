@@ -10,7 +10,13 @@ use std::collections::BTreeSet;
 use crate::keygroup::assign_key_group;
 
 /// The clock a timer is registered against (the WIT `time-domain`).
-pub use crate::plugin::bindings::weir::operator::types::TimeDomain;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeDomain {
+    /// Fires once the operator's watermark reaches the timer's timestamp.
+    EventTime,
+    /// Fires once the host's wall clock reaches the timer's timestamp.
+    ProcessingTime,
+}
 
 /// A timer that is due: its time and the key it is scoped to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, bounded, unbounded};
+use crossbeam_channel::{Receiver, unbounded};
 
 pub use metrics::{JobSummary, LatencySummary, NodeSummary};
 pub use spec::{JobSpec, SpecError};
@@ -39,10 +39,10 @@ use crate::sink::SinkError;
 use crate::source::SourceError;
 use crate::sink::Delivery;
 use crate::state::{KeyedState, MemoryBackend, RocksBackend, StateBackend};
-use crate::stream::Message;
 use crate::task::inputs::Inputs;
 use crate::task::operator::OperatorTask;
-use crate::task::output::{EdgeOutput, Router};
+use crate::task::channel::{ChannelReceiver, channel};
+use crate::task::output::{Batching, EdgeOutput, Router};
 use crate::task::sink::SinkTask;
 use crate::task::source::SourceTask;
 use crate::task::{Checkpointing, JobControl, TaskError};
@@ -355,6 +355,8 @@ impl Job {
                         checkpointing: checkpointing(task, Some(commands)),
                         aligning: None,
                         calls: 0,
+                        run_items: Default::default(),
+                        emitted_at: Vec::new(),
                         limits: op.limits,
                         migrate_from,
                         previous: None,
@@ -634,11 +636,12 @@ fn resolve_component(
 /// The channels of a job, built from its edges, handed out task by task.
 struct Wiring {
     /// Per node: per subtask, its input receivers.
-    inputs: HashMap<String, Vec<Vec<Receiver<Message>>>>,
+    inputs: HashMap<String, Vec<Vec<ChannelReceiver>>>,
     /// Per node: per subtask, per port, its outgoing edges.
     outputs: HashMap<String, Vec<Vec<Vec<EdgeOutput>>>>,
     /// Per node: its side output names, in port order (port = index + 1).
     side_outputs: HashMap<String, Vec<String>>,
+    batching: Batching,
 }
 
 impl Wiring {
@@ -651,7 +654,7 @@ impl Wiring {
         }
         let side_outputs: HashMap<String, Vec<String>> =
             side_outputs.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
-        let mut inputs: HashMap<String, Vec<Vec<Receiver<Message>>>> = HashMap::new();
+        let mut inputs: HashMap<String, Vec<Vec<ChannelReceiver>>> = HashMap::new();
         let mut outputs: HashMap<String, Vec<Vec<Vec<EdgeOutput>>>> = HashMap::new();
         for edge in &spec.edges {
             let (_, up) = spec.node(&edge.from).expect("validated");
@@ -669,9 +672,11 @@ impl Wiring {
                 };
                 let mut senders = Vec::with_capacity(targets.len());
                 for d in targets {
-                    let (tx, rx) = bounded(spec.channel_capacity);
+                    let (tx, rx) = channel(spec.channel_capacity, spec.channel_bytes());
                     senders.push(tx);
-                    inputs.entry(edge.to.clone()).or_insert_with(|| vec![Vec::new(); down as usize])[d]
+                    inputs
+                        .entry(edge.to.clone())
+                        .or_insert_with(|| (0..down).map(|_| Vec::new()).collect())[d]
                         .push(rx);
                 }
                 let node_outputs = outputs
@@ -686,7 +691,7 @@ impl Wiring {
                 ));
             }
         }
-        Wiring { inputs, outputs, side_outputs }
+        Wiring { inputs, outputs, side_outputs, batching: spec.batching() }
     }
 
     /// Side output name → router port, for the operator `uid`.
@@ -698,7 +703,7 @@ impl Wiring {
     }
 
     /// The input receivers and output router of one subtask.
-    fn take(&mut self, uid: &str, subtask: u32) -> (Vec<Receiver<Message>>, Router) {
+    fn take(&mut self, uid: &str, subtask: u32) -> (Vec<ChannelReceiver>, Router) {
         let inputs = self
             .inputs
             .get_mut(uid)
@@ -709,6 +714,6 @@ impl Wiring {
             .get_mut(uid)
             .map(|per_subtask| std::mem::take(&mut per_subtask[subtask as usize]))
             .unwrap_or_default();
-        (inputs, Router::new(ports))
+        (inputs, Router::new(ports, self.batching))
     }
 }

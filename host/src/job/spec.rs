@@ -51,9 +51,21 @@ pub struct JobSpec {
     pub max_parallelism: u32,
     #[serde(default)]
     pub on_error: ErrorPolicy,
-    /// Capacity of each channel between two subtasks, in messages.
+    /// Capacity of each channel between two subtasks, in messages (a message is a
+    /// batch of records, a barrier or an end-of-data marker).
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
+    /// Capacity of each channel in bytes of records (MiB); a sender waits while more
+    /// is in flight. Bounds the host's memory whatever the size of the records.
+    #[serde(default = "default_channel_mib")]
+    pub channel_mib: u64,
+    /// A batch of records is sent once it holds this many records, ...
+    #[serde(default = "default_batch_records")]
+    pub batch_records: usize,
+    /// ... or once its oldest record waited this long while its task stayed busy (a
+    /// task with nothing more queued sends at once, as Flink's buffer timeout).
+    #[serde(default = "default_buffer_timeout_ms")]
+    pub buffer_timeout_ms: u64,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceSpec>,
     #[serde(default, rename = "operator")]
@@ -151,6 +163,18 @@ fn default_channel_capacity() -> usize {
     1024
 }
 
+fn default_channel_mib() -> u64 {
+    4
+}
+
+fn default_batch_records() -> usize {
+    512
+}
+
+fn default_buffer_timeout_ms() -> u64 {
+    1
+}
+
 fn default_parallelism() -> u32 {
     1
 }
@@ -191,6 +215,10 @@ pub enum SourceSpec {
         /// Event time between consecutive events, ms.
         #[serde(default = "default_step")]
         step_ms: i64,
+        /// Pads each event's value with a `"pad"` string to about this many bytes
+        /// (large-record tests and benchmarks); no padding when absent.
+        #[serde(default)]
+        payload_bytes: Option<usize>,
         #[serde(default)]
         watermark: WatermarkStrategy,
     },
@@ -416,6 +444,21 @@ pub enum NodeKind {
 }
 
 impl JobSpec {
+    /// The byte budget of each channel.
+    pub fn channel_bytes(&self) -> usize {
+        (self.channel_mib as usize).saturating_mul(1 << 20)
+    }
+
+    /// When output batches are sent.
+    pub fn batching(&self) -> crate::task::output::Batching {
+        crate::task::output::Batching {
+            max_records: self.batch_records,
+            // A batch holds at most a quarter of a channel's bytes, so several fit.
+            max_bytes: (self.channel_bytes() / 4).clamp(4 << 10, 256 << 10),
+            timeout: std::time::Duration::from_millis(self.buffer_timeout_ms),
+        }
+    }
+
     /// Reads and validates a job file.
     pub fn load(path: &Path) -> Result<JobSpec, SpecError> {
         let error = |message: String| SpecError { path: path.into(), message };
@@ -497,6 +540,9 @@ impl JobSpec {
         }
         if self.channel_capacity == 0 {
             return Err("channel_capacity must be at least 1".into());
+        }
+        if self.channel_mib == 0 || self.batch_records == 0 {
+            return Err("channel_mib and batch_records must be at least 1".into());
         }
         if let Some(c) = &self.checkpoint {
             if c.interval_ms == 0 || c.timeout_ms == 0 || c.retained == 0 {

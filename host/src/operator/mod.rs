@@ -18,9 +18,10 @@ use crate::watermark::MIN_WATERMARK;
 
 /// The largest value a guest may store in one state entry; protects host memory.
 pub const MAX_VALUE_BYTES: usize = 16 << 20;
-/// The most events one call may emit; protects host memory from runaway guests.
+/// The most events one element (or one call outside of a batch) may emit; protects
+/// host memory from runaway guests. A batch stops early rather than grow past it.
 pub const MAX_EMITS_PER_CALL: usize = 100_000;
-/// The most bytes one call may emit.
+/// The most bytes one element (or call) may emit, counting keys, values and headers.
 pub const MAX_EMIT_BYTES_PER_CALL: usize = 64 << 20;
 
 /// Which output of an operator an event goes to.
@@ -60,12 +61,90 @@ pub enum ContractError {
     #[error("a state value of {len} bytes exceeds the limit of {MAX_VALUE_BYTES} bytes")]
     ValueTooLarge { len: usize },
     #[error(
-        "one call emitted more than {MAX_EMITS_PER_CALL} events or {MAX_EMIT_BYTES_PER_CALL} \
+        "one element or call emitted more than {MAX_EMITS_PER_CALL} events or {MAX_EMIT_BYTES_PER_CALL} \
          bytes"
     )]
     EmitLimit,
+    #[error("batch element {index} begun out of order (expected {expected})")]
+    BatchOrder { index: u32, expected: u32 },
+    #[error("an emitted event names batch element {index}, but only {processed} were processed")]
+    BatchElement { index: u32, processed: u32 },
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// The elements of the run being processed in one call: each element's key, key group
+/// and the watermark in effect before it, so that the host can make each element
+/// current in turn ([`OperatorContext::begin_element`]) while the guest runs.
+#[derive(Debug, Default)]
+pub struct Run {
+    keys: Vec<u8>,
+    elements: Vec<RunElement>,
+    /// The next element to begin.
+    next: u32,
+    /// The first element the guest must not begin: an event-time timer registered
+    /// during the call falls due at the watermark before it.
+    stop_at: u32,
+    active: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RunElement {
+    key: Option<(u32, u32)>,
+    key_group: u16,
+    watermark: i64,
+}
+
+impl Run {
+    /// Adds an element: its key (on keyed inputs) and the watermark in effect before it.
+    pub fn push(&mut self, key: Option<(&[u8], u16)>, watermark: i64) {
+        let (key, key_group) = match key {
+            Some((bytes, key_group)) => {
+                let start = self.keys.len() as u32;
+                self.keys.extend_from_slice(bytes);
+                (Some((start, bytes.len() as u32)), key_group)
+            }
+            None => (None, 0),
+        };
+        self.elements.push(RunElement { key, key_group, watermark });
+    }
+
+    pub fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+
+    /// Forgets every element.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.elements.clear();
+        self.next = 0;
+        self.stop_at = u32::MAX;
+        self.active = false;
+    }
+
+    /// Drops the first `processed` elements (the rest is sent again).
+    pub fn consume(&mut self, processed: u32) {
+        self.elements.drain(..processed as usize);
+        self.next = 0;
+        self.stop_at = u32::MAX;
+    }
+
+    /// An event-time timer at `timestamp` was registered while element `current` was
+    /// being processed: stop before the first later element whose watermark advanced
+    /// past both that element's watermark and the timer.
+    fn timer_registered(&mut self, current: u32, timestamp: i64) {
+        let Some(at) = self.elements.get(current as usize) else { return };
+        let threshold = timestamp.max(at.watermark.saturating_add(1));
+        let later = &self.elements[current as usize + 1..];
+        let offset = later.partition_point(|e| e.watermark < threshold);
+        if offset < later.len() {
+            self.stop_at = self.stop_at.min(current + 1 + offset as u32);
+        }
+    }
 }
 
 /// What the runtime and an operator's logic share while the logic runs.
@@ -79,7 +158,18 @@ pub struct OperatorContext {
     key_group: u16,
     has_key: bool,
     emitted: Vec<(Port, Event)>,
+    /// The run element each emitted event came from (0 outside of runs).
+    emitted_at: Vec<u32>,
+    /// Bytes emitted by the current element (or call, outside of runs).
     emitted_bytes: usize,
+    /// Bytes emitted since the emitted events were last taken.
+    run_emitted_bytes: usize,
+    /// Where the current element's emitted events start.
+    element_emits_from: usize,
+    /// The run being processed; inactive between runs.
+    pub run: Run,
+    /// The run element being processed.
+    element: u32,
     side_outputs: Arc<HashMap<String, usize>>,
     /// Events emitted to side outputs that the job routes nowhere.
     pub unrouted: u64,
@@ -101,7 +191,12 @@ impl OperatorContext {
             key_group: 0,
             has_key: false,
             emitted: Vec::new(),
+            emitted_at: Vec::new(),
             emitted_bytes: 0,
+            run_emitted_bytes: 0,
+            element_emits_from: 0,
+            run: Run::default(),
+            element: 0,
             side_outputs,
             unrouted: 0,
         }
@@ -127,6 +222,25 @@ impl OperatorContext {
         }
     }
 
+    /// Sets the current key whose key group the keyed edge already computed.
+    pub fn set_current_key_in_group(&mut self, key: &[u8], key_group: u16) {
+        debug_assert_eq!(key_group, assign_key_group(key, self.info.max_parallelism));
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.key_group = key_group;
+        self.has_key = true;
+    }
+
+    /// The key group of the current key (meaningless without one).
+    pub fn current_key_group(&self) -> u16 {
+        self.key_group
+    }
+
+    /// The run element being processed (where a trap in a batch happened).
+    pub fn run_position(&self) -> u32 {
+        self.element
+    }
+
     /// The current key, if any.
     pub fn current_key(&self) -> Option<&[u8]> {
         self.has_key.then_some(self.key.as_slice())
@@ -149,8 +263,59 @@ impl OperatorContext {
             return Err(ContractError::NoCurrentKey { what: "a timer" });
         }
         self.timers.register(domain, &self.key, timestamp);
+        if self.run.active && domain == TimeDomain::EventTime {
+            self.run.timer_registered(self.element, timestamp);
+        }
         Ok(())
     }
+
+    /// Starts processing the elements of [`OperatorContext::run`].
+    pub fn start_run(&mut self) {
+        self.run.next = 0;
+        self.run.stop_at = u32::MAX;
+        self.run.active = true;
+    }
+
+    /// Ends the run started by [`OperatorContext::start_run`].
+    pub fn end_run(&mut self) {
+        self.run.active = false;
+        self.element = 0;
+    }
+
+    /// Makes run element `index` current (its key, its watermark). Returns `false`
+    /// when the run must stop before it: a timer registered earlier in the run falls
+    /// due first.
+    pub fn begin_element(&mut self, index: u32) -> Result<bool, ContractError> {
+        if !self.run.active || index != self.run.next || index as usize >= self.run.elements.len() {
+            return Err(ContractError::BatchOrder { index, expected: self.run.next });
+        }
+        // Stop before a timer that fell due, and before the events the run emitted so
+        // far grow past one call's limit (the rest goes in another call).
+        if index >= self.run.stop_at
+            || (index > 0
+                && (self.emitted.len() >= MAX_EMITS_PER_CALL || self.run_emitted_bytes >= MAX_EMIT_BYTES_PER_CALL))
+        {
+            return Ok(false);
+        }
+        self.element_emits_from = self.emitted.len();
+        self.emitted_bytes = 0;
+        let element = self.run.elements[index as usize];
+        match element.key {
+            Some((start, len)) => {
+                self.key.clear();
+                self.key.extend_from_slice(&self.run.keys[start as usize..(start + len) as usize]);
+                self.key_group = element.key_group;
+                self.has_key = true;
+            }
+            None => self.has_key = false,
+        }
+        self.watermark = element.watermark;
+        self.element = index;
+        self.run.next = index + 1;
+        Ok(true)
+    }
+
+
 
     /// Deletes a timer of the current key.
     pub fn delete_timer(&mut self, domain: TimeDomain, timestamp: i64) -> Result<(), ContractError> {
@@ -173,11 +338,18 @@ impl OperatorContext {
                 }
             },
         };
-        self.emitted_bytes += event.value.len() + event.key.as_ref().map_or(0, Vec::len);
-        if self.emitted.len() >= MAX_EMITS_PER_CALL || self.emitted_bytes > MAX_EMIT_BYTES_PER_CALL {
+        let bytes = event.value.len()
+            + event.key.as_ref().map_or(0, Vec::len)
+            + event.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+        self.emitted_bytes += bytes;
+        self.run_emitted_bytes += bytes;
+        if self.emitted.len() - self.element_emits_from >= MAX_EMITS_PER_CALL
+            || self.emitted_bytes > MAX_EMIT_BYTES_PER_CALL
+        {
             return Err(ContractError::EmitLimit);
         }
         self.emitted.push((port, event));
+        self.emitted_at.push(self.element);
         Ok(())
     }
 
@@ -186,7 +358,29 @@ impl OperatorContext {
     pub fn swap_emitted(&mut self, buffer: &mut Vec<(Port, Event)>) {
         debug_assert!(buffer.is_empty());
         self.emitted_bytes = 0;
+        self.run_emitted_bytes = 0;
+        self.element_emits_from = 0;
+        self.emitted_at.clear();
         std::mem::swap(&mut self.emitted, buffer);
+    }
+
+    /// Like [`OperatorContext::swap_emitted`], with the run element each event came
+    /// from, ordered by element (stable within one element).
+    pub fn swap_emitted_with_elements(&mut self, buffer: &mut Vec<(Port, Event)>, elements: &mut Vec<u32>) {
+        debug_assert!(buffer.is_empty() && elements.is_empty());
+        self.emitted_bytes = 0;
+        self.run_emitted_bytes = 0;
+        self.element_emits_from = 0;
+        std::mem::swap(&mut self.emitted, buffer);
+        std::mem::swap(&mut self.emitted_at, elements);
+        if !elements.is_sorted() {
+            let mut pairs: Vec<(u32, (Port, Event))> = elements.drain(..).zip(buffer.drain(..)).collect();
+            pairs.sort_by_key(|(element, _)| *element);
+            for (element, emitted) in pairs {
+                elements.push(element);
+                buffer.push(emitted);
+            }
+        }
     }
 }
 
@@ -218,6 +412,36 @@ pub enum OperatorFailure {
     State(#[from] StateError),
 }
 
+/// Processes a run one element at a time through [`OperatorLogic::process_element`].
+pub fn process_each<L: OperatorLogic + ?Sized>(
+    logic: &mut L,
+    events: Vec<Event>,
+) -> Result<RunOutcome, (u32, OperatorFailure)> {
+    let count = events.len() as u32;
+    let mut events = events.into_iter();
+    for index in 0..count {
+        let go = logic
+            .context()
+            .begin_element(index)
+            .map_err(|e| (index, OperatorFailure::Trapped(e.to_string())))?;
+        if !go {
+            return Ok(RunOutcome { processed: index, rest: events.collect() });
+        }
+        let event = events.next().expect("one event per element");
+        logic.process_element(event).map_err(|f| (index, f))?;
+    }
+    Ok(RunOutcome { processed: count, rest: Vec::new() })
+}
+
+/// What [`OperatorLogic::process_run`] got through.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    /// How many elements were processed, from the first.
+    pub processed: u32,
+    /// The events of the elements that were not.
+    pub rest: Vec<Event>,
+}
+
 /// The user logic of an operator subtask.
 pub trait OperatorLogic: Send {
     /// The context shared with the runtime.
@@ -225,7 +449,14 @@ pub trait OperatorLogic: Send {
     /// Called once before any element.
     fn open(&mut self) -> Result<(), OperatorFailure>;
     /// Processes one element; the runtime has set the current key.
-    fn process_element(&mut self, event: &Event) -> Result<(), OperatorFailure>;
+    fn process_element(&mut self, event: Event) -> Result<(), OperatorFailure>;
+    /// Processes the elements of the context's run in order, each after
+    /// [`OperatorContext::begin_element`] allowed it, and returns how many it processed
+    /// with the events it did not get to. Wasm components of contract 0.2 take the
+    /// whole run in one call; the default feeds [`OperatorLogic::process_element`].
+    fn process_run(&mut self, events: Vec<Event>) -> Result<RunOutcome, (u32, OperatorFailure)> {
+        process_each(self, events)
+    }
     /// A timer fired; the runtime has set the current key to the timer's.
     fn on_timer(&mut self, timestamp: i64, domain: TimeDomain) -> Result<(), OperatorFailure>;
     /// Called once after the input ended and all event-time timers fired.

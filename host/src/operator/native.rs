@@ -43,7 +43,7 @@ impl OperatorLogic for KeyedCount {
         Ok(())
     }
 
-    fn process_element(&mut self, event: &Event) -> Result<(), OperatorFailure> {
+    fn process_element(&mut self, event: Event) -> Result<(), OperatorFailure> {
         let id = self.count.expect("opened");
         let (state, kg, key) = self.ctx.keyed("value state").map_err(trap)?;
         let previous: u64 = match state.value_get(id, kg, key)? {
@@ -56,7 +56,7 @@ impl OperatorLogic for KeyedCount {
         let text = String::from_utf8_lossy(key);
         let value = serde_json::to_vec(&Count { key: &text, count })
             .map_err(|e| OperatorFailure::Returned(e.to_string()))?;
-        let out = Event { key: event.key.clone(), value, timestamp: event.timestamp, headers: vec![] };
+        let out = Event { key: event.key, value, timestamp: event.timestamp, headers: vec![] };
         self.ctx.emit(None, out).map_err(trap)
     }
 

@@ -7,17 +7,25 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
 
 use super::stdio::GuestOutput;
-use super::{EPOCH_TICK, HostState, Limits, Plugin, PluginError, bindings};
-use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic};
+use super::{EPOCH_TICK, HostState, Limits, Plugin, PluginError, Pre, v0_1, v0_2};
+use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic, RunOutcome};
 use crate::stream::Event;
 use crate::timers::TimeDomain;
 
 /// A Wasm component instance running one operator subtask.
 pub struct WasmOperator {
     store: Store<HostState>,
-    bindings: bindings::Operator,
+    guest: Guest,
     limits: Limits,
     stderr: GuestOutput,
+    /// Reused buffer for the events of a batch.
+    batch: Vec<v0_2::bindings::weir::operator::types::Event>,
+}
+
+/// The guest's exports, by contract version.
+enum Guest {
+    V0_1(v0_1::bindings::Operator),
+    V0_2(v0_2::bindings::Operator),
 }
 
 impl WasmOperator {
@@ -37,19 +45,27 @@ impl WasmOperator {
             .trap_on_grow_failure(true)
             .build();
         let uid = ctx.info.uid.to_string();
+        let engine = match &plugin.pre {
+            Pre::V0_1(pre) => pre.engine(),
+            Pre::V0_2(pre) => pre.engine(),
+        };
         let mut store = Store::new(
-            plugin.pre.engine(),
+            engine,
             HostState { ctx, wasi, table: ResourceTable::new(), limits: store_limits },
         );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(limits));
-        let bindings = plugin.pre.instantiate(&mut store).map_err(|e| PluginError::Instantiate {
+        let instantiated = match &plugin.pre {
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Guest::V0_1),
+            Pre::V0_2(pre) => pre.instantiate(&mut store).map(Guest::V0_2),
+        };
+        let guest = instantiated.map_err(|e| PluginError::Instantiate {
             uid,
             path: plugin.path().into(),
             reason: format!("{e:#}"),
         })?;
-        Ok(WasmOperator { store, bindings, limits, stderr })
+        Ok(WasmOperator { store, guest, limits, stderr, batch: Vec::new() })
     }
 
     /// Turns the outcome of a call into the runtime's terms: a trap is classified and
@@ -98,6 +114,16 @@ fn deadline_ticks(limits: Limits) -> u64 {
     (limits.call_timeout_ms / EPOCH_TICK.as_millis() as u64).max(1)
 }
 
+/// Calls the same export of whichever contract version the guest implements.
+macro_rules! call {
+    ($self:ident, $method:ident $(, $arg:expr)*) => {
+        match &$self.guest {
+            Guest::V0_1(guest) => guest.weir_operator_handler().$method(&mut $self.store $(, $arg)*),
+            Guest::V0_2(guest) => guest.weir_operator_handler().$method(&mut $self.store $(, $arg)*),
+        }
+    };
+}
+
 impl OperatorLogic for WasmOperator {
     fn context(&mut self) -> &mut OperatorContext {
         &mut self.store.data_mut().ctx
@@ -106,37 +132,96 @@ impl OperatorLogic for WasmOperator {
     fn open(&mut self) -> Result<(), OperatorFailure> {
         self.arm_deadline();
         let config = self.store.data().ctx.info.config.clone();
-        let result = self.bindings.weir_operator_handler().call_open(&mut self.store, &config);
+        let result = call!(self, call_open, &config);
         self.outcome(result)
     }
 
-    fn process_element(&mut self, event: &Event) -> Result<(), OperatorFailure> {
+    fn process_element(&mut self, event: Event) -> Result<(), OperatorFailure> {
         self.arm_deadline();
-        let result = self.bindings.weir_operator_handler().call_process_element(&mut self.store, event);
+        let result = match &self.guest {
+            Guest::V0_1(guest) => {
+                guest.weir_operator_handler().call_process_element(&mut self.store, &v0_1::guest_event(event))
+            }
+            Guest::V0_2(_) => {
+                // A batch of one, outside of any run the task started.
+                let ctx = &mut self.store.data_mut().ctx;
+                let key = ctx.current_key().map(<[u8]>::to_vec);
+                let key_group = ctx.current_key_group();
+                let watermark = ctx.watermark;
+                ctx.run.clear();
+                ctx.run.push(key.as_deref().map(|k| (k, key_group)), watermark);
+                ctx.start_run();
+                let outcome = self.process_run(vec![event]);
+                self.store.data_mut().ctx.end_run();
+                return outcome.map(|_| ()).map_err(|(_, failure)| failure);
+            }
+        };
         self.outcome(result)
+    }
+
+    fn process_run(&mut self, events: Vec<Event>) -> Result<RunOutcome, (u32, OperatorFailure)> {
+        if !matches!(self.guest, Guest::V0_2(_)) {
+            // Contract 0.1: one call per element.
+            return crate::operator::process_each(self, events);
+        }
+        self.arm_deadline();
+        let Guest::V0_2(guest) = &self.guest else { unreachable!("checked above") };
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.extend(events.into_iter().map(v0_2::guest_event));
+        let result = guest.weir_operator_handler().call_process_batch(&mut self.store, &batch);
+        let outcome = match result {
+            Ok(Ok(processed)) if processed as usize <= batch.len() => Ok(processed),
+            Ok(Ok(processed)) => Err((
+                batch.len() as u32,
+                OperatorFailure::Trapped(format!("process-batch reported {processed} of {} elements processed", batch.len())),
+            )),
+            Ok(Err(error)) => Err((error.index, OperatorFailure::Returned(error.message))),
+            Err(trap) => {
+                let index = self.store.data().ctx.run_position();
+                Err((index, self.classify(trap)))
+            }
+        };
+        let rest = match outcome {
+            Ok(processed) => batch.drain(processed as usize..).map(v0_2::event).collect(),
+            Err(_) => Vec::new(),
+        };
+        batch.clear();
+        self.batch = batch;
+        outcome.map(|processed| RunOutcome { processed, rest })
     }
 
     fn on_timer(&mut self, timestamp: i64, domain: TimeDomain) -> Result<(), OperatorFailure> {
         self.arm_deadline();
-        let result = self.bindings.weir_operator_handler().call_on_timer(&mut self.store, timestamp, domain);
+        let result = match &self.guest {
+            Guest::V0_1(guest) => guest.weir_operator_handler().call_on_timer(
+                &mut self.store,
+                timestamp,
+                v0_1::guest_time_domain(domain),
+            ),
+            Guest::V0_2(guest) => guest.weir_operator_handler().call_on_timer(
+                &mut self.store,
+                timestamp,
+                v0_2::guest_time_domain(domain),
+            ),
+        };
         self.outcome(result)
     }
 
     fn close(&mut self) -> Result<(), OperatorFailure> {
         self.arm_deadline();
-        let result = self.bindings.weir_operator_handler().call_close(&mut self.store);
+        let result = call!(self, call_close);
         self.outcome(result)
     }
 
     fn state_version(&mut self) -> Result<u32, OperatorFailure> {
         self.arm_deadline();
-        let result = self.bindings.weir_operator_handler().call_state_version(&mut self.store);
+        let result = call!(self, call_state_version);
         result.map_err(|e| self.classify(e))
     }
 
     fn migrate(&mut self, from_version: u32) -> Result<(), OperatorFailure> {
         self.arm_deadline();
-        let result = self.bindings.weir_operator_handler().call_migrate(&mut self.store, from_version);
+        let result = call!(self, call_migrate, from_version);
         self.outcome(result)
     }
 }

@@ -1,16 +1,23 @@
 //! # Plugins: operators as Wasm components
 //!
-//! A [`Plugin`] is a component compiled once per job and checked against the
-//! `weir:operator/operator` world at load time; [`Plugin::instantiate`] makes one
-//! [`WasmOperator`] per subtask, each in its own store with its own memory limit, call
-//! deadline and captured stdout/stderr. Guests get no ambient authority: no files, no
-//! environment, no network — only the imports of `wit/operator.wit` and WASI's clocks
-//! and random.
+//! A [`Plugin`] is a component compiled once per job and checked against an
+//! `operator` world at load time; [`Plugin::instantiate`] makes one [`WasmOperator`]
+//! per subtask, each in its own store with its own memory limit, call deadline and
+//! captured stdout/stderr. Guests get no ambient authority: no files, no environment,
+//! no network — only the imports of the contract and WASI's clocks and random.
+//!
+//! The contract is versioned, one folder per version, each holding its generated
+//! bindings (the only place generated WIT types appear) and its host interfaces:
+//! [`v0_2`] (`wit/operator.wit`, batches) and [`v0_1`] (`wit/v0.1/operator.wit`, one
+//! call per element). A component is matched to the newest version it implements, so
+//! components built for 0.1 keep running unchanged beside 0.2 ones.
 
-pub mod bindings;
+pub mod cache;
 mod host;
 mod instance;
 mod stdio;
+pub mod v0_1;
+pub mod v0_2;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +30,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub use cache::{CompileCache, Compiled};
 pub use host::StateHandle;
 pub use instance::WasmOperator;
 
@@ -68,8 +76,9 @@ pub enum PluginError {
     #[error("component {path}: cannot read or compile it: {reason}")]
     Load { path: PathBuf, reason: String },
     #[error(
-        "component {path} does not implement the weir:operator/operator@0.1.0 world \
-         (build it with the weir guest SDK or against wit/operator.wit): {reason}"
+        "component {path} does not implement the weir:operator/operator world of any \
+         contract version this host runs (0.2.0, 0.1.0); build it with the weir guest SDK \
+         or against wit/operator.wit: {reason}"
     )]
     NotAnOperator { path: PathBuf, reason: String },
     #[error("operator `{uid}`: cannot instantiate {path}: {reason}")]
@@ -94,11 +103,19 @@ impl WasiView for HostState {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    cache: Option<CompileCache>,
     ticker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 impl Runtime {
+    /// A runtime with the compile cache the environment asks for
+    /// ([`CompileCache::from_env`]).
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_cache(CompileCache::from_env())
+    }
+
+    /// A runtime keeping compiled components in `cache` (none: always compile).
+    pub fn with_cache(cache: Option<CompileCache>) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the Wasm engine")?;
@@ -106,12 +123,12 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
-        bindings::Operator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(anyhow::Error::from)
-        .context("linking the operator interfaces")?;
+        v0_2::bindings::Operator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the operator interfaces of contract 0.2")?;
+        v0_1::bindings::Operator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the operator interfaces of contract 0.1")?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
             let (engine, stop) = (engine.clone(), stop.clone());
@@ -125,20 +142,32 @@ impl Runtime {
                 })
                 .context("starting the epoch ticker")?
         };
-        Ok(Runtime { engine, linker: Arc::new(linker), ticker: Some((stop, ticker)) })
+        Ok(Runtime { engine, linker: Arc::new(linker), cache, ticker: Some((stop, ticker)) })
     }
 
     /// Compiles and checks the component at `path`.
     pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
         let bytes = std::fs::read(path)
             .map_err(|e| PluginError::Load { path: path.into(), reason: e.to_string() })?;
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| PluginError::Load { path: path.into(), reason: format!("{e:#}") })?;
+        let loaded = match &self.cache {
+            Some(cache) => cache.load(&self.engine, &bytes),
+            None => Component::new(&self.engine, &bytes).map(|c| (c, Compiled::Fresh)),
+        };
+        let (component, compiled) =
+            loaded.map_err(|e| PluginError::Load { path: path.into(), reason: format!("{e:#}") })?;
+        tracing::debug!(component = %path.display(), ?compiled, "loaded component");
         let not_an_operator =
             |e: wasmtime::Error| PluginError::NotAnOperator { path: path.into(), reason: format!("{e:#}") };
         let pre = self.linker.instantiate_pre(&component).map_err(not_an_operator)?;
-        let pre = bindings::OperatorPre::new(pre).map_err(not_an_operator)?;
-        Ok(Plugin { path: path.into(), pre, digest: digest(&bytes) })
+        // The newest contract the component implements.
+        let pre = match v0_2::bindings::OperatorPre::new(pre.clone()) {
+            Ok(pre) => Pre::V0_2(pre),
+            Err(newest) => match v0_1::bindings::OperatorPre::new(pre) {
+                Ok(pre) => Pre::V0_1(pre),
+                Err(_) => return Err(not_an_operator(newest)),
+            },
+        };
+        Ok(Plugin { path: path.into(), pre, digest: digest(&bytes), compiled })
     }
 }
 
@@ -154,8 +183,15 @@ impl Drop for Runtime {
 /// A compiled operator component, ready to instantiate once per subtask.
 pub struct Plugin {
     path: PathBuf,
-    pre: bindings::OperatorPre<HostState>,
+    pre: Pre,
     digest: String,
+    compiled: Compiled,
+}
+
+/// A component linked against the contract version it implements.
+enum Pre {
+    V0_1(v0_1::bindings::OperatorPre<HostState>),
+    V0_2(v0_2::bindings::OperatorPre<HostState>),
 }
 
 impl std::fmt::Debug for Plugin {
@@ -167,6 +203,19 @@ impl std::fmt::Debug for Plugin {
 impl Plugin {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the component was compiled for this load or came from the cache.
+    pub fn compiled(&self) -> Compiled {
+        self.compiled
+    }
+
+    /// The contract version the component implements (`0.1.0`, `0.2.0`).
+    pub fn contract(&self) -> &'static str {
+        match self.pre {
+            Pre::V0_1(_) => "0.1.0",
+            Pre::V0_2(_) => "0.2.0",
+        }
     }
 
     /// A content digest of the component (FNV-1a 64, hex), for logs and manifests.

@@ -28,8 +28,9 @@ use crate::state::{DeclaredState, key};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "_savepoint";
-/// The contract the operators were built against.
-pub const WIT_VERSION: &str = "weir:operator@0.1.0";
+/// The newest contract version of the host that wrote the savepoint. State is laid out
+/// the same way for every contract version, so any version's components restore it.
+pub const WIT_VERSION: &str = "weir:operator@0.2.0";
 
 /// What a savepoint says of one operator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

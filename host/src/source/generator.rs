@@ -15,6 +15,8 @@ pub struct GeneratorSource {
     start_ms: i64,
     step_ms: i64,
     next: u64,
+    /// Padding added to each value (`"pad":"xxx.."`), empty for none.
+    pad: String,
 }
 
 impl GeneratorSource {
@@ -40,14 +42,25 @@ impl GeneratorSource {
             start_ms,
             step_ms,
             next: 0,
+            pad: String::new(),
         })
+    }
+
+    /// Pads every value to about `bytes` bytes.
+    pub fn with_payload(mut self, bytes: usize) -> Self {
+        self.pad = "x".repeat(bytes);
+        self
     }
 
     /// The event with sequence number `seq`.
     pub fn event(&self, seq: u64) -> Event {
         let random = splitmix64(self.seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let key = format!("key-{}", random % self.keys);
-        let value = format!(r#"{{"seq":{seq},"key":"{key}","value":{}}}"#, (random >> 32) % 1000);
+        let value = if self.pad.is_empty() {
+            format!(r#"{{"seq":{seq},"key":"{key}","value":{}}}"#, (random >> 32) % 1000)
+        } else {
+            format!(r#"{{"seq":{seq},"key":"{key}","value":{},"pad":"{}"}}"#, (random >> 32) % 1000, self.pad)
+        };
         Event {
             key: Some(key.into_bytes()),
             value: value.into_bytes(),

@@ -164,9 +164,10 @@ pub fn open(spec: &SourceSpec, job: &str, base: &std::path::Path) -> Result<Box<
             let source = FileSource::open(uid, &path, key_field.clone(), timestamp_field.clone())?;
             Ok(Box::new(source.with_rate(*rate)))
         }
-        SourceSpec::Generator { uid, count, rate, keys, seed, start_ms, step_ms, .. } => {
+        SourceSpec::Generator { uid, count, rate, keys, seed, start_ms, step_ms, payload_bytes, .. } => {
             check_rate(uid, *rate)?;
-            Ok(Box::new(GeneratorSource::new(uid, *count, *rate, *keys, *seed, *start_ms, *step_ms)?))
+            let source = GeneratorSource::new(uid, *count, *rate, *keys, *seed, *start_ms, *step_ms)?;
+            Ok(Box::new(source.with_payload(payload_bytes.unwrap_or(0))))
         }
         SourceSpec::Kafka(kafka) => {
             check_rate(&kafka.uid, kafka.rate)?;

@@ -1,9 +1,11 @@
-//! The input channels of a task, read fairly, one message at a time.
+//! The input channels of a task, read fairly, one message (a batch, a barrier or an
+//! end-of-data marker) at a time.
 
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, TryRecvError};
+use crossbeam_channel::{RecvTimeoutError, Select, TryRecvError};
 
+use super::channel::ChannelReceiver;
 use crate::stream::Message;
 
 /// What [`Inputs::next`] found.
@@ -21,7 +23,7 @@ pub enum Next {
 
 /// A task's input channels, one per upstream subtask and edge.
 pub struct Inputs {
-    receivers: Vec<Receiver<Message>>,
+    receivers: Vec<ChannelReceiver>,
     open: Vec<bool>,
     /// Inputs held back while a checkpoint barrier is being aligned.
     blocked: Vec<bool>,
@@ -30,7 +32,7 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub fn new(receivers: Vec<Receiver<Message>>) -> Self {
+    pub fn new(receivers: Vec<ChannelReceiver>) -> Self {
         let n = receivers.len();
         Inputs { receivers, open: vec![true; n], blocked: vec![false; n], open_count: n, cursor: 0 }
     }
@@ -82,8 +84,38 @@ impl Inputs {
                 Err(RecvTimeoutError::Disconnected) => Next::Disconnected,
             };
         }
+        if let Some(next) = self.try_next() {
+            return next;
+        }
+        let mut select = Select::new();
+        let mut indices = Vec::with_capacity(readable);
+        for (index, receiver) in self.receivers.iter().enumerate() {
+            if self.readable(index) {
+                select.recv(receiver.inner());
+                indices.push(index);
+            }
+        }
+        match select.select_timeout(timeout) {
+            Err(_) => Next::Timeout,
+            Ok(operation) => {
+                let index = indices[operation.index()];
+                match operation.recv(self.receivers[index].inner()) {
+                    Ok(message) => Next::Message(index, self.receivers[index].accept(message)),
+                    Err(_) => Next::Disconnected,
+                }
+            }
+        }
+    }
+
+    /// The next message if one is already queued on an open, unblocked input, without
+    /// waiting. Tasks flush their partly filled output batches when this finds nothing:
+    /// they batch what is queued, never wait to fill a batch.
+    pub fn try_next(&mut self) -> Option<Next> {
+        if self.open_count == 0 {
+            return Some(Next::Ended);
+        }
         // Poll every open input once, starting after the last one served, so that a
-        // busy input cannot starve the others; block only when all are empty.
+        // busy input cannot starve the others.
         let n = self.receivers.len();
         for step in 0..n {
             let index = (self.cursor + step) % n;
@@ -93,29 +125,12 @@ impl Inputs {
             match self.receivers[index].try_recv() {
                 Ok(message) => {
                     self.cursor = index + 1;
-                    return Next::Message(index, message);
+                    return Some(Next::Message(index, message));
                 }
                 Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => return Next::Disconnected,
+                Err(TryRecvError::Disconnected) => return Some(Next::Disconnected),
             }
         }
-        let mut select = Select::new();
-        let mut indices = Vec::with_capacity(readable);
-        for (index, receiver) in self.receivers.iter().enumerate() {
-            if self.readable(index) {
-                select.recv(receiver);
-                indices.push(index);
-            }
-        }
-        match select.select_timeout(timeout) {
-            Err(_) => Next::Timeout,
-            Ok(operation) => {
-                let index = indices[operation.index()];
-                match operation.recv(&self.receivers[index]) {
-                    Ok(message) => Next::Message(index, message),
-                    Err(_) => Next::Disconnected,
-                }
-            }
-        }
+        None
     }
 }

@@ -1,9 +1,11 @@
 //! # Tasks
 //!
 //! Every source, every operator subtask and every sink runs as a task on its own
-//! thread, connected by bounded channels: a slow consumer blocks its producers, so
-//! back-pressure reaches the sources and memory stays bounded.
+//! thread, connected by channels bounded in messages and in bytes ([`channel`]): a slow
+//! consumer blocks its producers, so back-pressure reaches the sources and memory stays
+//! bounded. Records travel in batches ([`output`]).
 
+pub mod channel;
 pub mod inputs;
 pub mod operator;
 pub mod output;

@@ -1,6 +1,7 @@
 //! The operator task: feeds elements, watermarks and timers to one operator subtask,
 //! one at a time, and routes what it emits.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use crate::state::SnapshotTarget;
 use crate::job::metrics::TaskMetrics;
 use crate::job::spec::ErrorPolicy;
 use crate::operator::{OperatorFailure, OperatorLogic, Port};
-use crate::stream::{Event, Message, Position, Record};
+use crate::stream::{Batch, Element, Event, Label, Message, Position, Record};
 use crate::timers::{TimeDomain, Timer};
 use crate::watermark::{InputWatermarks, Watermark};
 
@@ -37,8 +38,12 @@ pub struct OperatorTask {
     pub checkpointing: Option<Checkpointing>,
     /// The checkpoint whose barrier is being aligned across the inputs.
     pub aligning: Option<crate::checkpoint::CheckpointBarrier>,
-    /// Calls into the operator so far, for pacing the TTL sweep.
+    /// Elements and timers handed to the operator so far, for pacing the TTL sweep.
     pub calls: u64,
+    /// Reused buffer for the elements of a run.
+    pub run_items: VecDeque<RunItem>,
+    /// Reused buffer for the run element each emitted event came from.
+    pub emitted_at: Vec<u32>,
     /// The operator's sandbox limits, for a component swapped in by an upgrade.
     pub limits: Limits,
     /// A state layout to migrate from before the first element (after a restore).
@@ -46,6 +51,16 @@ pub struct OperatorTask {
     /// The logic an upgrade replaced, kept until the upgrade is known to have
     /// succeeded everywhere.
     pub previous: Option<Previous>,
+}
+
+/// An element of a run, in input order.
+pub enum RunItem {
+    /// A record handed to the operator (its event moved into the run).
+    Record { position: Position, ingested: Option<Instant> },
+    /// A record at or behind the watermark in effect: late.
+    Late(Record),
+    /// A watermark to apply after the records before it.
+    Watermark(Watermark),
 }
 
 /// An operator snapshot captured at a barrier, waiting to be written.
@@ -87,7 +102,7 @@ pub struct Previous {
     timers: FileEntry,
 }
 
-/// Every this many calls, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
+/// Every this many elements, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
 const SWEEP_EVERY: u64 = 256;
 const SWEEP_BUDGET: usize = 64;
 
@@ -128,16 +143,19 @@ impl OperatorTask {
         let restored = self.logic.context().watermark;
         let mut watermarks = InputWatermarks::starting_at(self.inputs.len(), restored);
         let result = self.run_loop(&mut watermarks);
+        // What was routed before an error or a stop still goes downstream: the sinks
+        // write what the job accepted before it failed.
+        let _ = self.router.flush();
         let unrouted = self.logic.context().unrouted;
         self.metrics.add_unrouted(unrouted);
         result
     }
 
     fn run_loop(&mut self, watermarks: &mut InputWatermarks) -> Result<(), TaskError> {
-        let timer_source: Arc<str> = format!("timer of `{}`", self.uid).into();
-        let opening = Position { source: format!("open of `{}`", self.uid).into(), unit: "at", offset: 0 };
+        let timer_source = Label::intern(&format!("timer of `{}`", self.uid));
+        let opening = Position { source: Label::intern(&format!("open of `{}`", self.uid)), unit: "at", offset: 0 };
         self.logic.open().map_err(|f| self.failure(Doing::Opening, f))?;
-        self.route_emitted(&opening, Instant::now())?;
+        self.route_emitted(&opening, None)?;
         if let Some(from) = self.migrate_from {
             migrate(self.logic.as_mut(), from).map_err(|f| self.failure(Doing::Migrating(from), f))?;
         }
@@ -145,12 +163,23 @@ impl OperatorTask {
             if self.control.is_cancelled() {
                 return Ok(());
             }
-            let timeout = self.timeout();
-            match self.inputs.next(timeout) {
-                Next::Message(_, Message::Record(record)) => self.on_record(record)?,
-                Next::Message(input, Message::Watermark(watermark)) => {
-                    if let Some(advanced) = watermarks.update(input, watermark) {
-                        self.advance(advanced, &timer_source)?;
+            // Batch what is queued: partly filled output batches go as soon as there is
+            // nothing more to read.
+            let next = match self.inputs.try_next() {
+                Some(next) => next,
+                None => {
+                    if self.router.flush().is_err() {
+                        self.control.cancel();
+                    }
+                    let timeout = self.timeout();
+                    self.inputs.next(timeout)
+                }
+            };
+            match next {
+                Next::Message(input, Message::Batch(batch)) => {
+                    self.on_batch(input, batch, watermarks, &timer_source)?;
+                    if self.router.flush_if_due().is_err() {
+                        self.control.cancel();
                     }
                 }
                 Next::Message(input, Message::Barrier(barrier)) => {
@@ -354,14 +383,15 @@ impl OperatorTask {
 
     /// Gives state its clock for TTL decisions, and now and then sweeps a slice of it
     /// for expired entries.
-    fn before_call(&mut self) -> Result<(), TaskError> {
+    fn before_call(&mut self, elements: u64) -> Result<(), TaskError> {
         let state = &mut self.logic.context().state;
         if !state.has_ttl() {
             return Ok(());
         }
         state.set_now(crate::clock::now_ms());
-        self.calls += 1;
-        if self.calls % SWEEP_EVERY == 0 {
+        let before = self.calls;
+        self.calls += elements;
+        if self.calls / SWEEP_EVERY != before / SWEEP_EVERY {
             if let Err(e) = state.sweep(SWEEP_BUDGET) {
                 return Err(self.failure(Doing::Sweeping, OperatorFailure::State(e)));
             }
@@ -369,24 +399,138 @@ impl OperatorTask {
         Ok(())
     }
 
-    fn on_record(&mut self, record: Record) -> Result<(), TaskError> {
-        self.metrics.add_in(1);
-        self.before_call()?;
-        let ctx = self.logic.context();
-        if self.keyed {
-            // Routers refuse keyless events on keyed edges, so the key is present.
-            let key = record.event.key.as_deref().unwrap_or_default();
-            if record.event.timestamp.is_some_and(|ts| ts <= ctx.watermark) {
-                return self.on_late(record);
+    /// Processes a batch from input `input`: its records in runs, each handed to the
+    /// operator in one call, and its watermarks in order between them. A run ends
+    /// before a watermark that fires a pending timer, so timers fire exactly where they
+    /// would if every element came alone; a timer registered during a run that falls
+    /// due within it stops the run there ([`OperatorContext::begin_element`]).
+    fn on_batch(
+        &mut self,
+        input: usize,
+        batch: Batch,
+        watermarks: &mut InputWatermarks,
+        timer_source: &Label,
+    ) -> Result<(), TaskError> {
+        self.metrics.add_in(batch.records as u64);
+        let keyed = self.keyed;
+        let mut elements = batch.elements.into_iter().peekable();
+        while elements.peek().is_some() {
+            let mut items = std::mem::take(&mut self.run_items);
+            let mut events = Vec::with_capacity(batch.records);
+            let ctx = self.logic.context();
+            ctx.run.clear();
+            let mut watermark = ctx.watermark;
+            let mut firing = None;
+            for element in elements.by_ref() {
+                match element {
+                    Element::Record(mut record) => {
+                        if keyed && record.event.timestamp.is_some_and(|ts| ts <= watermark) {
+                            items.push_back(RunItem::Late(record));
+                            continue;
+                        }
+                        // Routers refuse keyless events on keyed edges, so the key is present.
+                        let key = keyed.then(|| (record.event.key.as_deref().unwrap_or_default(), record.key_group));
+                        ctx.run.push(key, watermark);
+                        items.push_back(RunItem::Record { position: record.position, ingested: record.ingested });
+                        events.push(std::mem::take(&mut record.event));
+                    }
+                    Element::Watermark(incoming) => {
+                        let Some(advanced) = watermarks.update(input, incoming) else { continue };
+                        if let Watermark::EventTime(time) = advanced {
+                            if ctx.timers.next_timestamp(TimeDomain::EventTime).is_some_and(|due| due <= time) {
+                                firing = Some(advanced);
+                                break;
+                            }
+                            watermark = time;
+                        }
+                        items.push_back(RunItem::Watermark(advanced));
+                    }
+                }
             }
-            ctx.set_current_key(Some(key));
-        } else {
-            ctx.set_current_key(None);
+            self.process_run(&mut items, events, timer_source)?;
+            self.run_items = items;
+            if let Some(advanced) = firing {
+                self.advance(advanced, timer_source)?;
+            }
         }
-        if let Err(failure) = self.logic.process_element(&record.event) {
-            return Err(self.failure(Doing::Element(&record.position), failure));
+        Ok(())
+    }
+
+    /// Hands `events` (the records among `items`) to the operator, as many calls as
+    /// timers falling due require, and routes what they emitted interleaved with the
+    /// late records and watermarks of `items`, in input order.
+    fn process_run(
+        &mut self,
+        items: &mut VecDeque<RunItem>,
+        mut events: Vec<Event>,
+        timer_source: &Label,
+    ) -> Result<(), TaskError> {
+        while !events.is_empty() {
+            self.before_call(events.len() as u64)?;
+            let ctx = self.logic.context();
+            let watermark = ctx.watermark;
+            ctx.start_run();
+            let result = self.logic.process_run(events);
+            let ctx = self.logic.context();
+            ctx.end_run();
+            // The watermark moves on as the run's watermarks are routed.
+            ctx.watermark = watermark;
+            let mut emitted = std::mem::take(&mut self.emitted);
+            let mut at = std::mem::take(&mut self.emitted_at);
+            ctx.swap_emitted_with_elements(&mut emitted, &mut at);
+            let (processed, rest, failure) = match result {
+                Ok(outcome) => (outcome.processed, outcome.rest, None),
+                Err((index, failure)) => (index, Vec::new(), Some(failure)),
+            };
+            self.route_items(items, processed, emitted.drain(..).zip(at.drain(..)), timer_source)?;
+            self.emitted = emitted;
+            self.emitted_at = at;
+            if let Some(failure) = failure {
+                let position = match items.front() {
+                    Some(RunItem::Record { position, .. }) => *position,
+                    _ => Position { source: *timer_source, unit: "at", offset: 0 },
+                };
+                items.clear();
+                return Err(self.failure(Doing::Element(&position), failure));
+            }
+            self.logic.context().run.consume(processed);
+            events = rest;
         }
-        self.route_emitted(&record.position, record.ingested)
+        self.route_items(items, u32::MAX, std::iter::empty(), timer_source)
+    }
+
+    /// Routes `items` in order up to the run record `processed` (exclusive), each
+    /// record followed by what it emitted; watermarks advance (firing timers that fell
+    /// due) and late records go to the `late` output on the way.
+    fn route_items(
+        &mut self,
+        items: &mut VecDeque<RunItem>,
+        processed: u32,
+        emitted: impl Iterator<Item = ((Port, Event), u32)>,
+        timer_source: &Label,
+    ) -> Result<(), TaskError> {
+        let mut emitted = emitted.peekable();
+        let mut index = 0u32;
+        while let Some(item) = items.front() {
+            if matches!(item, RunItem::Record { .. }) && index >= processed {
+                break;
+            }
+            match items.pop_front().expect("peeked") {
+                RunItem::Record { position, ingested } => {
+                    while let Some(((port, event), _)) = emitted.next_if(|(_, at)| *at == index) {
+                        let port = match port {
+                            Port::Main => 0,
+                            Port::Side(index) => index,
+                        };
+                        self.send(port, Record { event, position, key_group: 0, ingested }, &position)?;
+                    }
+                    index += 1;
+                }
+                RunItem::Late(record) => self.on_late(record)?,
+                RunItem::Watermark(watermark) => self.advance(watermark, timer_source)?,
+            }
+        }
+        Ok(())
     }
 
     /// An element at or behind the watermark: Flink's definition of late. It goes to
@@ -395,7 +539,7 @@ impl OperatorTask {
         match self.late_port {
             Some(port) => {
                 self.metrics.add_late_routed(1);
-                let position = record.position.clone();
+                let position = record.position;
                 self.send(port, record, &position)
             }
             None => {
@@ -405,7 +549,7 @@ impl OperatorTask {
         }
     }
 
-    fn advance(&mut self, watermark: Watermark, timer_source: &Arc<str>) -> Result<(), TaskError> {
+    fn advance(&mut self, watermark: Watermark, timer_source: &Label) -> Result<(), TaskError> {
         if let Watermark::EventTime(time) = watermark {
             // As in Flink: the operator sees the new watermark while its timers fire,
             // and downstream sees the watermark only after the timers' output.
@@ -414,10 +558,11 @@ impl OperatorTask {
                 self.fire(TimeDomain::EventTime, timer, timer_source)?;
             }
         }
-        self.broadcast(Message::Watermark(watermark))
+        self.router.watermark(watermark);
+        Ok(())
     }
 
-    fn fire_processing_timers(&mut self, timer_source: &Arc<str>) -> Result<(), TaskError> {
+    fn fire_processing_timers(&mut self, timer_source: &Label) -> Result<(), TaskError> {
         let ctx = self.logic.context();
         if ctx.timers.len(TimeDomain::ProcessingTime) == 0 {
             return Ok(());
@@ -429,26 +574,26 @@ impl OperatorTask {
         Ok(())
     }
 
-    fn fire(&mut self, domain: TimeDomain, timer: Timer, source: &Arc<str>) -> Result<(), TaskError> {
-        self.before_call()?;
+    fn fire(&mut self, domain: TimeDomain, timer: Timer, source: &Label) -> Result<(), TaskError> {
+        self.before_call(1)?;
         self.logic.context().set_current_key(Some(&timer.key));
         if let Err(failure) = self.logic.on_timer(timer.timestamp, domain) {
             return Err(self.failure(Doing::Timer(domain, &timer), failure));
         }
-        let position = Position { source: source.clone(), unit: "at", offset: timer.timestamp };
-        self.route_emitted(&position, Instant::now())
+        let position = Position { source: *source, unit: "at", offset: timer.timestamp };
+        self.route_emitted(&position, None)
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
         self.logic.context().set_current_key(None);
         self.logic.close().map_err(|f| self.failure(Doing::Closing, f))?;
-        let closing = Position { source: format!("close of `{}`", self.uid).into(), unit: "at", offset: 0 };
-        self.route_emitted(&closing, Instant::now())?;
+        let closing = Position { source: Label::intern(&format!("close of `{}`", self.uid)), unit: "at", offset: 0 };
+        self.route_emitted(&closing, None)?;
         self.broadcast(Message::EndOfData)
     }
 
     /// Routes what the last call emitted; the events inherit `position`.
-    fn route_emitted(&mut self, position: &Position, ingested: Instant) -> Result<(), TaskError> {
+    fn route_emitted(&mut self, position: &Position, ingested: Option<Instant>) -> Result<(), TaskError> {
         let mut emitted = std::mem::take(&mut self.emitted);
         self.logic.context().swap_emitted(&mut emitted);
         for (port, event) in emitted.drain(..) {
@@ -456,7 +601,7 @@ impl OperatorTask {
                 Port::Main => 0,
                 Port::Side(index) => index,
             };
-            let record = Record { event, position: position.clone(), ingested };
+            let record = Record { event, position: *position, key_group: 0, ingested };
             self.send(port, record, position)?;
         }
         self.emitted = emitted;

@@ -1,12 +1,36 @@
-//! Routing a task's output to the subtasks downstream.
+//! Routing a task's output to the subtasks downstream, in batches.
+//!
+//! Every (edge, downstream subtask) pair has a batch being filled. A batch is sent when
+//! it holds [`Batching::max_records`] records or [`Batching::max_bytes`] bytes, when its
+//! task has nothing more queued to process ([`Router::flush`]), when its oldest record
+//! has waited [`Batching::timeout`] ([`Router::flush_if_due`]), and before any barrier or
+//! end-of-data marker, so a batch never waits to fill up.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
+use super::channel::ChannelSender;
 use crate::job::spec::Partitioning;
 use crate::keygroup::{assign_key_group, subtask_for_key_group};
-use crate::stream::{Message, Record};
+use crate::stream::{Batch, Message, Record};
+use crate::watermark::Watermark;
+
+/// When output batches are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Send a batch once it holds this many records.
+    pub max_records: usize,
+    /// Send a batch once its records hold this many bytes.
+    pub max_bytes: usize,
+    /// Longest a record waits in a partly filled batch while its task stays busy.
+    pub timeout: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching { max_records: 512, max_bytes: 64 << 10, timeout: Duration::from_millis(1) }
+    }
+}
 
 /// Why a record could not be routed.
 #[derive(Debug)]
@@ -22,7 +46,9 @@ pub struct EdgeOutput {
     pub to: Arc<str>,
     pub partitioning: Partitioning,
     /// One sender per downstream subtask (just the one for a forward edge).
-    pub senders: Vec<Sender<Message>>,
+    pub senders: Vec<ChannelSender>,
+    /// The batch being filled for each downstream subtask.
+    pending: Vec<Batch>,
     pub max_parallelism: u32,
     next: usize,
 }
@@ -31,16 +57,18 @@ impl EdgeOutput {
     pub fn new(
         to: Arc<str>,
         partitioning: Partitioning,
-        senders: Vec<Sender<Message>>,
+        senders: Vec<ChannelSender>,
         max_parallelism: u32,
         first: usize,
     ) -> Self {
-        EdgeOutput { to, partitioning, senders, max_parallelism, next: first }
+        let pending = senders.iter().map(|_| Batch::default()).collect();
+        EdgeOutput { to, partitioning, senders, pending, max_parallelism, next: first }
     }
 
-    fn target(&mut self, record: &Record) -> Result<usize, RouteError> {
+    /// The downstream subtask for `record`, and its key group on a keyed edge.
+    fn target(&mut self, record: &Record) -> Result<(usize, u16), RouteError> {
         Ok(match self.partitioning {
-            Partitioning::Forward => 0,
+            Partitioning::Forward => (0, record.key_group),
             Partitioning::Keyed => {
                 let key = record
                     .event
@@ -48,24 +76,42 @@ impl EdgeOutput {
                     .as_deref()
                     .ok_or_else(|| RouteError::MissingKey { to: self.to.clone() })?;
                 let kg = assign_key_group(key, self.max_parallelism);
-                subtask_for_key_group(kg, self.max_parallelism, self.senders.len() as u32) as usize
+                let target = subtask_for_key_group(kg, self.max_parallelism, self.senders.len() as u32);
+                (target as usize, kg)
             }
             Partitioning::Rebalance => {
                 self.next = (self.next + 1) % self.senders.len();
-                self.next
+                (self.next, record.key_group)
             }
         })
+    }
+
+    fn flush_one(&mut self, target: usize) -> Result<(), RouteError> {
+        let batch = std::mem::take(&mut self.pending[target]);
+        self.senders[target].send(Message::Batch(batch)).map_err(|_| RouteError::Disconnected)
+    }
+
+    fn flush(&mut self) -> Result<(), RouteError> {
+        for target in 0..self.pending.len() {
+            if !self.pending[target].is_empty() {
+                self.flush_one(target)?;
+            }
+        }
+        Ok(())
     }
 }
 
 /// The outputs of a task: port 0 is the main output, ports 1.. the side outputs.
 pub struct Router {
     ports: Vec<Vec<EdgeOutput>>,
+    batching: Batching,
+    /// When the oldest record still waiting in a batch was added.
+    oldest: Option<Instant>,
 }
 
 impl Router {
-    pub fn new(ports: Vec<Vec<EdgeOutput>>) -> Self {
-        Router { ports }
+    pub fn new(ports: Vec<Vec<EdgeOutput>>, batching: Batching) -> Self {
+        Router { ports, batching, oldest: None }
     }
 
     /// Whether anything consumes `port`.
@@ -73,28 +119,62 @@ impl Router {
         self.ports.get(port).is_some_and(|edges| !edges.is_empty())
     }
 
-    /// Sends `record` along every edge of `port`. Returns `false` when nothing
-    /// consumes the port (the record is dropped).
+    /// Adds `record` to the batches of every edge of `port`, sending the ones that
+    /// filled up. Returns `false` when nothing consumes the port (the record is dropped).
     pub fn send(&mut self, port: usize, record: Record) -> Result<bool, RouteError> {
         let Some(edges) = self.ports.get_mut(port).filter(|e| !e.is_empty()) else {
             return Ok(false);
         };
         let last = edges.len() - 1;
         let mut record = Some(record);
+        let (max_records, max_bytes) = (self.batching.max_records, self.batching.max_bytes);
         for (i, edge) in edges.iter_mut().enumerate() {
-            let target = edge.target(record.as_ref().expect("present"))?;
-            let message = if i == last {
-                Message::Record(record.take().expect("present"))
-            } else {
-                Message::Record(record.clone().expect("present"))
-            };
-            edge.senders[target].send(message).map_err(|_| RouteError::Disconnected)?;
+            let (target, key_group) = edge.target(record.as_ref().expect("present"))?;
+            let mut copy = if i == last { record.take().expect("present") } else { record.clone().expect("present") };
+            copy.key_group = key_group;
+            let batch = &mut edge.pending[target];
+            batch.push_record(copy);
+            if batch.records >= max_records || batch.bytes >= max_bytes {
+                edge.flush_one(target)?;
+            }
+        }
+        if self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
         }
         Ok(true)
     }
 
-    /// Sends a watermark or end-of-data marker to every downstream subtask.
-    pub fn broadcast(&self, message: &Message) -> Result<(), RouteError> {
+    /// Adds a watermark to every downstream batch, after the records before it.
+    pub fn watermark(&mut self, watermark: Watermark) {
+        for edge in self.ports.iter_mut().flatten() {
+            for batch in &mut edge.pending {
+                batch.push_watermark(watermark);
+            }
+        }
+    }
+
+    /// Sends every partly filled batch (the task has nothing more queued).
+    pub fn flush(&mut self) -> Result<(), RouteError> {
+        self.oldest = None;
+        for edge in self.ports.iter_mut().flatten() {
+            edge.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the partly filled batches when the oldest record in them has waited the
+    /// batch timeout (a task that stays busy for long still lets its output go).
+    pub fn flush_if_due(&mut self) -> Result<(), RouteError> {
+        match self.oldest {
+            Some(oldest) if oldest.elapsed() >= self.batching.timeout => self.flush(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends a barrier or end-of-data marker to every downstream subtask, after
+    /// everything routed before it.
+    pub fn broadcast(&mut self, message: &Message) -> Result<(), RouteError> {
+        self.flush()?;
         for sender in self.ports.iter().flatten().flat_map(|e| e.senders.iter()) {
             sender.send(message.clone()).map_err(|_| RouteError::Disconnected)?;
         }

@@ -11,7 +11,7 @@ use crate::checkpoint::storage::{CheckpointStorage, requires_commit_record};
 use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
 use crate::job::metrics::TaskMetrics;
 use crate::sink::Sink;
-use crate::stream::Message;
+use crate::stream::{Element, Message};
 
 /// How often a sink flushes buffered output while records keep coming.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -103,19 +103,23 @@ impl SinkTask {
         loop {
             self.serve_commits()?;
             match self.inputs.next(POLL_INTERVAL) {
-                Next::Message(_, Message::Record(record)) => {
-                    self.sink.write(&record.event)?;
-                    self.metrics.add_in(1);
-                    // One clock read per record serves the latency and the flush pacing:
-                    // buffered output reaches the file at least every FLUSH_INTERVAL.
+                Next::Message(_, Message::Batch(batch)) => {
+                    for element in &batch.elements {
+                        let Element::Record(record) = element else { continue };
+                        self.sink.write(&record.event)?;
+                        if let Some(ingested) = record.ingested {
+                            latency.saturating_record(ingested.elapsed().as_micros() as u64);
+                        }
+                    }
+                    self.metrics.add_in(batch.records as u64);
+                    // One clock read per batch paces the flushes: buffered output
+                    // reaches the file at least every FLUSH_INTERVAL.
                     let now = std::time::Instant::now();
-                    latency.saturating_record(now.duration_since(record.ingested).as_micros() as u64);
                     if now.duration_since(last_flush) >= FLUSH_INTERVAL {
                         self.sink.flush_periodically()?;
                         last_flush = now;
                     }
                 }
-                Next::Message(_, Message::Watermark(_)) => {}
                 Next::Timeout => {
                     self.sink.flush_periodically()?;
                     last_flush = std::time::Instant::now();

@@ -2,14 +2,13 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "weir:operator/operator",
+    world: "weir:operator/operator@0.2.0",
     with: {
-        "weir:operator/state.value-state": super::host::StateHandle,
-        "weir:operator/state.list-state": super::host::StateHandle,
-        "weir:operator/state.map-state": super::host::StateHandle,
+        "weir:operator/state.value-state": crate::plugin::host::StateHandle,
+        "weir:operator/state.list-state": crate::plugin::host::StateHandle,
+        "weir:operator/state.map-state": crate::plugin::host::StateHandle,
     },
     // Every host function can trap: misuse of the contract by the guest (no current
     // key, oversized values, runaway emits) stops the guest rather than the host.
     imports: { default: trappable },
-    additional_derives: [PartialEq, Eq],
 });

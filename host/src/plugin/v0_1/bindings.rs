@@ -1,0 +1,14 @@
+//! Host bindings generated from `wit/v0.1/operator.wit`.
+
+wasmtime::component::bindgen!({
+    path: "../wit/v0.1",
+    world: "weir:operator/operator@0.1.0",
+    with: {
+        "weir:operator/state.value-state": crate::plugin::host::StateHandle,
+        "weir:operator/state.list-state": crate::plugin::host::StateHandle,
+        "weir:operator/state.map-state": crate::plugin::host::StateHandle,
+    },
+    // Every host function can trap: misuse of the contract by the guest (no current
+    // key, oversized values, runaway emits) stops the guest rather than the host.
+    imports: { default: trappable },
+});

@@ -1,0 +1,9 @@
+//! The interfaces of contract 0.2: those shared with 0.1, and `batch`.
+
+crate::plugin::host::operator_host!();
+
+impl super::bindings::weir::operator::batch::Host for HostState {
+    fn begin_element(&mut self, index: u32) -> wasmtime::Result<bool> {
+        Ok(self.ctx.begin_element(index)?)
+    }
+}

@@ -1,0 +1,242 @@
+//! Contract versions and the batched data path, through whole jobs: components built
+//! for contract 0.1 run unchanged beside 0.2 ones, the batch size never changes what a
+//! job outputs (event time, timers and late data behave as if every element travelled
+//! alone), channels bound the host's memory in bytes, and compiled components are
+//! cached between starts.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use weir::plugin::{CompileCache, Compiled, Runtime};
+
+/// A component built by the weir SDK of contract 0.1, committed as it was built.
+fn contract_0_1(name: &str) -> PathBuf {
+    root().join("tests/fixtures/contract-0.1").join(name)
+}
+
+fn login_job(component: &Path, parallelism: u32, dir: &Path) -> weir::JobSpec {
+    let input = root().join("examples/login-anomaly/input.jsonl");
+    job(
+        &format!(
+            r#"
+            name = "login-anomaly"
+            [[source]]
+            type = "file"
+            uid = "logins"
+            path = {input:?}
+            key_field = "user"
+            timestamp_field = "ts"
+            watermark = {{ max_out_of_orderness_ms = 30000 }}
+            [[operator]]
+            uid = "detect"
+            component = {component:?}
+            parallelism = {parallelism}
+            config = {{ threshold = 5, window_ms = 300000 }}
+            [[sink]]
+            type = "file"
+            uid = "alerts"
+            path = "alerts.jsonl"
+            [[edge]]
+            from = "logins"
+            to = "detect"
+            partition = "keyed"
+            [[edge]]
+            from = "detect"
+            to = "alerts"
+            "#
+        ),
+        dir,
+    )
+}
+
+#[test]
+fn components_built_for_contract_0_1_run_unchanged_beside_0_2_ones() {
+    let runtime = Runtime::with_cache(None).unwrap();
+    let old = contract_0_1("login_anomaly.wasm");
+    let new = PathBuf::from(guests::LOGIN_ANOMALY);
+    assert_eq!(runtime.load(&old).unwrap().contract(), "0.1.0");
+    assert_eq!(runtime.load(&new).unwrap().contract(), "0.2.0");
+    for component in [&old, &new] {
+        for parallelism in [1, 4] {
+            let out = tempfile::tempdir().unwrap();
+            run(login_job(component, parallelism, out.path())).unwrap();
+            assert_eq!(
+                sorted_lines(&out.path().join("alerts.jsonl")),
+                expected("login-anomaly", "expected.jsonl"),
+                "{} at parallelism {parallelism}",
+                component.display()
+            );
+        }
+    }
+    // One job, both versions: the 0.1 keyed count feeds nothing different from the 0.2 one.
+    let mut outputs = Vec::new();
+    for component in [contract_0_1("keyed_count.wasm"), PathBuf::from(guests::KEYED_COUNT)] {
+        let out = tempfile::tempdir().unwrap();
+        let mut spec = example("keyed-count", out.path());
+        spec.operators[0].component = Some(component.display().to_string());
+        run(spec).unwrap();
+        outputs.push(sorted_lines(&out.path().join("counts.jsonl")));
+    }
+    assert_eq!(outputs[0].len(), 10_000);
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+/// Runs `example` with batches of at most `batch_records` records and returns its
+/// outputs and the late counts of `count`.
+fn run_batched(example_name: &str, files: &[&str], batch_records: usize, parallelism: u32) -> (Vec<Vec<String>>, (u64, u64)) {
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = with_parallelism(example(example_name, out.path()), parallelism);
+    spec.batch_records = batch_records;
+    let summary = run(spec).unwrap();
+    let late = summary.node("count").map_or((0, 0), |n| (n.late_routed, n.late_dropped));
+    (files.iter().map(|f| sorted_lines(&out.path().join(f))).collect(), late)
+}
+
+#[test]
+fn the_batch_size_never_changes_what_a_job_outputs() {
+    // Batches of one element are the per-element semantics of weir before batching;
+    // windows fire on watermarks inside batches, late events stay late, and timers
+    // registered early in a batch fire before later elements of the same batch.
+    for (name, files) in [
+        ("tumbling-count", &["windows.jsonl", "late.jsonl"][..]),
+        ("sessions", &["sessions.jsonl"][..]),
+        ("keyed-count", &["counts.jsonl"][..]),
+    ] {
+        for parallelism in [1, 3] {
+            let one = run_batched(name, files, 1, parallelism);
+            for batch_records in [7, 512] {
+                assert_eq!(run_batched(name, files, batch_records, parallelism), one, "{name}, batches of {batch_records}, p={parallelism}");
+            }
+        }
+    }
+    let (_, late) = run_batched("tumbling-count", &[], 512, 1);
+    assert_eq!(late, (3, 0));
+}
+
+/// The peak resident memory of a process, in MiB, polled until it exits.
+fn peak_rss_mib(child: &mut std::process::Child, timeout: Duration) -> (u64, std::process::ExitStatus) {
+    let started = Instant::now();
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            if let Some(kib) = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                peak = peak.max(kib / 1024);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (peak, status);
+        }
+        assert!(started.elapsed() < timeout, "the job did not finish in {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn twenty_megabyte_events_into_a_slow_operator_keep_host_memory_bounded() {
+    // 40 events of 20 MB (800 MB in all) from a fast source into an operator that
+    // takes 50 ms per event. Channels hold 4 MiB of records each, and an oversized
+    // record passes only through an empty channel, so the source waits instead of
+    // queueing the stream: the host holds a handful of events at a time.
+    let dir = tempfile::tempdir().unwrap();
+    let job_file = dir.path().join("big.toml");
+    std::fs::write(
+        &job_file,
+        format!(
+            r#"
+            name = "big-events"
+            channel_mib = 4
+            [[source]]
+            type = "generator"
+            uid = "events"
+            count = 40
+            keys = 4
+            payload_bytes = {}
+            [[operator]]
+            uid = "slow"
+            component = {:?}
+            config = {{ sleep_ms = 50 }}
+            limits = {{ memory_mib = 512 }}
+            [[sink]]
+            type = "discard"
+            uid = "sink"
+            [[edge]]
+            from = "events"
+            to = "slow"
+            partition = "keyed"
+            [[edge]]
+            from = "slow"
+            to = "sink"
+            "#,
+            20 << 20,
+            guests::PASSTHROUGH
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run"])
+        .arg(&job_file)
+        .env("WEIR_COMPILE_CACHE", dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (peak, status) = peak_rss_mib(&mut child, Duration::from_secs(120));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("job `big-events` finished"), "{stderr}");
+    // Unbounded queueing would hold all 800 MB. Bounded: the events in flight (one per
+    // channel, one in each task, copies into and out of the guest) and the guest's
+    // memory, each at most a few times 20 MB.
+    assert!(peak < 420, "peak resident memory {peak} MiB");
+}
+
+#[test]
+fn a_second_start_of_a_component_skips_compilation() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::new(cache_dir.path());
+    let first = Runtime::with_cache(Some(cache.clone())).unwrap().load(Path::new(guests::KEYED_COUNT)).unwrap();
+    assert_eq!(first.compiled(), Compiled::Fresh);
+    let entries: Vec<_> = std::fs::read_dir(cache_dir.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "one compiled component is stored");
+    // A new runtime (a new process would do the same) finds it.
+    let second = Runtime::with_cache(Some(cache.clone())).unwrap().load(Path::new(guests::KEYED_COUNT)).unwrap();
+    assert_eq!(second.compiled(), Compiled::Cached);
+    // Another component is compiled on its own.
+    let other = Runtime::with_cache(Some(cache)).unwrap().load(Path::new(guests::PASSTHROUGH)).unwrap();
+    assert_eq!(other.compiled(), Compiled::Fresh);
+    // A damaged entry is recompiled, not trusted. (Loaded components map their entry:
+    // drop them first, and replace the file rather than write into it.)
+    drop((first, second, other));
+    for entry in std::fs::read_dir(cache_dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"not compiled code").unwrap();
+    }
+    let cache = CompileCache::new(cache_dir.path());
+    let again = Runtime::with_cache(Some(cache)).unwrap().load(Path::new(guests::KEYED_COUNT)).unwrap();
+    assert_eq!(again.compiled(), Compiled::Fresh);
+
+    // Through the CLI, a cached component runs the example to the same output.
+    for _ in 0..2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["run", "examples/login-anomaly/job.toml", "--plugin-dir", guests::GUEST_DIR])
+            .current_dir(root())
+            .env("WEIR_COMPILE_CACHE", cache_dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let mut alerts: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect();
+        alerts.sort();
+        assert_eq!(alerts, expected("login-anomaly", "expected.jsonl"));
+    }
+}
