@@ -234,3 +234,51 @@ fn a_failing_task_is_restarted_from_the_latest_checkpoint_until_attempts_run_out
     assert_eq!(summary.restarts, 2);
     assert!(error.to_string().contains("boom element reached the faulty operator"), "{error}");
 }
+
+#[test]
+fn deterministic_user_errors_are_not_restarted() {
+    // An operator that returns an error for an element, or input that cannot be read
+    // under on_error = "fail", would fail again after every restart from the last
+    // checkpoint: the job fails at once, with the cause, and keeps its attempts.
+    for (mode, input, expected) in [
+        ("error", r#"{"id":"b","ts":2,"v":"boom"}"#, "cannot handle a boom element"),
+        ("error", "not json", "input.jsonl line 2"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_input(dir.path(), "input.jsonl", &[r#"{"id":"a","ts":1}"#, input]);
+        let spec = job(
+            &format!(
+                r#"
+                name = "no-restarts"
+                restart = {{ strategy = "fixed-delay", max_attempts = 2, delay_ms = 10 }}
+                checkpoint = {{ interval_ms = 20 }}
+                [[source]]
+                type = "file"
+                uid = "in"
+                path = "input.jsonl"
+                [[operator]]
+                uid = "faulty"
+                component = "faulty.wasm"
+                config = {{ mode = "{mode}" }}
+                [[sink]]
+                type = "file"
+                uid = "out"
+                path = "out.jsonl"
+                [[edge]]
+                from = "in"
+                to = "faulty"
+                [[edge]]
+                from = "faulty"
+                to = "out"
+                "#
+            ),
+            dir.path(),
+        );
+        let error = run(spec).unwrap_err();
+        let weir::JobError::Failed { summary, error: cause } = &error else { panic!("{error}") };
+        assert_eq!(summary.restarts, 0, "{error}");
+        assert_eq!(cause.retry(), weir::error::Retry::Never);
+        assert_eq!(cause.domain(), weir::error::Domain::User);
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+}

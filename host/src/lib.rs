@@ -15,6 +15,7 @@
 pub mod api;
 pub mod checkpoint;
 pub mod clock;
+pub mod error;
 pub mod job;
 pub mod kafka;
 pub mod keygroup;

@@ -47,7 +47,8 @@ use crate::task::sink::SinkTask;
 use crate::task::source::SourceTask;
 use crate::task::{Checkpointing, JobControl, TaskError};
 use metrics::TaskMetrics;
-use spec::{BackendKind, NodeKind, Partitioning};
+use crate::error::Retry;
+use spec::{BackendKind, NodeKind, Partitioning, RestartStrategy};
 
 /// Why a job could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +219,15 @@ impl Job {
                 }
                 Err(JobError::Failed { error, mut summary }) => {
                     summary.restarts = restarts;
+                    if error.retry() == Retry::Never && self.spec.restart != RestartStrategy::None {
+                        tracing::warn!(
+                            job = %self.spec.name,
+                            domain = %error.domain(),
+                            cause = %error,
+                            "not restarting: a restart from the last checkpoint would meet this failure again"
+                        );
+                        return Err(JobError::Failed { error, summary });
+                    }
                     let delay = self.spec.restart.delay(restarts + 1).filter(|_| !self.control.is_stopped());
                     let Some(delay) = delay else {
                         return Err(JobError::Failed { error, summary });

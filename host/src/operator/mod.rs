@@ -398,9 +398,13 @@ pub enum OperatorFailure {
     /// The operator returned an error of its own.
     #[error("the operator returned an error: {0}")]
     Returned(String),
-    /// The guest trapped (a panic, a contract violation, an out-of-bounds access).
+    /// The guest trapped (a panic, an out-of-bounds access).
     #[error("the guest trapped: {0}")]
     Trapped(String),
+    /// The operator broke a rule of the contract (state without a current key, an
+    /// oversized value, an emit flood, a batch begun out of order).
+    #[error("the operator broke the contract: {0}")]
+    Contract(String),
     /// The call ran past its deadline (an infinite loop?).
     #[error("the call ran longer than its deadline of {deadline_ms} ms (an endless loop?)")]
     Deadline { deadline_ms: u64 },
@@ -423,7 +427,7 @@ pub fn process_each<L: OperatorLogic + ?Sized>(
         let go = logic
             .context()
             .begin_element(index)
-            .map_err(|e| (index, OperatorFailure::Trapped(e.to_string())))?;
+            .map_err(|e| (index, OperatorFailure::Contract(e.to_string())))?;
         if !go {
             return Ok(RunOutcome { processed: index, rest: events.collect() });
         }

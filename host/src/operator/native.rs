@@ -70,5 +70,5 @@ impl OperatorLogic for KeyedCount {
 }
 
 fn trap(e: super::ContractError) -> OperatorFailure {
-    OperatorFailure::Trapped(e.to_string())
+    OperatorFailure::Contract(e.to_string())
 }

@@ -85,6 +85,9 @@ impl WasmOperator {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return OperatorFailure::Deadline { deadline_ms: self.limits.call_timeout_ms };
         }
+        if let Some(broken) = error.downcast_ref::<crate::operator::ContractError>() {
+            return OperatorFailure::Contract(broken.to_string());
+        }
         let text = format!("{error:#}");
         if text.contains("forcing trap when growing memory") {
             return OperatorFailure::OutOfMemory { limit_mib: self.limits.memory_mib };
@@ -173,7 +176,7 @@ impl OperatorLogic for WasmOperator {
             Ok(Ok(processed)) if processed as usize <= batch.len() => Ok(processed),
             Ok(Ok(processed)) => Err((
                 batch.len() as u32,
-                OperatorFailure::Trapped(format!("process-batch reported {processed} of {} elements processed", batch.len())),
+                OperatorFailure::Contract(format!("process-batch reported {processed} of {} elements processed", batch.len())),
             )),
             Ok(Err(error)) => Err((error.index, OperatorFailure::Returned(error.message))),
             Err(trap) => {

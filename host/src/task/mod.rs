@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::checkpoint::CoordinatorMessage;
 use crate::checkpoint::coordinator::Command;
+use crate::error::{Domain, Retry};
 use crate::operator::OperatorFailure;
 use crate::sink::SinkError;
 use crate::source::SourceError;
@@ -63,6 +64,29 @@ pub enum TaskError {
     Checkpoint(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl TaskError {
+    /// Whose failure this is (see [`crate::error`]).
+    pub fn domain(&self) -> Domain {
+        match self {
+            TaskError::Operator { failure: OperatorFailure::State(_), .. } => Domain::External,
+            TaskError::Operator { .. } | TaskError::MalformedInput { .. } | TaskError::MissingKey { .. } => Domain::User,
+            TaskError::Source(_) | TaskError::Sink(_) | TaskError::Checkpoint(_) => Domain::External,
+            TaskError::Internal(_) => Domain::Internal,
+        }
+    }
+
+    /// Whether restarting from the last checkpoint could get past this failure.
+    pub fn retry(&self) -> Retry {
+        match self {
+            // The operator decided, or broke the contract: the same element does it again.
+            TaskError::Operator { failure: OperatorFailure::Returned(_) | OperatorFailure::Contract(_), .. }
+            | TaskError::MalformedInput { .. }
+            | TaskError::MissingKey { .. } => Retry::Never,
+            _ => Retry::Restart,
+        }
+    }
 }
 
 /// Shared by every task of a job: the stop flags and the first failure.

@@ -1,0 +1,44 @@
+//! # Error domains
+//!
+//! Every failure that stops a job says whose it is and whether running again could
+//! help, as Arroyo's errors do, so the restart strategy does not spend its attempts on
+//! failures that a restart from the last checkpoint would only meet again:
+//!
+//! | domain | examples | restart |
+//! | --- | --- | --- |
+//! | [`Domain::User`] | an operator returned `err`, broke the contract (state without a key, an emit flood), malformed input under `on_error = "fail"` | never: the same input reaches the same code again |
+//! | [`Domain::User`] | a guest trapped (a panic, its memory limit, its call deadline) | as the strategy allows: a panic may depend on timing or state that a restore changes, and a deadline on a loaded machine |
+//! | [`Domain::External`] | a source, a sink, a broker, a disk, a checkpoint that could not be written | as the strategy allows |
+//! | [`Domain::Internal`] | a bug in weir | as the strategy allows |
+
+use std::fmt;
+
+/// Whose failure it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// The job's own logic, input or configuration.
+    User,
+    /// Something outside weir: a broker, a file system, a network.
+    External,
+    /// weir itself.
+    Internal,
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Domain::User => "user",
+            Domain::External => "external",
+            Domain::Internal => "internal",
+        })
+    }
+}
+
+/// Whether a restart from the last checkpoint could get past a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// No: the failure is deterministic in the job's input and logic.
+    Never,
+    /// Perhaps: restart as the job's restart strategy allows.
+    Restart,
+}
