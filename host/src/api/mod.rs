@@ -138,7 +138,7 @@ async fn upgrade(State(api): State<Api>, Json(body): Json<UpgradeBody>) -> Reply
     };
     let dir = api.savepoints.join(format!("upgrade-{}-{}", body.operator, crate::clock::now_ms()));
     let operator = body.operator;
-    api.ask(|reply| Request::Upgrade { operator, plugin, dir, reply }).await
+    api.ask(|reply| Request::Upgrade { operator, component: plugin, dir, reply }).await
 }
 
 /// A running control API.

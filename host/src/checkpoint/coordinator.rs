@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::{BarrierKind, CheckpointBarrier, CheckpointMetadata, CheckpointSettings, CheckpointStorage, CoordinatorMessage, TaskState};
-use crate::plugin::Plugin;
 use crate::savepoint::{OperatorManifest, SavepointManifest};
 use crate::task::{JobControl, TaskError};
 
@@ -30,7 +29,15 @@ pub enum Command {
     /// Upgraded operator subtasks: whether upgrade `id` succeeded everywhere (keep the
     /// new component) or not (roll back to the old one and its state).
     UpgradeDone { id: u64, ok: bool },
+    /// Operator subtasks: the component to swap in at upgrade `id`'s barrier. Sent
+    /// before the barrier is triggered.
+    Install { id: u64, component: Staged },
 }
+
+/// A component staged for an upgrade. Checkpointing moves it to the operator tasks
+/// without knowing what it is (the operator runtime, a floor above, does), so that
+/// this module depends only on what lies below it.
+pub type Staged = Arc<dyn std::any::Any + Send + Sync>;
 
 /// The reply to a request: the savepoint's directory and how long the job was paused
 /// for it (barrier to completion), or why it failed.
@@ -43,7 +50,7 @@ pub enum Request {
     Savepoint { dir: PathBuf, stop: bool, reply: Reply },
     /// Replace the component of `operator` with `plugin`, with an in-place savepoint
     /// in `dir`, without restarting the job.
-    Upgrade { operator: String, plugin: Arc<Plugin>, dir: PathBuf, reply: Reply },
+    Upgrade { operator: String, component: Staged, dir: PathBuf, reply: Reply },
 }
 
 struct Pending {
@@ -213,12 +220,19 @@ impl Coordinator {
             Request::Savepoint { dir, stop, reply } => {
                 (BarrierKind::Savepoint { dir: Arc::new(dir), stop }, stop, reply)
             }
-            Request::Upgrade { operator, plugin, dir, reply } => {
-                if !self.operator_tasks.contains_key(&operator) {
+            Request::Upgrade { operator, component, dir, reply } => {
+                let Some(tasks) = self.operator_tasks.get(&operator) else {
                     let _ = reply.send(Err(format!("the job has no operator `{operator}`")));
                     return None;
+                };
+                if finished {
+                    let _ = reply.send(Err("the job's input has ended; savepoints need a running job".into()));
+                    return None;
                 }
-                (BarrierKind::Upgrade { dir: Arc::new(dir), operator: operator.as_str().into(), plugin }, false, reply)
+                for task in tasks {
+                    let _ = task.send(Command::Install { id, component: component.clone() });
+                }
+                (BarrierKind::Upgrade { dir: Arc::new(dir), operator: operator.as_str().into() }, false, reply)
             }
         };
         if finished {

@@ -36,9 +36,10 @@ pub enum BarrierKind {
     /// nothing after it (stop with savepoint).
     Savepoint { dir: Arc<PathBuf>, stop: bool },
     /// A savepoint under `dir`, after which the subtasks of `operator` swap their
-    /// component for the one staged for the upgrade, and the sources pause until the
-    /// coordinator resumes them.
-    Upgrade { dir: Arc<PathBuf>, operator: Arc<str>, plugin: Arc<crate::plugin::Plugin> },
+    /// component for the one installed for this upgrade ([`coordinator::Command::Install`],
+    /// sent ahead of the barrier: a barrier is plain data), and the sources pause until
+    /// the coordinator resumes them.
+    Upgrade { dir: Arc<PathBuf>, operator: Arc<str> },
 }
 
 impl BarrierKind {

@@ -370,6 +370,7 @@ impl Job {
                         limits: op.limits,
                         migrate_from,
                         previous: None,
+                        staged: None,
                     },
                 ));
             }

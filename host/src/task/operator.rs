@@ -51,6 +51,8 @@ pub struct OperatorTask {
     /// The logic an upgrade replaced, kept until the upgrade is known to have
     /// succeeded everywhere.
     pub previous: Option<Previous>,
+    /// The component installed for an upgrade, by upgrade id, until its barrier comes.
+    pub staged: Option<(u64, Arc<Plugin>)>,
 }
 
 /// An element of a run, in input order.
@@ -204,9 +206,7 @@ impl OperatorTask {
                 Next::Disconnected => return Ok(()),
             }
             self.fire_processing_timers(&timer_source)?;
-            if self.previous.is_some() {
-                self.serve_upgrade_outcome();
-            }
+            self.serve_commands();
         }
     }
 
@@ -219,9 +219,13 @@ impl OperatorTask {
         self.aligning = None;
         self.inputs.unblock_all();
         match &barrier.kind {
-            BarrierKind::Upgrade { dir, operator, plugin } if **operator == *self.uid => {
-                let (dir, plugin) = ((**dir).clone(), plugin.clone());
-                self.upgrade(barrier.id, dir, &plugin);
+            BarrierKind::Upgrade { dir, operator } if **operator == *self.uid => {
+                let dir = (**dir).clone();
+                self.serve_commands();
+                match self.staged.take_if(|(id, _)| *id == barrier.id) {
+                    Some((_, plugin)) => self.upgrade(barrier.id, dir, &plugin),
+                    None => self.decline(barrier.id, "no component was installed for this upgrade".into()),
+                }
             }
             _ => self.snapshot(&barrier),
         }
@@ -330,20 +334,40 @@ impl OperatorTask {
         let _ = coordinator.send(CoordinatorMessage::Ack { id, task, state: saved });
     }
 
-    /// Applies the coordinator's verdict on an upgrade this subtask took part in.
-    fn serve_upgrade_outcome(&mut self) {
-        let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.clone()) else { return };
+    /// Serves the coordinator's commands: components installed for an upgrade, and the
+    /// verdict on an upgrade this subtask took part in.
+    fn serve_commands(&mut self) {
+        let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.as_ref()) else { return };
+        if commands.is_empty() {
+            return;
+        }
+        let commands = commands.clone();
         while let Ok(command) = commands.try_recv() {
-            let Command::UpgradeDone { id, ok } = command else { continue };
-            let Some(mut previous) = self.previous.take_if(|p| p.id == id) else { continue };
-            if ok {
-                continue; // the old instance is dropped
+            match command {
+                Command::Install { id, component } => match component.downcast::<Plugin>() {
+                    Ok(plugin) => self.staged = Some((id, plugin)),
+                    Err(_) => self.control.fail_internal("an upgrade installed something that is not a component"),
+                },
+                Command::UpgradeDone { id, ok } => {
+                    let Some(mut previous) = self.previous.take_if(|p| p.id == id) else { continue };
+                    if ok {
+                        continue; // the old instance is dropped
+                    }
+                    tracing::warn!(operator = %self.uid, subtask = self.subtask, "upgrade failed elsewhere; rolling back");
+                    if let Err(e) = self.roll_back(&mut previous) {
+                        self.control.fail(e);
+                    }
+                    self.logic = previous.logic;
+                }
+                Command::Trigger(_) | Command::Commit(_) | Command::Resume(_) => {}
             }
-            tracing::warn!(operator = %self.uid, subtask = self.subtask, "upgrade failed elsewhere; rolling back");
-            if let Err(e) = self.roll_back(&mut previous) {
-                self.control.fail(e);
-            }
-            self.logic = previous.logic;
+        }
+    }
+
+    /// Declines upgrade or checkpoint `id` with `reason`.
+    fn decline(&self, id: u64, reason: String) {
+        if let Some(cp) = &self.checkpointing {
+            let _ = cp.coordinator.send(CoordinatorMessage::Decline { id, task: cp.task.clone(), reason });
         }
     }
 

@@ -187,7 +187,7 @@ impl SourceTask {
                     }
                 }
                 Command::Commit(id) => self.complete(id, in_flight),
-                Command::Resume(_) | Command::UpgradeDone { .. } => {}
+                Command::Resume(_) | Command::UpgradeDone { .. } | Command::Install { .. } => {}
             }
         }
         Ok(())
