@@ -10,10 +10,10 @@
 //! costs no latency at low rates.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use crate::checkpoint::CheckpointBarrier;
 use crate::watermark::Watermark;
 
 /// One element of a stream, as the WIT `types.event` describes it; `plugin` converts
@@ -167,6 +167,47 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.elements.is_empty()
+    }
+}
+
+/// The marker a source injects and every task forwards after snapshotting.
+#[derive(Debug, Clone)]
+pub struct CheckpointBarrier {
+    pub id: u64,
+    pub kind: BarrierKind,
+}
+
+/// What a barrier asks of the tasks.
+#[derive(Debug, Clone)]
+pub enum BarrierKind {
+    /// A periodic checkpoint, in the backend's own format, under the checkpoint root.
+    Checkpoint,
+    /// A savepoint: portable state files under `dir`. With `stop`, the sources emit
+    /// nothing after it (stop with savepoint).
+    Savepoint { dir: Arc<PathBuf>, stop: bool },
+    /// A savepoint under `dir`, after which the subtasks of `operator` swap their
+    /// component for the one installed for this upgrade (`checkpoint::coordinator::Command::Install`,
+    /// sent ahead of the barrier: a barrier is plain data), and the sources pause until
+    /// the coordinator resumes them.
+    Upgrade { dir: Arc<PathBuf>, operator: Arc<str> },
+}
+
+impl BarrierKind {
+    pub fn is_checkpoint(&self) -> bool {
+        matches!(self, BarrierKind::Checkpoint)
+    }
+
+    /// Where a savepoint's files go; `None` for checkpoints.
+    pub fn savepoint_dir(&self) -> Option<&PathBuf> {
+        match self {
+            BarrierKind::Checkpoint => None,
+            BarrierKind::Savepoint { dir, .. } | BarrierKind::Upgrade { dir, .. } => Some(dir),
+        }
+    }
+
+    /// Whether sources hold still after this barrier until resumed (or stopped).
+    pub fn pauses_sources(&self) -> bool {
+        matches!(self, BarrierKind::Savepoint { stop: true, .. } | BarrierKind::Upgrade { .. })
     }
 }
 

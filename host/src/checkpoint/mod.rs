@@ -8,58 +8,18 @@
 //! See `docs/checkpoints.md` for the protocol, the on-disk layout and the guarantees.
 
 pub mod coordinator;
-pub mod entries;
 pub mod storage;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use coordinator::{Coordinator, CoordinatorHandle, Request};
 pub use storage::{CheckpointStorage, CompletedCheckpoint};
 
-/// The marker a source injects and every task forwards after snapshotting.
-#[derive(Debug, Clone)]
-pub struct CheckpointBarrier {
-    pub id: u64,
-    pub kind: BarrierKind,
-}
+pub use crate::stream::{BarrierKind, CheckpointBarrier};
 
-/// What a barrier asks of the tasks.
-#[derive(Debug, Clone)]
-pub enum BarrierKind {
-    /// A periodic checkpoint, in the backend's own format, under the checkpoint root.
-    Checkpoint,
-    /// A savepoint: portable state files under `dir`. With `stop`, the sources emit
-    /// nothing after it (stop with savepoint).
-    Savepoint { dir: Arc<PathBuf>, stop: bool },
-    /// A savepoint under `dir`, after which the subtasks of `operator` swap their
-    /// component for the one installed for this upgrade ([`coordinator::Command::Install`],
-    /// sent ahead of the barrier: a barrier is plain data), and the sources pause until
-    /// the coordinator resumes them.
-    Upgrade { dir: Arc<PathBuf>, operator: Arc<str> },
-}
-
-impl BarrierKind {
-    pub fn is_checkpoint(&self) -> bool {
-        matches!(self, BarrierKind::Checkpoint)
-    }
-
-    /// Where a savepoint's files go; `None` for checkpoints.
-    pub fn savepoint_dir(&self) -> Option<&PathBuf> {
-        match self {
-            BarrierKind::Checkpoint => None,
-            BarrierKind::Savepoint { dir, .. } | BarrierKind::Upgrade { dir, .. } => Some(dir),
-        }
-    }
-
-    /// Whether sources hold still after this barrier until resumed (or stopped).
-    pub fn pauses_sources(&self) -> bool {
-        matches!(self, BarrierKind::Savepoint { stop: true, .. } | BarrierKind::Upgrade { .. })
-    }
-}
 
 /// The job file's `[checkpoint]` table.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -100,13 +60,7 @@ pub fn task_id(uid: &str, subtask: u32) -> String {
     format!("{uid}#{subtask}")
 }
 
-/// A file of a snapshot, relative to the checkpoint root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub path: String,
-    pub size: u64,
-    pub crc32: u32,
-}
+pub use crate::state::snapshot::FileEntry;
 
 /// What one task saved for a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,6 +17,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::{CheckpointMetadata, FileEntry, TaskState};
+use crate::state::snapshot::file_crc;
 
 const METADATA: &str = "_metadata";
 const HEADER: &str = "weir-checkpoint-v1 crc32=";
@@ -289,20 +290,6 @@ pub fn verify_file(path: &Path, entry: &FileEntry) -> Result<(), String> {
         return Err(format!("{}: checksum mismatch", path.display()));
     }
     Ok(())
-}
-
-/// The CRC-32 of a whole file.
-pub fn file_crc(path: &Path) -> std::io::Result<u32> {
-    let mut file = File::open(path)?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finalize());
-        }
-        hasher.update(&buf[..n]);
-    }
 }
 
 #[cfg(test)]

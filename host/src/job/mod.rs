@@ -510,7 +510,7 @@ impl Job {
             if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (checkpoint, saved) {
                 ctx.watermark = *watermark;
                 let mut malformed = false;
-                crate::checkpoint::entries::read_entries(&checkpoint.path(timers), |key, _| {
+                crate::state::snapshot::read_entries(&checkpoint.path(timers), |key, _| {
                     malformed |= !ctx.timers.insert_encoded(&key);
                 })
                 .map_err(error)?;
@@ -556,13 +556,13 @@ impl Job {
                 if backend != "memory" {
                     return Err(error(format!("the checkpoint holds {backend} state; the job uses memory")));
                 }
-                Box::new(MemoryBackend::restore(checkpoint, state).map_err(error)?)
+                Box::new(MemoryBackend::restore(&checkpoint.root, state).map_err(error)?)
             }
             (BackendKind::Rocksdb, Some(checkpoint), Some(TaskState::Operator { backend, state, .. })) => {
                 if backend != "rocksdb" {
                     return Err(error(format!("the checkpoint holds {backend} state; the job uses rocksdb")));
                 }
-                Box::new(RocksBackend::restore(&db_path(), checkpoint, state).map_err(error)?)
+                Box::new(RocksBackend::restore(&db_path(), &checkpoint.root, state).map_err(error)?)
             }
             (BackendKind::Memory, _, _) => Box::new(MemoryBackend::new()),
             (BackendKind::Rocksdb, _, _) => {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::entries::{EMPTY_SIZE, read_entries};
+use crate::state::snapshot::{EMPTY_SIZE, read_entries};
 use crate::checkpoint::storage::{read_manifest, verify_file, write_manifest};
 use crate::checkpoint::{FileEntry, TaskState};
 use crate::keygroup::KeyGroupRange;

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateError, key};
-use crate::checkpoint::entries::{read_entries, write_file};
-use crate::checkpoint::{CompletedCheckpoint, FileEntry};
+use super::snapshot::{FileEntry, read_entries, write_file};
 
 /// Keyed state held in an ordered map, keys laid out by [`key`].
 #[derive(Debug, Default)]
@@ -24,11 +23,11 @@ impl MemoryBackend {
         MemoryBackend { entries: entries.into_iter().collect() }
     }
 
-    /// Rebuilds the state from a checkpoint's entry files.
-    pub fn restore(checkpoint: &CompletedCheckpoint, files: &[FileEntry]) -> Result<Self, String> {
+    /// Rebuilds the state from the entry files of a snapshot under `root`.
+    pub fn restore(root: &std::path::Path, files: &[FileEntry]) -> Result<Self, String> {
         let mut entries = BTreeMap::new();
         for file in files {
-            read_entries(&checkpoint.path(file), |k, v| {
+            read_entries(&root.join(&file.path), |k, v| {
                 entries.insert(k, v);
             })?;
         }

@@ -16,6 +16,7 @@
 pub mod key;
 mod memory;
 mod rocks;
+pub mod snapshot;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -100,7 +101,7 @@ pub struct SnapshotTarget {
 
 /// The deferred part of a snapshot: writes files and returns them.
 pub trait SnapshotWriter: Send {
-    fn write(self: Box<Self>) -> Result<Vec<crate::checkpoint::FileEntry>, String>;
+    fn write(self: Box<Self>) -> Result<Vec<snapshot::FileEntry>, String>;
 }
 
 /// Time to live of a declared state (the WIT `ttl` record), as Flink's

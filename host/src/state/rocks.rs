@@ -11,8 +11,7 @@ use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{DB, Direction, IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions};
 
 use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateError, key};
-use crate::checkpoint::storage::file_crc;
-use crate::checkpoint::{CompletedCheckpoint, FileEntry};
+use super::snapshot::{FileEntry, file_crc};
 
 /// Keyed state in a RocksDB database.
 pub struct RocksBackend {
@@ -83,11 +82,11 @@ impl RocksBackend {
         Ok(backend)
     }
 
-    /// Recreates the database at `path` from a checkpoint's files (hard links when the
-    /// file system allows, copies otherwise) and opens it.
+    /// Recreates the database at `path` from a snapshot's files under `root` (hard
+    /// links when the file system allows, copies otherwise) and opens it.
     pub fn restore(
         path: &Path,
-        checkpoint: &CompletedCheckpoint,
+        root: &Path,
         files: &[FileEntry],
     ) -> Result<Self, String> {
         let io = |what: &Path, e: std::io::Error| format!("restoring {}: {e}", what.display());
@@ -97,7 +96,7 @@ impl RocksBackend {
         std::fs::create_dir_all(path).map_err(|e| io(path, e))?;
         let mut shared = HashMap::new();
         for file in files {
-            let source = checkpoint.path(file);
+            let source = root.join(&file.path);
             let name = source.file_name().ok_or_else(|| format!("bad file entry {}", file.path))?;
             let dest = path.join(name);
             if std::fs::hard_link(&source, &dest).is_err() {
@@ -252,7 +251,7 @@ impl SnapshotWriter for RocksExport {
             }
             let relative = format!("{}/state.ent", self.target.task_dir);
             let pairs = entries.iter().map(|(k, v)| (&k[..], &v[..]));
-            Ok(vec![crate::checkpoint::entries::write_file(&self.target.root, &relative, pairs)?])
+            Ok(vec![crate::state::snapshot::write_file(&self.target.root, &relative, pairs)?])
         })();
         let _ = std::fs::remove_dir_all(&self.staging);
         result

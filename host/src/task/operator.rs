@@ -9,7 +9,7 @@ use super::inputs::{Inputs, Next};
 use super::output::{RouteError, Router};
 use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
 use crate::checkpoint::coordinator::Command;
-use crate::checkpoint::entries::{read_entries, write_file};
+use crate::state::snapshot::{read_entries, write_file};
 use crate::checkpoint::{BarrierKind, CheckpointBarrier, CheckpointStorage, CoordinatorMessage, FileEntry, TaskState};
 use crate::plugin::{Limits, Plugin};
 use crate::state::SnapshotTarget;

@@ -1,5 +1,6 @@
-//! The snapshot entry file: a sequence of (key, value) byte pairs with a checksum, used
-//! for in-memory keyed state and for timers. Entries are written in key order, so that
+//! Snapshot files, as every state backend writes them and checkpoints and savepoints
+//! list them ([`FileEntry`]). The entry file is a sequence of (key, value) byte pairs
+//! with a checksum, used for in-memory keyed state and for timers. Entries are written in key order, so that
 //! a file's key groups are contiguous.
 //!
 //! ```text
@@ -9,6 +10,28 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
+
+/// A file of a snapshot, relative to the checkpoint (or savepoint) root.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// The CRC-32 of a whole file, as [`FileEntry`] records it.
+pub fn file_crc(path: &Path) -> std::io::Result<u32> {
+    let mut file = File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
 
 const MAGIC: &[u8; 8] = b"WEIRENT1";
 const END: &[u8; 4] = b"END!";
@@ -64,7 +87,7 @@ pub fn write_file<'a>(
     root: &Path,
     relative: &str,
     entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-) -> Result<super::FileEntry, String> {
+) -> Result<FileEntry, String> {
     let path = root.join(relative);
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
     std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
@@ -73,7 +96,7 @@ pub fn write_file<'a>(
         writer.entry(k, v).map_err(io)?;
     }
     let (size, crc32) = writer.finish().map_err(io)?;
-    Ok(super::FileEntry { path: relative.to_string(), size, crc32 })
+    Ok(FileEntry { path: relative.to_string(), size, crc32 })
 }
 
 /// Reads every entry of a file written by [`EntryWriter`], checking its framing and
@@ -124,7 +147,7 @@ mod tests {
         w.entry(b"", b"empty key").unwrap();
         let (size, crc) = w.finish().unwrap();
         assert_eq!(size, std::fs::metadata(&path).unwrap().len());
-        assert_eq!(crc, crate::checkpoint::storage::file_crc(&path).unwrap());
+        assert_eq!(crc, crate::state::snapshot::file_crc(&path).unwrap());
         let mut seen = Vec::new();
         read_entries(&path, |k, v| seen.push((k, v))).unwrap();
         assert_eq!(seen, vec![(b"k1".to_vec(), b"v1".to_vec()), (vec![], b"empty key".to_vec())]);
