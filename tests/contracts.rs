@@ -240,3 +240,53 @@ fn a_second_start_of_a_component_skips_compilation() {
         assert_eq!(alerts, expected("login-anomaly", "expected.jsonl"));
     }
 }
+
+fn event(key: &str, ts: i64) -> weir::Event {
+    weir::Event { key: Some(key.into()), value: b"{}".to_vec(), timestamp: Some(ts), headers: vec![] }
+}
+
+fn json(output: &weir::task::harness::Output) -> serde_json::Value {
+    match output {
+        weir::task::harness::Output::Record(e) => serde_json::from_slice(&e.value).unwrap(),
+        weir::task::harness::Output::Watermark(t) => serde_json::json!({ "watermark": t }),
+    }
+}
+
+#[test]
+fn the_operator_harness_drives_one_operator_without_a_job() {
+    use weir::task::harness::OperatorHarness;
+    // A tumbling window of one minute (the example guest): windows fire when the
+    // watermark passes their end, before the watermark goes downstream; an element at
+    // or behind the watermark is late; the end of input fires what is left.
+    for split_batches in [false, true] {
+        let mut harness = OperatorHarness::wasm(Path::new(guests::TUMBLING_COUNT), &[("size_ms", "60000")]).unwrap();
+        harness.element(event("a", 1_000)).element(event("a", 2_000)).element(event("b", 30_000));
+        if split_batches {
+            harness.end_batch();
+        }
+        harness.watermark(59_999).element(event("a", 500)).element(event("a", 61_000));
+        let output = harness.finish().unwrap();
+        let main: Vec<serde_json::Value> = output.main.iter().map(json).collect();
+        assert_eq!(
+            main,
+            vec![
+                serde_json::json!({"key": "a", "window_start": 0, "window_end": 60000, "count": 2}),
+                serde_json::json!({"key": "b", "window_start": 0, "window_end": 60000, "count": 1}),
+                serde_json::json!({"watermark": 59999}),
+                serde_json::json!({"key": "a", "window_start": 60000, "window_end": 120000, "count": 1}),
+                serde_json::json!({"watermark": i64::MAX}),
+            ],
+            "split batches: {split_batches}"
+        );
+        assert_eq!(output.late.len(), 1);
+        assert_eq!(output.late[0].timestamp, Some(500));
+        assert_eq!((output.metrics.records_in(), output.metrics.late_routed()), (5, 1));
+    }
+    // A native operator runs on the same harness.
+    let mut harness = OperatorHarness::native("keyed-count").unwrap();
+    harness.element(event("a", 1)).element(event("b", 2)).element(event("a", 3));
+    let counts: Vec<u64> = harness.finish().unwrap().records().iter().map(|e| {
+        serde_json::from_slice::<serde_json::Value>(&e.value).unwrap()["count"].as_u64().unwrap()
+    }).collect();
+    assert_eq!(counts, [1, 1, 2]);
+}

@@ -21,7 +21,30 @@ pub struct TaskMetrics {
     latency: Mutex<Option<Histogram<u64>>>,
 }
 
+impl std::fmt::Debug for TaskMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskMetrics")
+            .field("records_in", &self.records_in())
+            .field("records_out", &self.records_out())
+            .field("late_dropped", &self.late_dropped())
+            .field("late_routed", &self.late_routed())
+            .finish_non_exhaustive()
+    }
+}
+
 impl TaskMetrics {
+    pub fn records_in(&self) -> u64 {
+        self.records_in.load(Relaxed)
+    }
+    pub fn records_out(&self) -> u64 {
+        self.records_out.load(Relaxed)
+    }
+    pub fn late_dropped(&self) -> u64 {
+        self.late_dropped.load(Relaxed)
+    }
+    pub fn late_routed(&self) -> u64 {
+        self.late_routed.load(Relaxed)
+    }
     pub fn add_in(&self, n: u64) {
         self.records_in.fetch_add(n, Relaxed);
     }

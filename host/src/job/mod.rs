@@ -348,31 +348,22 @@ impl Job {
                 let (inputs, router) = wiring.take(&op.uid, subtask);
                 let (commands_tx, commands) = unbounded();
                 operator_commands.entry(op.uid.clone()).or_default().push(commands_tx);
-                operator_tasks.push((
-                    format!("{}#{subtask}", op.uid),
-                    OperatorTask {
-                        uid: op.uid.as_str().into(),
-                        subtask,
-                        logic,
-                        inputs: Inputs::new(inputs),
-                        router,
-                        metrics: task_metrics,
-                        control: self.control.clone(),
-                        keyed,
-                        late_port,
-                        on_error: spec.on_error,
-                        emitted: Vec::new(),
-                        checkpointing: checkpointing(task, Some(commands)),
-                        aligning: None,
-                        calls: 0,
-                        run_items: Default::default(),
-                        emitted_at: Vec::new(),
-                        limits: op.limits,
-                        migrate_from,
-                        previous: None,
-                        staged: None,
-                    },
-                ));
+                let mut task_runner = OperatorTask::new(
+                    op.uid.as_str().into(),
+                    subtask,
+                    logic,
+                    Inputs::new(inputs),
+                    router,
+                    keyed,
+                    late_port,
+                    spec.on_error,
+                );
+                task_runner.metrics = task_metrics;
+                task_runner.control = self.control.clone();
+                task_runner.checkpointing = checkpointing(task, Some(commands));
+                task_runner.limits = op.limits;
+                task_runner.migrate_from = migrate_from;
+                operator_tasks.push((format!("{}#{subtask}", op.uid), task_runner));
             }
             node_metrics.push((op.uid.clone(), NodeKind::Operator, metrics));
             let component = match (&op.native, self.plugins.get(&op.uid)) {

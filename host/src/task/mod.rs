@@ -6,6 +6,7 @@
 //! bounded. Records travel in batches ([`output`]).
 
 pub mod channel;
+pub mod harness;
 pub mod inputs;
 pub mod operator;
 pub mod output;

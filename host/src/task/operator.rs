@@ -141,6 +141,44 @@ impl std::fmt::Display for Doing<'_> {
 }
 
 impl OperatorTask {
+    /// An operator task reading `inputs` and writing through `router`, with its own
+    /// metrics and control, no checkpointing, and default sandbox limits; a job sets
+    /// the rest (see [`crate::task::harness`] for a task without a job).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        uid: Arc<str>,
+        subtask: u32,
+        logic: Box<dyn OperatorLogic>,
+        inputs: Inputs,
+        router: Router,
+        keyed: bool,
+        late_port: Option<usize>,
+        on_error: ErrorPolicy,
+    ) -> Self {
+        OperatorTask {
+            uid,
+            subtask,
+            logic,
+            inputs,
+            router,
+            metrics: Arc::new(TaskMetrics::default()),
+            control: Arc::new(JobControl::default()),
+            keyed,
+            late_port,
+            on_error,
+            emitted: Vec::new(),
+            checkpointing: None,
+            aligning: None,
+            calls: 0,
+            run_items: VecDeque::new(),
+            emitted_at: Vec::new(),
+            limits: Limits::default(),
+            migrate_from: None,
+            previous: None,
+            staged: None,
+        }
+    }
+
     pub fn run(mut self) -> Result<(), TaskError> {
         let restored = self.logic.context().watermark;
         let mut watermarks = InputWatermarks::starting_at(self.inputs.len(), restored);

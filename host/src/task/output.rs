@@ -86,15 +86,15 @@ impl EdgeOutput {
         })
     }
 
-    fn flush_one(&mut self, target: usize) -> Result<(), RouteError> {
-        let batch = std::mem::take(&mut self.pending[target]);
+    fn flush_one(&mut self, target: usize, capacity: usize) -> Result<(), RouteError> {
+        let batch = std::mem::replace(&mut self.pending[target], Batch::with_capacity(capacity));
         self.senders[target].send(Message::Batch(batch)).map_err(|_| RouteError::Disconnected)
     }
 
-    fn flush(&mut self) -> Result<(), RouteError> {
+    fn flush(&mut self, capacity: usize) -> Result<(), RouteError> {
         for target in 0..self.pending.len() {
             if !self.pending[target].is_empty() {
-                self.flush_one(target)?;
+                self.flush_one(target, capacity)?;
             }
         }
         Ok(())
@@ -135,7 +135,7 @@ impl Router {
             let batch = &mut edge.pending[target];
             batch.push_record(copy);
             if batch.records >= max_records || batch.bytes >= max_bytes {
-                edge.flush_one(target)?;
+                edge.flush_one(target, max_records)?;
             }
         }
         if self.oldest.is_none() {
@@ -156,8 +156,10 @@ impl Router {
     /// Sends every partly filled batch (the task has nothing more queued).
     pub fn flush(&mut self) -> Result<(), RouteError> {
         self.oldest = None;
+        // A partly filled batch means a lull: the next one starts small.
+        let capacity = (self.batching.max_records / 8).max(1);
         for edge in self.ports.iter_mut().flatten() {
-            edge.flush()?;
+            edge.flush(capacity)?;
         }
         Ok(())
     }
