@@ -204,31 +204,7 @@ fn too_many_failed_checkpoints_fail_the_job_with_the_cause() {
 fn a_failing_task_is_restarted_from_the_latest_checkpoint_until_attempts_run_out() {
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path(), "input.jsonl", &[r#"{"id":"a","ts":1}"#, r#"{"id":"b","ts":2,"v":"boom"}"#]);
-    let spec = job(
-        r#"
-        name = "restarts"
-        restart = { strategy = "fixed-delay", max_attempts = 2, delay_ms = 10 }
-        checkpoint = { interval_ms = 20 }
-        [[source]]
-        type = "file"
-        uid = "in"
-        path = "input.jsonl"
-        [[operator]]
-        uid = "faulty"
-        component = "faulty.wasm"
-        [[sink]]
-        type = "file"
-        uid = "out"
-        path = "out.jsonl"
-        [[edge]]
-        from = "in"
-        to = "faulty"
-        [[edge]]
-        from = "faulty"
-        to = "out"
-        "#,
-        dir.path(),
-    );
+    let spec = restarting_faulty_job(dir.path(), "panic");
     let error = run(spec).unwrap_err();
     let weir::JobError::Failed { summary, .. } = &error else { panic!("{error}") };
     assert_eq!(summary.restarts, 2);
@@ -246,34 +222,7 @@ fn deterministic_user_errors_are_not_restarted() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_input(dir.path(), "input.jsonl", &[r#"{"id":"a","ts":1}"#, input]);
-        let spec = job(
-            &format!(
-                r#"
-                name = "no-restarts"
-                restart = {{ strategy = "fixed-delay", max_attempts = 2, delay_ms = 10 }}
-                checkpoint = {{ interval_ms = 20 }}
-                [[source]]
-                type = "file"
-                uid = "in"
-                path = "input.jsonl"
-                [[operator]]
-                uid = "faulty"
-                component = "faulty.wasm"
-                config = {{ mode = "{mode}" }}
-                [[sink]]
-                type = "file"
-                uid = "out"
-                path = "out.jsonl"
-                [[edge]]
-                from = "in"
-                to = "faulty"
-                [[edge]]
-                from = "faulty"
-                to = "out"
-                "#
-            ),
-            dir.path(),
-        );
+        let spec = restarting_faulty_job(dir.path(), mode);
         let error = run(spec).unwrap_err();
         let weir::JobError::Failed { summary, error: cause } = &error else { panic!("{error}") };
         assert_eq!(summary.restarts, 0, "{error}");
@@ -281,4 +230,37 @@ fn deterministic_user_errors_are_not_restarted() {
         assert_eq!(cause.domain(), weir::error::Domain::User);
         assert!(error.to_string().contains(expected), "{error}");
     }
+}
+
+/// The faulty guest in `mode` between a file source and a file sink, with checkpoints
+/// and two restarts allowed.
+fn restarting_faulty_job(dir: &std::path::Path, mode: &str) -> weir::JobSpec {
+    job(
+        &format!(
+            r#"
+            name = "restarts"
+            restart = {{ strategy = "fixed-delay", max_attempts = 2, delay_ms = 10 }}
+            checkpoint = {{ interval_ms = 20 }}
+            [[source]]
+            type = "file"
+            uid = "in"
+            path = "input.jsonl"
+            [[operator]]
+            uid = "faulty"
+            component = "faulty.wasm"
+            config = {{ mode = "{mode}" }}
+            [[sink]]
+            type = "file"
+            uid = "out"
+            path = "out.jsonl"
+            [[edge]]
+            from = "in"
+            to = "faulty"
+            [[edge]]
+            from = "faulty"
+            to = "out"
+            "#
+        ),
+        dir,
+    )
 }
