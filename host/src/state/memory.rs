@@ -1,23 +1,31 @@
 //! The in-memory state backend: an ordered map per subtask. Fast, and lost with the
 //! process.
 //!
-//! The map is persistent (`imbl::OrdMap`, a B-tree whose nodes are shared between
-//! copies), so a snapshot takes a copy in constant time and the task goes on writing
-//! while another thread writes the copy to disk: the first write to a node after a
-//! snapshot copies that node only (copy-on-write), as Flink's heap backend does with its
-//! copy-on-write state table.
+//! Its structures are persistent (`imbl`'s hash trie and B-tree, whose nodes are shared
+//! between copies), so a snapshot takes a copy in constant time and the task goes on
+//! writing while another thread writes the copy to disk: the first write to a node
+//! after a snapshot copies that node only (copy-on-write), as Flink's heap backend does
+//! with its copy-on-write state table.
 
 use std::ops::Bound;
 
-use imbl::OrdMap;
+use imbl::OrdSet;
+use imbl::shared_ptr::DefaultSharedPtr;
 
-use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateError, key};
 use super::snapshot::{FileEntry, read_entries, write_file};
+use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateError, key};
 
-/// Keyed state held in an ordered map, keys laid out by [`key`].
-#[derive(Debug, Default)]
+/// Values by key: a persistent hash trie, so point reads and writes cost one hash and a
+/// few pointer hops rather than a dozen byte-string comparisons.
+type Values = imbl::GenericHashMap<Vec<u8>, Vec<u8>, foldhash::fast::RandomState, DefaultSharedPtr>;
+
+/// Keyed state held in memory, keys laid out by [`key`]: values in a hash trie for
+/// point access, and every key in an ordered set for prefix scans and snapshots in key
+/// order. Writes to existing keys touch the hash trie only.
+#[derive(Debug, Default, Clone)]
 pub struct MemoryBackend {
-    entries: OrdMap<Vec<u8>, Vec<u8>>,
+    values: Values,
+    order: OrdSet<Vec<u8>>,
 }
 
 impl MemoryBackend {
@@ -27,60 +35,70 @@ impl MemoryBackend {
 
     /// A backend holding `entries` (a savepoint restore).
     pub fn from_entries(entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
-        MemoryBackend { entries: entries.into_iter().collect() }
+        let mut backend = MemoryBackend::new();
+        for (k, v) in entries {
+            backend.insert(k, v);
+        }
+        backend
     }
 
     /// Rebuilds the state from the entry files of a snapshot under `root`.
     pub fn restore(root: &std::path::Path, files: &[FileEntry]) -> Result<Self, String> {
-        let mut entries = OrdMap::new();
+        let mut backend = MemoryBackend::new();
         for file in files {
-            read_entries(&root.join(&file.path), |k, v| {
-                entries.insert(k, v);
-            })?;
+            read_entries(&root.join(&file.path), |k, v| backend.insert(k, v))?;
         }
-        Ok(MemoryBackend { entries })
+        Ok(backend)
     }
 
-    fn prefix_range<'a>(
-        &'a self,
-        prefix: &'a [u8],
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
-        self.entries
-            .range::<_, [u8]>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(prefix))
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        if self.values.insert(key.clone(), value).is_none() {
+            self.order.insert(key);
+        }
+    }
+
+    /// The keys from `start` on, in order.
+    fn keys_from<'a>(&'a self, start: &'a [u8]) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
+        self.order.range::<_, [u8]>((Bound::Included(start), Bound::Unbounded))
+    }
+
+    fn prefix_range<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a {
+        self.keys_from(prefix)
+            .take_while(move |k| k.starts_with(prefix))
+            .filter_map(|k| self.values.get(k).map(|v| (k, v)))
     }
 }
 
 impl StateBackend for MemoryBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.entries.get(key).cloned())
+        Ok(self.values.get(key).cloned())
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        match self.entries.get_mut(key) {
+        match self.values.get_mut(key) {
             Some(existing) => {
                 existing.clear();
                 existing.extend_from_slice(value);
             }
-            None => {
-                self.entries.insert(key.to_vec(), value.to_vec());
-            }
+            None => self.insert(key.to_vec(), value.to_vec()),
         }
         Ok(())
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
-        self.entries.remove(key);
+        if self.values.remove(key).is_some() {
+            self.order.remove(key);
+        }
         Ok(())
     }
 
     fn append(&mut self, key: &[u8], item: &[u8]) -> Result<(), StateError> {
-        match self.entries.get_mut(key) {
+        match self.values.get_mut(key) {
             Some(list) => key::append_list_item(list, item),
             None => {
                 let mut list = Vec::with_capacity(item.len() + 4);
                 key::append_list_item(&mut list, item);
-                self.entries.insert(key.to_vec(), list);
+                self.insert(key.to_vec(), list);
             }
         }
         Ok(())
@@ -102,34 +120,37 @@ impl StateBackend for MemoryBackend {
         start: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StateError> {
-        for (k, v) in self.entries.range::<_, [u8]>((Bound::Included(start), Bound::Unbounded)) {
-            if !visit(k, v) {
-                break;
+        for k in self.keys_from(start) {
+            if let Some(v) = self.values.get(k) {
+                if !visit(k, v) {
+                    break;
+                }
             }
         }
         Ok(())
     }
 
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
-        let doomed: Vec<Vec<u8>> = self.prefix_range(prefix).map(|(k, _)| k.clone()).collect();
+        let doomed: Vec<Vec<u8>> = self.keys_from(prefix).take_while(|k| k.starts_with(prefix)).cloned().collect();
         for k in doomed {
-            self.entries.remove(&k);
+            self.values.remove(&k);
+            self.order.remove(&k);
         }
         Ok(())
     }
 
     fn len(&self) -> usize {
-        self.entries.len()
+        self.values.len()
     }
 
     fn name(&self) -> &'static str {
         "memory"
     }
 
-    /// A copy of the map in constant time (its nodes are shared until written); the
-    /// file is written by the returned writer.
+    /// A copy of the state in constant time (the trie's and the set's nodes are shared
+    /// until written); the file is written by the returned writer.
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
-        Ok(Box::new(MemorySnapshot { entries: self.entries.clone(), target: target.clone() }))
+        Ok(Box::new(MemorySnapshot { state: self.clone(), target: target.clone() }))
     }
 
     /// Memory snapshots are already portable entry files.
@@ -139,14 +160,14 @@ impl StateBackend for MemoryBackend {
 }
 
 struct MemorySnapshot {
-    entries: OrdMap<Vec<u8>, Vec<u8>>,
+    state: MemoryBackend,
     target: SnapshotTarget,
 }
 
 impl SnapshotWriter for MemorySnapshot {
     fn write(self: Box<Self>) -> Result<Vec<FileEntry>, String> {
         let relative = format!("{}/state.ent", self.target.task_dir);
-        let entries = self.entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+        let entries = self.state.prefix_range(&[]).map(|(k, v)| (k.as_slice(), v.as_slice()));
         Ok(vec![write_file(&self.target.root, &relative, entries)?])
     }
 }
