@@ -397,7 +397,6 @@ impl Job {
                 inputs: Inputs::new(inputs),
                 metrics,
                 checkpointing: checkpointing(task, Some(commands)),
-                aligning: None,
                 records_commits: false,
             });
         }

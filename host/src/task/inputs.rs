@@ -6,7 +6,7 @@ use std::time::Duration;
 use crossbeam_channel::{RecvTimeoutError, Select, TryRecvError};
 
 use super::channel::ChannelReceiver;
-use crate::stream::Message;
+use crate::stream::{CheckpointBarrier, Message};
 
 /// What [`Inputs::next`] found.
 #[derive(Debug)]
@@ -29,12 +29,14 @@ pub struct Inputs {
     blocked: Vec<bool>,
     open_count: usize,
     cursor: usize,
+    /// The barrier being aligned: it arrived on some inputs, not yet on all.
+    aligning: Option<CheckpointBarrier>,
 }
 
 impl Inputs {
     pub fn new(receivers: Vec<ChannelReceiver>) -> Self {
         let n = receivers.len();
-        Inputs { receivers, open: vec![true; n], blocked: vec![false; n], open_count: n, cursor: 0 }
+        Inputs { receivers, open: vec![true; n], blocked: vec![false; n], open_count: n, cursor: 0, aligning: None }
     }
 
     pub fn len(&self) -> usize {
@@ -42,24 +44,40 @@ impl Inputs {
     }
 
     /// Marks input `index` as ended (after its end-of-data marker).
-    pub fn close(&mut self, index: usize) {
+    fn close(&mut self, index: usize) {
         if std::mem::replace(&mut self.open[index], false) {
             self.open_count -= 1;
         }
     }
 
-    /// Holds input `index` back until [`Inputs::unblock_all`] (barrier alignment).
-    pub fn block(&mut self, index: usize) {
-        self.blocked[index] = true;
+    /// Aligned checkpoint barriers, the one place tasks align them: a barrier that
+    /// arrived on input `index` holds that input back until it has arrived on every open
+    /// input. Returns the barrier once it has (the task then snapshots and forwards it,
+    /// and every input is read again), `None` while others still owe it.
+    pub fn on_barrier(&mut self, index: usize, barrier: CheckpointBarrier) -> Option<CheckpointBarrier> {
+        if self.receivers.len() > 1 {
+            self.blocked[index] = true;
+            self.aligning = Some(barrier);
+            return self.take_aligned();
+        }
+        Some(barrier)
     }
 
-    pub fn unblock_all(&mut self) {
+    /// Input `index` delivered its end-of-data marker: it is closed, and no longer owes
+    /// the barrier being aligned, which that may complete (returned as by
+    /// [`Inputs::on_barrier`]).
+    pub fn on_end(&mut self, index: usize) -> Option<CheckpointBarrier> {
+        self.close(index);
+        self.take_aligned()
+    }
+
+    fn take_aligned(&mut self) -> Option<CheckpointBarrier> {
+        let all = self.open.iter().zip(&self.blocked).all(|(open, blocked)| !open || *blocked);
+        if !all {
+            return None;
+        }
         self.blocked.fill(false);
-    }
-
-    /// Whether every open input is blocked: a barrier has arrived on each of them.
-    pub fn all_blocked(&self) -> bool {
-        self.open.iter().zip(&self.blocked).all(|(open, blocked)| !open || *blocked)
+        self.aligning.take()
     }
 
     fn readable(&self, index: usize) -> bool {
@@ -132,5 +150,37 @@ impl Inputs {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{BarrierKind, Batch};
+    use crate::task::channel::channel;
+
+    fn barrier() -> CheckpointBarrier {
+        CheckpointBarrier { id: 7, kind: BarrierKind::Checkpoint }
+    }
+
+    #[test]
+    fn a_barrier_holds_its_input_back_until_every_open_input_delivered_it() {
+        let (tx0, rx0) = channel(16, 1 << 20);
+        let (tx1, rx1) = channel(16, 1 << 20);
+        let (tx2, rx2) = channel(16, 1 << 20);
+        let mut inputs = Inputs::new(vec![rx0, rx1, rx2]);
+        assert!(inputs.on_barrier(0, barrier()).is_none());
+        // Input 0 is held back: what follows its barrier waits; input 1 is read.
+        tx0.send(Message::Batch(Batch::default())).unwrap();
+        tx1.send(Message::EndOfData).unwrap();
+        assert!(matches!(inputs.try_next(), Some(Next::Message(1, Message::EndOfData))));
+        assert!(inputs.try_next().is_none());
+        // Input 1 ended: it no longer owes the barrier, but input 2 still does.
+        assert!(inputs.on_end(1).is_none());
+        let aligned = inputs.on_barrier(2, barrier()).expect("aligned on every open input");
+        assert_eq!(aligned.id, 7);
+        // Everything is read again.
+        assert!(matches!(inputs.try_next(), Some(Next::Message(0, Message::Batch(_)))));
+        drop((tx1, tx2));
     }
 }

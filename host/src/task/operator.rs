@@ -36,8 +36,6 @@ pub struct OperatorTask {
     /// Reused buffer for what one call emitted.
     pub emitted: Vec<(Port, Event)>,
     pub checkpointing: Option<Checkpointing>,
-    /// The checkpoint whose barrier is being aligned across the inputs.
-    pub aligning: Option<crate::checkpoint::CheckpointBarrier>,
     /// Elements and timers handed to the operator so far, for pacing the TTL sweep.
     pub calls: u64,
     /// Reused buffer for the elements of a run.
@@ -168,7 +166,6 @@ impl OperatorTask {
             on_error,
             emitted: Vec::new(),
             checkpointing: None,
-            aligning: None,
             calls: 0,
             run_items: VecDeque::new(),
             emitted_at: Vec::new(),
@@ -223,20 +220,17 @@ impl OperatorTask {
                     }
                 }
                 Next::Message(input, Message::Barrier(barrier)) => {
-                    if self.inputs.len() > 1 {
-                        self.inputs.block(input);
-                        self.aligning = Some(barrier.clone());
+                    if let Some(aligned) = self.inputs.on_barrier(input, barrier) {
+                        self.complete_alignment(aligned)?;
                     }
-                    self.try_complete_alignment(barrier)?;
                 }
                 Next::Message(input, Message::EndOfData) => {
-                    self.inputs.close(input);
+                    let aligned = self.inputs.on_end(input);
                     if let Some(advanced) = watermarks.finish(input) {
                         self.advance(advanced, &timer_source)?;
                     }
-                    // An input that ended no longer owes the barrier being aligned.
-                    if let Some(barrier) = self.aligning.clone() {
-                        self.try_complete_alignment(barrier)?;
+                    if let Some(aligned) = aligned {
+                        self.complete_alignment(aligned)?;
                     }
                 }
                 Next::Timeout => {}
@@ -248,14 +242,9 @@ impl OperatorTask {
         }
     }
 
-    /// Once the barrier has arrived on every open input: snapshot, forward the barrier,
-    /// and read all inputs again.
-    fn try_complete_alignment(&mut self, barrier: CheckpointBarrier) -> Result<(), TaskError> {
-        if self.inputs.len() > 1 && !self.inputs.all_blocked() {
-            return Ok(());
-        }
-        self.aligning = None;
-        self.inputs.unblock_all();
+    /// The barrier has arrived on every open input: snapshot (or upgrade), then
+    /// forward the barrier.
+    fn complete_alignment(&mut self, barrier: CheckpointBarrier) -> Result<(), TaskError> {
         match &barrier.kind {
             BarrierKind::Upgrade { dir, operator } if **operator == *self.uid => {
                 let dir = (**dir).clone();

@@ -22,7 +22,6 @@ pub struct SinkTask {
     pub inputs: Inputs,
     pub metrics: Arc<TaskMetrics>,
     pub checkpointing: Option<Checkpointing>,
-    pub aligning: Option<crate::checkpoint::CheckpointBarrier>,
     /// The sink's last checkpoint state asked for its commits to be recorded.
     pub records_commits: bool,
 }
@@ -72,17 +71,8 @@ impl SinkTask {
     }
 
     /// Phase one of the sink's commit, once the barrier arrived on every open input.
-    fn on_barrier(&mut self, input: usize, barrier: CheckpointBarrier) -> Result<(), TaskError> {
+    fn pre_commit(&mut self, barrier: CheckpointBarrier) -> Result<(), TaskError> {
         let id = barrier.id;
-        if self.inputs.len() > 1 {
-            self.inputs.block(input);
-            if !self.inputs.all_blocked() {
-                self.aligning = Some(barrier);
-                return Ok(());
-            }
-        }
-        self.aligning = None;
-        self.inputs.unblock_all();
         let Some(cp) = &self.checkpointing else { return Ok(()) };
         let message = match self.sink.pre_commit(id) {
             Ok(state) => {
@@ -124,11 +114,14 @@ impl SinkTask {
                     self.sink.flush_periodically()?;
                     last_flush = std::time::Instant::now();
                 }
-                Next::Message(input, Message::Barrier(barrier)) => self.on_barrier(input, barrier)?,
+                Next::Message(input, Message::Barrier(barrier)) => {
+                    if let Some(aligned) = self.inputs.on_barrier(input, barrier) {
+                        self.pre_commit(aligned)?;
+                    }
+                }
                 Next::Message(input, Message::EndOfData) => {
-                    self.inputs.close(input);
-                    if let Some(barrier) = self.aligning.clone() {
-                        self.on_barrier(input, barrier)?;
+                    if let Some(aligned) = self.inputs.on_end(input) {
+                        self.pre_commit(aligned)?;
                     }
                 }
                 Next::Ended => return Ok(true),
