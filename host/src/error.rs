@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// Whose failure it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Domain {
@@ -42,3 +44,16 @@ pub enum Retry {
     /// Perhaps: restart as the job's restart strategy allows.
     Restart,
 }
+
+/// What to do with input that cannot be read (a malformed JSON line, an event without
+/// a key on a keyed edge).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorPolicy {
+    /// Stop the job with an error naming the input and position.
+    #[default]
+    Fail,
+    /// Log it, count it as skipped, and go on.
+    Skip,
+}
+

@@ -19,6 +19,7 @@ pub mod error;
 pub mod job;
 pub mod kafka;
 pub mod keygroup;
+pub mod metrics;
 pub mod operator;
 pub mod plugin;
 pub mod savepoint;

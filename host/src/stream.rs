@@ -10,6 +10,8 @@
 //! costs no latency at low rates.
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
@@ -209,6 +211,18 @@ impl BarrierKind {
     pub fn pauses_sources(&self) -> bool {
         matches!(self, BarrierKind::Savepoint { stop: true, .. } | BarrierKind::Upgrade { .. })
     }
+}
+
+/// How an edge distributes records over the receiving subtasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitioning {
+    /// Subtask `i` to subtask `i`; both sides must have the same parallelism.
+    Forward,
+    /// By key group of the event's key; the receiver gets keyed state and timers.
+    Keyed,
+    /// Round robin.
+    Rebalance,
 }
 
 /// One message on a channel between two tasks.

@@ -1,72 +1,14 @@
 //! Counters per task, and the summary printed when a job ends.
 
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use super::spec::NodeKind;
 
-/// The counters of one task. Updated by the task, read by anyone.
-#[derive(Default)]
-pub struct TaskMetrics {
-    records_in: AtomicU64,
-    records_out: AtomicU64,
-    late_dropped: AtomicU64,
-    late_routed: AtomicU64,
-    skipped: AtomicU64,
-    unrouted: AtomicU64,
-    latency: Mutex<Option<Histogram<u64>>>,
-}
+pub use crate::metrics::TaskMetrics;
 
-impl std::fmt::Debug for TaskMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskMetrics")
-            .field("records_in", &self.records_in())
-            .field("records_out", &self.records_out())
-            .field("late_dropped", &self.late_dropped())
-            .field("late_routed", &self.late_routed())
-            .finish_non_exhaustive()
-    }
-}
-
-impl TaskMetrics {
-    pub fn records_in(&self) -> u64 {
-        self.records_in.load(Relaxed)
-    }
-    pub fn records_out(&self) -> u64 {
-        self.records_out.load(Relaxed)
-    }
-    pub fn late_dropped(&self) -> u64 {
-        self.late_dropped.load(Relaxed)
-    }
-    pub fn late_routed(&self) -> u64 {
-        self.late_routed.load(Relaxed)
-    }
-    pub fn add_in(&self, n: u64) {
-        self.records_in.fetch_add(n, Relaxed);
-    }
-    pub fn add_out(&self, n: u64) {
-        self.records_out.fetch_add(n, Relaxed);
-    }
-    pub fn add_late_dropped(&self, n: u64) {
-        self.late_dropped.fetch_add(n, Relaxed);
-    }
-    pub fn add_late_routed(&self, n: u64) {
-        self.late_routed.fetch_add(n, Relaxed);
-    }
-    pub fn add_skipped(&self, n: u64) {
-        self.skipped.fetch_add(n, Relaxed);
-    }
-    pub fn add_unrouted(&self, n: u64) {
-        self.unrouted.fetch_add(n, Relaxed);
-    }
-    pub fn set_latency(&self, histogram: Histogram<u64>) {
-        *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = Some(histogram);
-    }
-}
 
 /// Totals of one node (source, operator or sink) over its subtasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,11 +58,9 @@ impl JobSummary {
         let nodes = nodes
             .iter()
             .map(|(uid, kind, tasks)| {
-                let sum = |f: &dyn Fn(&TaskMetrics) -> &AtomicU64| {
-                    tasks.iter().map(|t| f(t).load(Relaxed)).sum()
-                };
+                let sum = |f: &dyn Fn(&TaskMetrics) -> u64| tasks.iter().map(|t| f(t)).sum();
                 for task in tasks {
-                    if let Some(h) = task.latency.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    if let Some(h) = task.latency().as_ref() {
                         match merged.as_mut() {
                             Some(m) => {
                                 let _ = m.add(h);
@@ -133,12 +73,12 @@ impl JobSummary {
                     uid: uid.clone(),
                     kind: *kind,
                     parallelism: tasks.len() as u32,
-                    records_in: sum(&|t| &t.records_in),
-                    records_out: sum(&|t| &t.records_out),
-                    late_dropped: sum(&|t| &t.late_dropped),
-                    late_routed: sum(&|t| &t.late_routed),
-                    skipped: sum(&|t| &t.skipped),
-                    unrouted: sum(&|t| &t.unrouted),
+                    records_in: sum(&|t| t.records_in()),
+                    records_out: sum(&|t| t.records_out()),
+                    late_dropped: sum(&|t| t.late_dropped()),
+                    late_routed: sum(&|t| t.late_routed()),
+                    skipped: sum(&|t| t.skipped()),
+                    unrouted: sum(&|t| t.unrouted()),
                 }
             })
             .collect();

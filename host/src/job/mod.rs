@@ -13,6 +13,7 @@
 //! # Ok::<(), weir::job::JobError>(())
 //! ```
 
+mod connectors;
 pub mod metrics;
 pub mod spec;
 
@@ -385,7 +386,7 @@ impl Job {
                 (Some(_), Some(TaskState::Sink { state })) => Delivery::Restore(state),
                 (Some(_), _) => Delivery::Fresh,
             };
-            let sink = crate::sink::open(sink_spec, &spec.name, &spec.base_dir, delivery)?;
+            let sink = connectors::open_sink(sink_spec, &spec.name, &spec.base_dir, delivery)?;
             let (commands_tx, commands) = unbounded();
             sink_commands.push(commands_tx);
             let metrics = Arc::new(TaskMetrics::default());
@@ -404,7 +405,7 @@ impl Job {
         for source_spec in &spec.sources {
             let uid = source_spec.uid();
             let task = task_id(uid, 0);
-            let mut source = crate::source::open(source_spec, &spec.name, &spec.base_dir)?;
+            let mut source = connectors::open_source(source_spec, &spec.name, &spec.base_dir)?;
             let mut restored_max_timestamps = BTreeMap::new();
             if let Some(TaskState::Source { position, max_timestamps }) = task_state(&task) {
                 source.restore(position)?;

@@ -10,6 +10,11 @@ use crate::checkpoint::CheckpointSettings;
 use crate::keygroup::{DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
 use crate::plugin::Limits;
 use crate::watermark::WatermarkStrategy;
+pub use crate::error::ErrorPolicy;
+pub use crate::sink::SinkFormat;
+pub use crate::sink::kafka::{KafkaDelivery, KafkaSinkSpec};
+pub use crate::source::kafka::{KafkaSourceSpec, StartPosition};
+pub use crate::stream::Partitioning;
 
 /// A job file that cannot be run as written.
 #[derive(Debug, thiserror::Error)]
@@ -17,30 +22,6 @@ use crate::watermark::WatermarkStrategy;
 pub struct SpecError {
     pub path: PathBuf,
     pub message: String,
-}
-
-/// What to do with input that cannot be read (a malformed JSON line, an event without
-/// a key on a keyed edge).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorPolicy {
-    /// Stop the job with an error naming the input and position.
-    #[default]
-    Fail,
-    /// Log it, count it as skipped, and go on.
-    Skip,
-}
-
-/// How an edge distributes records over the receiving subtasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Partitioning {
-    /// Subtask `i` to subtask `i`; both sides must have the same parallelism.
-    Forward,
-    /// By key group of the event's key; the receiver gets keyed state and timers.
-    Keyed,
-    /// Round robin.
-    Rebalance,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -226,99 +207,6 @@ pub enum SourceSpec {
     Kafka(KafkaSourceSpec),
 }
 
-/// A `[[source]]` of `type = "kafka"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSourceSpec {
-    pub uid: String,
-    /// Bootstrap servers, `host:port[,host:port...]`.
-    pub brokers: String,
-    pub topics: Vec<String>,
-    /// The consumer group offsets are committed under (for monitoring and for
-    /// `start = "committed"`). Default: `weir-<job>-<uid>`.
-    pub group_id: Option<String>,
-    /// Where to begin when no checkpoint or savepoint says otherwise.
-    #[serde(default)]
-    pub start: StartPosition,
-    /// Stop at the end offsets found when the job starts (tests, backfills).
-    #[serde(default)]
-    pub bounded: bool,
-    /// Top-level JSON field of the value to use as the key instead of the Kafka key.
-    pub key_field: Option<String>,
-    /// Top-level JSON field of the value with the event time (epoch ms) instead of the
-    /// Kafka record timestamp.
-    pub timestamp_field: Option<String>,
-    /// Where records that cannot be decoded go; without it the job's `on_error` decides.
-    pub dead_letter_topic: Option<String>,
-    /// Read at most this many records per second (demos and tests); unthrottled when
-    /// absent.
-    pub rate: Option<f64>,
-    /// How often to look for new partitions (ms; 0 = never).
-    #[serde(default = "default_discovery_ms")]
-    pub partition_discovery_ms: u64,
-    /// Extra librdkafka consumer properties (`security.protocol`, ...).
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-    #[serde(default)]
-    pub watermark: WatermarkStrategy,
-}
-
-/// Where a Kafka source starts reading a partition it has no saved offset for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum StartPosition {
-    /// The oldest retained record.
-    #[default]
-    Earliest,
-    /// Only records produced after the job starts.
-    Latest,
-    /// The consumer group's committed offset (earliest when there is none).
-    Committed,
-    /// The first record with a timestamp at or after this many ms since the epoch.
-    Timestamp(i64),
-}
-
-fn default_discovery_ms() -> u64 {
-    10_000
-}
-
-/// A `[[sink]]` of `type = "kafka"`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSinkSpec {
-    pub uid: String,
-    /// Bootstrap servers, `host:port[,host:port...]`.
-    pub brokers: String,
-    /// The topic records go to (the default when `topic_field` is set).
-    pub topic: Option<String>,
-    /// Top-level JSON field of the value naming each record's topic.
-    pub topic_field: Option<String>,
-    #[serde(default)]
-    pub delivery: KafkaDelivery,
-    /// The broker aborts a transaction left open longer than this (exactly-once).
-    #[serde(default = "default_transaction_timeout_ms")]
-    pub transaction_timeout_ms: u64,
-    /// Extra librdkafka producer properties.
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-}
-
-/// A Kafka sink's guarantee (Flink's `DeliveryGuarantee`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KafkaDelivery {
-    /// Idempotent producer, flushed before each checkpoint completes: no loss,
-    /// duplicates after a restore.
-    #[default]
-    AtLeastOnce,
-    /// A Kafka transaction per checkpoint, committed when the checkpoint completes.
-    ExactlyOnce,
-}
-
-fn default_transaction_timeout_ms() -> u64 {
-    60_000
-}
-
 fn default_keys() -> u64 {
     1000
 }
@@ -380,16 +268,6 @@ impl OperatorSpec {
 }
 
 /// How a sink writes events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkFormat {
-    /// The event value, one per line (it must be one line of UTF-8).
-    #[default]
-    Value,
-    /// A JSON object per line with `key`, `timestamp`, `value` and `headers`.
-    Envelope,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkSpec {

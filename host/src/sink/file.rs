@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Sink, SinkError, encode_line};
-use crate::job::spec::SinkFormat;
+use super::SinkFormat;
 use crate::stream::Event;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

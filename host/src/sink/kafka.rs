@@ -16,17 +16,17 @@
 //!   initialising the same transactional id fences the old producer and aborts what it
 //!   left open; readers with `isolation.level=read_committed` never see aborted records.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Delivery, Sink, SinkError};
 use crate::checkpoint::storage::REQUIRES_COMMIT_RECORD;
-use crate::job::spec::{KafkaDelivery, KafkaSinkSpec};
 use crate::kafka::{Context, client_config};
 use crate::stream::Event;
 
@@ -257,3 +257,41 @@ impl Sink for KafkaSink {
         }
     }
 }
+
+/// A `[[sink]]` of `type = "kafka"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkSpec {
+    pub uid: String,
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The topic records go to (the default when `topic_field` is set).
+    pub topic: Option<String>,
+    /// Top-level JSON field of the value naming each record's topic.
+    pub topic_field: Option<String>,
+    #[serde(default)]
+    pub delivery: KafkaDelivery,
+    /// The broker aborts a transaction left open longer than this (exactly-once).
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// Extra librdkafka producer properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A Kafka sink's guarantee (Flink's `DeliveryGuarantee`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KafkaDelivery {
+    /// Idempotent producer, flushed before each checkpoint completes: no loss,
+    /// duplicates after a restore.
+    #[default]
+    AtLeastOnce,
+    /// A Kafka transaction per checkpoint, committed when the checkpoint completes.
+    ExactlyOnce,
+}
+
+fn default_transaction_timeout_ms() -> u64 {
+    60_000
+}
+

@@ -5,16 +5,17 @@
 //! subtask.
 
 mod file;
-mod kafka;
+pub mod kafka;
 
+pub use file::TransactionalFileSink;
 pub use kafka::KafkaSink;
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::job::spec::{SinkFormat, SinkSpec};
+use serde::{Deserialize, Serialize};
 use crate::stream::Event;
 
 /// A sink that cannot write.
@@ -72,26 +73,6 @@ pub enum Delivery<'a> {
     Fresh,
     /// Restoring from a checkpoint's sink state.
     Restore(&'a serde_json::Value),
-}
-
-/// Opens the sink a job file describes for job `job`; relative paths resolve against
-/// `base`.
-pub fn open(spec: &SinkSpec, job: &str, base: &Path, delivery: Delivery<'_>) -> Result<Box<dyn Sink>, SinkError> {
-    match spec {
-        SinkSpec::File { uid, path, format } => {
-            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
-            match delivery {
-                Delivery::Direct { append } => Ok(Box::new(LineSink::file(uid, path, *format, append)?)),
-                Delivery::Fresh => Ok(Box::new(file::TransactionalFileSink::open(uid, path, *format, None)?)),
-                Delivery::Restore(state) => {
-                    Ok(Box::new(file::TransactionalFileSink::open(uid, path, *format, Some(state))?))
-                }
-            }
-        }
-        SinkSpec::Stdout { uid, format } => Ok(Box::new(LineSink::stdout(uid, *format))),
-        SinkSpec::Discard { .. } => Ok(Box::new(Discard)),
-        SinkSpec::Kafka(kafka) => Ok(Box::new(KafkaSink::open(kafka, job, delivery)?)),
-    }
 }
 
 /// Writes one line per event to a file or stdout.
@@ -219,3 +200,14 @@ mod tests {
         assert!(encode_line(SinkFormat::Value, &event("two\nlines"), &mut Vec::new()).is_err());
     }
 }
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    /// The event value, one per line (it must be one line of UTF-8).
+    #[default]
+    Value,
+    /// A JSON object per line with `key`, `timestamp`, `value` and `headers`.
+    Envelope,
+}
+

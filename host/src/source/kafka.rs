@@ -17,12 +17,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{JsonFields, Pacer, Source, SourceError, SourcePoll};
-use crate::job::spec::{KafkaSourceSpec, StartPosition};
 use crate::kafka::{Backoff, Context, REQUEST_TIMEOUT, client_config};
 use crate::stream::{Event, Header};
+use crate::watermark::WatermarkStrategy;
 
 /// A partition of one of the source's topics.
 type Partition = (String, i32);
@@ -504,6 +505,61 @@ impl Source for KafkaSource {
             }
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceSpec {
+    pub uid: String,
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    /// The consumer group offsets are committed under (for monitoring and for
+    /// `start = "committed"`). Default: `weir-<job>-<uid>`.
+    pub group_id: Option<String>,
+    /// Where to begin when no checkpoint or savepoint says otherwise.
+    #[serde(default)]
+    pub start: StartPosition,
+    /// Stop at the end offsets found when the job starts (tests, backfills).
+    #[serde(default)]
+    pub bounded: bool,
+    /// Top-level JSON field of the value to use as the key instead of the Kafka key.
+    pub key_field: Option<String>,
+    /// Top-level JSON field of the value with the event time (epoch ms) instead of the
+    /// Kafka record timestamp.
+    pub timestamp_field: Option<String>,
+    /// Where records that cannot be decoded go; without it the job's `on_error` decides.
+    pub dead_letter_topic: Option<String>,
+    /// Read at most this many records per second (demos and tests); unthrottled when
+    /// absent.
+    pub rate: Option<f64>,
+    /// How often to look for new partitions (ms; 0 = never).
+    #[serde(default = "default_discovery_ms")]
+    pub partition_discovery_ms: u64,
+    /// Extra librdkafka consumer properties (`security.protocol`, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub watermark: WatermarkStrategy,
+}
+
+/// Where a Kafka source starts reading a partition it has no saved offset for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum StartPosition {
+    /// The oldest retained record.
+    #[default]
+    Earliest,
+    /// Only records produced after the job starts.
+    Latest,
+    /// The consumer group's committed offset (earliest when there is none).
+    Committed,
+    /// The first record with a timestamp at or after this many ms since the epoch.
+    Timestamp(i64),
+}
+
+fn default_discovery_ms() -> u64 {
+    10_000
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 mod file;
 mod generator;
-mod kafka;
+pub mod kafka;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,6 @@ pub use file::FileSource;
 pub use generator::GeneratorSource;
 pub use kafka::KafkaSource;
 
-use crate::job::spec::SourceSpec;
 use crate::stream::Event;
 
 /// A source that failed (and cannot go on).
@@ -146,32 +145,3 @@ impl Pacer {
     }
 }
 
-/// Checks a configured rate.
-fn check_rate(uid: &str, rate: Option<f64>) -> Result<(), SourceError> {
-    if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(SourceError { uid: uid.into(), message: "`rate` must be a positive number of events per second".into() });
-    }
-    Ok(())
-}
-
-/// Opens the source a job file describes for job `job`; relative paths resolve
-/// against `base`.
-pub fn open(spec: &SourceSpec, job: &str, base: &std::path::Path) -> Result<Box<dyn Source>, SourceError> {
-    match spec {
-        SourceSpec::File { uid, path, key_field, timestamp_field, rate, .. } => {
-            check_rate(uid, *rate)?;
-            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
-            let source = FileSource::open(uid, &path, key_field.clone(), timestamp_field.clone())?;
-            Ok(Box::new(source.with_rate(*rate)))
-        }
-        SourceSpec::Generator { uid, count, rate, keys, seed, start_ms, step_ms, payload_bytes, .. } => {
-            check_rate(uid, *rate)?;
-            let source = GeneratorSource::new(uid, *count, *rate, *keys, *seed, *start_ms, *step_ms)?;
-            Ok(Box::new(source.with_payload(payload_bytes.unwrap_or(0))))
-        }
-        SourceSpec::Kafka(kafka) => {
-            check_rate(&kafka.uid, kafka.rate)?;
-            Ok(Box::new(KafkaSource::open(kafka, job)?))
-        }
-    }
-}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::channel::ChannelSender;
-use crate::job::spec::Partitioning;
+use crate::stream::Partitioning;
 use crate::keygroup::{assign_key_group, subtask_for_key_group};
 use crate::stream::{Batch, Message, Record};
 use crate::watermark::Watermark;

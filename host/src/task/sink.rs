@@ -9,7 +9,7 @@ use super::{Checkpointing, POLL_INTERVAL, TaskError};
 use crate::checkpoint::coordinator::Command;
 use crate::checkpoint::storage::{CheckpointStorage, requires_commit_record};
 use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
-use crate::job::metrics::TaskMetrics;
+use crate::metrics::TaskMetrics;
 use crate::sink::Sink;
 use crate::stream::{Element, Message};
 

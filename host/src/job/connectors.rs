@@ -1,0 +1,59 @@
+//! Connectors from their job file specs: the job layer knows both the job file and
+//! the connectors, so building one from the other happens here, and the connectors
+//! depend on nothing above them.
+
+use std::path::Path;
+
+use super::spec::{SinkSpec, SourceSpec};
+use crate::sink::{Delivery, Discard, KafkaSink, LineSink, Sink, SinkError, TransactionalFileSink};
+use crate::source::{FileSource, GeneratorSource, KafkaSource, Source, SourceError};
+
+/// Checks a configured rate.
+fn check_rate(uid: &str, rate: Option<f64>) -> Result<(), SourceError> {
+    if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(SourceError { uid: uid.into(), message: "`rate` must be a positive number of events per second".into() });
+    }
+    Ok(())
+}
+
+/// Opens the source a job file describes for job `job`; relative paths resolve
+/// against `base`.
+pub fn open_source(spec: &SourceSpec, job: &str, base: &std::path::Path) -> Result<Box<dyn Source>, SourceError> {
+    match spec {
+        SourceSpec::File { uid, path, key_field, timestamp_field, rate, .. } => {
+            check_rate(uid, *rate)?;
+            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+            let source = FileSource::open(uid, &path, key_field.clone(), timestamp_field.clone())?;
+            Ok(Box::new(source.with_rate(*rate)))
+        }
+        SourceSpec::Generator { uid, count, rate, keys, seed, start_ms, step_ms, payload_bytes, .. } => {
+            check_rate(uid, *rate)?;
+            let source = GeneratorSource::new(uid, *count, *rate, *keys, *seed, *start_ms, *step_ms)?;
+            Ok(Box::new(source.with_payload(payload_bytes.unwrap_or(0))))
+        }
+        SourceSpec::Kafka(kafka) => {
+            check_rate(&kafka.uid, kafka.rate)?;
+            Ok(Box::new(KafkaSource::open(kafka, job)?))
+        }
+    }
+}
+
+/// Opens the sink a job file describes for job `job`; relative paths resolve against
+/// `base`.
+pub fn open_sink(spec: &SinkSpec, job: &str, base: &Path, delivery: Delivery<'_>) -> Result<Box<dyn Sink>, SinkError> {
+    match spec {
+        SinkSpec::File { uid, path, format } => {
+            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+            match delivery {
+                Delivery::Direct { append } => Ok(Box::new(LineSink::file(uid, path, *format, append)?)),
+                Delivery::Fresh => Ok(Box::new(TransactionalFileSink::open(uid, path, *format, None)?)),
+                Delivery::Restore(state) => {
+                    Ok(Box::new(TransactionalFileSink::open(uid, path, *format, Some(state))?))
+                }
+            }
+        }
+        SinkSpec::Stdout { uid, format } => Ok(Box::new(LineSink::stdout(uid, *format))),
+        SinkSpec::Discard { .. } => Ok(Box::new(Discard)),
+        SinkSpec::Kafka(kafka) => Ok(Box::new(KafkaSink::open(kafka, job, delivery)?)),
+    }
+}

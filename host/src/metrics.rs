@@ -1,0 +1,79 @@
+//! # Task metrics
+//!
+//! The counters every task keeps (records in and out, late, skipped and unrouted
+//! records, end-to-end latency at sinks). Tasks update them; the job's summary and the
+//! control API read them.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use hdrhistogram::Histogram;
+
+/// The counters of one task. Updated by the task, read by anyone.
+#[derive(Default)]
+pub struct TaskMetrics {
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    late_dropped: AtomicU64,
+    late_routed: AtomicU64,
+    skipped: AtomicU64,
+    unrouted: AtomicU64,
+    latency: Mutex<Option<Histogram<u64>>>,
+}
+
+impl std::fmt::Debug for TaskMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskMetrics")
+            .field("records_in", &self.records_in())
+            .field("records_out", &self.records_out())
+            .field("late_dropped", &self.late_dropped())
+            .field("late_routed", &self.late_routed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskMetrics {
+    pub fn records_in(&self) -> u64 {
+        self.records_in.load(Relaxed)
+    }
+    pub fn records_out(&self) -> u64 {
+        self.records_out.load(Relaxed)
+    }
+    pub fn late_dropped(&self) -> u64 {
+        self.late_dropped.load(Relaxed)
+    }
+    pub fn late_routed(&self) -> u64 {
+        self.late_routed.load(Relaxed)
+    }
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Relaxed)
+    }
+    pub fn unrouted(&self) -> u64 {
+        self.unrouted.load(Relaxed)
+    }
+    /// The end-to-end latency histogram a sink recorded, if any.
+    pub fn latency(&self) -> std::sync::MutexGuard<'_, Option<Histogram<u64>>> {
+        self.latency.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn add_in(&self, n: u64) {
+        self.records_in.fetch_add(n, Relaxed);
+    }
+    pub fn add_out(&self, n: u64) {
+        self.records_out.fetch_add(n, Relaxed);
+    }
+    pub fn add_late_dropped(&self, n: u64) {
+        self.late_dropped.fetch_add(n, Relaxed);
+    }
+    pub fn add_late_routed(&self, n: u64) {
+        self.late_routed.fetch_add(n, Relaxed);
+    }
+    pub fn add_skipped(&self, n: u64) {
+        self.skipped.fetch_add(n, Relaxed);
+    }
+    pub fn add_unrouted(&self, n: u64) {
+        self.unrouted.fetch_add(n, Relaxed);
+    }
+    pub fn set_latency(&self, histogram: Histogram<u64>) {
+        *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = Some(histogram);
+    }
+}
