@@ -14,7 +14,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::{BarrierKind, CheckpointBarrier, CheckpointMetadata, CheckpointSettings, CheckpointStorage, CoordinatorMessage, TaskState};
 use crate::savepoint::{OperatorManifest, SavepointManifest};
-use crate::task::{JobControl, TaskError};
 
 /// What the coordinator asks of a task.
 #[derive(Debug, Clone)]
@@ -42,6 +41,17 @@ pub type Staged = Arc<dyn std::any::Any + Send + Sync>;
 /// The reply to a request: the savepoint's directory and how long the job was paused
 /// for it (barrier to completion), or why it failed.
 pub type Reply = tokio::sync::oneshot::Sender<Result<(PathBuf, Duration), String>>;
+
+/// What the coordinator needs of the job it serves; the task layer's `JobControl`
+/// implements it (so checkpointing depends on nothing above it).
+pub trait JobLifecycle: Send + Sync {
+    /// Whether the job's tasks are stopping.
+    fn is_cancelled(&self) -> bool;
+    /// Stops the job for good (after a stop-with-savepoint).
+    fn stop(&self);
+    /// Fails the job because checkpointing cannot go on.
+    fn fail_checkpointing(&self, reason: String);
+}
 
 /// Requests from the control API.
 pub enum Request {
@@ -81,7 +91,7 @@ pub struct Coordinator {
     pub tasks: usize,
     /// The id of the checkpoint the job was restored from (new ids follow it).
     pub last_id: u64,
-    pub control: Arc<JobControl>,
+    pub control: Arc<dyn JobLifecycle>,
 }
 
 /// A running coordinator.
@@ -334,9 +344,9 @@ impl Coordinator {
         let tolerable = self.settings.as_ref().map_or(0, |s| s.tolerable_failures);
         tracing::warn!(checkpoint = id, failures, %reason, "checkpoint declined");
         if failures > tolerable {
-            self.control.fail(TaskError::Checkpoint(format!(
+            self.control.fail_checkpointing(format!(
                 "{failures} checkpoints in a row failed (tolerable_failures = {tolerable}); last: checkpoint {id}: {reason}"
-            )));
+            ));
         }
         failures
     }

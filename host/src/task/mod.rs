@@ -144,3 +144,17 @@ impl JobControl {
         self.failure.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
+
+impl crate::checkpoint::coordinator::JobLifecycle for JobControl {
+    fn is_cancelled(&self) -> bool {
+        JobControl::is_cancelled(self)
+    }
+
+    fn stop(&self) {
+        JobControl::stop(self)
+    }
+
+    fn fail_checkpointing(&self, reason: String) {
+        self.fail(TaskError::Checkpoint(reason))
+    }
+}
