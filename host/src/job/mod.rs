@@ -426,6 +426,7 @@ impl Job {
                 on_error: spec.on_error,
                 checkpointing: checkpointing(task, Some(commands)),
                 restored_max_timestamps,
+                counted: (0, 0),
             });
         }
         drop(wiring);

@@ -72,7 +72,7 @@ pub struct JobSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// In memory: fastest; snapshots are full copies.
+    /// In memory: fastest; snapshots are copy-on-write copies, written in full.
     #[default]
     Memory,
     /// RocksDB on local disk: state larger than memory; incremental checkpoints.

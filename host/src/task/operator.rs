@@ -42,6 +42,8 @@ pub struct OperatorTask {
     pub run_items: VecDeque<RunItem>,
     /// Reused buffer for the run element each emitted event came from.
     pub emitted_at: Vec<u32>,
+    /// Records sent since the last batch ended, not yet added to `metrics`.
+    pub sent: u64,
     /// The operator's sandbox limits, for a component swapped in by an upgrade.
     pub limits: Limits,
     /// A state layout to migrate from before the first element (after a restore).
@@ -169,6 +171,7 @@ impl OperatorTask {
             calls: 0,
             run_items: VecDeque::new(),
             emitted_at: Vec::new(),
+            sent: 0,
             limits: Limits::default(),
             migrate_from: None,
             previous: None,
@@ -183,6 +186,7 @@ impl OperatorTask {
         // What was routed before an error or a stop still goes downstream: the sinks
         // write what the job accepted before it failed.
         let _ = self.router.flush();
+        self.metrics.add_out(std::mem::take(&mut self.sent));
         let unrouted = self.logic.context().unrouted;
         self.metrics.add_unrouted(unrouted);
         result
@@ -215,6 +219,7 @@ impl OperatorTask {
             match next {
                 Next::Message(input, Message::Batch(batch)) => {
                     self.on_batch(input, batch, watermarks, &timer_source)?;
+                    self.metrics.add_out(std::mem::take(&mut self.sent));
                     if self.router.flush_if_due().is_err() {
                         self.control.cancel();
                     }
@@ -661,7 +666,7 @@ impl OperatorTask {
 
     fn send(&mut self, port: usize, record: Record, position: &Position) -> Result<(), TaskError> {
         match self.router.send(port, record) {
-            Ok(true) => self.metrics.add_out(1),
+            Ok(true) => self.sent += 1,
             Ok(false) => self.metrics.add_unrouted(1),
             // Downstream is gone because the job is stopping; the cancel flag ends us.
             Err(RouteError::Disconnected) => self.control.cancel(),

@@ -46,6 +46,8 @@ pub struct SourceTask {
     pub checkpointing: Option<Checkpointing>,
     /// The largest timestamps per split at the restored checkpoint.
     pub restored_max_timestamps: BTreeMap<u32, i64>,
+    /// Records read and sent, not yet added to `metrics`.
+    pub counted: (u64, u64),
 }
 
 impl SourceTask {
@@ -53,7 +55,16 @@ impl SourceTask {
         let result = self.run_loop();
         // Records already read still go downstream when the source stops or fails.
         let _ = self.router.flush();
+        self.publish_counts();
         result
+    }
+
+    /// Adds the records counted since the last call to the shared metrics (an atomic
+    /// add per record would cost more than the rest of reading a generated record).
+    fn publish_counts(&mut self) {
+        let (read, sent) = std::mem::take(&mut self.counted);
+        self.metrics.add_in(read);
+        self.metrics.add_out(sent);
     }
 
     fn run_loop(&mut self) -> Result<(), TaskError> {
@@ -75,7 +86,7 @@ impl SourceTask {
             }
             let polled = self.source.poll()?;
             if let SourcePoll::Record { .. } | SourcePoll::Malformed { .. } | SourcePoll::DeadLettered { .. } = &polled {
-                self.metrics.add_in(1);
+                self.counted.0 += 1;
             }
             match polled {
                 SourcePoll::Record { event, offset, split } => {
@@ -86,7 +97,7 @@ impl SourceTask {
                     polled_records += 1;
                     let record = Record { event, position, key_group: 0, ingested };
                     match self.router.send(0, record) {
-                        Ok(_) => self.metrics.add_out(1),
+                        Ok(_) => self.counted.1 += 1,
                         Err(RouteError::Disconnected) => return Ok(()),
                         Err(RouteError::MissingKey { to }) => {
                             self.skip_or_fail(TaskError::MissingKey {
@@ -99,8 +110,11 @@ impl SourceTask {
                     if let Some(watermark) = watermarks.on_record(split, timestamp) {
                         self.router.watermark(watermark);
                     }
-                    if polled_records % FLUSH_CHECK_EVERY == 0 && self.router.flush_if_due().is_err() {
-                        return Ok(());
+                    if polled_records % FLUSH_CHECK_EVERY == 0 {
+                        self.publish_counts();
+                        if self.router.flush_if_due().is_err() {
+                            return Ok(());
+                        }
                     }
                 }
                 SourcePoll::Malformed { offset, split, reason } => {
@@ -120,6 +134,7 @@ impl SourceTask {
                         self.router.watermark(watermark);
                     }
                     // Nothing more is ready: what was read so far goes now.
+                    self.publish_counts();
                     if self.router.flush().is_err() {
                         return Ok(());
                     }
