@@ -92,8 +92,8 @@ fn main() {
             let completed = checkpoint(&root, &second.files);
             let started = Instant::now();
             let restored: Box<dyn StateBackend> = match backend {
-                "memory" => Box::new(MemoryBackend::restore(&completed, &second.files).unwrap()),
-                _ => Box::new(RocksBackend::restore(&dir.path().join("restored"), &completed, &second.files).unwrap()),
+                "memory" => Box::new(MemoryBackend::restore(&completed.root, &second.files).unwrap()),
+                _ => Box::new(RocksBackend::restore(&dir.path().join("restored"), &completed.root, &second.files).unwrap()),
             };
             let restore = started.elapsed();
             assert_eq!(restored.len() as u64, keys, "every key restored");
