@@ -290,3 +290,43 @@ fn the_operator_harness_drives_one_operator_without_a_job() {
     }).collect();
     assert_eq!(counts, [1, 1, 2]);
 }
+
+#[test]
+fn the_call_deadline_holds_per_element_of_a_batch() {
+    // Eight elements of 100 ms each arrive as one batch: 800 ms in one call, but no
+    // element comes near the 300 ms deadline, so nothing fails. (An element that runs
+    // past it is still stopped: see bad_input's endless loop.)
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..8).map(|i| format!(r#"{{"n":{i}}}"#)).collect();
+    write_input(dir.path(), "input.jsonl", &lines.iter().map(String::as_str).collect::<Vec<_>>());
+    let spec = job(
+        &format!(
+            r#"
+            name = "slow-batch"
+            [[source]]
+            type = "file"
+            uid = "in"
+            path = "input.jsonl"
+            [[operator]]
+            uid = "slow"
+            component = {:?}
+            config = {{ sleep_ms = 100 }}
+            limits = {{ call_timeout_ms = 300 }}
+            [[sink]]
+            type = "file"
+            uid = "out"
+            path = "out.jsonl"
+            [[edge]]
+            from = "in"
+            to = "slow"
+            [[edge]]
+            from = "slow"
+            to = "out"
+            "#,
+            guests::PASSTHROUGH
+        ),
+        dir.path(),
+    );
+    run(spec).unwrap();
+    assert_eq!(sorted_lines(&dir.path().join("out.jsonl")).len(), 8);
+}

@@ -51,11 +51,29 @@ impl WasmOperator {
         };
         let mut store = Store::new(
             engine,
-            HostState { ctx, wasi, table: ResourceTable::new(), limits: store_limits },
+            HostState {
+                ctx,
+                started: plugin.ticks.load(std::sync::atomic::Ordering::Relaxed),
+                ticks: plugin.ticks.clone(),
+                wasi,
+                table: ResourceTable::new(),
+                limits: store_limits,
+            },
         );
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(limits));
+        // The deadline holds per call, and per element within a batch: when the epoch
+        // deadline passes, a call whose current element began less than the limit ago
+        // goes on for the rest of its time.
+        let limit = deadline_ticks(limits);
+        store.epoch_deadline_callback(move |store| {
+            let state = store.data();
+            let elapsed = state.ticks.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(state.started);
+            if elapsed >= limit {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(limit - elapsed))
+        });
+        store.set_epoch_deadline(limit);
         let instantiated = match &plugin.pre {
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Guest::V0_1),
             Pre::V0_2(pre) => pre.instantiate(&mut store).map(Guest::V0_2),
@@ -105,6 +123,8 @@ impl WasmOperator {
     }
 
     fn arm_deadline(&mut self) {
+        let state = self.store.data_mut();
+        state.started = state.ticks.load(std::sync::atomic::Ordering::Relaxed);
         self.store.set_epoch_deadline(deadline_ticks(self.limits));
     }
 }

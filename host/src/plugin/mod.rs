@@ -21,7 +21,7 @@ pub mod v0_2;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -88,6 +88,10 @@ pub enum PluginError {
 /// The store data of one guest instance.
 pub struct HostState {
     pub ctx: OperatorContext,
+    /// The epoch tick at which the current call, or element of a batch, began: the
+    /// call deadline counts from there.
+    started: u64,
+    ticks: Arc<AtomicU64>,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
@@ -104,6 +108,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     cache: Option<CompileCache>,
+    /// Epoch ticks so far, readable by the deadline check (the engine's own counter is not).
+    ticks: Arc<AtomicU64>,
     ticker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
@@ -130,19 +136,21 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("linking the operator interfaces of contract 0.1")?;
         let stop = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicU64::new(0));
         let ticker = {
-            let (engine, stop) = (engine.clone(), stop.clone());
+            let (engine, stop, ticks) = (engine.clone(), stop.clone(), ticks.clone());
             std::thread::Builder::new()
                 .name("weir-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
+                        ticks.fetch_add(1, Ordering::Relaxed);
                         engine.increment_epoch();
                     }
                 })
                 .context("starting the epoch ticker")?
         };
-        Ok(Runtime { engine, linker: Arc::new(linker), cache, ticker: Some((stop, ticker)) })
+        Ok(Runtime { engine, linker: Arc::new(linker), cache, ticks, ticker: Some((stop, ticker)) })
     }
 
     /// Compiles and checks the component at `path`.
@@ -167,7 +175,7 @@ impl Runtime {
                 Err(_) => return Err(not_an_operator(newest)),
             },
         };
-        Ok(Plugin { path: path.into(), pre, digest: digest(&bytes), compiled })
+        Ok(Plugin { path: path.into(), pre, digest: digest(&bytes), compiled, ticks: self.ticks.clone() })
     }
 }
 
@@ -186,6 +194,7 @@ pub struct Plugin {
     pre: Pre,
     digest: String,
     compiled: Compiled,
+    ticks: Arc<AtomicU64>,
 }
 
 /// A component linked against the contract version it implements.

@@ -4,6 +4,8 @@ crate::plugin::host::operator_host!();
 
 impl super::bindings::weir::operator::batch::Host for HostState {
     fn begin_element(&mut self, index: u32) -> wasmtime::Result<bool> {
+        // Each element of a batch gets the whole call deadline.
+        self.started = self.ticks.load(std::sync::atomic::Ordering::Relaxed);
         Ok(self.ctx.begin_element(index)?)
     }
 }
