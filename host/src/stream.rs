@@ -157,13 +157,15 @@ impl Batch {
         self.elements.push(Element::Record(record));
     }
 
-    /// Appends a watermark; one that directly follows another replaces it (nothing
-    /// happened in between, so only the later one matters).
+    /// Appends a watermark. An event-time watermark that directly follows another
+    /// replaces it (nothing happened in between, so only the later one matters), and so
+    /// does an idle marker following an idle marker; a change between the two kinds is
+    /// kept, so the receiver still learns the time an input had when it went idle.
     pub fn push_watermark(&mut self, watermark: Watermark) {
-        if let Some(Element::Watermark(last)) = self.elements.last_mut() {
-            *last = watermark;
-        } else {
-            self.elements.push(Element::Watermark(watermark));
+        match (self.elements.last_mut(), watermark) {
+            (Some(Element::Watermark(last @ Watermark::EventTime(_))), Watermark::EventTime(_))
+            | (Some(Element::Watermark(last @ Watermark::Idle)), Watermark::Idle) => *last = watermark,
+            _ => self.elements.push(Element::Watermark(watermark)),
         }
     }
 
@@ -272,7 +274,10 @@ mod tests {
         batch.push_watermark(Watermark::EventTime(2));
         batch.push_record(record.clone());
         batch.push_watermark(Watermark::EventTime(3));
-        assert_eq!(batch.elements.len(), 3);
+        batch.push_watermark(Watermark::Idle);
+        batch.push_watermark(Watermark::Idle);
+        assert_eq!(batch.elements.len(), 4);
+        assert!(matches!(batch.elements[2], Element::Watermark(Watermark::EventTime(3))));
         assert!(matches!(batch.elements[0], Element::Watermark(Watermark::EventTime(2))));
         assert_eq!(batch.records, 1);
         assert!(batch.bytes >= 101);
