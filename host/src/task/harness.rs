@@ -105,10 +105,12 @@ impl OperatorHarness {
     }
 
     fn new(logic: Box<dyn OperatorLogic>, runtime: Option<Runtime>) -> Self {
-        // Everything is queued before the operator runs on this thread: room for it all.
-        let (input, input_rx) = channel(1 << 20, usize::MAX);
-        let (main_tx, main) = channel(1 << 20, usize::MAX);
-        let (late_tx, late) = channel(1 << 20, usize::MAX);
+        // Everything is queued before the operator runs on this thread: room for it all
+        // (a message is a whole batch; channels allocate their slots up front).
+        const MESSAGES: usize = 4096;
+        let (input, input_rx) = channel(MESSAGES, usize::MAX);
+        let (main_tx, main) = channel(MESSAGES, usize::MAX);
+        let (late_tx, late) = channel(MESSAGES, usize::MAX);
         let edge = |to: &str, sender| EdgeOutput::new(to.into(), Partitioning::Forward, vec![sender], DEFAULT_MAX_PARALLELISM, 0);
         let router = Router::new(vec![vec![edge("main", main_tx)], vec![edge("late", late_tx)]], Batching::default());
         let task = OperatorTask::new(UID.into(), 0, logic, Inputs::new(vec![input_rx]), router, true, Some(1), ErrorPolicy::Fail);
