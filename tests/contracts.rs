@@ -299,33 +299,17 @@ fn the_call_deadline_holds_per_element_of_a_batch() {
     let dir = tempfile::tempdir().unwrap();
     let lines: Vec<String> = (0..8).map(|i| format!(r#"{{"n":{i}}}"#)).collect();
     write_input(dir.path(), "input.jsonl", &lines.iter().map(String::as_str).collect::<Vec<_>>());
-    let spec = job(
+    let spec = file_pipeline(
+        dir.path(),
+        "slow-batch",
+        "",
         &format!(
-            r#"
-            name = "slow-batch"
-            [[source]]
-            type = "file"
-            uid = "in"
-            path = "input.jsonl"
-            [[operator]]
-            uid = "slow"
-            component = {:?}
-            config = {{ sleep_ms = 100 }}
-            limits = {{ call_timeout_ms = 300 }}
-            [[sink]]
-            type = "file"
-            uid = "out"
-            path = "out.jsonl"
-            [[edge]]
-            from = "in"
-            to = "slow"
-            [[edge]]
-            from = "slow"
-            to = "out"
-            "#,
+            r#"uid = "slow"
+               component = {:?}
+               config = {{ sleep_ms = 100 }}
+               limits = {{ call_timeout_ms = 300 }}"#,
             guests::PASSTHROUGH
         ),
-        dir.path(),
     );
     run(spec).unwrap();
     assert_eq!(sorted_lines(&dir.path().join("out.jsonl")).len(), 8);

@@ -235,32 +235,15 @@ fn deterministic_user_errors_are_not_restarted() {
 /// The faulty guest in `mode` between a file source and a file sink, with checkpoints
 /// and two restarts allowed.
 fn restarting_faulty_job(dir: &std::path::Path, mode: &str) -> weir::JobSpec {
-    job(
-        &format!(
-            r#"
-            name = "restarts"
-            restart = {{ strategy = "fixed-delay", max_attempts = 2, delay_ms = 10 }}
-            checkpoint = {{ interval_ms = 20 }}
-            [[source]]
-            type = "file"
-            uid = "in"
-            path = "input.jsonl"
-            [[operator]]
-            uid = "faulty"
-            component = "faulty.wasm"
-            config = {{ mode = "{mode}" }}
-            [[sink]]
-            type = "file"
-            uid = "out"
-            path = "out.jsonl"
-            [[edge]]
-            from = "in"
-            to = "faulty"
-            [[edge]]
-            from = "faulty"
-            to = "out"
-            "#
-        ),
+    file_pipeline(
         dir,
+        "restarts",
+        r#"restart = { strategy = "fixed-delay", max_attempts = 2, delay_ms = 10 }
+           checkpoint = { interval_ms = 20 }"#,
+        &format!(
+            r#"uid = "faulty"
+               component = "faulty.wasm"
+               config = {{ mode = "{mode}" }}"#
+        ),
     )
 }

@@ -76,3 +76,39 @@ pub fn write_input(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
 }
+
+/// A job reading `dir/input.jsonl` into the one operator whose `[[operator]]` body is
+/// `operator` (with its `uid`) and writing `dir/out.jsonl`; `settings` are top-level
+/// lines such as `restart = { .. }`.
+pub fn file_pipeline(dir: &Path, name: &str, settings: &str, operator: &str) -> JobSpec {
+    let uid = operator
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uid = "))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .expect("the operator has a uid");
+    job(
+        &format!(
+            r#"
+            name = "{name}"
+            {settings}
+            [[source]]
+            type = "file"
+            uid = "in"
+            path = "input.jsonl"
+            [[operator]]
+            {operator}
+            [[sink]]
+            type = "file"
+            uid = "out"
+            path = "out.jsonl"
+            [[edge]]
+            from = "in"
+            to = "{uid}"
+            [[edge]]
+            from = "{uid}"
+            to = "out"
+            "#
+        ),
+        dir,
+    )
+}

@@ -109,14 +109,6 @@ impl Run {
         self.elements.push(RunElement { key, key_group, watermark });
     }
 
-    pub fn len(&self) -> usize {
-        self.elements.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.elements.is_empty()
-    }
-
     /// Forgets every element.
     pub fn clear(&mut self) {
         self.keys.clear();
@@ -212,28 +204,21 @@ impl OperatorContext {
     /// Sets (or clears) the key that state and timers are scoped to.
     pub fn set_current_key(&mut self, key: Option<&[u8]>) {
         match key {
-            Some(key) => {
-                self.key.clear();
-                self.key.extend_from_slice(key);
-                self.key_group = assign_key_group(key, self.info.max_parallelism);
-                self.has_key = true;
-            }
+            Some(key) => self.set_key(key, assign_key_group(key, self.info.max_parallelism)),
             None => self.has_key = false,
         }
     }
 
-    /// Sets the current key whose key group the keyed edge already computed.
-    pub fn set_current_key_in_group(&mut self, key: &[u8], key_group: u16) {
-        debug_assert_eq!(key_group, assign_key_group(key, self.info.max_parallelism));
+    fn set_key(&mut self, key: &[u8], key_group: u16) {
         self.key.clear();
         self.key.extend_from_slice(key);
         self.key_group = key_group;
         self.has_key = true;
     }
 
-    /// The key group of the current key (meaningless without one).
-    pub fn current_key_group(&self) -> u16 {
-        self.key_group
+    /// How many elements of the run have begun.
+    pub fn run_next(&self) -> u32 {
+        self.run.next
     }
 
     /// The run element being processed (where a trap in a batch happened).
@@ -315,7 +300,14 @@ impl OperatorContext {
         Ok(true)
     }
 
-
+    /// Makes the current key and watermark a run of one element (a single element
+    /// handed to logic that only takes runs).
+    pub fn run_of_current_element(&mut self) {
+        self.run.clear();
+        let key = self.has_key.then(|| (self.key.clone(), self.key_group));
+        self.run.push(key.as_ref().map(|(k, kg)| (k.as_slice(), *kg)), self.watermark);
+        self.start_run();
+    }
 
     /// Deletes a timer of the current key.
     pub fn delete_timer(&mut self, domain: TimeDomain, timestamp: i64) -> Result<(), ContractError> {
@@ -365,7 +357,7 @@ impl OperatorContext {
     }
 
     /// Like [`OperatorContext::swap_emitted`], with the run element each event came
-    /// from, ordered by element (stable within one element).
+    /// from. Elements begin in order, so the events are in element order.
     pub fn swap_emitted_with_elements(&mut self, buffer: &mut Vec<(Port, Event)>, elements: &mut Vec<u32>) {
         debug_assert!(buffer.is_empty() && elements.is_empty());
         self.emitted_bytes = 0;
@@ -373,14 +365,7 @@ impl OperatorContext {
         self.element_emits_from = 0;
         std::mem::swap(&mut self.emitted, buffer);
         std::mem::swap(&mut self.emitted_at, elements);
-        if !elements.is_sorted() {
-            let mut pairs: Vec<(u32, (Port, Event))> = elements.drain(..).zip(buffer.drain(..)).collect();
-            pairs.sort_by_key(|(element, _)| *element);
-            for (element, emitted) in pairs {
-                elements.push(element);
-                buffer.push(emitted);
-            }
-        }
+        debug_assert!(elements.is_sorted());
     }
 }
 

@@ -52,10 +52,6 @@ impl CompileCache {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn entry(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut engine_hash);

@@ -167,13 +167,7 @@ impl OperatorLogic for WasmOperator {
             }
             Guest::V0_2(_) => {
                 // A batch of one, outside of any run the task started.
-                let ctx = &mut self.store.data_mut().ctx;
-                let key = ctx.current_key().map(<[u8]>::to_vec);
-                let key_group = ctx.current_key_group();
-                let watermark = ctx.watermark;
-                ctx.run.clear();
-                ctx.run.push(key.as_deref().map(|k| (k, key_group)), watermark);
-                ctx.start_run();
+                self.store.data_mut().ctx.run_of_current_element();
                 let outcome = self.process_run(vec![event]);
                 self.store.data_mut().ctx.end_run();
                 return outcome.map(|_| ()).map_err(|(_, failure)| failure);
@@ -192,11 +186,18 @@ impl OperatorLogic for WasmOperator {
         let mut batch = std::mem::take(&mut self.batch);
         batch.extend(events.into_iter().map(v0_2::guest_event));
         let result = guest.weir_operator_handler().call_process_batch(&mut self.store, &batch);
+        // The guest must have begun exactly the elements it reports processed, and at
+        // least the first (which the host never refuses): otherwise the rest would be
+        // sent again and elements processed twice, or never.
+        let begun = self.store.data().ctx.run_next();
         let outcome = match result {
-            Ok(Ok(processed)) if processed as usize <= batch.len() => Ok(processed),
+            Ok(Ok(processed)) if processed == begun && processed > 0 => Ok(processed),
             Ok(Ok(processed)) => Err((
-                batch.len() as u32,
-                OperatorFailure::Contract(format!("process-batch reported {processed} of {} elements processed", batch.len())),
+                begun.min(batch.len() as u32),
+                OperatorFailure::Contract(format!(
+                    "process-batch reported {processed} of {} elements processed, but began {begun}",
+                    batch.len()
+                )),
             )),
             Ok(Err(error)) => Err((error.index, OperatorFailure::Returned(error.message))),
             Err(trap) => {
