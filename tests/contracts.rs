@@ -89,7 +89,11 @@ fn components_built_for_contract_0_1_run_unchanged_beside_0_2_ones() {
 /// outputs and the late counts of `count`.
 fn run_batched(example_name: &str, files: &[&str], batch_records: usize, parallelism: u32) -> (Vec<Vec<String>>, (u64, u64)) {
     let out = tempfile::tempdir().unwrap();
-    let mut spec = with_parallelism(example(example_name, out.path()), parallelism);
+    let spec = match example_name {
+        "tumbling-count-guest" => hand_built_tumbling(out.path()),
+        name => example(name, out.path()),
+    };
+    let mut spec = with_parallelism(spec, parallelism);
     spec.batch_records = batch_records;
     let summary = run(spec).unwrap();
     let late = summary.node("count").map_or((0, 0), |n| (n.late_routed, n.late_dropped));
@@ -103,6 +107,7 @@ fn the_batch_size_never_changes_what_a_job_outputs() {
     // registered early in a batch fire before later elements of the same batch.
     for (name, files) in [
         ("tumbling-count", &["windows.jsonl", "late.jsonl"][..]),
+        ("tumbling-count-guest", &["windows.jsonl", "late.jsonl"][..]),
         ("sessions", &["sessions.jsonl"][..]),
         ("keyed-count", &["counts.jsonl"][..]),
     ] {
@@ -113,8 +118,11 @@ fn the_batch_size_never_changes_what_a_job_outputs() {
             }
         }
     }
-    let (_, late) = run_batched("tumbling-count", &[], 512, 1);
-    assert_eq!(late, (3, 0));
+    for name in ["tumbling-count", "tumbling-count-guest"] {
+        let (outputs, late) = run_batched(name, &["windows.jsonl"], 512, 1);
+        assert_eq!(late, (3, 0), "{name}");
+        assert_eq!(outputs[0], expected("tumbling-count", "expected.jsonl"), "{name}");
+    }
 }
 
 /// The peak resident memory of a process, in MiB, polled until it exits.
@@ -259,7 +267,8 @@ fn the_operator_harness_drives_one_operator_without_a_job() {
     // watermark passes their end, before the watermark goes downstream; an element at
     // or behind the watermark is late; the end of input fires what is left.
     for split_batches in [false, true] {
-        let mut harness = OperatorHarness::wasm(Path::new(guests::TUMBLING_COUNT), &[("size_ms", "60000")]).unwrap();
+        let mut harness =
+            OperatorHarness::wasm(Path::new(guests::TUMBLING_COUNT), &[("size_ms", "60000")]).unwrap().drop_late();
         harness.element(event("a", 1_000)).element(event("a", 2_000)).element(event("b", 30_000));
         if split_batches {
             harness.end_batch();

@@ -98,8 +98,7 @@ fn kafka_tumbling_job(broker: &Broker, dir: &Path, rate: f64) -> PathBuf {
 
         [[operator]]
         uid = "count"
-        component = "tumbling_count.wasm"
-        config = {{ size_ms = 60000 }}
+        window = {{ type = "tumbling", size_ms = 60000, aggregate = {{ builtin = "count" }} }}
 
         [[sink]]
         type = "file"
@@ -376,8 +375,7 @@ fn an_idle_partition_does_not_hold_back_event_time() {
 
         [[operator]]
         uid = "count"
-        component = "tumbling_count.wasm"
-        config = {{ size_ms = 60000 }}
+        window = {{ type = "tumbling", size_ms = 60000, aggregate = {{ builtin = "count" }} }}
 
         [[sink]]
         type = "file"

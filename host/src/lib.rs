@@ -30,6 +30,7 @@ pub mod stream;
 pub mod task;
 pub mod timers;
 pub mod watermark;
+pub mod window;
 
 pub use job::{Job, JobError, JobOptions, JobSpec, JobSummary};
 pub use stream::{Event, Header};

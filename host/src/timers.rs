@@ -1,7 +1,9 @@
 //! # Timers
 //!
 //! Each operator subtask keeps two timer queues, one per time domain. A timer is unique
-//! per (key, timestamp, domain), as in Flink: registering it twice fires it once.
+//! per (key, namespace, timestamp, domain), as in Flink: registering it twice fires it
+//! once. The namespace scopes a timer within a key the way it scopes state: window
+//! operators use the window, guest timers the empty namespace.
 //! Event-time timers fire in timestamp order when the watermark reaches them;
 //! processing-time timers fire when the wall clock does.
 
@@ -18,11 +20,12 @@ pub enum TimeDomain {
     ProcessingTime,
 }
 
-/// A timer that is due: its time and the key it is scoped to.
+/// A timer that is due: its time, the key it is scoped to and its namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timer {
     pub timestamp: i64,
     pub key: Vec<u8>,
+    pub namespace: Vec<u8>,
 }
 
 /// The timer queues of one operator subtask.
@@ -40,18 +43,38 @@ impl TimerService {
         }
     }
 
-    /// Registers a timer; a no-op when the same (key, timestamp, domain) is pending.
+    /// Registers a timer in the empty namespace; a no-op when the same (key,
+    /// timestamp, domain) is pending.
     pub fn register(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
+        self.register_in(domain, key, &[], timestamp);
+    }
+
+    /// Registers a timer of `namespace`; a no-op when the same timer is pending.
+    pub fn register_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) {
         let queue = self.queue(domain);
-        let timer = Timer { timestamp, key: key.to_vec() };
+        let timer = Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() };
         if !queue.contains(&timer) {
             queue.insert(timer);
         }
     }
 
-    /// Deletes a pending timer; a no-op when there is none.
+    /// Whether the timer is pending.
+    pub fn contains_in(&self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) -> bool {
+        let timer = Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() };
+        match domain {
+            TimeDomain::EventTime => self.event_time.contains(&timer),
+            TimeDomain::ProcessingTime => self.processing_time.contains(&timer),
+        }
+    }
+
+    /// Deletes a pending timer of the empty namespace; a no-op when there is none.
     pub fn delete(&mut self, domain: TimeDomain, key: &[u8], timestamp: i64) {
-        self.queue(domain).remove(&Timer { timestamp, key: key.to_vec() });
+        self.delete_in(domain, key, &[], timestamp);
+    }
+
+    /// Deletes a pending timer of `namespace`; a no-op when there is none.
+    pub fn delete_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) {
+        self.queue(domain).remove(&Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() });
     }
 
     /// Removes and returns the earliest timer of `domain` at or before `time`.
@@ -79,22 +102,37 @@ impl TimerService {
         }
     }
 
-    /// Encodes every timer as a byte key (key group, domain, timestamp, key) for
-    /// snapshots, sorted so that each key group's timers are contiguous, like keyed
-    /// state; [`TimerService::insert_encoded`] reverses it.
+    /// Encodes every timer as a byte key for snapshots, sorted so that each key
+    /// group's timers are contiguous, like keyed state; [`TimerService::insert_encoded`]
+    /// reverses it.
+    ///
+    /// ```text
+    /// key group (u16 BE) | domain (0 event, 1 processing) | timestamp | key
+    /// key group (u16 BE) | domain (2 event, 3 processing) | timestamp | key len (u32 BE) | key | namespace
+    /// ```
+    ///
+    /// Timers of the empty namespace keep the first layout, which checkpoints written
+    /// before namespaces existed use.
     pub fn encoded(&self, max_parallelism: u32) -> Vec<Vec<u8>> {
         let mut all: Vec<Vec<u8>> = self
             .iter()
             .map(|(domain, timer)| {
-                let mut bytes = Vec::with_capacity(11 + timer.key.len());
+                let mut bytes = Vec::with_capacity(15 + timer.key.len() + timer.namespace.len());
                 bytes.extend_from_slice(&assign_key_group(&timer.key, max_parallelism).to_be_bytes());
+                let scoped = !timer.namespace.is_empty();
                 bytes.push(match domain {
                     TimeDomain::EventTime => 0,
                     TimeDomain::ProcessingTime => 1,
-                });
+                } + if scoped { 2 } else { 0 });
                 // Flipping the sign bit makes the big-endian bytes sort like the i64s.
                 bytes.extend_from_slice(&((timer.timestamp as u64) ^ (1 << 63)).to_be_bytes());
-                bytes.extend_from_slice(&timer.key);
+                if scoped {
+                    bytes.extend_from_slice(&(timer.key.len() as u32).to_be_bytes());
+                    bytes.extend_from_slice(&timer.key);
+                    bytes.extend_from_slice(&timer.namespace);
+                } else {
+                    bytes.extend_from_slice(&timer.key);
+                }
                 bytes
             })
             .collect();
@@ -107,12 +145,20 @@ impl TimerService {
         let Some(bytes) = bytes.get(2..) else { return false };
         let (Some(&tag), Some(ts)) = (bytes.first(), bytes.get(1..9)) else { return false };
         let domain = match tag {
-            0 => TimeDomain::EventTime,
-            1 => TimeDomain::ProcessingTime,
+            0 | 2 => TimeDomain::EventTime,
+            1 | 3 => TimeDomain::ProcessingTime,
             _ => return false,
         };
         let timestamp = (u64::from_be_bytes(ts.try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
-        self.register(domain, &bytes[9..], timestamp);
+        let rest = &bytes[9..];
+        if tag < 2 {
+            self.register(domain, rest, timestamp);
+            return true;
+        }
+        let Some((len, rest)) = rest.split_at_checked(4) else { return false };
+        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+        let Some((key, namespace)) = rest.split_at_checked(len) else { return false };
+        self.register_in(domain, key, namespace, timestamp);
         true
     }
 
@@ -137,8 +183,8 @@ mod tests {
         t.register(EventTime, b"a", 10);
         t.register(EventTime, b"a", 30);
         assert_eq!(t.pop_due(EventTime, 5), None);
-        assert_eq!(t.pop_due(EventTime, 25).unwrap(), Timer { timestamp: 10, key: b"a".to_vec() });
-        assert_eq!(t.pop_due(EventTime, 25).unwrap(), Timer { timestamp: 20, key: b"b".to_vec() });
+        assert_eq!(t.pop_due(EventTime, 25).unwrap(), Timer { timestamp: 10, key: b"a".to_vec(), namespace: vec![] });
+        assert_eq!(t.pop_due(EventTime, 25).unwrap(), Timer { timestamp: 20, key: b"b".to_vec(), namespace: vec![] });
         assert_eq!(t.pop_due(EventTime, 25), None);
         assert_eq!(t.next_timestamp(EventTime), Some(30));
     }
@@ -159,6 +205,9 @@ mod tests {
         let mut t = TimerService::default();
         t.register(EventTime, b"k", -5);
         t.register(ProcessingTime, b"", 1_700_000_000_000);
+        t.register_in(EventTime, b"k", b"window", -5);
+        t.register_in(ProcessingTime, b"", b"w", 7);
+        assert_eq!(t.len(EventTime), 2, "namespaces keep timers apart");
         let mut restored = TimerService::default();
         for bytes in t.encoded(128) {
             assert!(restored.insert_encoded(&bytes));

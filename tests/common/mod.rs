@@ -30,6 +30,18 @@ pub fn example(name: &str, out: &Path) -> JobSpec {
     spec
 }
 
+/// The `tumbling-count` example with its window operator replaced by the hand-built
+/// Wasm guest (map state and event-time timers) that late elements never reach.
+pub fn hand_built_tumbling(out: &Path) -> JobSpec {
+    let mut spec = example("tumbling-count", out);
+    let op = &mut spec.operators[0];
+    op.window = None;
+    op.component = Some(guests::TUMBLING_COUNT.into());
+    op.late = weir::job::spec::LateHandling::Drop;
+    op.config.insert("size_ms".into(), toml::Value::Integer(60_000));
+    spec
+}
+
 /// Points every file sink at `out/<its file name>`.
 pub fn redirect_sinks(spec: &mut JobSpec, out: &Path) {
     for sink in &mut spec.sinks {

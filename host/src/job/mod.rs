@@ -35,6 +35,7 @@ use crate::checkpoint::{
 use crate::keygroup::KeyGroupRange;
 use crate::savepoint::{OperatorManifest, Savepoint, SavepointError};
 use crate::operator::{OperatorContext, OperatorInfo, OperatorLogic, native};
+use crate::window::WindowOperator;
 use crate::plugin::{Plugin, PluginError, Runtime};
 use crate::sink::SinkError;
 use crate::source::SourceError;
@@ -49,7 +50,7 @@ use crate::task::source::SourceTask;
 use crate::task::{Checkpointing, JobControl, TaskError};
 use metrics::TaskMetrics;
 use crate::error::Retry;
-use spec::{BackendKind, NodeKind, Partitioning, RestartStrategy};
+use spec::{BackendKind, LateHandling, NodeKind, Partitioning, RestartStrategy};
 
 /// Why a job could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -336,6 +337,12 @@ impl Job {
                 let task = task_id(&op.uid, subtask);
                 let (ctx, migrate_from) = self.restore_operator(op, subtask, info, side_outputs.clone(), restore)?;
                 let logic: Box<dyn OperatorLogic> = match (&op.component, &op.native) {
+                    _ if op.window.is_some() => Box::new(
+                        WindowOperator::new(ctx, op.window.as_ref().expect("checked"))
+                            .map_err(|message| {
+                                JobError::Spec(SpecError { path: spec.name.clone().into(), message })
+                            })?,
+                    ),
                     (Some(_), _) => Box::new(
                         self.plugins[&op.uid]
                             .instantiate(ctx, op.limits)
@@ -363,11 +370,13 @@ impl Job {
                 task_runner.control = self.control.clone();
                 task_runner.checkpointing = checkpointing(task, Some(commands));
                 task_runner.limits = op.limits;
+                task_runner.drop_late = op.late == LateHandling::Drop;
                 task_runner.migrate_from = migrate_from;
                 operator_tasks.push((format!("{}#{subtask}", op.uid), task_runner));
             }
             node_metrics.push((op.uid.clone(), NodeKind::Operator, metrics));
             let component = match (&op.native, self.plugins.get(&op.uid)) {
+                _ if op.window.is_some() => "window".to_string(),
                 (Some(name), _) => format!("native:{name}"),
                 (None, Some(plugin)) => plugin.digest().to_string(),
                 (None, None) => String::new(),

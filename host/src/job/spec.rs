@@ -242,6 +242,14 @@ pub struct OperatorSpec {
     pub component: Option<String>,
     /// A native operator built into the host (benchmark baselines).
     pub native: Option<String>,
+    /// A window operator run by the host (see `docs/windows.md`).
+    pub window: Option<crate::window::WindowSpec>,
+    /// What happens to elements at or behind the watermark: `process` (the default,
+    /// as Flink's process functions) hands them to the operator, `drop` takes them out
+    /// first (to the `late` side output when the job routes one). Window operators
+    /// apply Flink's window lateness rule instead.
+    #[serde(default)]
+    pub late: LateHandling,
     #[serde(default = "default_parallelism")]
     pub parallelism: u32,
     /// Passed to the operator's `open` as strings.
@@ -249,6 +257,15 @@ pub struct OperatorSpec {
     pub config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// An operator's `late` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LateHandling {
+    #[default]
+    Process,
+    Drop,
 }
 
 impl OperatorSpec {
@@ -458,7 +475,29 @@ impl JobSpec {
                     op.uid, self.max_parallelism
                 ));
             }
+            if let Some(window) = &op.window {
+                window.compile().map_err(|e| format!("operator `{}`: window: {e}", op.uid))?;
+                if op.component.is_some() || op.native.is_some() {
+                    return Err(format!(
+                        "operator `{}`: a window operator is run by the host; remove `component`/`native`",
+                        op.uid
+                    ));
+                }
+                if op.late != LateHandling::Process {
+                    return Err(format!(
+                        "operator `{}`: window operators decide lateness by Flink's window rule; remove `late`",
+                        op.uid
+                    ));
+                }
+                if !self.is_keyed(&op.uid) {
+                    return Err(format!(
+                        "operator `{}`: a window operator needs a keyed edge into it (partition = \"keyed\")",
+                        op.uid
+                    ));
+                }
+            }
             match (&op.component, &op.native) {
+                _ if op.window.is_some() => {}
                 (Some(_), None) => {}
                 (None, Some(name)) if crate::operator::native::NAMES.contains(&name.as_str()) => {}
                 (None, Some(name)) => {
@@ -470,7 +509,7 @@ impl JobSpec {
                 }
                 _ => {
                     return Err(format!(
-                        "operator `{}`: set exactly one of `component` or `native`",
+                        "operator `{}`: set exactly one of `component`, `native` or `window`",
                         op.uid
                     ));
                 }

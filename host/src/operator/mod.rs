@@ -165,6 +165,9 @@ pub struct OperatorContext {
     side_outputs: Arc<HashMap<String, usize>>,
     /// Events emitted to side outputs that the job routes nowhere.
     pub unrouted: u64,
+    /// Late elements the logic sent to the `late` side output, and dropped.
+    pub late_routed: u64,
+    pub late_dropped: u64,
 }
 
 impl OperatorContext {
@@ -191,6 +194,8 @@ impl OperatorContext {
             element: 0,
             side_outputs,
             unrouted: 0,
+            late_routed: 0,
+            late_dropped: 0,
         }
     }
 
@@ -231,6 +236,23 @@ impl OperatorContext {
         self.has_key.then_some(self.key.as_slice())
     }
 
+    /// The key group of the current key (meaningful only while there is one).
+    pub fn current_key_group(&self) -> u16 {
+        self.key_group
+    }
+
+    /// Hands over an element the logic found late: to the `late` side output when the
+    /// job routes one, otherwise dropped; counted either way.
+    pub fn late(&mut self, event: Event) -> Result<(), ContractError> {
+        if self.side_outputs.contains_key("late") {
+            self.late_routed += 1;
+            self.emit(Some("late"), event)
+        } else {
+            self.late_dropped += 1;
+            Ok(())
+        }
+    }
+
     /// The state store, key group and key of the current key, for a keyed access.
     pub fn keyed(
         &mut self,
@@ -244,21 +266,37 @@ impl OperatorContext {
 
     /// Registers a timer for the current key.
     pub fn register_timer(&mut self, domain: TimeDomain, timestamp: i64) -> Result<(), ContractError> {
+        self.register_timer_in(domain, &[], timestamp)
+    }
+
+    /// Registers a timer for the current key in `namespace` (a window). During a run,
+    /// an event-time timer that falls due before a later element stops the run there.
+    pub fn register_timer_in(&mut self, domain: TimeDomain, namespace: &[u8], timestamp: i64) -> Result<(), ContractError> {
         if !self.has_key {
             return Err(ContractError::NoCurrentKey { what: "a timer" });
         }
-        self.timers.register(domain, &self.key, timestamp);
+        self.timers.register_in(domain, &self.key, namespace, timestamp);
         if self.run.active && domain == TimeDomain::EventTime {
             self.run.timer_registered(self.element, timestamp);
         }
         Ok(())
     }
 
-    /// Starts processing the elements of [`OperatorContext::run`].
+    /// Starts processing the elements of [`OperatorContext::run`]. A pending
+    /// event-time timer (registered while timers fired between two calls of one run)
+    /// stops the run before the first element whose watermark it is due at.
     pub fn start_run(&mut self) {
         self.run.next = 0;
         self.run.stop_at = u32::MAX;
         self.run.active = true;
+        if let Some(due) = self.timers.next_timestamp(TimeDomain::EventTime) {
+            let at = self.run.elements.partition_point(|e| e.watermark < due);
+            if at < self.run.elements.len() {
+                // Due timers fired before the run started, so `at` is past the first
+                // element; never stop before it, so that a run always makes progress.
+                self.run.stop_at = at.max(1) as u32;
+            }
+        }
     }
 
     /// Ends the run started by [`OperatorContext::start_run`].
@@ -446,8 +484,9 @@ pub trait OperatorLogic: Send {
     fn process_run(&mut self, events: Vec<Event>) -> Result<RunOutcome, (u32, OperatorFailure)> {
         process_each(self, events)
     }
-    /// A timer fired; the runtime has set the current key to the timer's.
-    fn on_timer(&mut self, timestamp: i64, domain: TimeDomain) -> Result<(), OperatorFailure>;
+    /// A timer fired; the runtime has set the current key to the timer's. `namespace`
+    /// is the one the timer was registered in (empty for guest timers).
+    fn on_timer(&mut self, timestamp: i64, domain: TimeDomain, namespace: &[u8]) -> Result<(), OperatorFailure>;
     /// Called once after the input ended and all event-time timers fired.
     fn close(&mut self) -> Result<(), OperatorFailure>;
     /// The version of the operator's state layout.

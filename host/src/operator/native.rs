@@ -60,7 +60,7 @@ impl OperatorLogic for KeyedCount {
         self.ctx.emit(None, out).map_err(trap)
     }
 
-    fn on_timer(&mut self, _: i64, _: TimeDomain) -> Result<(), OperatorFailure> {
+    fn on_timer(&mut self, _: i64, _: TimeDomain, _: &[u8]) -> Result<(), OperatorFailure> {
         Ok(())
     }
 

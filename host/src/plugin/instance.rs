@@ -214,7 +214,7 @@ impl OperatorLogic for WasmOperator {
         outcome.map(|processed| RunOutcome { processed, rest })
     }
 
-    fn on_timer(&mut self, timestamp: i64, domain: TimeDomain) -> Result<(), OperatorFailure> {
+    fn on_timer(&mut self, timestamp: i64, domain: TimeDomain, _namespace: &[u8]) -> Result<(), OperatorFailure> {
         self.arm_deadline();
         let result = match &self.guest {
             Guest::V0_1(guest) => guest.weir_operator_handler().call_on_timer(

@@ -466,6 +466,35 @@ impl KeyedState {
         self.backend.delete(&self.scratch)
     }
 
+    /// Appends one item to the list kept under `user_key` of one key's map: a list per
+    /// namespace, as window contents use (map states used this way have no TTL).
+    pub fn map_append(
+        &mut self,
+        id: StateId,
+        kg: u16,
+        key: &[u8],
+        user_key: &[u8],
+        item: &[u8],
+    ) -> Result<(), StateError> {
+        debug_assert!(self.ttl(id).is_none(), "namespaced lists have no TTL");
+        self.map_key(id, kg, key, user_key);
+        self.backend.append(&self.scratch, item)
+    }
+
+    /// The items appended by [`KeyedState::map_append`] under `user_key`.
+    pub fn map_list(
+        &mut self,
+        id: StateId,
+        kg: u16,
+        key: &[u8],
+        user_key: &[u8],
+    ) -> Result<Vec<Vec<u8>>, StateError> {
+        self.map_key(id, kg, key, user_key);
+        let Some(raw) = self.backend.get(&self.scratch)? else { return Ok(Vec::new()) };
+        key::list_items(&raw)
+            .ok_or_else(|| StateError::Corrupt { what: format!("list in map state `{}`", self.namespaces[id.0 as usize].name) })
+    }
+
     /// Visits the (user key, value) entries of one key's map in user-key order.
     pub fn map_scan(
         &mut self,
@@ -550,6 +579,12 @@ pub(crate) mod conformance {
         s.map_scan(m, 5, b"k", &mut |_, _| left += 1).unwrap();
         assert_eq!(left, 0);
         assert_eq!(s.map_get(m, 5, b"k2", b"a").unwrap(), Some(b"other key".to_vec()));
+        // A list per namespace (window contents).
+        s.map_append(m, 5, b"k", b"w1", b"x").unwrap();
+        s.map_append(m, 5, b"k", b"w1", b"y").unwrap();
+        s.map_append(m, 5, b"k", b"w2", b"z").unwrap();
+        assert_eq!(s.map_list(m, 5, b"k", b"w1").unwrap(), vec![b"x".to_vec(), b"y".to_vec()]);
+        assert_eq!(s.map_list(m, 5, b"k", b"w3").unwrap(), Vec::<Vec<u8>>::new());
     }
 
     fn keys_and_operators_are_isolated(backend: Box<dyn StateBackend>) {

@@ -104,6 +104,20 @@ impl OperatorHarness {
         Ok(Self::new(Box::new(logic), Some(runtime)))
     }
 
+    /// A harness around a window operator (the `window` table of a job file, in TOML).
+    pub fn window(spec: &str) -> anyhow::Result<Self> {
+        let spec: crate::window::WindowSpec = toml::from_str(spec)?;
+        let logic = crate::window::WindowOperator::new(context(Vec::new()), &spec).map_err(anyhow::Error::msg)?;
+        Ok(Self::new(Box::new(logic), None))
+    }
+
+    /// Takes elements at or behind the watermark out before the operator sees them
+    /// (job file `late = "drop"`), routing them to the `late` output.
+    pub fn drop_late(mut self) -> Self {
+        self.task.drop_late = true;
+        self
+    }
+
     fn new(logic: Box<dyn OperatorLogic>, runtime: Option<Runtime>) -> Self {
         // Everything is queued before the operator runs on this thread: room for it all
         // (a message is a whole batch; channels allocate their slots up front).

@@ -28,8 +28,12 @@ pub struct OperatorTask {
     pub router: Router,
     pub metrics: Arc<TaskMetrics>,
     pub control: Arc<JobControl>,
-    /// Whether the inputs are keyed: elements get a current key and may be late.
+    /// Whether the inputs are keyed: elements get a current key.
     pub keyed: bool,
+    /// Whether elements at or behind the watermark are taken out before the operator
+    /// sees them (job file `late = "drop"`); by default operators receive them, as
+    /// Flink's process functions do, and decide themselves.
+    pub drop_late: bool,
     /// The router port of the `late` side output, when the job routes one.
     pub late_port: Option<usize>,
     pub on_error: ErrorPolicy,
@@ -164,6 +168,7 @@ impl OperatorTask {
             metrics: Arc::new(TaskMetrics::default()),
             control: Arc::new(JobControl::default()),
             keyed,
+            drop_late: false,
             late_port,
             on_error,
             emitted: Vec::new(),
@@ -186,9 +191,7 @@ impl OperatorTask {
         // What was routed before an error or a stop still goes downstream: the sinks
         // write what the job accepted before it failed.
         let _ = self.router.flush();
-        self.metrics.add_out(std::mem::take(&mut self.sent));
-        let unrouted = self.logic.context().unrouted;
-        self.metrics.add_unrouted(unrouted);
+        self.publish_counts();
         result
     }
 
@@ -219,7 +222,7 @@ impl OperatorTask {
             match next {
                 Next::Message(input, Message::Batch(batch)) => {
                     self.on_batch(input, batch, watermarks, &timer_source)?;
-                    self.metrics.add_out(std::mem::take(&mut self.sent));
+                    self.publish_counts();
                     if self.router.flush_if_due().is_err() {
                         self.control.cancel();
                     }
@@ -425,6 +428,19 @@ impl OperatorTask {
         Ok(())
     }
 
+    /// Adds what was counted since the last time to the task's metrics.
+    fn publish_counts(&mut self) {
+        self.metrics.add_out(std::mem::take(&mut self.sent));
+        let ctx = self.logic.context();
+        let (unrouted, routed, dropped) =
+            (std::mem::take(&mut ctx.unrouted), std::mem::take(&mut ctx.late_routed), std::mem::take(&mut ctx.late_dropped));
+        if unrouted + routed + dropped > 0 {
+            self.metrics.add_unrouted(unrouted);
+            self.metrics.add_late_routed(routed);
+            self.metrics.add_late_dropped(dropped);
+        }
+    }
+
     /// Waits no longer than the next processing-time timer, nor than the poll interval.
     fn timeout(&mut self) -> Duration {
         let ctx = self.logic.context();
@@ -468,7 +484,7 @@ impl OperatorTask {
         timer_source: &Label,
     ) -> Result<(), TaskError> {
         self.metrics.add_in(batch.records as u64);
-        let keyed = self.keyed;
+        let (keyed, drop_late) = (self.keyed, self.drop_late);
         let mut elements = batch.elements.into_iter().peekable();
         while elements.peek().is_some() {
             let mut items = std::mem::take(&mut self.run_items);
@@ -480,7 +496,7 @@ impl OperatorTask {
             for element in elements.by_ref() {
                 match element {
                     Element::Record(mut record) => {
-                        if keyed && record.event.timestamp.is_some_and(|ts| ts <= watermark) {
+                        if drop_late && record.event.timestamp.is_some_and(|ts| ts <= watermark) {
                             items.push_back(RunItem::Late(record));
                             continue;
                         }
@@ -633,7 +649,7 @@ impl OperatorTask {
     fn fire(&mut self, domain: TimeDomain, timer: Timer, source: &Label) -> Result<(), TaskError> {
         self.before_call(1)?;
         self.logic.context().set_current_key(Some(&timer.key));
-        if let Err(failure) = self.logic.on_timer(timer.timestamp, domain) {
+        if let Err(failure) = self.logic.on_timer(timer.timestamp, domain, &timer.namespace) {
             return Err(self.failure(Doing::Timer(domain, &timer), failure));
         }
         let position = Position { source: *source, unit: "at", offset: timer.timestamp };

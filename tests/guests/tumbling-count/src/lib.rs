@@ -1,7 +1,8 @@
 //! A one-minute tumbling count per key built on map state and event-time timers, as
 //! Flink's window operator does it: each window's count fires when the watermark
-//! passes the window's last millisecond. Late events never reach this operator: the
-//! host routes them to the `late` side output.
+//! passes the window's last millisecond. Jobs run it with `late = "drop"`, so late
+//! events never reach it: the host routes them to the `late` side output. (The
+//! `tumbling-count` example uses the host's window operator instead.)
 
 use serde::Serialize;
 use weir_guest::{Context, Event, MapState, Operator, Result, TimeDomain, export};

@@ -1,0 +1,889 @@
+//! # Windows
+//!
+//! Host-native window operators with Flink's semantics (`docs/windows.md` maps every
+//! Flink API call to its job-file form): an assigner puts each element into windows,
+//! a trigger decides when a window fires, allowed lateness keeps a window's state after
+//! it fired so that late elements fire it again, and an aggregate computes what a
+//! window emits.
+//!
+//! A window operator is an [`OperatorLogic`] on the same runtime as every operator.
+//! Its state lives in the keyed state backend with the window as namespace (the user
+//! key of map states `window-contents` and `window-trigger`; sessions of a key in
+//! value state `window-sessions`), and its timers in the timer service with the
+//! window as timer namespace, so windows are checkpointed, restored and rescaled
+//! through savepoints like all keyed state.
+
+pub mod assigner;
+pub mod function;
+
+use serde::{Deserialize, Serialize};
+
+use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic};
+use crate::state::{StateId, StateKind};
+use crate::stream::Event;
+use crate::timers::TimeDomain;
+use assigner::{Sessions, Sliding, Window};
+use function::{Aggregate, Builtin, BuiltinAggregate};
+
+/// The `window` table of an operator in the job file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// `tumbling`, `sliding`, `session`, `global` or `count`.
+    #[serde(rename = "type")]
+    pub kind: WindowKind,
+    /// Event time (the default) or processing time.
+    #[serde(default)]
+    pub time: TimeKind,
+    pub size_ms: Option<u64>,
+    pub slide_ms: Option<u64>,
+    pub gap_ms: Option<u64>,
+    #[serde(default)]
+    pub offset_ms: i64,
+    /// Count windows: elements per window, and (sliding) how many between firings.
+    pub size: Option<u64>,
+    pub slide: Option<u64>,
+    #[serde(default)]
+    pub allowed_lateness_ms: u64,
+    /// Replaces the assigner's default trigger.
+    pub trigger: Option<TriggerSpec>,
+    /// What each window computes.
+    pub aggregate: AggregateSpec,
+    /// The most windows (each holds a timer, two with allowed lateness) one subtask
+    /// keeps open; more is an error that names the key.
+    #[serde(default = "default_max_open_windows")]
+    pub max_open_windows: u64,
+}
+
+fn default_max_open_windows() -> u64 {
+    1_000_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    Tumbling,
+    Sliding,
+    Session,
+    Global,
+    Count,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeKind {
+    #[default]
+    Event,
+    Processing,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    /// `event-time`, `processing-time`, `count`, `continuous-event-time`,
+    /// `continuous-processing-time`.
+    #[serde(rename = "type")]
+    pub kind: TriggerKind,
+    pub count: Option<u64>,
+    pub interval_ms: Option<u64>,
+    /// Clear the window's contents after each firing (Flink's `PurgingTrigger`).
+    #[serde(default)]
+    pub purging: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerKind {
+    EventTime,
+    ProcessingTime,
+    Count,
+    ContinuousEventTime,
+    ContinuousProcessingTime,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSpec {
+    pub builtin: Builtin,
+    /// The JSON field (dots for nested fields) that sum, min, max and avg read.
+    pub field: Option<String>,
+}
+
+fn positive(value: Option<u64>, what: &str, kind: &str) -> Result<i64, String> {
+    match value {
+        None => Err(format!("{kind} windows need `{what}`")),
+        Some(0) => Err(format!("`{what}` must be positive")),
+        Some(v) if v > i64::MAX as u64 / 4 => Err(format!("`{what}` is too large")),
+        Some(v) => Ok(v as i64),
+    }
+}
+
+impl WindowSpec {
+    /// Checks the window and compiles it; the error says what to fix.
+    pub fn compile(&self) -> Result<Compiled, String> {
+        let set = |name: &str, present: bool| if present { Err(format!("`{name}` does not apply to {} windows", self.kind_name())) } else { Ok(()) };
+        let (assigner, default_trigger) = match self.kind {
+            WindowKind::Tumbling | WindowKind::Sliding => {
+                let size = positive(self.size_ms, "size_ms", self.kind_name())?;
+                let slide = match self.kind {
+                    WindowKind::Tumbling => {
+                        set("slide_ms", self.slide_ms.is_some())?;
+                        size
+                    }
+                    _ => positive(self.slide_ms, "slide_ms", "sliding")?,
+                };
+                if slide > size {
+                    return Err(format!("`slide_ms` ({slide}) must not be larger than `size_ms` ({size})"));
+                }
+                if self.offset_ms.unsigned_abs() >= slide as u64 {
+                    return Err(format!("`offset_ms` must be smaller than the slide ({slide} ms)"));
+                }
+                set("gap_ms", self.gap_ms.is_some())?;
+                (Assigner::Sliding(Sliding::new(size, slide, self.offset_ms)), Trigger::time(self.time))
+            }
+            WindowKind::Session => {
+                let gap = positive(self.gap_ms, "gap_ms", "session")?;
+                set("size_ms", self.size_ms.is_some())?;
+                set("slide_ms", self.slide_ms.is_some())?;
+                (Assigner::Session { gap }, Trigger::time(self.time))
+            }
+            WindowKind::Global => (Assigner::Global, Trigger::Never),
+            WindowKind::Count => {
+                let size = positive(self.size, "size", "count")?;
+                let slide = match self.slide {
+                    None => size,
+                    Some(_) => positive(self.slide, "slide", "count")?,
+                };
+                if slide > size {
+                    return Err(format!("`slide` ({slide}) must not be larger than `size` ({size})"));
+                }
+                if self.trigger.is_some() {
+                    return Err("count windows bring their own trigger; use a global window to set one".into());
+                }
+                let trigger = Trigger::Count(slide);
+                // As Flink's countWindow: tumbling purges; sliding keeps the last `size`.
+                return self.finish(Assigner::Global, trigger, slide == size, (slide != size).then_some(size as usize));
+            }
+        };
+        if matches!(self.kind, WindowKind::Global) {
+            set("size_ms", self.size_ms.is_some())?;
+            set("gap_ms", self.gap_ms.is_some())?;
+        }
+        if self.kind != WindowKind::Count && (self.size.is_some() || self.slide.is_some()) {
+            return Err("`size` and `slide` are for count windows; time windows take `size_ms` and `slide_ms`".into());
+        }
+        let (trigger, purging) = match &self.trigger {
+            None => (default_trigger, false),
+            Some(t) => {
+                let trigger = match t.kind {
+                    TriggerKind::EventTime => Trigger::EventTime,
+                    TriggerKind::ProcessingTime => Trigger::ProcessingTime,
+                    TriggerKind::Count => Trigger::Count(positive(t.count, "count", "a count trigger")?),
+                    TriggerKind::ContinuousEventTime => {
+                        Trigger::ContinuousEventTime(positive(t.interval_ms, "interval_ms", "a continuous trigger")?)
+                    }
+                    TriggerKind::ContinuousProcessingTime => Trigger::ContinuousProcessingTime(positive(
+                        t.interval_ms,
+                        "interval_ms",
+                        "a continuous trigger",
+                    )?),
+                };
+                if t.count.is_some() && t.kind != TriggerKind::Count {
+                    return Err("`count` is for count triggers".into());
+                }
+                (trigger, t.purging)
+            }
+        };
+        self.finish(assigner, trigger, purging, None)
+    }
+
+    fn finish(&self, assigner: Assigner, trigger: Trigger, purging: bool, keep_last: Option<usize>) -> Result<Compiled, String> {
+        if self.max_open_windows == 0 {
+            return Err("`max_open_windows` must be positive".into());
+        }
+        if self.aggregate.builtin != Builtin::Count && self.aggregate.field.as_deref().is_none_or(str::is_empty) {
+            return Err(format!("the `{}` aggregate needs a `field`", self.aggregate.builtin.name()));
+        }
+        let time = match self.time {
+            TimeKind::Event => TimeDomain::EventTime,
+            TimeKind::Processing => TimeDomain::ProcessingTime,
+        };
+        if time == TimeDomain::ProcessingTime && self.allowed_lateness_ms > 0 {
+            return Err("allowed lateness applies to event-time windows only".into());
+        }
+        // Panes are shared between windows only while nothing clears a single window.
+        let sliced = matches!(assigner, Assigner::Sliding(_)) && !purging && matches!(trigger, Trigger::EventTime | Trigger::ProcessingTime);
+        Ok(Compiled {
+            assigner,
+            trigger,
+            purging,
+            keep_last,
+            time,
+            lateness: self.allowed_lateness_ms as i64,
+            sliced,
+            max_open_windows: self.max_open_windows,
+        })
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            WindowKind::Tumbling => "tumbling",
+            WindowKind::Sliding => "sliding",
+            WindowKind::Session => "session",
+            WindowKind::Global => "global",
+            WindowKind::Count => "count",
+        }
+    }
+}
+
+/// How elements are put into windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assigner {
+    Sliding(Sliding),
+    Session { gap: i64 },
+    Global,
+}
+
+/// When a window fires (Flink's built-in triggers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    EventTime,
+    ProcessingTime,
+    Count(i64),
+    ContinuousEventTime(i64),
+    ContinuousProcessingTime(i64),
+    /// Global windows' default: never fires.
+    Never,
+}
+
+impl Trigger {
+    fn time(time: TimeKind) -> Trigger {
+        match time {
+            TimeKind::Event => Trigger::EventTime,
+            TimeKind::Processing => Trigger::ProcessingTime,
+        }
+    }
+}
+
+/// A checked window specification.
+#[derive(Debug, Clone, Copy)]
+pub struct Compiled {
+    pub assigner: Assigner,
+    pub trigger: Trigger,
+    pub purging: bool,
+    /// Sliding count windows keep only the last this many elements (Flink's `CountEvictor`).
+    pub keep_last: Option<usize>,
+    pub time: TimeDomain,
+    pub lateness: i64,
+    /// Whether elements go to one pane shared by the windows that contain it.
+    pub sliced: bool,
+    pub max_open_windows: u64,
+}
+
+impl Compiled {
+    /// Flink's `isWindowLate`: an event-time window whose cleanup time has passed.
+    fn is_late(&self, window: &Window, watermark: i64) -> bool {
+        self.time == TimeDomain::EventTime && self.cleanup_time(window).is_some_and(|t| t <= watermark)
+    }
+
+    /// When a window's state is removed (`None`: never, for the global window).
+    fn cleanup_time(&self, window: &Window) -> Option<i64> {
+        if *window == Window::GLOBAL {
+            return None;
+        }
+        let lateness = if self.time == TimeDomain::EventTime { self.lateness } else { 0 };
+        Some(window.max_timestamp().saturating_add(lateness))
+    }
+
+    /// Whether window contents are element lists (an evictor) rather than accumulators.
+    fn collects(&self) -> bool {
+        self.keep_last.is_some()
+    }
+}
+
+/// What a trigger says (Flink's `TriggerResult`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fire {
+    No,
+    Yes,
+}
+
+/// A window operator subtask.
+pub struct WindowOperator {
+    ctx: OperatorContext,
+    spec: Compiled,
+    aggregate: Box<dyn Aggregate>,
+    states: Option<States>,
+    key: Vec<u8>,
+    key_group: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct States {
+    contents: StateId,
+    trigger: StateId,
+    sessions: StateId,
+}
+
+/// The trigger state names, as user keys after the window.
+const COUNT: &[u8] = b"c";
+const FIRE_AT: &[u8] = b"f";
+
+impl WindowOperator {
+    pub fn new(ctx: OperatorContext, spec: &WindowSpec) -> Result<Self, String> {
+        let compiled = spec.compile()?;
+        let aggregate = Box::new(BuiltinAggregate::new(spec.aggregate.builtin, spec.aggregate.field.as_deref()));
+        Ok(WindowOperator { ctx, spec: compiled, aggregate, states: None, key: Vec::new(), key_group: 0 })
+    }
+
+    fn states(&self) -> States {
+        self.states.expect("opened")
+    }
+
+    /// Takes the current key (set by the runtime) for this call.
+    fn take_key(&mut self) -> Result<(), OperatorFailure> {
+        let key = self.ctx.current_key().ok_or_else(|| {
+            OperatorFailure::Contract("window operators need a keyed edge into them (partition = \"keyed\")".into())
+        })?;
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.key_group = self.ctx.current_key_group();
+        Ok(())
+    }
+
+    fn fail(&self, window: Option<&Window>, message: impl std::fmt::Display) -> OperatorFailure {
+        let key = String::from_utf8_lossy(&self.key);
+        match window {
+            Some(w) => OperatorFailure::Returned(format!("key `{key}`, window {w}: {message}")),
+            None => OperatorFailure::Returned(format!("key `{key}`: {message}")),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        crate::clock::now_ms()
+    }
+
+    // --- window contents ---
+
+    fn pane_get(&mut self, pane: &Window) -> Result<Option<Vec<u8>>, OperatorFailure> {
+        let id = self.states().contents;
+        Ok(self.ctx.state.map_get(id, self.key_group, &self.key, &pane.encode())?)
+    }
+
+    /// Adds `event` to `pane`; `true` if the pane was empty before.
+    fn pane_add(&mut self, pane: &Window, event: &Event) -> Result<bool, OperatorFailure> {
+        let id = self.states().contents;
+        let ns = pane.encode();
+        if self.spec.collects() {
+            let fresh = self.ctx.state.map_get(id, self.key_group, &self.key, &ns)?.is_none();
+            self.ctx.state.map_append(id, self.key_group, &self.key, &ns, &encode_event(event))?;
+            return Ok(fresh);
+        }
+        let acc = self.ctx.state.map_get(id, self.key_group, &self.key, &ns)?;
+        let fresh = acc.is_none();
+        let next = self.aggregate.add(acc.as_deref(), event).map_err(|e| self.fail(Some(pane), e))?;
+        self.ctx.state.map_put(id, self.key_group, &self.key, &ns, &next)?;
+        Ok(fresh)
+    }
+
+    fn pane_clear(&mut self, pane: &Window) -> Result<(), OperatorFailure> {
+        let id = self.states().contents;
+        Ok(self.ctx.state.map_remove(id, self.key_group, &self.key, &pane.encode())?)
+    }
+
+    /// The panes a window reads.
+    fn panes(&self, window: Window) -> Vec<Window> {
+        match self.spec.assigner {
+            Assigner::Sliding(s) if self.spec.sliced => s.panes_of(window).collect(),
+            _ => vec![window],
+        }
+    }
+
+    /// The window's accumulator, assembled from its panes (`None` when empty).
+    fn window_acc(&mut self, window: Window) -> Result<Option<Vec<u8>>, OperatorFailure> {
+        if let Some(keep) = self.spec.keep_last {
+            let id = self.states().contents;
+            let ns = window.encode();
+            let mut items = self.ctx.state.map_list(id, self.key_group, &self.key, &ns)?;
+            if items.len() > keep {
+                // Flink's CountEvictor: only the last `keep` elements stay.
+                items.drain(..items.len() - keep);
+                self.ctx.state.map_remove(id, self.key_group, &self.key, &ns)?;
+                for item in &items {
+                    self.ctx.state.map_append(id, self.key_group, &self.key, &ns, item)?;
+                }
+            }
+            let mut acc: Option<Vec<u8>> = None;
+            for item in items {
+                let event = decode_event(&item).ok_or_else(|| self.fail(Some(&window), "corrupt window contents"))?;
+                acc = Some(self.aggregate.add(acc.as_deref(), &event).map_err(|e| self.fail(Some(&window), e))?);
+            }
+            return Ok(acc);
+        }
+        let mut acc: Option<Vec<u8>> = None;
+        for pane in self.panes(window) {
+            let Some(part) = self.pane_get(&pane)? else { continue };
+            acc = Some(match acc {
+                None => part,
+                Some(a) => self.aggregate.merge(&a, &part).map_err(|e| self.fail(Some(&window), e))?,
+            });
+        }
+        Ok(acc)
+    }
+
+    // --- trigger state ---
+
+    fn trigger_key(window: &Window, what: &[u8]) -> Vec<u8> {
+        let mut k = window.encode().to_vec();
+        k.extend_from_slice(what);
+        k
+    }
+
+    fn trigger_get(&mut self, window: &Window, what: &[u8]) -> Result<Option<i64>, OperatorFailure> {
+        let id = self.states().trigger;
+        let raw = self.ctx.state.map_get(id, self.key_group, &self.key, &Self::trigger_key(window, what))?;
+        match raw {
+            None => Ok(None),
+            Some(b) => Ok(Some(i64::from_be_bytes(b.try_into().map_err(|_| self.fail(Some(window), "corrupt trigger state"))?))),
+        }
+    }
+
+    fn trigger_set(&mut self, window: &Window, what: &[u8], value: Option<i64>) -> Result<(), OperatorFailure> {
+        let id = self.states().trigger;
+        let k = Self::trigger_key(window, what);
+        match value {
+            Some(v) => self.ctx.state.map_put(id, self.key_group, &self.key, &k, &v.to_be_bytes())?,
+            None => self.ctx.state.map_remove(id, self.key_group, &self.key, &k)?,
+        }
+        Ok(())
+    }
+
+    // --- timers ---
+
+    fn register(&mut self, domain: TimeDomain, window: &Window, time: i64) -> Result<(), OperatorFailure> {
+        let ns = window.encode();
+        let per_window = if self.spec.lateness > 0 { 2 } else { 1 };
+        if self.ctx.timers.len(domain) as u64 >= self.spec.max_open_windows * per_window
+            && !self.ctx.timers.contains_in(domain, &self.key, &ns, time)
+        {
+            return Err(self.fail(
+                Some(window),
+                format!(
+                    "more than {} open windows in this subtask (raise `window.max_open_windows`, or shorten windows or allowed lateness)",
+                    self.spec.max_open_windows
+                ),
+            ));
+        }
+        self.ctx.register_timer_in(domain, &ns, time).map_err(|e| OperatorFailure::Contract(e.to_string()))
+    }
+
+    fn register_cleanup(&mut self, window: &Window) -> Result<(), OperatorFailure> {
+        if let Some(at) = self.spec.cleanup_time(window) {
+            self.register(self.spec.time, window, at)?;
+        }
+        Ok(())
+    }
+
+    fn delete_timers(&mut self, window: &Window) -> Result<(), OperatorFailure> {
+        let ns = window.encode();
+        if let Some(at) = self.spec.cleanup_time(window) {
+            self.ctx.timers.delete_in(self.spec.time, &self.key, &ns, at);
+        }
+        self.ctx.timers.delete_in(TimeDomain::EventTime, &self.key, &ns, window.max_timestamp());
+        self.ctx.timers.delete_in(TimeDomain::ProcessingTime, &self.key, &ns, window.max_timestamp());
+        if let Some(at) = self.trigger_get(window, FIRE_AT)? {
+            let domain = match self.spec.trigger {
+                Trigger::ContinuousProcessingTime(_) => TimeDomain::ProcessingTime,
+                _ => TimeDomain::EventTime,
+            };
+            self.ctx.timers.delete_in(domain, &self.key, &ns, at);
+        }
+        Ok(())
+    }
+
+    // --- the trigger (Flink's Trigger.onElement / onEventTime / onProcessingTime) ---
+
+    fn on_element(&mut self, window: Window, timestamp: i64, first_in_pane: bool) -> Result<Fire, OperatorFailure> {
+        let watermark = self.ctx.watermark;
+        match self.spec.trigger {
+            Trigger::EventTime => {
+                if window.max_timestamp() <= watermark {
+                    return Ok(Fire::Yes);
+                }
+                if first_in_pane {
+                    self.register(TimeDomain::EventTime, &window, window.max_timestamp())?;
+                }
+                Ok(Fire::No)
+            }
+            Trigger::ProcessingTime => {
+                if first_in_pane {
+                    self.register(TimeDomain::ProcessingTime, &window, window.max_timestamp())?;
+                }
+                Ok(Fire::No)
+            }
+            Trigger::Count(n) => {
+                let count = self.trigger_get(&window, COUNT)?.unwrap_or(0) + 1;
+                if count >= n {
+                    self.trigger_set(&window, COUNT, None)?;
+                    Ok(Fire::Yes)
+                } else {
+                    self.trigger_set(&window, COUNT, Some(count))?;
+                    Ok(Fire::No)
+                }
+            }
+            Trigger::ContinuousEventTime(interval) => {
+                if window.max_timestamp() <= watermark {
+                    return Ok(Fire::Yes);
+                }
+                self.register(TimeDomain::EventTime, &window, window.max_timestamp())?;
+                if self.trigger_get(&window, FIRE_AT)?.is_none() {
+                    let next = timestamp - timestamp.rem_euclid(interval) + interval;
+                    self.trigger_set(&window, FIRE_AT, Some(next))?;
+                    self.register(TimeDomain::EventTime, &window, next)?;
+                }
+                Ok(Fire::No)
+            }
+            Trigger::ContinuousProcessingTime(interval) => {
+                if self.trigger_get(&window, FIRE_AT)?.is_none() {
+                    let now = self.now();
+                    let next = (now - now.rem_euclid(interval) + interval).min(window.max_timestamp());
+                    self.trigger_set(&window, FIRE_AT, Some(next))?;
+                    self.register(TimeDomain::ProcessingTime, &window, next)?;
+                }
+                Ok(Fire::No)
+            }
+            Trigger::Never => Ok(Fire::No),
+        }
+    }
+
+    fn on_time(&mut self, window: Window, domain: TimeDomain, time: i64) -> Result<Fire, OperatorFailure> {
+        Ok(match (self.spec.trigger, domain) {
+            (Trigger::EventTime, TimeDomain::EventTime) | (Trigger::ProcessingTime, TimeDomain::ProcessingTime) => {
+                if time == window.max_timestamp() { Fire::Yes } else { Fire::No }
+            }
+            (Trigger::ContinuousEventTime(interval), TimeDomain::EventTime)
+            | (Trigger::ContinuousProcessingTime(interval), TimeDomain::ProcessingTime) => {
+                if domain == TimeDomain::EventTime && time == window.max_timestamp() {
+                    Fire::Yes
+                } else if self.trigger_get(&window, FIRE_AT)? == Some(time) {
+                    let next = time.saturating_add(interval);
+                    if next <= window.max_timestamp() || domain == TimeDomain::EventTime {
+                        self.trigger_set(&window, FIRE_AT, Some(next))?;
+                        self.register(domain, &window, next)?;
+                    } else {
+                        self.trigger_set(&window, FIRE_AT, None)?;
+                    }
+                    Fire::Yes
+                } else {
+                    Fire::No
+                }
+            }
+            _ => Fire::No,
+        })
+    }
+
+    /// Emits the window's result (when it has contents), then purges it if the trigger
+    /// says so.
+    fn fire(&mut self, window: Window) -> Result<(), OperatorFailure> {
+        if let Some(acc) = self.window_acc(window)? {
+            let result = self.aggregate.result(&acc).map_err(|e| self.fail(Some(&window), e))?;
+            let value = self.output(&window, &result);
+            let timestamp = (window != Window::GLOBAL).then(|| window.max_timestamp());
+            let event = Event { key: Some(self.key.clone()), value, timestamp, headers: Vec::new() };
+            self.ctx.emit(None, event).map_err(|e| OperatorFailure::Contract(e.to_string()))?;
+        }
+        if self.spec.purging {
+            for pane in self.panes(window) {
+                self.pane_clear(&pane)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `{"key": .., "window_start": .., "window_end": .., "<aggregate>": ..}`.
+    fn output(&self, window: &Window, result: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.key.len() + result.len());
+        out.extend_from_slice(b"{\"key\":");
+        out.extend_from_slice(&serde_json::to_vec(&String::from_utf8_lossy(&self.key)).expect("strings serialize"));
+        if *window != Window::GLOBAL {
+            out.extend_from_slice(format!(",\"window_start\":{},\"window_end\":{}", window.start, window.end).as_bytes());
+        }
+        out.extend_from_slice(format!(",\"{}\":", self.aggregate.result_name()).as_bytes());
+        out.extend_from_slice(result);
+        out.push(b'}');
+        out
+    }
+
+    /// Removes everything the window keeps (Flink's `clearAllState`).
+    fn clean_up(&mut self, window: Window) -> Result<(), OperatorFailure> {
+        let retired: Vec<Window> = match self.spec.assigner {
+            Assigner::Sliding(s) if self.spec.sliced => s.panes_retired_by(window).collect(),
+            _ => vec![window],
+        };
+        for pane in retired {
+            self.pane_clear(&pane)?;
+        }
+        self.delete_timers(&window)?;
+        self.trigger_set(&window, COUNT, None)?;
+        self.trigger_set(&window, FIRE_AT, None)?;
+        if let Assigner::Session { .. } = self.spec.assigner {
+            let mut sessions = self.sessions()?;
+            sessions.remove(window);
+            self.save_sessions(&sessions)?;
+        }
+        Ok(())
+    }
+
+    // --- sessions ---
+
+    fn sessions(&mut self) -> Result<Sessions, OperatorFailure> {
+        let id = self.states().sessions;
+        match self.ctx.state.value_get(id, self.key_group, &self.key)? {
+            None => Ok(Sessions::default()),
+            Some(bytes) => Sessions::decode(&bytes).ok_or_else(|| self.fail(None, "corrupt session state")),
+        }
+    }
+
+    fn save_sessions(&mut self, sessions: &Sessions) -> Result<(), OperatorFailure> {
+        let id = self.states().sessions;
+        if sessions.windows.is_empty() {
+            self.ctx.state.clear(id, self.key_group, &self.key)?;
+        } else {
+            self.ctx.state.value_set(id, self.key_group, &self.key, &sessions.encode())?;
+        }
+        Ok(())
+    }
+
+    /// Moves the contents and trigger state of `from` into `into` (sessions merging).
+    fn absorb(&mut self, from: Window, into: Window) -> Result<(), OperatorFailure> {
+        let id = self.states().contents;
+        let (from_ns, into_ns) = (from.encode(), into.encode());
+        if let Some(part) = self.ctx.state.map_get(id, self.key_group, &self.key, &from_ns)? {
+            if self.spec.collects() {
+                let items = self.ctx.state.map_list(id, self.key_group, &self.key, &from_ns)?;
+                for item in items {
+                    self.ctx.state.map_append(id, self.key_group, &self.key, &into_ns, &item)?;
+                }
+            } else {
+                let merged = match self.ctx.state.map_get(id, self.key_group, &self.key, &into_ns)? {
+                    None => part,
+                    Some(acc) => self.aggregate.merge(&acc, &part).map_err(|e| self.fail(Some(&into), e))?,
+                };
+                self.ctx.state.map_put(id, self.key_group, &self.key, &into_ns, &merged)?;
+            }
+            self.ctx.state.map_remove(id, self.key_group, &self.key, &from_ns)?;
+        }
+        // Count triggers add up their counts, as Flink's CountTrigger.onMerge does.
+        if let Some(count) = self.trigger_get(&from, COUNT)? {
+            let total = self.trigger_get(&into, COUNT)?.unwrap_or(0) + count;
+            self.trigger_set(&into, COUNT, Some(total))?;
+        }
+        self.delete_timers(&from)?;
+        self.trigger_set(&from, COUNT, None)?;
+        self.trigger_set(&from, FIRE_AT, None)?;
+        Ok(())
+    }
+
+    /// The element is late for every window it falls in: to the `late` side output
+    /// (Flink's `sideOutputLateData`) when the job routes one, else dropped and counted.
+    fn late(&mut self, event: Event) -> Result<(), OperatorFailure> {
+        self.ctx.late(event).map_err(|e| OperatorFailure::Contract(e.to_string()))
+    }
+
+    fn add_to_sliding(&mut self, s: Sliding, event: Event, timestamp: i64) -> Result<(), OperatorFailure> {
+        let watermark = self.ctx.watermark;
+        if self.spec.is_late(&s.last_window(timestamp), watermark) {
+            return self.late(event);
+        }
+        let windows: Vec<Window> = s.windows_of(timestamp).filter(|w| !self.spec.is_late(w, watermark)).collect();
+        if self.spec.sliced {
+            let fresh = self.pane_add(&s.pane_of(timestamp), &event)?;
+            for window in windows {
+                if fresh {
+                    self.register_cleanup(&window)?;
+                }
+                if self.on_element(window, timestamp, fresh)? == Fire::Yes {
+                    self.fire(window)?;
+                }
+            }
+        } else {
+            for window in windows {
+                let fresh = self.pane_add(&window, &event)?;
+                if fresh {
+                    self.register_cleanup(&window)?;
+                }
+                if self.on_element(window, timestamp, fresh)? == Fire::Yes {
+                    self.fire(window)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_to_session(&mut self, gap: i64, event: Event, timestamp: i64) -> Result<(), OperatorFailure> {
+        let mut sessions = self.sessions()?;
+        let merge = sessions.merge_of(Window::new(timestamp, timestamp.saturating_add(gap)));
+        let window = merge.window;
+        if self.spec.is_late(&window, self.ctx.watermark) {
+            return self.late(event);
+        }
+        let existed = merge.absorbed.contains(&window);
+        for &absorbed in merge.absorbed.iter().filter(|w| **w != window) {
+            self.absorb(absorbed, window)?;
+        }
+        let grew = !existed;
+        sessions.apply(&merge);
+        self.save_sessions(&sessions)?;
+        self.pane_add(&window, &event)?;
+        if grew {
+            self.register_cleanup(&window)?;
+        }
+        if self.on_element(window, timestamp, grew)? == Fire::Yes {
+            self.fire(window)?;
+        }
+        Ok(())
+    }
+}
+
+/// Window contents of evicting windows: `timestamp flag | timestamp | value`.
+fn encode_event(event: &Event) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + event.value.len());
+    match event.timestamp {
+        Some(ts) => {
+            out.push(1);
+            out.extend_from_slice(&ts.to_be_bytes());
+        }
+        None => out.extend_from_slice(&[0; 9]),
+    }
+    out.extend_from_slice(&event.value);
+    out
+}
+
+fn decode_event(bytes: &[u8]) -> Option<Event> {
+    let (head, value) = bytes.split_at_checked(9)?;
+    let timestamp = (head[0] == 1).then(|| i64::from_be_bytes(head[1..9].try_into().expect("8 bytes")));
+    Some(Event { key: None, value: value.to_vec(), timestamp, headers: Vec::new() })
+}
+
+impl OperatorLogic for WindowOperator {
+    fn context(&mut self) -> &mut OperatorContext {
+        &mut self.ctx
+    }
+
+    fn open(&mut self) -> Result<(), OperatorFailure> {
+        let state = &mut self.ctx.state;
+        self.states = Some(States {
+            contents: state.declare(StateKind::Map, "window-contents", None)?,
+            trigger: state.declare(StateKind::Map, "window-trigger", None)?,
+            sessions: state.declare(StateKind::Value, "window-sessions", None)?,
+        });
+        Ok(())
+    }
+
+    fn process_element(&mut self, event: Event) -> Result<(), OperatorFailure> {
+        self.take_key()?;
+        let timestamp = match self.spec.time {
+            TimeDomain::ProcessingTime => self.now(),
+            TimeDomain::EventTime => match event.timestamp {
+                Some(ts) => ts,
+                None => {
+                    return Err(self.fail(
+                        None,
+                        "an event-time window got an element without a timestamp (set `timestamp_field` on the source, or use `time = \"processing\"`)",
+                    ));
+                }
+            },
+        };
+        match self.spec.assigner {
+            Assigner::Sliding(s) => self.add_to_sliding(s, event, timestamp),
+            Assigner::Session { gap } => self.add_to_session(gap, event, timestamp),
+            Assigner::Global => {
+                let fresh = self.pane_add(&Window::GLOBAL, &event)?;
+                if self.on_element(Window::GLOBAL, timestamp, fresh)? == Fire::Yes {
+                    self.fire(Window::GLOBAL)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timestamp: i64, domain: TimeDomain, namespace: &[u8]) -> Result<(), OperatorFailure> {
+        self.take_key()?;
+        let window = Window::decode(namespace)
+            .ok_or_else(|| self.fail(None, format!("a timer at {timestamp} has a corrupt window namespace")))?;
+        if let Assigner::Session { .. } = self.spec.assigner {
+            // A session that merged into another has no timers left; this is defensive.
+            if !self.sessions()?.windows.contains(&window) {
+                return Ok(());
+            }
+        }
+        if self.on_time(window, domain, timestamp)? == Fire::Yes {
+            self.fire(window)?;
+        }
+        if domain == self.spec.time && self.spec.cleanup_time(&window) == Some(timestamp) {
+            self.clean_up(window)?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), OperatorFailure> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(toml_text: &str) -> Result<Compiled, String> {
+        let spec: WindowSpec = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        spec.compile()
+    }
+
+    #[test]
+    fn bad_window_settings_say_what_to_fix() {
+        let cases = [
+            ("type = \"tumbling\"\nsize_ms = 0\naggregate = { builtin = \"count\" }", "`size_ms` must be positive"),
+            ("type = \"tumbling\"\naggregate = { builtin = \"count\" }", "tumbling windows need `size_ms`"),
+            (
+                "type = \"sliding\"\nsize_ms = 10\nslide_ms = 20\naggregate = { builtin = \"count\" }",
+                "`slide_ms` (20) must not be larger than `size_ms` (10)",
+            ),
+            ("type = \"session\"\ngap_ms = 0\naggregate = { builtin = \"count\" }", "`gap_ms` must be positive"),
+            ("type = \"count\"\nsize = 0\naggregate = { builtin = \"count\" }", "`size` must be positive"),
+            (
+                "type = \"global\"\ntrigger = { type = \"count\", count = 0 }\naggregate = { builtin = \"count\" }",
+                "`count` must be positive",
+            ),
+            ("type = \"tumbling\"\nsize_ms = 10\naggregate = { builtin = \"sum\" }", "the `sum` aggregate needs a `field`"),
+            (
+                "type = \"tumbling\"\nsize_ms = 10\ntime = \"processing\"\nallowed_lateness_ms = 5\naggregate = { builtin = \"count\" }",
+                "allowed lateness applies to event-time windows only",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = spec(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn only_shareable_panes_are_sliced() {
+        let sliding = spec("type = \"sliding\"\nsize_ms = 600\nslide_ms = 60\naggregate = { builtin = \"count\" }").unwrap();
+        assert!(sliding.sliced);
+        let purging = spec(
+            "type = \"sliding\"\nsize_ms = 600\nslide_ms = 60\ntrigger = { type = \"event-time\", purging = true }\naggregate = { builtin = \"count\" }",
+        )
+        .unwrap();
+        assert!(!purging.sliced);
+        let count = spec("type = \"count\"\nsize = 3\nslide = 1\naggregate = { builtin = \"count\" }").unwrap();
+        assert_eq!((count.trigger, count.keep_last, count.purging), (Trigger::Count(1), Some(3), false));
+    }
+
+    #[test]
+    fn evicting_windows_keep_timestamps_and_values() {
+        let event = Event { value: b"{}".to_vec(), timestamp: Some(-3), ..Default::default() };
+        assert_eq!(decode_event(&encode_event(&event)), Some(event));
+        assert_eq!(decode_event(b"short"), None);
+    }
+}
