@@ -341,3 +341,107 @@ fn process_functions_receive_late_elements_unless_the_job_drops_them() {
     assert_eq!(records(&dropped), [window("a", 0, 10, "count", json!(1))]);
     assert_eq!(dropped.late.len(), 1);
 }
+
+fn guest(path: &str) -> String {
+    format!("{{ component = {path:?} }}")
+}
+
+#[test]
+fn a_guest_aggregate_computes_what_the_builtin_does() {
+    // Flink's aggregate(AggregateFunction) with a component: sliding windows merge the
+    // guest's pane accumulators through its `merge`, and agree with the built-in avg.
+    let input: Vec<(&str, i64, i64)> = (0..300).map(|i| (["a", "b"][i % 2], (i as i64 * 7) % 97 + i as i64 / 3, (i as i64 * 13) % 50)).collect();
+    let run = |aggregate: String| {
+        let mut h = OperatorHarness::window(&format!(
+            "type = \"sliding\"\nsize_ms = 30\nslide_ms = 10\naggregate = {aggregate}"
+        ))
+        .unwrap();
+        for (key, ts, v) in &input {
+            h.element(event(key, *ts, json!({ "v": v })));
+            if ts % 5 == 0 {
+                h.watermark(ts - 40);
+            }
+        }
+        records(&h.finish().unwrap())
+    };
+    let builtin = run(r#"{ builtin = "avg", field = "v" }"#.into());
+    let wasm = run(format!("{{ component = {:?} }}", common::guests::WINDOW_AVERAGE));
+    assert!(!builtin.is_empty());
+    assert_eq!(wasm.len(), builtin.len());
+    for (w, b) in wasm.iter().zip(&builtin) {
+        assert!((w["avg"].as_f64().unwrap() - b["avg"].as_f64().unwrap()).abs() < 1e-9, "{w} vs {b}");
+        assert!(w["count"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn a_reduce_function_keeps_one_value_per_window() {
+    let mut h = OperatorHarness::window(&format!(
+        "type = \"tumbling\"\nsize_ms = 10\nreduce = {}",
+        guest(common::guests::WINDOW_MAX)
+    ))
+    .unwrap();
+    for (ts, v) in [(1, 3), (2, 9), (3, 4), (11, 1)] {
+        h.element(event("k", ts, json!({ "v": v, "ts": ts })));
+    }
+    let output = h.finish().unwrap();
+    assert_eq!(records(&output), [json!({"v": 9, "ts": 2}), json!({"v": 1, "ts": 11})]);
+    // The window's key and max timestamp, as Flink stamps window output.
+    let first = &output.records()[0];
+    assert_eq!((first.key.as_deref(), first.timestamp), (Some(&b"k"[..]), Some(9)));
+}
+
+#[test]
+fn a_process_window_function_gets_every_element_or_the_aggregate() {
+    // Flink's process(ProcessWindowFunction): all elements of a (merged) session.
+    let mut h = OperatorHarness::window(&format!(
+        "type = \"session\"\ngap_ms = 10\nprocess = {}",
+        guest(common::guests::WINDOW_SUMMARY)
+    ))
+    .unwrap();
+    for (ts, v) in [(0, 1), (20, 3), (5, 2), (40, 4)] {
+        h.element(event("u", ts, json!({ "v": v })));
+    }
+    assert_eq!(
+        records(&h.finish().unwrap()),
+        [
+            json!({"key": "u", "start": 0, "end": 15, "count": 2, "values": [{"v": 1}, {"v": 2}]}),
+            json!({"key": "u", "start": 20, "end": 30, "count": 1, "values": [{"v": 3}]}),
+            json!({"key": "u", "start": 40, "end": 50, "count": 1, "values": [{"v": 4}]}),
+        ]
+    );
+    // aggregate(aggregateFunction, processWindowFunction): the one aggregate result.
+    let mut h = OperatorHarness::window(&format!(
+        "type = \"tumbling\"\nsize_ms = 10\naggregate = {}\nprocess = {}",
+        guest(common::guests::WINDOW_AVERAGE),
+        guest(common::guests::WINDOW_SUMMARY)
+    ))
+    .unwrap();
+    for v in [1, 2, 6] {
+        h.element(event("u", v, json!({ "v": v })));
+    }
+    assert_eq!(
+        records(&h.finish().unwrap()),
+        [json!({"key": "u", "start": 0, "end": 10, "count": 1, "values": [{"avg": 3.0, "count": 3}]})]
+    );
+}
+
+#[test]
+fn a_failing_window_function_names_the_key_and_the_window() {
+    let mut h = OperatorHarness::window(&format!(
+        "type = \"tumbling\"\nsize_ms = 10\naggregate = {}",
+        guest(common::guests::WINDOW_AVERAGE)
+    ))
+    .unwrap();
+    h.element(event("bob", 12, json!({ "fail": true })));
+    let error = h.finish().unwrap_err().to_string();
+    assert!(error.contains("key `bob`, window [10, 20)"), "{error}");
+    assert!(error.contains("asked to fail"), "{error}");
+    // An operator component is not an aggregate function: refused at load, saying why.
+    let wrong = OperatorHarness::window(&format!(
+        "type = \"tumbling\"\nsize_ms = 10\naggregate = {}",
+        guest(common::guests::KEYED_COUNT)
+    ));
+    let error = wrong.err().unwrap().to_string();
+    assert!(error.contains("does not implement the weir:operator/aggregate-function world"), "{error}");
+}

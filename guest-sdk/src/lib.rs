@@ -43,6 +43,7 @@ mod context;
 mod error;
 mod event;
 mod state;
+pub mod window;
 
 pub use context::{Context, LogLevel};
 pub use error::{Error, Result};

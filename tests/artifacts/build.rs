@@ -22,6 +22,9 @@ const GUESTS: &[(&str, &str)] = &[
     ("counter-v1", "counter_v1"),
     ("counter-v2", "counter_v2"),
     ("counter-bad-migration", "counter_bad_migration"),
+    ("window-average", "window_average"),
+    ("window-max", "window_max"),
+    ("window-summary", "window_summary"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

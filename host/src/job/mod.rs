@@ -125,6 +125,9 @@ pub struct Job {
     /// new components with it.
     runtime: Arc<Runtime>,
     plugins: HashMap<String, Plugin>,
+    /// The window function components of each window operator, in the order of
+    /// [`crate::window::WindowSpec::components`].
+    functions: HashMap<String, Vec<crate::plugin::window::FunctionPlugin>>,
     control: Arc<JobControl>,
     options: JobOptions,
 }
@@ -146,7 +149,21 @@ impl Job {
             tracing::info!(operator = %op.uid, component = %path.display(), digest = plugin.digest(), "loaded component");
             plugins.insert(op.uid.clone(), plugin);
         }
-        Ok(Job { spec, runtime, plugins, control: Arc::default(), options: options.clone() })
+        let mut functions = HashMap::new();
+        for op in &spec.operators {
+            let Some(window) = &op.window else { continue };
+            let mut loaded = Vec::new();
+            for (name, kind) in window.components() {
+                let path = resolve_component(&spec, &op.uid, name, &options.plugin_dirs)?;
+                let plugin = runtime
+                    .load_function(&path, kind)
+                    .map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?;
+                tracing::info!(operator = %op.uid, component = %path.display(), ?kind, "loaded window function");
+                loaded.push(plugin);
+            }
+            functions.insert(op.uid.clone(), loaded);
+        }
+        Ok(Job { spec, runtime, plugins, functions, control: Arc::default(), options: options.clone() })
     }
 
     pub fn spec(&self) -> &JobSpec {
@@ -337,12 +354,15 @@ impl Job {
                 let task = task_id(&op.uid, subtask);
                 let (ctx, migrate_from) = self.restore_operator(op, subtask, info, side_outputs.clone(), restore)?;
                 let logic: Box<dyn OperatorLogic> = match (&op.component, &op.native) {
-                    _ if op.window.is_some() => Box::new(
-                        WindowOperator::new(ctx, op.window.as_ref().expect("checked"))
-                            .map_err(|message| {
-                                JobError::Spec(SpecError { path: spec.name.clone().into(), message })
-                            })?,
-                    ),
+                    _ if op.window.is_some() => {
+                        let window = op.window.as_ref().expect("checked");
+                        let guests = window
+                            .guests(&self.functions[&op.uid], &ctx, op.limits)
+                            .map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?;
+                        Box::new(WindowOperator::new(ctx, window, guests).map_err(|message| {
+                            JobError::Spec(SpecError { path: spec.name.clone().into(), message })
+                        })?)
+                    }
                     (Some(_), _) => Box::new(
                         self.plugins[&op.uid]
                             .instantiate(ctx, op.limits)

@@ -34,46 +34,12 @@ impl WasmOperator {
         ctx: OperatorContext,
         limits: Limits,
     ) -> Result<Self, PluginError> {
-        let label: Arc<str> = ctx.info.label().into();
-        let stderr = GuestOutput::new(label.clone(), "stderr");
-        let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(label, "stdout"))
-            .stderr(stderr.clone())
-            .build();
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size((limits.memory_mib as usize) << 20)
-            .trap_on_grow_failure(true)
-            .build();
         let uid = ctx.info.uid.to_string();
         let engine = match &plugin.pre {
             Pre::V0_1(pre) => pre.engine(),
             Pre::V0_2(pre) => pre.engine(),
         };
-        let mut store = Store::new(
-            engine,
-            HostState {
-                ctx,
-                started: plugin.ticks.load(std::sync::atomic::Ordering::Relaxed),
-                ticks: plugin.ticks.clone(),
-                wasi,
-                table: ResourceTable::new(),
-                limits: store_limits,
-            },
-        );
-        store.limiter(|state| &mut state.limits);
-        // The deadline holds per call, and per element within a batch: when the epoch
-        // deadline passes, a call whose current element began less than the limit ago
-        // goes on for the rest of its time.
-        let limit = deadline_ticks(limits);
-        store.epoch_deadline_callback(move |store| {
-            let state = store.data();
-            let elapsed = state.ticks.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(state.started);
-            if elapsed >= limit {
-                return Err(Trap::Interrupt.into());
-            }
-            Ok(wasmtime::UpdateDeadline::Continue(limit - elapsed))
-        });
-        store.set_epoch_deadline(limit);
+        let (mut store, stderr) = guest_store(engine, &plugin.ticks, ctx, limits);
         let instantiated = match &plugin.pre {
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Guest::V0_1),
             Pre::V0_2(pre) => pre.instantiate(&mut store).map(Guest::V0_2),
@@ -100,17 +66,79 @@ impl WasmOperator {
     }
 
     fn classify(&self, error: wasmtime::Error) -> OperatorFailure {
+        classify(error, self.limits, &self.stderr)
+    }
+
+    fn arm_deadline(&mut self) {
+        arm_deadline(&mut self.store, self.limits);
+    }
+}
+
+/// A store for one guest instance with its memory limit, call deadline and captured
+/// stdout/stderr (returned, for error messages).
+pub(super) fn guest_store(
+    engine: &wasmtime::Engine,
+    ticks: &Arc<std::sync::atomic::AtomicU64>,
+    ctx: OperatorContext,
+    limits: Limits,
+) -> (Store<HostState>, GuestOutput) {
+    let label: Arc<str> = ctx.info.label().into();
+    let stderr = GuestOutput::new(label.clone(), "stderr");
+    let wasi = WasiCtx::builder().stdout(GuestOutput::new(label, "stdout")).stderr(stderr.clone()).build();
+    let store_limits = StoreLimitsBuilder::new()
+        .memory_size((limits.memory_mib as usize) << 20)
+        .trap_on_grow_failure(true)
+        .build();
+    let mut store = Store::new(
+        engine,
+        HostState {
+            ctx,
+            started: ticks.load(std::sync::atomic::Ordering::Relaxed),
+            ticks: ticks.clone(),
+            wasi,
+            table: ResourceTable::new(),
+            limits: store_limits,
+        },
+    );
+    store.limiter(|state| &mut state.limits);
+    // The deadline holds per call, and per element within a batch: when the epoch
+    // deadline passes, a call whose current element began less than the limit ago
+    // goes on for the rest of its time.
+    let limit = deadline_ticks(limits);
+    store.epoch_deadline_callback(move |store| {
+        let state = store.data();
+        let elapsed = state.ticks.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(state.started);
+        if elapsed >= limit {
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(wasmtime::UpdateDeadline::Continue(limit - elapsed))
+    });
+    store.set_epoch_deadline(limit);
+    (store, stderr)
+}
+
+/// Restarts the call deadline (before a call, or an element of a batch).
+pub(super) fn arm_deadline(store: &mut Store<HostState>, limits: Limits) {
+    let state = store.data_mut();
+    state.started = state.ticks.load(std::sync::atomic::Ordering::Relaxed);
+    store.set_epoch_deadline(deadline_ticks(limits));
+}
+
+/// Turns a failed call into the runtime's terms: a trap is classified and annotated
+/// with the tail of the guest's stderr (where a panic message lands).
+pub(super) fn classify(error: wasmtime::Error, limits: Limits, stderr: &GuestOutput) -> OperatorFailure {
+    {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return OperatorFailure::Deadline { deadline_ms: self.limits.call_timeout_ms };
+            return OperatorFailure::Deadline { deadline_ms: limits.call_timeout_ms };
         }
         if let Some(broken) = error.downcast_ref::<crate::operator::ContractError>() {
             return OperatorFailure::Contract(broken.to_string());
         }
         let text = format!("{error:#}");
         if text.contains("forcing trap when growing memory") {
-            return OperatorFailure::OutOfMemory { limit_mib: self.limits.memory_mib };
+            return OperatorFailure::OutOfMemory { limit_mib: limits.memory_mib };
         }
-        let stderr = self.stderr.tail();
+        let stderr = stderr.tail();
         let mut message = error
             .downcast_ref::<Trap>()
             .map(|trap| trap.to_string())
@@ -120,12 +148,6 @@ impl WasmOperator {
             message.push_str(&stderr);
         }
         OperatorFailure::Trapped(message)
-    }
-
-    fn arm_deadline(&mut self) {
-        let state = self.store.data_mut();
-        state.started = state.ticks.load(std::sync::atomic::Ordering::Relaxed);
-        self.store.set_epoch_deadline(deadline_ticks(self.limits));
     }
 }
 

@@ -18,6 +18,7 @@ mod instance;
 mod stdio;
 pub mod v0_1;
 pub mod v0_2;
+pub mod window;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +82,11 @@ pub enum PluginError {
          or against wit/operator.wit: {reason}"
     )]
     NotAnOperator { path: PathBuf, reason: String },
+    #[error(
+        "component {path} does not implement the weir:operator/{world} world (wit/window.wit); \
+         build it with the weir guest SDK's window function exports: {reason}"
+    )]
+    NotAFunction { path: PathBuf, world: &'static str, reason: String },
     #[error("operator `{uid}`: cannot instantiate {path}: {reason}")]
     Instantiate { uid: String, path: PathBuf, reason: String },
 }

@@ -104,11 +104,24 @@ impl OperatorHarness {
         Ok(Self::new(Box::new(logic), Some(runtime)))
     }
 
-    /// A harness around a window operator (the `window` table of a job file, in TOML).
+    /// A harness around a window operator (the `window` table of a job file, in TOML;
+    /// components by path).
     pub fn window(spec: &str) -> anyhow::Result<Self> {
         let spec: crate::window::WindowSpec = toml::from_str(spec)?;
-        let logic = crate::window::WindowOperator::new(context(Vec::new()), &spec).map_err(anyhow::Error::msg)?;
-        Ok(Self::new(Box::new(logic), None))
+        let ctx = context(Vec::new());
+        let (guests, runtime) = match spec.components() {
+            components if components.is_empty() => (Default::default(), None),
+            components => {
+                let runtime = Runtime::new()?;
+                let mut plugins = Vec::new();
+                for (path, kind) in components {
+                    plugins.push(runtime.load_function(Path::new(path), kind)?);
+                }
+                (spec.guests(&plugins, &ctx, Limits::default())?, Some(runtime))
+            }
+        };
+        let logic = crate::window::WindowOperator::new(ctx, &spec, guests).map_err(anyhow::Error::msg)?;
+        Ok(Self::new(Box::new(logic), runtime))
     }
 
     /// Takes elements at or behind the watermark out before the operator sees them

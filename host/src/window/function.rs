@@ -40,6 +40,22 @@ pub trait Aggregate: Send {
     fn result(&mut self, acc: &[u8]) -> Result<Vec<u8>, String>;
     /// The name of the result in built-in outputs (`count`, `sum`, ...).
     fn result_name(&self) -> &str;
+    /// Whether the host formats the output (`{"key", "window_start", "window_end",
+    /// "<name>": result}`); a guest's result is the emitted value itself, as in Flink.
+    fn builtin(&self) -> bool {
+        true
+    }
+}
+
+/// Flink's `ProcessWindowFunction`: the events a firing window emits, from the key,
+/// the window and its elements (or the one result of its aggregate).
+pub trait ProcessWindow: Send {
+    fn process(
+        &mut self,
+        key: &[u8],
+        window: super::assigner::Window,
+        elements: Vec<Event>,
+    ) -> Result<Vec<Event>, String>;
 }
 
 /// A built-in aggregate over one field of JSON values.

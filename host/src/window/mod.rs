@@ -23,7 +23,7 @@ use crate::state::{StateId, StateKind};
 use crate::stream::Event;
 use crate::timers::TimeDomain;
 use assigner::{Sessions, Sliding, Window};
-use function::{Aggregate, Builtin, BuiltinAggregate};
+use function::{Aggregate, Builtin, BuiltinAggregate, ProcessWindow};
 
 /// The `window` table of an operator in the job file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -47,8 +47,15 @@ pub struct WindowSpec {
     pub allowed_lateness_ms: u64,
     /// Replaces the assigner's default trigger.
     pub trigger: Option<TriggerSpec>,
-    /// What each window computes.
-    pub aggregate: AggregateSpec,
+    /// What each window computes incrementally: a built-in or a component
+    /// (Flink's `aggregate`).
+    pub aggregate: Option<AggregateSpec>,
+    /// A component combining elements pairwise (Flink's `reduce`).
+    pub reduce: Option<FunctionRef>,
+    /// A component called when a window fires with its key, the window and its
+    /// elements, or the result of `aggregate`/`reduce` (Flink's `process`, and
+    /// `aggregate(aggregateFunction, windowFunction)`).
+    pub process: Option<FunctionRef>,
     /// The most windows (each holds a timer, two with allowed lateness) one subtask
     /// keeps open; more is an error that names the key.
     #[serde(default = "default_max_open_windows")]
@@ -104,9 +111,18 @@ pub enum TriggerKind {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateSpec {
-    pub builtin: Builtin,
+    pub builtin: Option<Builtin>,
     /// The JSON field (dots for nested fields) that sum, min, max and avg read.
     pub field: Option<String>,
+    /// A component implementing the `aggregate-function` world (`wit/window.wit`).
+    pub component: Option<String>,
+}
+
+/// A window function component (path, or a file name looked up like operators').
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionRef {
+    pub component: String,
 }
 
 fn positive(value: Option<u64>, what: &str, kind: &str) -> Result<i64, String> {
@@ -119,6 +135,35 @@ fn positive(value: Option<u64>, what: &str, kind: &str) -> Result<i64, String> {
 }
 
 impl WindowSpec {
+    /// The components the window names, with the world each must implement.
+    pub fn components(&self) -> Vec<(&str, crate::plugin::window::FunctionKind)> {
+        use crate::plugin::window::FunctionKind;
+        let aggregate = self.aggregate.as_ref().and_then(|a| a.component.as_deref()).map(|c| (c, FunctionKind::Aggregate));
+        let reduce = self.reduce.as_ref().map(|r| (r.component.as_str(), FunctionKind::Reduce));
+        let process = self.process.as_ref().map(|p| (p.component.as_str(), FunctionKind::Process));
+        aggregate.into_iter().chain(reduce).chain(process).collect()
+    }
+
+    /// Instantiates the window's components (loaded in the order of
+    /// [`WindowSpec::components`]) for one subtask.
+    pub fn guests(
+        &self,
+        plugins: &[crate::plugin::window::FunctionPlugin],
+        ctx: &OperatorContext,
+        limits: crate::plugin::Limits,
+    ) -> Result<Guests, crate::plugin::PluginError> {
+        use crate::plugin::window::FunctionKind;
+        let mut guests = Guests::default();
+        for ((_, kind), plugin) in self.components().into_iter().zip(plugins) {
+            let instance = Box::new(plugin.instantiate(ctx.placeholder(), limits)?);
+            match kind {
+                FunctionKind::Aggregate | FunctionKind::Reduce => guests.aggregate = Some(instance),
+                FunctionKind::Process => guests.process = Some(instance),
+            }
+        }
+        Ok(guests)
+    }
+
     /// Checks the window and compiles it; the error says what to fix.
     pub fn compile(&self) -> Result<Compiled, String> {
         let set = |name: &str, present: bool| if present { Err(format!("`{name}` does not apply to {} windows", self.kind_name())) } else { Ok(()) };
@@ -201,8 +246,26 @@ impl WindowSpec {
         if self.max_open_windows == 0 {
             return Err("`max_open_windows` must be positive".into());
         }
-        if self.aggregate.builtin != Builtin::Count && self.aggregate.field.as_deref().is_none_or(str::is_empty) {
-            return Err(format!("the `{}` aggregate needs a `field`", self.aggregate.builtin.name()));
+        match (&self.aggregate, &self.reduce, &self.process) {
+            (None, None, None) => {
+                return Err("say what the window computes: `aggregate`, `reduce` or `process`".into());
+            }
+            (Some(_), Some(_), _) => return Err("set `aggregate` or `reduce`, not both".into()),
+            _ => {}
+        }
+        if let Some(aggregate) = &self.aggregate {
+            match (aggregate.builtin, &aggregate.component) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err("`aggregate` takes either `builtin` or `component`".into());
+                }
+                (None, Some(_)) if aggregate.field.is_some() => {
+                    return Err("`field` is for built-in aggregates".into());
+                }
+                (Some(builtin), None) if builtin != Builtin::Count && aggregate.field.as_deref().is_none_or(str::is_empty) => {
+                    return Err(format!("the `{}` aggregate needs a `field`", builtin.name()));
+                }
+                _ => {}
+            }
         }
         let time = match self.time {
             TimeKind::Event => TimeDomain::EventTime,
@@ -211,8 +274,13 @@ impl WindowSpec {
         if time == TimeDomain::ProcessingTime && self.allowed_lateness_ms > 0 {
             return Err("allowed lateness applies to event-time windows only".into());
         }
-        // Panes are shared between windows only while nothing clears a single window.
-        let sliced = matches!(assigner, Assigner::Sliding(_)) && !purging && matches!(trigger, Trigger::EventTime | Trigger::ProcessingTime);
+        let incremental = self.aggregate.is_some() || self.reduce.is_some();
+        // Panes are shared between windows only while nothing clears a single window,
+        // and only accumulators can be merged from panes.
+        let sliced = matches!(assigner, Assigner::Sliding(_))
+            && incremental
+            && !purging
+            && matches!(trigger, Trigger::EventTime | Trigger::ProcessingTime);
         Ok(Compiled {
             assigner,
             trigger,
@@ -221,6 +289,7 @@ impl WindowSpec {
             time,
             lateness: self.allowed_lateness_ms as i64,
             sliced,
+            incremental,
             max_open_windows: self.max_open_windows,
         })
     }
@@ -277,6 +346,9 @@ pub struct Compiled {
     pub lateness: i64,
     /// Whether elements go to one pane shared by the windows that contain it.
     pub sliced: bool,
+    /// Whether windows keep an accumulator (an aggregate or reduce function) rather
+    /// than their elements.
+    pub incremental: bool,
     pub max_open_windows: u64,
 }
 
@@ -295,10 +367,24 @@ impl Compiled {
         Some(window.max_timestamp().saturating_add(lateness))
     }
 
-    /// Whether window contents are element lists (an evictor) rather than accumulators.
+    /// Whether window contents are element lists (an evictor, or a process function
+    /// without an aggregate) rather than accumulators.
     fn collects(&self) -> bool {
-        self.keep_last.is_some()
+        self.keep_last.is_some() || !self.incremental
     }
+}
+
+/// What a firing window holds.
+enum Contents {
+    Accumulator(Option<Vec<u8>>),
+    Elements(Vec<Event>),
+}
+
+/// Instances of a window's function components, made per subtask by the job.
+#[derive(Default)]
+pub struct Guests {
+    pub aggregate: Option<Box<dyn Aggregate>>,
+    pub process: Option<Box<dyn ProcessWindow>>,
 }
 
 /// What a trigger says (Flink's `TriggerResult`).
@@ -312,7 +398,8 @@ enum Fire {
 pub struct WindowOperator {
     ctx: OperatorContext,
     spec: Compiled,
-    aggregate: Box<dyn Aggregate>,
+    aggregate: Option<Box<dyn Aggregate>>,
+    process: Option<Box<dyn ProcessWindow>>,
     states: Option<States>,
     key: Vec<u8>,
     key_group: u16,
@@ -330,10 +417,23 @@ const COUNT: &[u8] = b"c";
 const FIRE_AT: &[u8] = b"f";
 
 impl WindowOperator {
-    pub fn new(ctx: OperatorContext, spec: &WindowSpec) -> Result<Self, String> {
+    /// A window operator subtask. `guests` holds instances of the spec's components:
+    /// the aggregate or reduce function, and the process window function.
+    pub fn new(ctx: OperatorContext, spec: &WindowSpec, guests: Guests) -> Result<Self, String> {
         let compiled = spec.compile()?;
-        let aggregate = Box::new(BuiltinAggregate::new(spec.aggregate.builtin, spec.aggregate.field.as_deref()));
-        Ok(WindowOperator { ctx, spec: compiled, aggregate, states: None, key: Vec::new(), key_group: 0 })
+        let builtin = spec.aggregate.as_ref().and_then(|a| Some((a.builtin?, a.field.as_deref())));
+        let aggregate: Option<Box<dyn Aggregate>> = match builtin {
+            Some((builtin, field)) => Some(Box::new(BuiltinAggregate::new(builtin, field))),
+            None if compiled.incremental => {
+                Some(guests.aggregate.ok_or("the window's aggregate or reduce component is not loaded")?)
+            }
+            None => None,
+        };
+        let process = match &spec.process {
+            Some(_) => Some(guests.process.ok_or("the window's process component is not loaded")?),
+            None => None,
+        };
+        Ok(WindowOperator { ctx, spec: compiled, aggregate, process, states: None, key: Vec::new(), key_group: 0 })
     }
 
     fn states(&self) -> States {
@@ -381,7 +481,7 @@ impl WindowOperator {
         }
         let acc = self.ctx.state.map_get(id, self.key_group, &self.key, &ns)?;
         let fresh = acc.is_none();
-        let next = self.aggregate.add(acc.as_deref(), event).map_err(|e| self.fail(Some(pane), e))?;
+        let next = self.agg().add(acc.as_deref(), event).map_err(|e| self.fail(Some(pane), e))?;
         self.ctx.state.map_put(id, self.key_group, &self.key, &ns, &next)?;
         Ok(fresh)
     }
@@ -399,13 +499,19 @@ impl WindowOperator {
         }
     }
 
-    /// The window's accumulator, assembled from its panes (`None` when empty).
-    fn window_acc(&mut self, window: Window) -> Result<Option<Vec<u8>>, OperatorFailure> {
-        if let Some(keep) = self.spec.keep_last {
+    /// The aggregate of an incremental window.
+    fn agg(&mut self) -> &mut dyn Aggregate {
+        self.aggregate.as_deref_mut().expect("windows that keep accumulators have an aggregate")
+    }
+
+    /// What a firing window holds: its accumulator, assembled from its panes, or its
+    /// elements (folded into an accumulator when the window also has an aggregate).
+    fn contents(&mut self, window: Window) -> Result<Contents, OperatorFailure> {
+        if self.spec.collects() {
             let id = self.states().contents;
             let ns = window.encode();
             let mut items = self.ctx.state.map_list(id, self.key_group, &self.key, &ns)?;
-            if items.len() > keep {
+            if let Some(keep) = self.spec.keep_last.filter(|keep| items.len() > *keep) {
                 // Flink's CountEvictor: only the last `keep` elements stay.
                 items.drain(..items.len() - keep);
                 self.ctx.state.map_remove(id, self.key_group, &self.key, &ns)?;
@@ -413,22 +519,30 @@ impl WindowOperator {
                     self.ctx.state.map_append(id, self.key_group, &self.key, &ns, item)?;
                 }
             }
-            let mut acc: Option<Vec<u8>> = None;
+            let mut elements = Vec::with_capacity(items.len());
             for item in items {
-                let event = decode_event(&item).ok_or_else(|| self.fail(Some(&window), "corrupt window contents"))?;
-                acc = Some(self.aggregate.add(acc.as_deref(), &event).map_err(|e| self.fail(Some(&window), e))?);
+                let mut event = decode_event(&item).ok_or_else(|| self.fail(Some(&window), "corrupt window contents"))?;
+                event.key = Some(self.key.clone());
+                elements.push(event);
             }
-            return Ok(acc);
+            if self.aggregate.is_none() {
+                return Ok(Contents::Elements(elements));
+            }
+            let mut acc: Option<Vec<u8>> = None;
+            for event in &elements {
+                acc = Some(self.agg().add(acc.as_deref(), event).map_err(|e| self.fail(Some(&window), e))?);
+            }
+            return Ok(Contents::Accumulator(acc));
         }
         let mut acc: Option<Vec<u8>> = None;
         for pane in self.panes(window) {
             let Some(part) = self.pane_get(&pane)? else { continue };
             acc = Some(match acc {
                 None => part,
-                Some(a) => self.aggregate.merge(&a, &part).map_err(|e| self.fail(Some(&window), e))?,
+                Some(a) => self.agg().merge(&a, &part).map_err(|e| self.fail(Some(&window), e))?,
             });
         }
-        Ok(acc)
+        Ok(Contents::Accumulator(acc))
     }
 
     // --- trigger state ---
@@ -583,13 +697,31 @@ impl WindowOperator {
     }
 
     /// Emits the window's result (when it has contents), then purges it if the trigger
-    /// says so.
+    /// says so. A process function gets the elements, or the aggregate's result as its
+    /// one element; what it returns gets the window's key (when it has none) and max
+    /// timestamp, as Flink's window operator stamps its output.
     fn fire(&mut self, window: Window) -> Result<(), OperatorFailure> {
-        if let Some(acc) = self.window_acc(window)? {
-            let result = self.aggregate.result(&acc).map_err(|e| self.fail(Some(&window), e))?;
-            let value = self.output(&window, &result);
-            let timestamp = (window != Window::GLOBAL).then(|| window.max_timestamp());
-            let event = Event { key: Some(self.key.clone()), value, timestamp, headers: Vec::new() };
+        let timestamp = (window != Window::GLOBAL).then(|| window.max_timestamp());
+        let emitted = match self.contents(window)? {
+            Contents::Accumulator(None) => Vec::new(),
+            Contents::Elements(elements) if elements.is_empty() => Vec::new(),
+            Contents::Accumulator(Some(acc)) => {
+                let result = self.agg().result(&acc).map_err(|e| self.fail(Some(&window), e))?;
+                let value = match self.aggregate.as_deref() {
+                    Some(agg) if agg.builtin() && self.process.is_none() => self.output(&window, &result),
+                    _ => result,
+                };
+                let event = Event { key: Some(self.key.clone()), value, timestamp, headers: Vec::new() };
+                match self.process.is_some() {
+                    true => self.process(window, vec![event])?,
+                    false => vec![event],
+                }
+            }
+            Contents::Elements(elements) => self.process(window, elements)?,
+        };
+        for mut event in emitted {
+            event.key.get_or_insert_with(|| self.key.clone());
+            event.timestamp = timestamp;
             self.ctx.emit(None, event).map_err(|e| OperatorFailure::Contract(e.to_string()))?;
         }
         if self.spec.purging {
@@ -600,6 +732,11 @@ impl WindowOperator {
         Ok(())
     }
 
+    fn process(&mut self, window: Window, elements: Vec<Event>) -> Result<Vec<Event>, OperatorFailure> {
+        let process = self.process.as_deref_mut().expect("windows without an aggregate have a process function");
+        process.process(&self.key, window, elements).map_err(|e| self.fail(Some(&window), e))
+    }
+
     /// `{"key": .., "window_start": .., "window_end": .., "<aggregate>": ..}`.
     fn output(&self, window: &Window, result: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.key.len() + result.len());
@@ -608,7 +745,8 @@ impl WindowOperator {
         if *window != Window::GLOBAL {
             out.extend_from_slice(format!(",\"window_start\":{},\"window_end\":{}", window.start, window.end).as_bytes());
         }
-        out.extend_from_slice(format!(",\"{}\":", self.aggregate.result_name()).as_bytes());
+        let name = self.aggregate.as_deref().map_or("result", |a| a.result_name());
+        out.extend_from_slice(format!(",\"{name}\":").as_bytes());
         out.extend_from_slice(result);
         out.push(b'}');
         out
@@ -667,7 +805,7 @@ impl WindowOperator {
             } else {
                 let merged = match self.ctx.state.map_get(id, self.key_group, &self.key, &into_ns)? {
                     None => part,
-                    Some(acc) => self.aggregate.merge(&acc, &part).map_err(|e| self.fail(Some(&into), e))?,
+                    Some(acc) => self.agg().merge(&acc, &part).map_err(|e| self.fail(Some(&into), e))?,
                 };
                 self.ctx.state.map_put(id, self.key_group, &self.key, &into_ns, &merged)?;
             }
