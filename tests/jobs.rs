@@ -61,8 +61,25 @@ fn window_examples_match_flink() {
             ("actions.jsonl", "expected-actions.jsonl"),
             ("latency.jsonl", "expected-latency.jsonl"),
             ("sessions.jsonl", "expected-sessions.jsonl"),
+            ("summaries.jsonl", "expected-summaries.jsonl"),
         ],
     );
+    // The Rust process window function sees exactly the sessions Flink counts.
+    let summaries: std::collections::BTreeSet<_> = expected("log-metrics", "expected-summaries.jsonl")
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["user_id"].to_string(), v["session_start"].as_i64(), v["session_end"].as_i64(), v["actions"].as_u64())
+        })
+        .collect();
+    let flink: std::collections::BTreeSet<_> = expected("log-metrics", "expected-sessions.jsonl")
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["key"].to_string(), v["window_start"].as_i64(), v["window_end"].as_i64(), v["count"].as_u64())
+        })
+        .collect();
+    assert_eq!(summaries, flink);
     check_example("orders", &[("revenue.jsonl", "expected-revenue.jsonl"), ("late.jsonl", "expected-late.jsonl")]);
     let out = tempfile::tempdir().unwrap();
     let summary = run(example("orders", out.path())).unwrap();

@@ -92,9 +92,14 @@ fn tumbling_windows_are_exactly_once_across_crashes() {
 
 #[test]
 fn window_metrics_are_exactly_once_across_crashes() {
-    // Tumbling, sliding (panes) and session windows, their state and timers in both
-    // backends, killed and restored mid-stream.
-    golden_crash_test("log-metrics", &["actions.jsonl", "latency.jsonl", "sessions.jsonl"], 330.0, 5);
+    // Tumbling, sliding (panes) and session windows, a Wasm process window function,
+    // their state and timers in both backends, killed and restored mid-stream.
+    golden_crash_test(
+        "log-metrics",
+        &["actions.jsonl", "latency.jsonl", "sessions.jsonl", "summaries.jsonl"],
+        330.0,
+        5,
+    );
 }
 
 #[test]

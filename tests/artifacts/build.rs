@@ -15,6 +15,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("word-count", "word_count"),
     ("login-anomaly", "login_anomaly"),
     ("sessions", "sessions"),
+    ("session-summary", "session_summary"),
     ("tumbling-count", "tumbling_count"),
     ("faulty", "faulty"),
     ("passthrough", "passthrough"),
