@@ -143,48 +143,77 @@ impl Rng {
 
 #[test]
 fn sliding_windows_from_panes_match_counting_every_window() {
-    // Sliding windows are assembled from gcd(size, slide) panes. Whatever the
-    // disorder, every window's sum must be what adding each on-time element to every
-    // window that contains it gives (Flink's SlidingEventTimeWindows, lateness 0:
-    // an element counts in a window whose max timestamp the watermark has not reached).
-    for (size, slide, offset) in [(10, 4, 0), (12, 3, 1), (60, 10, 0), (7, 7, 3)] {
+    // Sliding windows are assembled from gcd(size, slide) panes, with timers that
+    // cascade from window to window. Whatever the disorder and allowed lateness, the
+    // firings must be those of a model that adds each element to every window that
+    // contains it, as Flink's SlidingEventTimeWindows with its EventTimeTrigger does:
+    // a window fires when the watermark reaches its max timestamp, again for each
+    // element added before its cleanup, and an element is dropped once every window it
+    // falls in is past cleanup.
+    for (size, slide, offset, lateness) in [(10, 4, 0, 0), (12, 3, 1, 0), (60, 10, 0, 0), (7, 7, 3, 0), (10, 4, 0, 6), (30, 5, 2, 25)] {
         let mut h = OperatorHarness::window(&format!(
-            "type = \"sliding\"\nsize_ms = {size}\nslide_ms = {slide}\noffset_ms = {offset}\naggregate = {{ builtin = \"sum\", field = \"v\" }}"
+            "type = \"sliding\"\nsize_ms = {size}\nslide_ms = {slide}\noffset_ms = {offset}\nallowed_lateness_ms = {lateness}\naggregate = {{ builtin = \"sum\", field = \"v\" }}"
         ))
         .unwrap();
-        let mut rng = Rng(size as u64 * 31 + slide as u64);
-        let mut expected: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        let mut rng = Rng(size as u64 * 31 + slide as u64 + lateness as u64);
+        // The model: per (key, window start) its sum and whether it fired.
+        let mut windows: BTreeMap<(String, i64), (i64, bool)> = BTreeMap::new();
+        let mut expected: Vec<(String, i64, i64)> = Vec::new();
+        let mut late = 0;
         let mut watermark = i64::MIN;
         let mut max_seen = 0;
+        let fire_due = |windows: &mut BTreeMap<(String, i64), (i64, bool)>, expected: &mut Vec<(String, i64, i64)>, watermark: i64| {
+            for ((key, start), (sum, fired)) in windows.iter_mut() {
+                if !*fired && start + size - 1 <= watermark {
+                    *fired = true;
+                    expected.push((key.clone(), *start, *sum));
+                }
+            }
+        };
         for i in 0..2_000 {
             let key = ["a", "b", "c"][rng.below(3) as usize];
             let ts = (i / 4 + rng.below(40) - 20).max(0);
             let v = rng.below(100);
             h.element(event(key, ts, json!({ "v": v })));
             let last_start = ts - (ts - offset).rem_euclid(slide);
-            let mut start = last_start;
-            while start > ts - size {
-                if start + size - 1 > watermark {
-                    *expected.entry((key.to_string(), start)).or_default() += v;
+            if last_start + size - 1 + lateness <= watermark {
+                late += 1;
+            } else {
+                let mut start = last_start - ((size - 1) / slide) * slide;
+                while start <= last_start {
+                    if start + size > ts && start + size - 1 + lateness > watermark {
+                        let entry = windows.entry((key.to_string(), start)).or_default();
+                        entry.0 += v;
+                        if start + size - 1 <= watermark {
+                            entry.1 = true;
+                            expected.push((key.to_string(), start, entry.0));
+                        }
+                    }
+                    start += slide;
                 }
-                start -= slide;
             }
             max_seen = max_seen.max(ts);
             if rng.below(10) == 0 && max_seen - 15 > watermark {
                 watermark = max_seen - 15;
                 h.watermark(watermark);
+                fire_due(&mut windows, &mut expected, watermark);
             }
         }
+        fire_due(&mut windows, &mut expected, i64::MAX);
         let output = h.finish().unwrap();
-        let mut got: BTreeMap<(String, i64), i64> = BTreeMap::new();
-        for r in records(&output) {
-            let previous = got.insert((r["key"].as_str().unwrap().to_string(), r["window_start"].as_i64().unwrap()), r["sum"].as_i64().unwrap());
-            assert!(previous.is_none(), "each window fires once without allowed lateness");
-            assert_eq!(r["window_end"].as_i64().unwrap() - r["window_start"].as_i64().unwrap(), size);
-        }
-        assert_eq!(got, expected, "size {size}, slide {slide}, offset {offset}");
+        let mut got: Vec<(String, i64, i64)> = records(&output)
+            .iter()
+            .map(|r| {
+                assert_eq!(r["window_end"].as_i64().unwrap() - r["window_start"].as_i64().unwrap(), size);
+                (r["key"].as_str().unwrap().to_string(), r["window_start"].as_i64().unwrap(), r["sum"].as_i64().unwrap())
+            })
+            .collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "size {size}, slide {slide}, offset {offset}, lateness {lateness}");
+        assert_eq!(output.metrics.late_routed(), late);
         if size < 20 {
-            assert!(output.metrics.late_routed() > 0, "the input has late elements");
+            assert!(late > 0, "the input has late elements");
         }
     }
 }

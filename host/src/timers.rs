@@ -51,11 +51,8 @@ impl TimerService {
 
     /// Registers a timer of `namespace`; a no-op when the same timer is pending.
     pub fn register_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) {
-        let queue = self.queue(domain);
-        let timer = Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() };
-        if !queue.contains(&timer) {
-            queue.insert(timer);
-        }
+        // A set: inserting a pending timer again leaves it as it is.
+        self.queue(domain).insert(Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() });
     }
 
     /// Whether the timer is pending.

@@ -24,6 +24,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("counter-v2", "counter_v2"),
     ("counter-bad-migration", "counter_bad_migration"),
     ("window-average", "window_average"),
+    ("window-count", "window_count"),
     ("window-max", "window_max"),
     ("window-summary", "window_summary"),
 ];

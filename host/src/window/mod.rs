@@ -506,7 +506,8 @@ impl WindowOperator {
 
     /// What a firing window holds: its accumulator, assembled from its panes, or its
     /// elements (folded into an accumulator when the window also has an aggregate).
-    fn contents(&mut self, window: Window) -> Result<Contents, OperatorFailure> {
+    /// Also says whether a pane after the window's first slide has contents.
+    fn contents(&mut self, window: Window) -> Result<(Contents, bool), OperatorFailure> {
         if self.spec.collects() {
             let id = self.states().contents;
             let ns = window.encode();
@@ -526,23 +527,29 @@ impl WindowOperator {
                 elements.push(event);
             }
             if self.aggregate.is_none() {
-                return Ok(Contents::Elements(elements));
+                return Ok((Contents::Elements(elements), false));
             }
             let mut acc: Option<Vec<u8>> = None;
             for event in &elements {
                 acc = Some(self.agg().add(acc.as_deref(), event).map_err(|e| self.fail(Some(&window), e))?);
             }
-            return Ok(Contents::Accumulator(acc));
+            return Ok((Contents::Accumulator(acc), false));
         }
         let mut acc: Option<Vec<u8>> = None;
+        let mut continues = false;
+        let first_slide_ends = match self.spec.assigner {
+            Assigner::Sliding(s) => window.start.saturating_add(s.slide),
+            _ => i64::MAX,
+        };
         for pane in self.panes(window) {
             let Some(part) = self.pane_get(&pane)? else { continue };
+            continues |= pane.start >= first_slide_ends;
             acc = Some(match acc {
                 None => part,
                 Some(a) => self.agg().merge(&a, &part).map_err(|e| self.fail(Some(&window), e))?,
             });
         }
-        Ok(Contents::Accumulator(acc))
+        Ok((Contents::Accumulator(acc), continues))
     }
 
     // --- trigger state ---
@@ -700,9 +707,12 @@ impl WindowOperator {
     /// says so. A process function gets the elements, or the aggregate's result as its
     /// one element; what it returns gets the window's key (when it has none) and max
     /// timestamp, as Flink's window operator stamps its output.
-    fn fire(&mut self, window: Window) -> Result<(), OperatorFailure> {
+    /// Returns whether a pane after the window's first slide has contents (so the
+    /// next sliding window has some).
+    fn fire(&mut self, window: Window) -> Result<bool, OperatorFailure> {
         let timestamp = (window != Window::GLOBAL).then(|| window.max_timestamp());
-        let emitted = match self.contents(window)? {
+        let (contents, continues) = self.contents(window)?;
+        let emitted = match contents {
             Contents::Accumulator(None) => Vec::new(),
             Contents::Elements(elements) if elements.is_empty() => Vec::new(),
             Contents::Accumulator(Some(acc)) => {
@@ -729,7 +739,7 @@ impl WindowOperator {
                 self.pane_clear(&pane)?;
             }
         }
-        Ok(())
+        Ok(continues)
     }
 
     fn process(&mut self, window: Window, elements: Vec<Event>) -> Result<Vec<Event>, OperatorFailure> {
@@ -830,21 +840,12 @@ impl WindowOperator {
 
     fn add_to_sliding(&mut self, s: Sliding, event: Event, timestamp: i64) -> Result<(), OperatorFailure> {
         let watermark = self.ctx.watermark;
-        if self.spec.is_late(&s.last_window(timestamp), watermark) {
+        let last = s.last_window(timestamp);
+        if self.spec.is_late(&last, watermark) {
             return self.late(event);
         }
-        let windows: Vec<Window> = s.windows_of(timestamp).filter(|w| !self.spec.is_late(w, watermark)).collect();
-        if self.spec.sliced {
-            let fresh = self.pane_add(&s.pane_of(timestamp), &event)?;
-            for window in windows {
-                if fresh {
-                    self.register_cleanup(&window)?;
-                }
-                if self.on_element(window, timestamp, fresh)? == Fire::Yes {
-                    self.fire(window)?;
-                }
-            }
-        } else {
+        if !self.spec.sliced {
+            let windows: Vec<Window> = s.windows_of(timestamp).filter(|w| !self.spec.is_late(w, watermark)).collect();
             for window in windows {
                 let fresh = self.pane_add(&window, &event)?;
                 if fresh {
@@ -854,8 +855,34 @@ impl WindowOperator {
                     self.fire(window)?;
                 }
             }
+            return Ok(());
+        }
+        // One pane per element. Timers cascade instead of one per window: a new pane
+        // registers the first window it fires and the cleanup of the last window that
+        // needs it; each window, when it fires, registers the next one if that has
+        // contents (see `on_timer`). Windows that already fired fire again now (late
+        // firings, within allowed lateness).
+        let fresh = self.pane_add(&s.pane_of(timestamp), &event)?;
+        let due = |w: &Window| w.max_timestamp() <= watermark;
+        if fresh {
+            if let Some(first) = s.windows_of(timestamp).find(|w| !due(w)) {
+                self.register_window(&first)?;
+            }
+            self.register_cleanup(&last)?;
+        }
+        let fired: Vec<Window> = match self.spec.trigger {
+            Trigger::EventTime => s.windows_of(timestamp).filter(|w| due(w) && !self.spec.is_late(w, watermark)).collect(),
+            _ => Vec::new(),
+        };
+        for window in fired {
+            self.fire(window)?;
         }
         Ok(())
+    }
+
+    /// Registers the timer that fires `window` under the default trigger of its domain.
+    fn register_window(&mut self, window: &Window) -> Result<(), OperatorFailure> {
+        self.register(self.spec.time, window, window.max_timestamp())
     }
 
     fn add_to_session(&mut self, gap: i64, event: Event, timestamp: i64) -> Result<(), OperatorFailure> {
@@ -956,7 +983,11 @@ impl OperatorLogic for WindowOperator {
             }
         }
         if self.on_time(window, domain, timestamp)? == Fire::Yes {
-            self.fire(window)?;
+            let continues = self.fire(window)?;
+            if let (Assigner::Sliding(s), true, true) = (self.spec.assigner, self.spec.sliced, continues) {
+                // The next window shares this one's later panes: it fires in turn.
+                self.register_window(&Window::new(window.start + s.slide, window.end + s.slide))?;
+            }
         }
         if domain == self.spec.time && self.spec.cleanup_time(&window) == Some(timestamp) {
             self.clean_up(window)?;
