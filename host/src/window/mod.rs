@@ -771,9 +771,19 @@ impl WindowOperator {
         for pane in retired {
             self.pane_clear(&pane)?;
         }
-        self.delete_timers(&window)?;
-        self.trigger_set(&window, COUNT, None)?;
-        self.trigger_set(&window, FIRE_AT, None)?;
+        // The window's own timers have fired; only count and continuous triggers keep
+        // state, and a continuous trigger may have a firing pending.
+        match self.spec.trigger {
+            Trigger::Count(_) => self.trigger_set(&window, COUNT, None)?,
+            Trigger::ContinuousEventTime(_) | Trigger::ContinuousProcessingTime(_) => {
+                self.delete_timers(&window)?;
+                self.trigger_set(&window, FIRE_AT, None)?;
+            }
+            // A trigger of the other time domain may not have fired yet.
+            Trigger::EventTime if self.spec.time == TimeDomain::ProcessingTime => self.delete_timers(&window)?,
+            Trigger::ProcessingTime if self.spec.time == TimeDomain::EventTime => self.delete_timers(&window)?,
+            _ => {}
+        }
         if let Assigner::Session { .. } = self.spec.assigner {
             let mut sessions = self.sessions()?;
             sessions.remove(window);
