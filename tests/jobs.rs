@@ -248,3 +248,51 @@ fn state_with_a_time_to_live_expires_while_the_job_runs() {
         assert_eq!(counts, ["a1", "b1", "b2", "c1", "c2", "a1"], "{backend}");
     }
 }
+
+#[test]
+fn processing_time_windows_fire_on_the_wall_clock() {
+    // TumblingProcessingTimeWindows.of(100 ms): elements go to the window of the
+    // moment they are processed, which fires when the wall clock passes its end. As in
+    // Flink, windows still open when the input ends do not fire, so the counts add up
+    // to at most the number of events.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        r#"
+        name = "processing-time"
+        [[source]]
+        type = "generator"
+        uid = "events"
+        count = 3000
+        keys = 3
+        rate = 5000
+        [[operator]]
+        uid = "count"
+        window = { type = "tumbling", time = "processing", size_ms = 100, aggregate = { builtin = "count" } }
+        [[sink]]
+        type = "file"
+        uid = "out"
+        path = "out.jsonl"
+        [[edge]]
+        from = "events"
+        to = "count"
+        partition = "keyed"
+        [[edge]]
+        from = "count"
+        to = "out"
+        "#,
+        dir.path(),
+    );
+    run(spec).unwrap();
+    let mut windows = std::collections::BTreeSet::new();
+    let mut total = 0;
+    for line in sorted_lines(&dir.path().join("out.jsonl")) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let (start, end) = (v["window_start"].as_i64().unwrap(), v["window_end"].as_i64().unwrap());
+        assert_eq!((end - start, start % 100), (100, 0), "{line}");
+        assert!(v["count"].as_u64().unwrap() > 0);
+        assert!(windows.insert((v["key"].to_string(), start)), "a window fired twice: {line}");
+        total += v["count"].as_u64().unwrap();
+    }
+    assert!(windows.len() >= 6, "0.6 s of input fires windows of 100 ms for 3 keys: {windows:?}");
+    assert!(total <= 3000);
+}

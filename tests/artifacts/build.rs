@@ -23,10 +23,17 @@ const GUESTS: &[(&str, &str)] = &[
     ("counter-v1", "counter_v1"),
     ("counter-v2", "counter_v2"),
     ("counter-bad-migration", "counter_bad_migration"),
+    ("conformance", "conformance"),
     ("window-average", "window_average"),
     ("window-count", "window_count"),
     ("window-max", "window_max"),
     ("window-summary", "window_summary"),
+];
+
+/// (name, app module, SDK language): guests written with another language's SDK, built
+/// by its toolchain (installed by `scripts/setup`). The constant is `PY_<NAME>`.
+const PYTHON_GUESTS: &[(&str, &str)] = &[
+    ("conformance", "tests/conformance/python/app.py"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -34,7 +41,7 @@ const TARGET: &str = "wasm32-wasip2";
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.join("../..").canonicalize().unwrap();
-    for dir in ["wit", "guest-sdk", "examples", "tests/guests", "Cargo.toml", "Cargo.lock"] {
+    for dir in ["wit", "guest-sdk", "examples", "tests/guests", "tests/conformance", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let target_dir = env::var_os("CARGO_TARGET_DIR")
@@ -75,6 +82,13 @@ fn main() {
             path.display().to_string()
         ));
     }
+    for (name, path) in build_python(&root, &target_dir.join("python")) {
+        generated.push_str(&format!(
+            "/// The `{name}` Python guest component.\npub const PY_{}: &str = {:?};\n",
+            name.to_uppercase().replace('-', "_"),
+            path.display().to_string()
+        ));
+    }
     let dest = Path::new(&env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(dest, generated).unwrap();
 }
@@ -97,4 +111,85 @@ fn ensure_target() {
         .status()
         .is_ok_and(|s| s.success());
     assert!(ok, "the {TARGET} target is missing: run `rustup target add {TARGET}`");
+}
+
+/// The componentize-py that `scripts/setup` installs (or `$WEIR_COMPONENTIZE_PY`).
+fn componentize_py() -> PathBuf {
+    if let Some(path) = env::var_os("WEIR_COMPONENTIZE_PY") {
+        return PathBuf::from(path);
+    }
+    let home = env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let path = home.join(".cache/weir-tools/py/bin/componentize-py");
+    assert!(
+        path.is_file(),
+        "componentize-py is missing ({}): run `bash scripts/setup`, which installs it from PyPI",
+        path.display()
+    );
+    path
+}
+
+/// A digest of the files a Python guest is built from, so that it is rebuilt only
+/// when one of them changes (componentize-py takes ~20 s per component).
+fn python_inputs_digest(root: &Path, app: &Path, tool: &Path) -> String {
+    let mut files = vec![app.to_path_buf(), tool.to_path_buf()];
+    for dir in ["guest-sdk/python/weir", "wit"] {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+        entries.sort();
+        files.extend(entries);
+    }
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for file in files {
+        let bytes = if file == tool { file.display().to_string().into_bytes() } else { std::fs::read(&file).unwrap() };
+        for b in file.display().to_string().bytes().chain(bytes) {
+            hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// Builds every Python guest that changed, two at a time, and returns their paths.
+fn build_python(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    std::fs::create_dir_all(out_dir).unwrap();
+    let tool = componentize_py();
+    let jobs: Vec<_> = PYTHON_GUESTS
+        .iter()
+        .map(|(name, app)| {
+            let app = root.join(app);
+            let wasm = out_dir.join(format!("{name}.wasm"));
+            let stamp = out_dir.join(format!("{name}.digest"));
+            let digest = python_inputs_digest(root, &app, &tool);
+            let fresh = wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest);
+            (*name, app, wasm, stamp, digest, fresh)
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        let mut running = Vec::new();
+        for (name, app, wasm, stamp, digest, fresh) in &jobs {
+            if *fresh {
+                continue;
+            }
+            let tool = &tool;
+            running.push(scope.spawn(move || {
+                let status = Command::new("python3")
+                    .arg(root.join("guest-sdk/python/weir/build.py"))
+                    .arg(app)
+                    .arg("-o")
+                    .arg(wasm)
+                    .arg("--componentize-py")
+                    .arg(tool)
+                    .env("PYTHONPATH", root.join("guest-sdk/python"))
+                    .status()
+                    .expect("running componentize-py");
+                assert!(status.success(), "building the Python guest `{name}` failed (see the output above)");
+                std::fs::write(stamp, digest).unwrap();
+            }));
+            if running.len() == 2 {
+                running.remove(0).join().unwrap();
+            }
+        }
+        for handle in running {
+            handle.join().unwrap();
+        }
+    });
+    jobs.into_iter().map(|(name, _, wasm, ..)| (name, wasm)).collect()
 }

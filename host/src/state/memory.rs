@@ -104,6 +104,22 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
+    fn modify(
+        &mut self,
+        key: &[u8],
+        modify: &mut dyn FnMut(&mut Vec<u8>, bool) -> Result<(), String>,
+    ) -> Result<Result<(), String>, StateError> {
+        if let Some(value) = self.values.get_mut(key) {
+            return Ok(modify(value, true));
+        }
+        let mut value = Vec::new();
+        if let Err(e) = modify(&mut value, false) {
+            return Ok(Err(e));
+        }
+        self.insert(key.to_vec(), value);
+        Ok(Ok(()))
+    }
+
     fn scan_prefix(
         &self,
         prefix: &[u8],

@@ -50,6 +50,24 @@ pub trait StateBackend: Send {
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError>;
     /// Appends one item to the list value stored under `key`.
     fn append(&mut self, key: &[u8], item: &[u8]) -> Result<(), StateError>;
+    /// Rewrites the value under `key` in one step: `modify` gets the value (empty and
+    /// `false` when there is none) and changes it in place. Backends that can, do it
+    /// with one lookup and no copy.
+    fn modify(
+        &mut self,
+        key: &[u8],
+        modify: &mut dyn FnMut(&mut Vec<u8>, bool) -> Result<(), String>,
+    ) -> Result<Result<(), String>, StateError> {
+        let (mut value, existed) = match self.get(key)? {
+            Some(value) => (value, true),
+            None => (Vec::new(), false),
+        };
+        if let Err(e) = modify(&mut value, existed) {
+            return Ok(Err(e));
+        }
+        self.put(key, &value)?;
+        Ok(Ok(()))
+    }
     /// Visits every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(
         &self,
@@ -481,6 +499,22 @@ impl KeyedState {
         self.backend.append(&self.scratch, item)
     }
 
+    /// Rewrites the entry under `user_key` of one key's map in place (see
+    /// [`StateBackend::modify`]); `modify`'s error is passed through. Map states used
+    /// this way have no TTL.
+    pub fn map_modify(
+        &mut self,
+        id: StateId,
+        kg: u16,
+        key: &[u8],
+        user_key: &[u8],
+        modify: &mut dyn FnMut(&mut Vec<u8>, bool) -> Result<(), String>,
+    ) -> Result<Result<(), String>, StateError> {
+        debug_assert!(self.ttl(id).is_none(), "in-place updates have no TTL");
+        self.map_key(id, kg, key, user_key);
+        self.backend.modify(&self.scratch, modify)
+    }
+
     /// The items appended by [`KeyedState::map_append`] under `user_key`.
     pub fn map_list(
         &mut self,
@@ -585,6 +619,20 @@ pub(crate) mod conformance {
         s.map_append(m, 5, b"k", b"w2", b"z").unwrap();
         assert_eq!(s.map_list(m, 5, b"k", b"w1").unwrap(), vec![b"x".to_vec(), b"y".to_vec()]);
         assert_eq!(s.map_list(m, 5, b"k", b"w3").unwrap(), Vec::<Vec<u8>>::new());
+        // In-place updates see whether the entry existed, and keep what they wrote.
+        for expected_existed in [false, true] {
+            let result = s
+                .map_modify(m, 5, b"k", b"acc", &mut |value, existed| {
+                    assert_eq!(existed, expected_existed);
+                    value.push(b'+');
+                    Ok(())
+                })
+                .unwrap();
+            assert!(result.is_ok());
+        }
+        assert_eq!(s.map_get(m, 5, b"k", b"acc").unwrap(), Some(b"++".to_vec()));
+        let refused = s.map_modify(m, 5, b"k", b"acc", &mut |_, _| Err("no".into())).unwrap();
+        assert_eq!(refused, Err("no".to_string()));
     }
 
     fn keys_and_operators_are_isolated(backend: Box<dyn StateBackend>) {

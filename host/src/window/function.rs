@@ -34,6 +34,12 @@ impl Builtin {
 pub trait Aggregate: Send {
     /// Adds `event` to `acc` (a new accumulator when `None`).
     fn add(&mut self, acc: Option<&[u8]>, event: &Event) -> Result<Vec<u8>, String>;
+    /// Adds `event` to `acc` in place (`fresh`: `acc` is empty, a new accumulator).
+    fn add_in_place(&mut self, acc: &mut Vec<u8>, fresh: bool, event: &Event) -> Result<(), String> {
+        let next = self.add((!fresh).then_some(acc.as_slice()), event)?;
+        *acc = next;
+        Ok(())
+    }
     /// Merges two accumulators (panes of one window, or sessions that merge).
     fn merge(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, String>;
     /// The result of an accumulator, as a JSON value.
@@ -81,12 +87,18 @@ impl Acc {
 
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(33);
+        self.write(&mut out);
+        out
+    }
+
+    /// Writes the accumulator over `out`'s contents.
+    fn write(&self, out: &mut Vec<u8>) {
+        out.clear();
         out.extend_from_slice(&self.n.to_be_bytes());
         for x in [self.sum, self.min, self.max] {
             out.extend_from_slice(&x.to_be_bytes());
         }
         out.push(self.ints as u8);
-        out
     }
 
     fn decode(bytes: &[u8]) -> Result<Acc, String> {
@@ -143,8 +155,8 @@ pub fn preview(bytes: &[u8]) -> String {
     if bytes.len() > 120 { format!("{text}…") } else { text.into_owned() }
 }
 
-impl Aggregate for BuiltinAggregate {
-    fn add(&mut self, acc: Option<&[u8]>, event: &Event) -> Result<Vec<u8>, String> {
+impl BuiltinAggregate {
+    fn fold(&self, acc: Option<&[u8]>, event: &Event) -> Result<Acc, String> {
         let mut acc = match acc {
             Some(bytes) => Acc::decode(bytes)?,
             None => Acc::EMPTY,
@@ -157,7 +169,19 @@ impl Aggregate for BuiltinAggregate {
             acc.max = acc.max.max(x);
             acc.ints &= int;
         }
-        Ok(acc.encode())
+        Ok(acc)
+    }
+}
+
+impl Aggregate for BuiltinAggregate {
+    fn add(&mut self, acc: Option<&[u8]>, event: &Event) -> Result<Vec<u8>, String> {
+        Ok(self.fold(acc, event)?.encode())
+    }
+
+    fn add_in_place(&mut self, acc: &mut Vec<u8>, fresh: bool, event: &Event) -> Result<(), String> {
+        let next = self.fold((!fresh).then_some(acc.as_slice()), event)?;
+        next.write(acc);
+        Ok(())
     }
 
     fn merge(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, String> {

@@ -479,10 +479,13 @@ impl WindowOperator {
             self.ctx.state.map_append(id, self.key_group, &self.key, &ns, &encode_event(event))?;
             return Ok(fresh);
         }
-        let acc = self.ctx.state.map_get(id, self.key_group, &self.key, &ns)?;
-        let fresh = acc.is_none();
-        let next = self.agg().add(acc.as_deref(), event).map_err(|e| self.fail(Some(pane), e))?;
-        self.ctx.state.map_put(id, self.key_group, &self.key, &ns, &next)?;
+        let mut fresh = false;
+        let aggregate = self.aggregate.as_deref_mut().expect("windows that keep accumulators have an aggregate");
+        let added = self.ctx.state.map_modify(id, self.key_group, &self.key, &ns, &mut |acc, existed| {
+            fresh = !existed;
+            aggregate.add_in_place(acc, !existed, event)
+        })?;
+        added.map_err(|e| self.fail(Some(pane), e))?;
         Ok(fresh)
     }
 
