@@ -104,3 +104,77 @@ fn every_language_reports_its_own_errors_cleanly() {
         assert_eq!(sorted_lines(&dir.path().join("main.jsonl")).len(), 1, "{language}");
     }
 }
+
+#[test]
+fn window_functions_agree_across_languages() {
+    // The same sliding windows (panes merged by the guest's `merge`) and sessions, with
+    // the aggregate and the process window function of each language: identical output.
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!(r#"{{"k":"k{}","v":{},"ts":{}}}"#, i % 4, (i * 37) % 101, i * 7 + (i % 5) * 3))
+        .collect();
+    let input = write_input(dir.path(), "windows.jsonl", &lines.iter().map(String::as_str).collect::<Vec<_>>());
+    let run_with = |aggregate: &str, process: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let spec = job(
+            &format!(
+                r#"
+                name = "window-conformance"
+                [[source]]
+                type = "file"
+                uid = "input"
+                path = {input:?}
+                key_field = "k"
+                timestamp_field = "ts"
+                watermark = {{ max_out_of_orderness_ms = 20 }}
+                [[operator]]
+                uid = "avg"
+                parallelism = 2
+                window = {{ type = "sliding", size_ms = 200, slide_ms = 50, allowed_lateness_ms = 10, aggregate = {{ component = {aggregate:?} }} }}
+                [[operator]]
+                uid = "sessions"
+                window = {{ type = "session", gap_ms = 30, process = {{ component = {process:?} }} }}
+                [[sink]]
+                type = "file"
+                uid = "averages"
+                path = "averages.jsonl"
+                [[sink]]
+                type = "file"
+                uid = "summaries"
+                path = "summaries.jsonl"
+                [[edge]]
+                from = "input"
+                to = "avg"
+                partition = "keyed"
+                [[edge]]
+                from = "input"
+                to = "sessions"
+                partition = "keyed"
+                [[edge]]
+                from = "avg"
+                to = "averages"
+                [[edge]]
+                from = "sessions"
+                to = "summaries"
+                "#
+            ),
+            out.path(),
+        );
+        run(spec).unwrap();
+        // Compared as JSON values: serde_json and Python's json order object keys differently.
+        let canonical = |file: &str| {
+            let mut lines: Vec<String> = sorted_lines(&out.path().join(file))
+                .iter()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string())
+                .collect();
+            lines.sort();
+            lines
+        };
+        (canonical("averages.jsonl"), canonical("summaries.jsonl"))
+    };
+    let rust = run_with(guests::WINDOW_AVERAGE, guests::WINDOW_SUMMARY);
+    let python = run_with(guests::PY_AVERAGE, guests::PY_SUMMARY);
+    assert!(rust.0.len() > 20 && rust.1.len() > 4, "{rust:?}");
+    assert_eq!(python.0, rust.0, "aggregate");
+    assert_eq!(python.1, rust.1, "process window function");
+}

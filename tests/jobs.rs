@@ -109,6 +109,30 @@ fn late_events_without_a_late_route_are_dropped_and_counted() {
 }
 
 #[test]
+fn the_tutorials_python_functions_run_unchanged() {
+    // PyFlink's AnomalyDetector and UserMetricsCalculator from the tutorials, built with
+    // the Python SDK; their output equals the same classes run by plain CPython over the
+    // input with per-key dictionaries for state.
+    for parallelism in [1, 4] {
+        let out = tempfile::tempdir().unwrap();
+        let mut spec = with_parallelism(example("python-log-analyzer", out.path()), parallelism);
+        spec.operators[0].component = Some(guests::PY_ANOMALY.into());
+        spec.operators[1].component = Some(guests::PY_METRICS.into());
+        run(spec).unwrap();
+        assert_eq!(
+            sorted_lines(&out.path().join("alerts.jsonl")),
+            expected("python-log-analyzer", "expected-alerts.jsonl"),
+            "p={parallelism}"
+        );
+        assert_eq!(
+            sorted_lines(&out.path().join("metrics.jsonl")),
+            expected("python-log-analyzer", "expected-metrics.jsonl"),
+            "p={parallelism}"
+        );
+    }
+}
+
+#[test]
 fn login_anomaly_alerts_once_per_burst() {
     // The example prints to stdout; here its alerts go to a file.
     for parallelism in [1, 4] {

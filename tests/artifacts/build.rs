@@ -34,6 +34,10 @@ const GUESTS: &[(&str, &str)] = &[
 /// by its toolchain (installed by `scripts/setup`). The constant is `PY_<NAME>`.
 const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("conformance", "tests/conformance/python/app.py"),
+    ("average", "tests/conformance/python/average.py"),
+    ("summary", "tests/conformance/python/summary.py"),
+    ("anomaly", "examples/python-log-analyzer/anomaly.py"),
+    ("metrics", "examples/python-log-analyzer/metrics.py"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

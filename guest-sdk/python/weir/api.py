@@ -232,10 +232,22 @@ def encode_state(value):
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+class Record(dict):
+    """A JSON object whose fields also read as attributes (``event.user_id``), as a
+    PyFlink ``Row`` or a tutorial's dataclass does; still a ``dict``."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"the element has no field `{name}`") from None
+
+
 def decode_value(raw):
-    """An element's value: parsed JSON, or the text when it is not JSON."""
+    """An element's value: parsed JSON (objects as :class:`Record`), or the text when it
+    is not JSON."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_hook=Record)
     except ValueError:
         return raw.decode("utf-8", errors="replace")
 
