@@ -100,6 +100,9 @@ fn every_language_reports_its_own_errors_cleanly() {
         assert!(error.contains("the operator returned an error"), "{language}: {error}");
         assert!(error.contains("asked to fail: 7"), "{language}: {error}");
         assert!(error.contains("input.jsonl line 2"), "{language}: {error}");
+        if language == "python" {
+            assert!(error.contains("ValueError: asked to fail: 7 (at app.py:"), "{error}");
+        }
         // What the element before the failing one emitted still reached the sink.
         assert_eq!(sorted_lines(&dir.path().join("main.jsonl")).len(), 1, "{language}");
     }

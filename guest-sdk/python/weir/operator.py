@@ -211,7 +211,8 @@ def _message(error):
     frames = traceback.extract_tb(error.__traceback__)
     if frames:
         last = frames[-1]
-        text += f" (at {last.filename}:{last.lineno} in {last.name})"
+        # componentize-py mounts each -p directory as /0, /1, ...: keep the file name.
+        text += f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
     return text
 
 

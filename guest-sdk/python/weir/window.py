@@ -18,7 +18,7 @@ def _message(error):
     frames = traceback.extract_tb(error.__traceback__)
     if frames:
         last = frames[-1]
-        text += f" (at {last.filename}:{last.lineno} in {last.name})"
+        text += f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
     return text
 
 
