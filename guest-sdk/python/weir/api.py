@@ -57,6 +57,15 @@ class TypeInformation:
             return value
         return self._convert(value)
 
+    def load(self, raw):
+        """A stored JSON value, read as this type (integers without the JSON parser)."""
+        if self._convert is int:
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        return self.convert(json.loads(raw))
+
     def __repr__(self):
         return f"Types.{self.name}()"
 
@@ -218,18 +227,24 @@ class Event:
         self.headers = headers or []
 
 
+# One compact encoder: `json.dumps(..., separators=...)` would build a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(value):
     """A yielded or stored value as bytes: bytes as is, text as UTF-8, the rest as JSON."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, str):
         return value.encode()
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def encode_state(value):
     """A state value as JSON (as the Rust SDK stores it)."""
-    return json.dumps(value, separators=(",", ":")).encode()
+    if type(value) is int:
+        return str(value).encode()
+    return _ENCODER.encode(value).encode()
 
 
 class Record(dict):
@@ -244,12 +259,13 @@ class Record(dict):
 
 
 def decode_value(raw):
-    """An element's value: parsed JSON (objects as :class:`Record`), or the text when it
-    is not JSON."""
+    """An element's value: parsed JSON (a top-level object as a :class:`Record`), or the
+    text when it is not JSON."""
     try:
-        return json.loads(raw, object_hook=Record)
+        value = json.loads(raw)
     except ValueError:
         return raw.decode("utf-8", errors="replace")
+    return Record(value) if type(value) is dict else value
 
 
 def decode_key(raw):

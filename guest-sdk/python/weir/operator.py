@@ -40,7 +40,7 @@ def _ttl(descriptor):
 
 
 def _load(raw, type_info):
-    return None if raw is None else type_info.convert(json.loads(raw))
+    return None if raw is None else type_info.load(raw)
 
 
 class ValueState:

@@ -403,6 +403,10 @@ pub struct WindowOperator {
     states: Option<States>,
     key: Vec<u8>,
     key_group: u16,
+    /// Processing time never goes back for this operator: after a processing-time
+    /// timer at `t` fired, elements count as processed after `t` even within the same
+    /// millisecond, so they cannot reopen a window that already fired.
+    processing_floor: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -433,7 +437,16 @@ impl WindowOperator {
             Some(_) => Some(guests.process.ok_or("the window's process component is not loaded")?),
             None => None,
         };
-        Ok(WindowOperator { ctx, spec: compiled, aggregate, process, states: None, key: Vec::new(), key_group: 0 })
+        Ok(WindowOperator {
+            ctx,
+            spec: compiled,
+            aggregate,
+            process,
+            states: None,
+            key: Vec::new(),
+            key_group: 0,
+            processing_floor: i64::MIN,
+        })
     }
 
     fn states(&self) -> States {
@@ -961,7 +974,7 @@ impl OperatorLogic for WindowOperator {
     fn process_element(&mut self, event: Event) -> Result<(), OperatorFailure> {
         self.take_key()?;
         let timestamp = match self.spec.time {
-            TimeDomain::ProcessingTime => self.now(),
+            TimeDomain::ProcessingTime => self.now().max(self.processing_floor),
             TimeDomain::EventTime => match event.timestamp {
                 Some(ts) => ts,
                 None => {
@@ -989,6 +1002,9 @@ impl OperatorLogic for WindowOperator {
         self.take_key()?;
         let window = Window::decode(namespace)
             .ok_or_else(|| self.fail(None, format!("a timer at {timestamp} has a corrupt window namespace")))?;
+        if domain == TimeDomain::ProcessingTime {
+            self.processing_floor = self.processing_floor.max(timestamp.saturating_add(1));
+        }
         if let Assigner::Session { .. } = self.spec.assigner {
             // A session that merged into another has no timers left; this is defensive.
             if !self.sessions()?.windows.contains(&window) {
