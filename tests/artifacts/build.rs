@@ -144,7 +144,9 @@ fn python_inputs_digest(root: &Path, app: &Path, tool: &Path) -> String {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     for file in files {
         let bytes = if file == tool { file.display().to_string().into_bytes() } else { std::fs::read(&file).unwrap() };
-        for b in file.display().to_string().bytes().chain(bytes) {
+        // Paths relative to the repository, so that clones share built guests.
+        let name = file.strip_prefix(root).unwrap_or(&file).display().to_string();
+        for b in name.bytes().chain(bytes) {
             hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
