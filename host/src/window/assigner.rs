@@ -196,7 +196,7 @@ impl Sessions {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Sessions> {
-        if bytes.len() % 16 != 0 {
+        if !bytes.len().is_multiple_of(16) {
             return None;
         }
         let windows = bytes.chunks(16).map(Window::decode).collect::<Option<Vec<_>>>()?;
