@@ -9,8 +9,8 @@ use std::path::Path;
 use common::*;
 
 /// The implementations: (language, component).
-fn implementations() -> [(&'static str, &'static str); 2] {
-    [("rust", guests::CONFORMANCE), ("python", guests::PY_CONFORMANCE)]
+fn implementations() -> [(&'static str, &'static str); 3] {
+    [("rust", guests::CONFORMANCE), ("python", guests::PY_CONFORMANCE), ("javascript", guests::JS_CONFORMANCE)]
 }
 
 fn conformance_job(component: &str, input: &Path, parallelism: u32, dir: &Path) -> weir::JobSpec {
@@ -86,7 +86,8 @@ fn every_language_gives_the_same_output() {
 
 #[test]
 fn every_language_reports_its_own_errors_cleanly() {
-    // An error the operator raises (a Rust `Err`, a Python exception) stops the job as
+    // An error the operator raises (a Rust `Err`, a Python exception, a thrown JS
+    // `Error`) stops the job as
     // an operator error with its message and the element's position, not as a trap.
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(
@@ -102,6 +103,9 @@ fn every_language_reports_its_own_errors_cleanly() {
         assert!(error.contains("input.jsonl line 2"), "{language}: {error}");
         if language == "python" {
             assert!(error.contains("ValueError: asked to fail: 7 (at app.py:"), "{error}");
+        }
+        if language == "javascript" {
+            assert!(error.contains("Error: asked to fail: 7"), "{error}");
         }
         // What the element before the failing one emitted still reached the sink.
         assert_eq!(sorted_lines(&dir.path().join("main.jsonl")).len(), 1, "{language}");

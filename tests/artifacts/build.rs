@@ -40,6 +40,10 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("metrics", "examples/python-log-analyzer/metrics.py"),
 ];
 
+/// (name, app module): JavaScript guests, built with the JS SDK's `build.mjs` and
+/// componentize-js. The constant is `JS_<NAME>`.
+const JS_GUESTS: &[(&str, &str)] = &[("conformance", "tests/conformance/js/app.js")];
+
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -93,6 +97,13 @@ fn main() {
             path.display().to_string()
         ));
     }
+    for (name, path) in build_js(&root, &target_dir.join("js")) {
+        generated.push_str(&format!(
+            "/// The `{name}` JavaScript guest component.\npub const JS_{}: &str = {:?};\n",
+            name.to_uppercase().replace('-', "_"),
+            path.display().to_string()
+        ));
+    }
     let dest = Path::new(&env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(dest, generated).unwrap();
 }
@@ -134,9 +145,9 @@ fn componentize_py() -> PathBuf {
 
 /// A digest of the files a Python guest is built from, so that it is rebuilt only
 /// when one of them changes (componentize-py takes ~20 s per component).
-fn python_inputs_digest(root: &Path, app: &Path, tool: &Path) -> String {
+fn inputs_digest(root: &Path, app: &Path, tool: &Path, sdk: &str) -> String {
     let mut files = vec![app.to_path_buf(), tool.to_path_buf()];
-    for dir in ["guest-sdk/python/weir", "wit"] {
+    for dir in [sdk, "wit"] {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
         entries.sort();
         files.extend(entries);
@@ -163,7 +174,7 @@ fn build_python(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
             let app = root.join(app);
             let wasm = out_dir.join(format!("{name}.wasm"));
             let stamp = out_dir.join(format!("{name}.digest"));
-            let digest = python_inputs_digest(root, &app, &tool);
+            let digest = inputs_digest(root, &app, &tool, "guest-sdk/python/weir");
             let fresh = wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest);
             (*name, app, wasm, stamp, digest, fresh)
         })
@@ -198,4 +209,49 @@ fn build_python(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
         }
     });
     jobs.into_iter().map(|(name, _, wasm, ..)| (name, wasm)).collect()
+}
+
+/// componentize-js as `scripts/setup` installs it (or `$WEIR_COMPONENTIZE_JS`).
+fn componentize_js() -> PathBuf {
+    if let Some(path) = env::var_os("WEIR_COMPONENTIZE_JS") {
+        return PathBuf::from(path);
+    }
+    let home = env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let path = home.join(".cache/weir-tools/js/node_modules/@bytecodealliance/componentize-js");
+    assert!(
+        path.join("package.json").is_file(),
+        "componentize-js is missing ({}): run `bash scripts/setup`, which installs it from npm",
+        path.display()
+    );
+    path
+}
+
+/// Builds every JavaScript guest that changed and returns their paths.
+fn build_js(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    std::fs::create_dir_all(out_dir).unwrap();
+    let tool = componentize_js();
+    let version = tool.join("package.json");
+    JS_GUESTS
+        .iter()
+        .map(|(name, app)| {
+            let app = root.join(app);
+            let wasm = out_dir.join(format!("{name}.wasm"));
+            let stamp = out_dir.join(format!("{name}.digest"));
+            let digest = inputs_digest(root, &app, &version, "guest-sdk/js");
+            if !(wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest)) {
+                let status = Command::new("node")
+                    .arg(root.join("guest-sdk/js/build.mjs"))
+                    .arg(&app)
+                    .arg("-o")
+                    .arg(&wasm)
+                    .arg("--componentize-js")
+                    .arg(&tool)
+                    .status()
+                    .expect("running node to build a JavaScript guest");
+                assert!(status.success(), "building the JavaScript guest `{name}` failed (see the output above)");
+                std::fs::write(&stamp, digest).unwrap();
+            }
+            (*name, wasm)
+        })
+        .collect()
 }
