@@ -11,6 +11,7 @@ weir = os.path.join(target, "release", "weir")
 components = {
     "rust": os.path.join(target, "wasm32-wasip2", "release", "keyed_count.wasm"),
     "python": os.path.join(out, "keyed_count_py.wasm"),
+    "js": os.path.join(out, "keyed_count_js.wasm"),
 }
 work = tempfile.mkdtemp(prefix="weir-bench-languages-")
 

@@ -42,7 +42,10 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
 
 /// (name, app module): JavaScript guests, built with the JS SDK's `build.mjs` and
 /// componentize-js. The constant is `JS_<NAME>`.
-const JS_GUESTS: &[(&str, &str)] = &[("conformance", "tests/conformance/js/app.js")];
+const JS_GUESTS: &[(&str, &str)] = &[
+    ("conformance", "tests/conformance/js/app.js"),
+    ("anomaly", "examples/js-log-analyzer/anomaly.js"),
+];
 
 const TARGET: &str = "wasm32-wasip2";
 
