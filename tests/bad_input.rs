@@ -188,6 +188,13 @@ fn the_cli_exits_non_zero_with_one_line_errors() {
     assert!(!ok);
     assert_contains(&stderr, &["does not implement the weir:operator/operator world of any contract version"]);
 
+    // componentize-js's defaults import `wasi:http`: the error names the import, the
+    // cause and the fix.
+    std::fs::write(d.join("http.toml"), job_text(guests::JS_WITH_WASI_HTTP)).unwrap();
+    let (ok, stderr) = weir(&["check", "http.toml"], d);
+    assert!(!ok);
+    assert_contains(&stderr, &["imports `wasi:http/", "componentize-js adds `wasi:http` by default", "guest-sdk/js/build.mjs"]);
+
     std::fs::write(d.join("typo.toml"), job_text("x.wasm").replace("uid = \"op\"", "uid = \"op\"\nparalelism = 2")).unwrap();
     let (ok, stderr) = weir(&["run", "typo.toml"], d);
     assert!(!ok);

@@ -14,6 +14,8 @@ const option = (name) => { const i = args.indexOf(name); return i >= 0 ? args.sp
 const output = option('-o');
 const tool = option('--componentize-js') || join(process.env.HOME || '', '.cache/weir-tools/js/node_modules/@bytecodealliance/componentize-js');
 const wit = option('--wit') || join(here, '..', '..', 'wit');
+// Only for tests of the host's error message: keep componentize-js's default features.
+const defaults = args.includes('--componentize-defaults') ? args.splice(args.indexOf('--componentize-defaults'), 1) : false;
 if (args.length !== 1 || !output) {
   console.error('usage: node build.mjs app.js -o app.wasm');
   process.exit(2);
@@ -26,6 +28,6 @@ const { componentize } = await import(join(tool, 'src', 'componentize.js'));
 const { component } = await componentize(`${sdk}\n// ---- ${args[0]} ----\n${body}`, {
   witPath: resolve(wit),
   worldName: 'weir:operator/operator@0.2.0',
-  disableFeatures: ['http', 'fetch-event', 'stdio', 'random', 'clocks'],
+  ...(defaults ? {} : { disableFeatures: ['http', 'fetch-event', 'stdio', 'random', 'clocks'] }),
 });
 await writeFile(resolve(output), component);

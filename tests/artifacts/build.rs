@@ -42,9 +42,11 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
 
 /// (name, app module): JavaScript guests, built with the JS SDK's `build.mjs` and
 /// componentize-js. The constant is `JS_<NAME>`.
-const JS_GUESTS: &[(&str, &str)] = &[
-    ("conformance", "tests/conformance/js/app.js"),
-    ("anomaly", "examples/js-log-analyzer/anomaly.js"),
+const JS_GUESTS: &[(&str, &str, &[&str])] = &[
+    ("conformance", "tests/conformance/js/app.js", &[]),
+    ("anomaly", "examples/js-log-analyzer/anomaly.js", &[]),
+    // componentize-js's defaults import `wasi:http`: the host's error must say so.
+    ("with-wasi-http", "bench/js/keyed_count.js", &["--componentize-defaults"]),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -236,11 +238,11 @@ fn build_js(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
     let version = tool.join("package.json");
     JS_GUESTS
         .iter()
-        .map(|(name, app)| {
+        .map(|(name, app, flags)| {
             let app = root.join(app);
             let wasm = out_dir.join(format!("{name}.wasm"));
             let stamp = out_dir.join(format!("{name}.digest"));
-            let digest = inputs_digest(root, &app, &version, "guest-sdk/js");
+            let digest = inputs_digest(root, &app, &version, "guest-sdk/js") + &flags.join(" ");
             if !(wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest)) {
                 let status = Command::new("node")
                     .arg(root.join("guest-sdk/js/build.mjs"))
@@ -249,6 +251,7 @@ fn build_js(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
                     .arg(&wasm)
                     .arg("--componentize-js")
                     .arg(&tool)
+                    .args(flags.iter())
                     .status()
                     .expect("running node to build a JavaScript guest");
                 assert!(status.success(), "building the JavaScript guest `{name}` failed (see the output above)");

@@ -87,6 +87,8 @@ pub enum PluginError {
          build it with the weir guest SDK's window function exports: {reason}"
     )]
     NotAFunction { path: PathBuf, world: &'static str, reason: String },
+    #[error("component {path} imports `{import}`, which this host does not provide to guests; {hint}")]
+    MissingImport { path: PathBuf, import: String, hint: &'static str },
     #[error("operator `{uid}`: cannot instantiate {path}: {reason}")]
     Instantiate { uid: String, path: PathBuf, reason: String },
 }
@@ -172,7 +174,7 @@ impl Runtime {
         tracing::debug!(component = %path.display(), ?compiled, "loaded component");
         let not_an_operator =
             |e: wasmtime::Error| PluginError::NotAnOperator { path: path.into(), reason: format!("{e:#}") };
-        let pre = self.linker.instantiate_pre(&component).map_err(not_an_operator)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| missing_import(path, &e).unwrap_or_else(|| not_an_operator(e)))?;
         // The newest contract the component implements.
         let pre = match v0_2::bindings::OperatorPre::new(pre.clone()) {
             Ok(pre) => Pre::V0_2(pre),
@@ -246,6 +248,25 @@ impl Plugin {
     ) -> Result<WasmOperator, PluginError> {
         WasmOperator::new(self, ctx, limits)
     }
+}
+
+/// An import the linker lacks, named with its likely cause and fix.
+fn missing_import(path: &Path, error: &wasmtime::Error) -> Option<PluginError> {
+    let text = format!("{error:#}");
+    let rest = text.split("component imports instance `").nth(1)?;
+    let import = rest.split('`').next()?.to_string();
+    let hint = if import.starts_with("wasi:http") {
+        "componentize-js adds `wasi:http` by default: build with weir's JavaScript SDK \
+         (`node guest-sdk/js/build.mjs app.js -o app.wasm`), or pass `disableFeatures: \
+         ['http', 'fetch-event']` to componentize()"
+    } else if import.starts_with("weir:operator") {
+        "it was built against another version of weir's WIT; rebuild it against this host's \
+         wit/ (contract 0.2.0, or 0.1.0)"
+    } else {
+        "guests get weir's operator interfaces and WASI's cli, clocks, random, io and \
+         filesystem interfaces only; rebuild the component without it"
+    };
+    Some(PluginError::MissingImport { path: path.into(), import, hint })
 }
 
 fn digest(bytes: &[u8]) -> String {

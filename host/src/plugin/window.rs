@@ -93,7 +93,10 @@ impl Runtime {
             world: kind.world(),
             reason: format!("{e:#}"),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(wrong)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| super::missing_import(path, &e).unwrap_or_else(|| wrong(e)))?;
         let pre = match kind {
             FunctionKind::Aggregate => FunctionPre::Aggregate(bindings::aggregate::AggregateFunctionPre::new(pre).map_err(wrong)?),
             FunctionKind::Reduce => FunctionPre::Reduce(bindings::reduce::ReduceFunctionPre::new(pre).map_err(wrong)?),
