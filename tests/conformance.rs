@@ -168,11 +168,20 @@ fn window_functions_agree_across_languages() {
             out.path(),
         );
         run(spec).unwrap();
-        // Compared as JSON values: serde_json and Python's json order object keys differently.
+        // Compared as JSON values: serde_json, Python and JavaScript order object keys
+        // differently, and JavaScript writes a float that is whole without `.0`.
+        fn numbers_as_floats(v: serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Number(n) => serde_json::json!(n.as_f64().unwrap()),
+                serde_json::Value::Array(a) => a.into_iter().map(numbers_as_floats).collect(),
+                serde_json::Value::Object(o) => o.into_iter().map(|(k, v)| (k, numbers_as_floats(v))).collect(),
+                other => other,
+            }
+        }
         let canonical = |file: &str| {
             let mut lines: Vec<String> = sorted_lines(&out.path().join(file))
                 .iter()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string())
+                .map(|l| numbers_as_floats(serde_json::from_str::<serde_json::Value>(l).unwrap()).to_string())
                 .collect();
             lines.sort();
             lines
@@ -181,7 +190,10 @@ fn window_functions_agree_across_languages() {
     };
     let rust = run_with(guests::WINDOW_AVERAGE, guests::WINDOW_SUMMARY);
     let python = run_with(guests::PY_AVERAGE, guests::PY_SUMMARY);
+    let javascript = run_with(guests::JS_AVERAGE, guests::JS_SUMMARY);
     assert!(rust.0.len() > 20 && rust.1.len() > 4, "{rust:?}");
-    assert_eq!(python.0, rust.0, "aggregate");
-    assert_eq!(python.1, rust.1, "process window function");
+    assert_eq!(python.0, rust.0, "Python aggregate");
+    assert_eq!(python.1, rust.1, "Python process window function");
+    assert_eq!(javascript.0, rust.0, "JavaScript aggregate");
+    assert_eq!(javascript.1, rust.1, "JavaScript process window function");
 }

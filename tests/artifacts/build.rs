@@ -45,6 +45,8 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
 const JS_GUESTS: &[(&str, &str, &[&str])] = &[
     ("conformance", "tests/conformance/js/app.js", &[]),
     ("anomaly", "examples/js-log-analyzer/anomaly.js", &[]),
+    ("average", "tests/conformance/js/average.js", &[]),
+    ("summary", "tests/conformance/js/summary.js", &[]),
     // componentize-js's defaults import `wasi:http`: the host's error must say so.
     ("with-wasi-http", "bench/js/keyed_count.js", &["--componentize-defaults"]),
 ];
