@@ -197,3 +197,27 @@ fn window_functions_agree_across_languages() {
     assert_eq!(javascript.0, rust.0, "JavaScript aggregate");
     assert_eq!(javascript.1, rust.1, "JavaScript process window function");
 }
+
+#[test]
+fn weir_build_makes_a_component_from_any_sdk_language() {
+    // One entry for every language: the source's kind picks the SDK's build.
+    use weir::plugin::window::FunctionKind;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = weir::plugin::Runtime::new().unwrap();
+    for source in ["python/summary.py", "js/summary.js"] {
+        let output = dir.path().join(source.replace('/', "-") + ".wasm");
+        let built = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("build")
+            .arg(suite(source))
+            .arg("-o")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{source}: {}", String::from_utf8_lossy(&built.stderr));
+        assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), output.display().to_string());
+        runtime.load_function(&output, FunctionKind::Process).unwrap_or_else(|e| panic!("{source}: {e}"));
+    }
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_weir")).args(["build", "app.c"]).output().unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("cannot tell the language"));
+}

@@ -29,6 +29,7 @@ pub mod state;
 pub mod stream;
 pub mod task;
 pub mod timers;
+pub mod toolchain;
 pub mod watermark;
 pub mod window;
 

@@ -62,6 +62,16 @@ enum Command {
         #[arg(long = "plugin-dir", env = "WEIR_PLUGIN_PATH", value_delimiter = ':')]
         plugin_dirs: Vec<PathBuf>,
     },
+    /// Build a component from a Python (.py) or JavaScript (.js) operator or window
+    /// function, or a Rust guest crate (a directory), with that language's SDK.
+    Build {
+        /// The source: a .py or .js file, or a Rust crate's directory.
+        source: PathBuf,
+        /// Where to write the component (default: the source with .wasm; for Rust, the
+        /// crate's target directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Take a savepoint of a running job (`weir savepoint job.toml`), or look into one
     /// (`weir savepoint inspect DIR`, `weir savepoint export DIR --operator UID`).
     Savepoint(SavepointArgs),
@@ -142,6 +152,16 @@ fn main() -> ExitCode {
                 Err(error) => fail(&error),
             }
         }
+        Command::Build { source, output } => match weir::toolchain::build(&source, output.as_deref()) {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Savepoint(args) => savepoint(args),
         Command::Stop { job, savepoint } => {
             let body = StopBody { savepoint: savepoint.map(|d| absolute(&d)) };
