@@ -133,6 +133,23 @@ fn the_tutorials_python_functions_run_unchanged() {
 }
 
 #[test]
+fn the_tutorials_user_profiler_runs_with_its_dataclasses() {
+    // RealTimeUserProfiler with UserEvent and UserProfile dataclasses (collected as
+    // JSON objects); the expected profiles are the same code's under plain CPython.
+    for parallelism in [1, 3] {
+        let out = tempfile::tempdir().unwrap();
+        let mut spec = with_parallelism(example("python-recommendations", out.path()), parallelism);
+        spec.operators[0].component = Some(guests::PY_PROFILER.into());
+        run(spec).unwrap();
+        assert_eq!(
+            sorted_lines(&out.path().join("profiles.jsonl")),
+            expected("python-recommendations", "expected-profiles.jsonl"),
+            "p={parallelism}"
+        );
+    }
+}
+
+#[test]
 fn the_anomaly_detector_in_javascript_alerts_as_in_python() {
     for parallelism in [1, 3] {
         let out = tempfile::tempdir().unwrap();

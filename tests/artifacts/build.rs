@@ -38,6 +38,7 @@ const PYTHON_GUESTS: &[(&str, &str)] = &[
     ("summary", "tests/conformance/python/summary.py"),
     ("anomaly", "examples/python-log-analyzer/anomaly.py"),
     ("metrics", "examples/python-log-analyzer/metrics.py"),
+    ("profiler", "examples/python-recommendations/profiler.py"),
 ];
 
 /// (name, app module): JavaScript guests, built with the JS SDK's `build.mjs` and

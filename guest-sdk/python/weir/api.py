@@ -4,6 +4,7 @@ Nothing here imports the component bindings, so the module imports anywhere; the
 host calls arrive through the runtime object that ``operator.py`` installs.
 """
 
+import dataclasses
 import json
 from enum import Enum
 
@@ -232,11 +233,14 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode(value):
-    """A yielded or stored value as bytes: bytes as is, text as UTF-8, the rest as JSON."""
+    """A yielded or stored value as bytes: bytes as is, text as UTF-8, a dataclass as the
+    JSON object of its fields, the rest as JSON."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, str):
         return value.encode()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     return _ENCODER.encode(value).encode()
 
 
