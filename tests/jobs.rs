@@ -62,6 +62,9 @@ fn window_examples_match_flink() {
             ("latency.jsonl", "expected-latency.jsonl"),
             ("sessions.jsonl", "expected-sessions.jsonl"),
             ("summaries.jsonl", "expected-summaries.jsonl"),
+            // Count windows: no Flink reference here; the expected file is the average
+            // of each user's consecutive 10 actions, computed from the input directly.
+            ("per10.jsonl", "expected-per10.jsonl"),
         ],
     );
     // The Rust process window function sees exactly the sessions Flink counts.

@@ -92,11 +92,11 @@ fn tumbling_windows_are_exactly_once_across_crashes() {
 
 #[test]
 fn window_metrics_are_exactly_once_across_crashes() {
-    // Tumbling, sliding (panes) and session windows, a Wasm process window function,
-    // their state and timers in both backends, killed and restored mid-stream.
+    // Tumbling, sliding (panes), session and count windows, a Wasm process window
+    // function, their state and timers in both backends, killed and restored mid-stream.
     golden_crash_test(
         "log-metrics",
-        &["actions.jsonl", "latency.jsonl", "sessions.jsonl", "summaries.jsonl"],
+        &["actions.jsonl", "latency.jsonl", "sessions.jsonl", "summaries.jsonl", "per10.jsonl"],
         330.0,
         5,
     );
