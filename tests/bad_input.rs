@@ -211,3 +211,42 @@ fn the_cli_exits_non_zero_with_one_line_errors() {
     assert_contains(&stderr, &["job `j`", "error: operator `op` subtask 0 failed while processing the element from", "line 4"]);
     assert!(!stderr.contains("panicked at host"), "the host must not panic: {stderr}");
 }
+
+#[test]
+fn a_line_without_end_is_bounded_by_max_record_bytes() {
+    // A file source on a stream with no newline (here /dev/zero) must not buffer it:
+    // past `max_record_bytes` the line is a malformed record naming file and line.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        r#"
+        name = "endless-line"
+        [[source]]
+        type = "file"
+        uid = "in"
+        path = "/dev/zero"
+        max_record_bytes = 65536
+        [[sink]]
+        type = "discard"
+        uid = "out"
+        [[edge]]
+        from = "in"
+        to = "out"
+        "#,
+        dir.path(),
+    );
+    // /dev/zero never ends, so with the default policy the first record fails the job.
+    let error = run(spec).unwrap_err().to_string();
+    assert_contains(&error, &["/dev/zero line 1", "a line of more than 65536 bytes", "max_record_bytes"]);
+
+    // With `on_error = "skip"`, a long line is skipped and the lines around it kept.
+    let long = "x".repeat(200_000);
+    write_input(dir.path(), "input.jsonl", &[INPUT[0], &long, INPUT[1]]);
+    let mut spec = faulty_job(dir.path(), "none", "", "");
+    spec.on_error = weir::job::spec::ErrorPolicy::Skip;
+    if let weir::job::spec::SourceSpec::File { max_record_bytes, .. } = &mut spec.sources[0] {
+        *max_record_bytes = Some(1024);
+    }
+    let summary = run(spec).unwrap();
+    assert_eq!(summary.node("in").unwrap().skipped, 1);
+    assert_eq!(sorted_lines(&dir.path().join("out.jsonl")), &INPUT[..2]);
+}

@@ -20,11 +20,15 @@ fn check_rate(uid: &str, rate: Option<f64>) -> Result<(), SourceError> {
 /// against `base`.
 pub fn open_source(spec: &SourceSpec, job: &str, base: &std::path::Path) -> Result<Box<dyn Source>, SourceError> {
     match spec {
-        SourceSpec::File { uid, path, key_field, timestamp_field, rate, .. } => {
+        SourceSpec::File { uid, path, key_field, timestamp_field, rate, max_record_bytes, .. } => {
             check_rate(uid, *rate)?;
+            if *max_record_bytes == Some(0) {
+                return Err(SourceError { uid: uid.clone(), message: "`max_record_bytes` must be positive".into() });
+            }
             let path = if path.is_absolute() { path.clone() } else { base.join(path) };
             let source = FileSource::open(uid, &path, key_field.clone(), timestamp_field.clone())?;
-            Ok(Box::new(source.with_rate(*rate)))
+            let limit = max_record_bytes.unwrap_or(crate::source::DEFAULT_MAX_RECORD_BYTES);
+            Ok(Box::new(source.with_rate(*rate).with_max_record_bytes(limit)))
         }
         SourceSpec::Generator { uid, count, rate, keys, seed, start_ms, step_ms, payload_bytes, .. } => {
             check_rate(uid, *rate)?;

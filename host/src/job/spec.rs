@@ -175,6 +175,9 @@ pub enum SourceSpec {
         /// Read at most this many lines per second (demos and tests); unthrottled when
         /// absent.
         rate: Option<f64>,
+        /// The longest line accepted (default 16 MiB); a longer one is a malformed
+        /// record (subject to `on_error`), skipped without being held in memory.
+        max_record_bytes: Option<usize>,
         #[serde(default)]
         watermark: WatermarkStrategy,
     },

@@ -1,7 +1,7 @@
 //! JSON lines from a file: one event per line, the raw line as the value.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,7 +21,18 @@ pub struct FileSource {
     pacer: Pacer,
     /// Records returned so far in this run, for pacing.
     returned: u64,
+    /// The longest line read whole; a longer one is skipped without buffering it.
+    max_record_bytes: usize,
+    /// Inside an oversized line, skipping to its end.
+    skipping: bool,
 }
+
+/// How much of an oversized line one poll skips, so that a line without end (a device,
+/// a corrupt file) leaves the task responsive.
+const SKIP_CHUNK: u64 = 1 << 20;
+
+/// The default `max_record_bytes`: the largest value a state entry may hold.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = crate::operator::MAX_VALUE_BYTES;
 
 impl FileSource {
     pub fn open(
@@ -44,6 +55,8 @@ impl FileSource {
             fields: JsonFields { key_field, timestamp_field },
             pacer: Pacer::new(None),
             returned: 0,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            skipping: false,
         })
     }
 
@@ -51,6 +64,42 @@ impl FileSource {
     pub fn with_rate(mut self, rate: Option<f64>) -> Self {
         self.pacer = Pacer::new(rate);
         self
+    }
+
+    /// Lines longer than `bytes` are malformed records (never held in memory whole).
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    fn read_failed(&self, error: std::io::Error, line: i64) -> SourceError {
+        SourceError { uid: self.uid.clone(), message: format!("{} line {line}: read failed: {error}", self.label) }
+    }
+
+    /// Consumes up to [`SKIP_CHUNK`] bytes of an oversized line; `true` once its newline
+    /// (or the end of the file) is passed.
+    fn skip_line(&mut self) -> std::io::Result<bool> {
+        let mut skipped = 0u64;
+        while skipped < SKIP_CHUNK {
+            let buffer = self.reader.fill_buf()?;
+            if buffer.is_empty() {
+                return Ok(true);
+            }
+            match buffer.iter().position(|&b| b == b'\n') {
+                Some(at) => {
+                    self.reader.consume(at + 1);
+                    self.offset += at as u64 + 1;
+                    return Ok(true);
+                }
+                None => {
+                    let len = buffer.len();
+                    self.reader.consume(len);
+                    self.offset += len as u64;
+                    skipped += len as u64;
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn parse(&self, line: &[u8]) -> Result<Event, String> {
@@ -74,17 +123,36 @@ impl Source for FileSource {
             return Ok(SourcePoll::Pending(wait));
         }
         self.returned += 1;
+        if self.skipping {
+            let done = self.skip_line().map_err(|e| self.read_failed(e, self.line_number))?;
+            if !done {
+                return Ok(SourcePoll::Pending(std::time::Duration::ZERO));
+            }
+            self.skipping = false;
+        }
         loop {
             self.line.clear();
-            let read = self.reader.read_until(b'\n', &mut self.line).map_err(|e| SourceError {
-                uid: self.uid.clone(),
-                message: format!("{} line {}: read failed: {e}", self.label, self.line_number + 1),
-            })?;
+            let limit = self.max_record_bytes as u64 + 1;
+            let read = (&mut self.reader).take(limit).read_until(b'\n', &mut self.line);
+            let read = read.map_err(|e| self.read_failed(e, self.line_number + 1))?;
             if read == 0 {
                 return Ok(SourcePoll::End);
             }
             self.offset += read as u64;
             self.line_number += 1;
+            if read as u64 == limit && self.line.last() != Some(&b'\n') {
+                // Longer than allowed: say so now, and skip the rest of it from the next
+                // poll on, a chunk at a time, without holding it.
+                let line_number = self.line_number;
+                self.skipping = true;
+                self.line.clear();
+                self.line.shrink_to(1 << 16);
+                let reason = format!(
+                    "a line of more than {} bytes (the source's max_record_bytes); raise it or fix the input",
+                    self.max_record_bytes
+                );
+                return Ok(SourcePoll::Malformed { offset: line_number, split: 0, reason });
+            }
             let line = self.line.trim_ascii();
             if line.is_empty() {
                 continue;
@@ -119,6 +187,26 @@ impl Source for FileSource {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn lines_longer_than_the_limit_are_skipped_without_buffering_them() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, r#"{{"a":1}}"#).unwrap();
+        writeln!(file, "{}", "x".repeat(100_000)).unwrap();
+        writeln!(file, r#"{{"a":3}}"#).unwrap();
+        write!(file, "{}", "y".repeat(50)).unwrap();
+        let mut source = FileSource::open("f", file.path(), None, None).unwrap().with_max_record_bytes(20);
+        assert!(matches!(source.poll().unwrap(), SourcePoll::Record { offset: 1, .. }));
+        match source.poll().unwrap() {
+            SourcePoll::Malformed { offset: 2, reason, .. } => assert!(reason.contains("more than 20 bytes"), "{reason}"),
+            _ => panic!("the long line is malformed"),
+        }
+        assert!(source.line.capacity() <= 1 << 16, "the long line was not kept");
+        assert!(matches!(source.poll().unwrap(), SourcePoll::Record { offset: 3, .. }));
+        assert!(matches!(source.poll().unwrap(), SourcePoll::Malformed { offset: 4, .. }), "no newline at the end");
+        assert!(matches!(source.poll().unwrap(), SourcePoll::End));
+        assert_eq!(source.position()["byte"].as_u64().unwrap(), std::fs::metadata(file.path()).unwrap().len());
+    }
 
     #[test]
     fn reads_keys_timestamps_and_reports_malformed_lines() {

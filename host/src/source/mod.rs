@@ -11,7 +11,7 @@ pub mod kafka;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use file::FileSource;
+pub use file::{DEFAULT_MAX_RECORD_BYTES, FileSource};
 pub use generator::GeneratorSource;
 pub use kafka::KafkaSource;
 
