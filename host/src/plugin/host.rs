@@ -10,6 +10,37 @@ pub struct StateHandle(pub(super) crate::state::StateId);
 /// Longest guest log message kept; longer ones are cut.
 pub const MAX_LOG_MESSAGE: usize = 64 * 1024;
 
+/// Guest text as it goes into the host's log: control characters (newlines, carriage
+/// returns, terminal escapes) escaped, so that a guest cannot forge host log lines.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn guest_text_cannot_forge_log_lines() {
+        assert_eq!(super::printable("plain text"), "plain text");
+        assert_eq!(
+            super::printable("ok\nERROR weir: job failed\r\u{1b}[31m"),
+            "ok\\nERROR weir: job failed\\r\\u{1b}[31m"
+        );
+    }
+}
+
 /// Implements the shared interfaces (`types`, `state`, `timers`, `collector`,
 /// `context`, `logging`) for [`HostState`](super::HostState) over the bindings module
 /// `super::bindings` of the version folder it is expanded in, which must also provide
@@ -230,6 +261,7 @@ impl logging::Host for HostState {
         }
         let operator = &*self.ctx.info.uid;
         let subtask = self.ctx.info.subtask;
+        let message = $crate::plugin::host::printable(&message);
         match level {
             logging::Level::Trace => tracing::trace!(operator, subtask, "{message}"),
             logging::Level::Debug => tracing::debug!(operator, subtask, "{message}"),
