@@ -177,6 +177,12 @@ fn the_cli_exits_non_zero_with_one_line_errors() {
     assert!(!ok);
     assert_contains(&stderr, &["error: operator `op`: component `nowhere.wasm` not found", "--plugin-dir"]);
 
+    std::fs::create_dir(d.join("crate.wasm")).unwrap();
+    std::fs::write(d.join("dir.toml"), job_text("crate.wasm")).unwrap();
+    let (ok, stderr) = weir(&["run", "dir.toml"], d);
+    assert!(!ok);
+    assert_contains(&stderr, &["crate.wasm is a directory, not a component", "weir build"]);
+
     std::fs::write(d.join("garbage.wasm"), "this is not wasm").unwrap();
     std::fs::write(d.join("garbage.toml"), job_text("garbage.wasm")).unwrap();
     let (ok, stderr) = weir(&["run", "garbage.toml"], d);

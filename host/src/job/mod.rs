@@ -62,6 +62,11 @@ pub enum JobError {
          or pass its directory with --plugin-dir"
     )]
     ComponentNotFound { uid: String, name: String, searched: String },
+    #[error(
+        "operator `{uid}`: component {path} is a directory, not a component; name the .wasm \
+         file, or build one from the sources with `weir build {path}`"
+    )]
+    ComponentIsDirectory { uid: String, path: String },
     #[error("operator `{uid}`: {error}")]
     Plugin { uid: String, error: PluginError },
     #[error(transparent)]
@@ -658,6 +663,9 @@ fn resolve_component(
             .chain(plugin_dirs.iter().map(|dir| dir.join(name)))
             .collect()
     };
+    if let Some(dir) = candidates.iter().find(|p| p.is_dir()) {
+        return Err(JobError::ComponentIsDirectory { uid: uid.into(), path: dir.display().to_string() });
+    }
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| JobError::ComponentNotFound {
         uid: uid.into(),
         name: name.into(),
