@@ -6,6 +6,7 @@ host calls arrive through the runtime object that ``operator.py`` installs.
 
 import dataclasses
 import json
+import traceback
 from enum import Enum
 
 
@@ -279,6 +280,17 @@ def decode_key(raw):
         return raw.decode()
     except UnicodeDecodeError:
         return bytes(raw)
+
+
+def error_message(error):
+    """An exception as an operator error: its type, message and where it was raised
+    (componentize-py mounts each source directory as /0, /1, ...: the file name is kept)."""
+    text = f"{type(error).__name__}: {error}"
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
+    return text
 
 
 class RuntimeContext:

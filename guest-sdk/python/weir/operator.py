@@ -6,7 +6,6 @@ user expects. Every exception becomes a clean operator error (not a trap) naming
 exception, with the element's position added by the host.
 """
 
-import traceback
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -14,6 +13,7 @@ from wit_world.exports.handler import ElementError
 from wit_world.imports import batch, collector, context, state, timers, types
 
 from .api import (
+    error_message,
     Context,
     Event,
     OnTimerContext,
@@ -24,7 +24,6 @@ from .api import (
     encode,
     encode_state,
 )
-import json
 
 
 def _domain(domain):
@@ -206,15 +205,6 @@ _ctx = None
 _timer_ctx = None
 
 
-def _message(error):
-    text = f"{type(error).__name__}: {error}"
-    frames = traceback.extract_tb(error.__traceback__)
-    if frames:
-        last = frames[-1]
-        # componentize-py mounts each -p directory as /0, /1, ...: keep the file name.
-        text += f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
-    return text
-
 
 def handler_for(function_class):
     class Handler(exports.Handler):
@@ -226,7 +216,7 @@ def handler_for(function_class):
                 _timer_ctx = OnTimerContext(_runtime)
                 _function.open(RuntimeContext(_runtime))
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
         def process_batch(self, events):
             process = _function.process_element
@@ -238,7 +228,7 @@ def handler_for(function_class):
                     _ctx._timestamp = event.timestamp
                     _runtime.drain(process(decode_value(event.value), _ctx))
                 except Exception as error:
-                    raise Err(ElementError(index=index, message=_message(error)))
+                    raise Err(ElementError(index=index, message=error_message(error)))
             return len(events)
 
         def on_timer(self, timestamp, domain):
@@ -248,13 +238,13 @@ def handler_for(function_class):
                 _timer_ctx._domain = TimeDomain.EVENT_TIME if domain == types.TimeDomain.EVENT_TIME else TimeDomain.PROCESSING_TIME
                 _runtime.drain(_function.on_timer(timestamp, _timer_ctx))
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
         def close(self):
             try:
                 _function.close()
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
         def state_version(self):
             return int(getattr(function_class, "state_version", 0))
@@ -263,7 +253,7 @@ def handler_for(function_class):
             try:
                 _function.migrate(from_version)
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
     Handler.__name__ = "Handler"
     return Handler

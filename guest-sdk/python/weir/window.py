@@ -5,25 +5,12 @@ module level (componentize-py makes a new export object per call).
 """
 
 import json
-import traceback
 
 from componentize_py_types import Err
 
-from .api import Event, decode_key, decode_value, encode
+from .api import Event, decode_key, decode_value, encode, encode_state, error_message
 from .window_api import ProcessWindowFunction, TimeWindow
 
-
-def _message(error):
-    text = f"{type(error).__name__}: {error}"
-    frames = traceback.extract_tb(error.__traceback__)
-    if frames:
-        last = frames[-1]
-        text += f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
-    return text
-
-
-def _dump(value):
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def aggregate_for(function_class):
@@ -34,27 +21,27 @@ def aggregate_for(function_class):
     class Aggregate(exports.Aggregate):
         def create_accumulator(self):
             try:
-                return _dump(function.create_accumulator())
+                return encode_state(function.create_accumulator())
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
         def add(self, accumulator, element):
             try:
-                return _dump(function.add(decode_value(element.value), json.loads(accumulator)))
+                return encode_state(function.add(decode_value(element.value), json.loads(accumulator)))
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
         def merge(self, a, b):
             try:
-                return _dump(function.merge(json.loads(a), json.loads(b)))
+                return encode_state(function.merge(json.loads(a), json.loads(b)))
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
         def get_result(self, accumulator):
             try:
                 return encode(function.get_result(json.loads(accumulator)))
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
     return Aggregate
 
@@ -69,7 +56,7 @@ def reduce_for(function_class):
             try:
                 return encode(function.reduce(decode_value(a), decode_value(b)))
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
     return Reduce
 
@@ -94,6 +81,6 @@ def process_window_for(function_class):
                 out = function.process(decode_key(key), context, values)
                 return [to_event(item) for item in (out or [])]
             except Exception as error:
-                raise Err(_message(error))
+                raise Err(error_message(error))
 
     return ProcessWindow

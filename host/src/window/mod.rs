@@ -871,8 +871,8 @@ impl WindowOperator {
             return self.late(event);
         }
         if !self.spec.sliced {
-            let windows: Vec<Window> = s.windows_of(timestamp).filter(|w| !self.spec.is_late(w, watermark)).collect();
-            for window in windows {
+            let spec = self.spec;
+            for window in s.windows_of(timestamp).filter(|w| !spec.is_late(w, watermark)) {
                 let fresh = self.pane_add(&window, &event)?;
                 if fresh {
                     self.register_cleanup(&window)?;
@@ -896,12 +896,11 @@ impl WindowOperator {
             }
             self.register_cleanup(&last)?;
         }
-        let fired: Vec<Window> = match self.spec.trigger {
-            Trigger::EventTime => s.windows_of(timestamp).filter(|w| due(w) && !self.spec.is_late(w, watermark)).collect(),
-            _ => Vec::new(),
-        };
-        for window in fired {
-            self.fire(window)?;
+        if self.spec.trigger == Trigger::EventTime {
+            let spec = self.spec;
+            for window in s.windows_of(timestamp).filter(|w| due(w) && !spec.is_late(w, watermark)) {
+                self.fire(window)?;
+            }
         }
         Ok(())
     }
