@@ -4,7 +4,8 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
+
+from benchlib import run_job, steady
 
 target = sys.argv[1]
 quick = "quick" in sys.argv[2:]
@@ -42,29 +43,11 @@ to = "sink"
 
 def weir_run(operator, backend, parallelism, count, rate=None):
     """Wall-clock seconds of `weir run` and its latency line."""
-    path = os.path.join(work, "job.toml")
-    with open(path, "w") as f:
-        f.write(JOB.format(backend=backend, work=work, count=count, parallelism=parallelism,
-                           operator=operator, rate=f"rate = {rate}" if rate else ""))
-    subprocess.run(["rm", "-rf", os.path.join(work, "state")], check=True)
-    started = time.perf_counter()
-    done = subprocess.run([weir, "run", path, "--fresh"], capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"weir run failed:\n{done.stderr}")
-    latency = re.search(r"latency source→sink: p50 (\d+) µs, p99 (\d+) µs", done.stderr)
+    text = JOB.format(backend=backend, work=work, count=count, parallelism=parallelism,
+                      operator=operator, rate=f"rate = {rate}" if rate else "")
+    elapsed, stderr = run_job(weir, work, text)
+    latency = re.search(r"latency source→sink: p50 (\d+) µs, p99 (\d+) µs", stderr)
     return elapsed, latency.groups() if latency else ("-", "-")
-
-
-def steady(operator, backend, parallelism, n1, n2, runs=3):
-    """Best steady-state rate over `runs` pairs of runs."""
-    best = 0.0
-    for _ in range(runs):
-        t1, _ = weir_run(operator, backend, parallelism, n1)
-        t2, _ = weir_run(operator, backend, parallelism, n2)
-        if t2 > t1:
-            best = max(best, (n2 - n1) / (t2 - t1))
-    return best
 
 
 def flink_rate(backend):
@@ -90,7 +73,7 @@ for backend, parallelism in configs:
     n1, n2 = (2_000_000, 12_000_000) if backend == "memory" else (1_000_000, 4_000_000)
     rates = {}
     for label, operator in [("native", 'native = "keyed-count"'), ("wasm", f'component = "{component}"')]:
-        rates[label] = steady(operator, backend, parallelism, n1, n2)
+        rates[label] = steady(lambda n: weir_run(operator, backend, parallelism, n)[0], n1, n2)
         peer = peers.get(backend)
         ratio = f"{rates[label] / peer:.2f}x" if peer else "-"
         wn = f"{rates['wasm'] / rates['native']:.2f}" if label == "wasm" else ""

@@ -1,10 +1,10 @@
 """The per-language keyed-count benchmark behind scripts/bench-languages."""
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
+
+from benchlib import run_job, steady
 
 target, out = sys.argv[1], sys.argv[2]
 weir = os.path.join(target, "release", "weir")
@@ -40,18 +40,11 @@ to = "sink"
 
 
 def run(component, count, cache):
-    path = os.path.join(work, "job.toml")
-    with open(path, "w") as f:
-        f.write(JOB.format(count=count, component=component))
+    """Seconds of one `weir run` and its peak RSS in MiB."""
     env = dict(os.environ, WEIR_COMPILE_CACHE=cache)
-    started = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "maxrss %M", weir, "run", path, "--fresh"],
-                          capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"weir run failed:\n{done.stderr[-2000:]}")
-    rss = int(re.search(r"maxrss (\d+)", done.stderr).group(1)) / 1024
-    return elapsed, rss
+    text = JOB.format(count=count, component=component)
+    elapsed, stderr = run_job(weir, work, text, prefix=("/usr/bin/time", "-f", "maxrss %M"), env=env)
+    return elapsed, int(re.search(r"maxrss (\d+)", stderr).group(1)) / 1024
 
 
 print("keyed count, 10 000 keys, generator -> operator -> discard, release host, contract 0.2")
@@ -62,12 +55,15 @@ for language, component in components.items():
     cold, _ = run(component, 1, cache)
     cached, rss_small = run(component, 1, cache)
     n1, n2 = (1_000_000, 5_000_000) if language == "rust" else (100_000, 500_000)
-    best = 0.0
-    for _ in range(3):
-        t1, _ = run(component, n1, cache)
-        t2, rss = run(component, n2, cache)
-        if t2 > t1:
-            best = max(best, (n2 - n1) / (t2 - t1))
+    peaks = []
+
+    def timed(n):
+        elapsed, rss = run(component, n, cache)
+        peaks.append(rss)
+        return elapsed
+
+    best = steady(timed, n1, n2)
+    rss = max(peaks)
     rates[language] = best
     size = os.path.getsize(component) / 1e6
     print(f"{language:<9} {size:>8.1f} {best:>10,.0f} {best / rates['rust']:>7.2f}x {cold:>10.2f}s {cached:>12.2f}s {rss:>13.0f}")

@@ -4,7 +4,8 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
+
+from benchlib import run_job, steady
 
 target, cache = sys.argv[1], sys.argv[2]
 quick = "quick" in sys.argv[3:]
@@ -45,15 +46,8 @@ to = "sink"
 
 
 def weir_seconds(kind, aggregate, backend, count):
-    path = os.path.join(work, "job.toml")
-    with open(path, "w") as f:
-        f.write(JOB.format(backend=backend, work=work, count=count, window=WINDOWS[kind], aggregate=aggregate))
-    subprocess.run(["rm", "-rf", os.path.join(work, "state")], check=True)
-    started = time.perf_counter()
-    done = subprocess.run([weir, "run", path, "--fresh"], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"weir run failed:\n{done.stderr}")
-    return time.perf_counter() - started
+    text = JOB.format(backend=backend, work=work, count=count, window=WINDOWS[kind], aggregate=aggregate)
+    return run_job(weir, work, text)[0]
 
 
 def flink_seconds(kind, backend, count):
@@ -65,15 +59,6 @@ def flink_seconds(kind, backend, count):
     if not found:
         sys.exit(f"Flink failed:\n{done.stderr[-800:]}")
     return float(found.group(1))
-
-
-def steady(run, n1, n2, runs=3):
-    best = 0.0
-    for _ in range(runs):
-        t1, t2 = run(n1), run(n2)
-        if t2 > t1:
-            best = max(best, (n2 - n1) / (t2 - t1))
-    return best
 
 
 have_flink = os.path.isdir(classes) and subprocess.run(["which", "java"], capture_output=True).returncode == 0
