@@ -11,24 +11,19 @@ bash scripts/setup
 cargo build --quiet --release --target wasm32-wasip2 \
   -p keyed-count -p word-count -p login-anomaly -p sessions -p session-summary
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-# Python operators (examples/<name>/*.py) are built with the Python SDK (componentize-py,
-# installed by scripts/setup) into the example's own directory.
-python_dir="$target_dir/python-examples/$example"
-mkdir -p "$python_dir"
-for app in examples/"$example"/*.py; do
+cargo build --quiet -p weir-host
+weir="$target_dir/debug/weir"
+# Operators in Python, JavaScript and C (examples/<name>/*.py, *.js, *.c) are built with
+# their SDK by `weir build` (the toolchains come from scripts/setup) into the example's
+# own directory.
+sdk_dir="$target_dir/sdk-examples/$example"
+mkdir -p "$sdk_dir"
+for app in examples/"$example"/*.py examples/"$example"/*.js examples/"$example"/*.c; do
   [ -f "$app" ] || continue
-  out="$python_dir/$(basename "${app%.py}").wasm"
+  name="$(basename "$app")"
+  out="$sdk_dir/${name%.*}.wasm"
   if [ ! -f "$out" ] || [ "$app" -nt "$out" ]; then
-    python3 guest-sdk/python/weir/build.py "$app" -o "$out" \
-      --componentize-py "${WEIR_TOOLS:-$HOME/.cache/weir-tools}/py/bin/componentize-py" >/dev/null
+    "$weir" build "$app" -o "$out" >/dev/null
   fi
 done
-# JavaScript operators (examples/<name>/*.js) likewise, with the JS SDK (componentize-js).
-for app in examples/"$example"/*.js; do
-  [ -f "$app" ] || continue
-  out="$python_dir/$(basename "${app%.js}").wasm"
-  if [ ! -f "$out" ] || [ "$app" -nt "$out" ]; then
-    node guest-sdk/js/build.mjs "$app" -o "$out"
-  fi
-done
-exec cargo run --quiet -p weir-host -- run "$job" --plugin-dir "$target_dir/wasm32-wasip2/release" --plugin-dir "$python_dir"
+exec "$weir" run "$job" --plugin-dir "$target_dir/wasm32-wasip2/release" --plugin-dir "$sdk_dir"

@@ -12,7 +12,12 @@ components = {
     "rust": os.path.join(target, "wasm32-wasip2", "release", "keyed_count.wasm"),
     "python": os.path.join(out, "keyed_count_py.wasm"),
     "js": os.path.join(out, "keyed_count_js.wasm"),
+    "c": os.path.join(out, "keyed_count_c.wasm"),
 }
+# Optional: only the languages named after the directories (Rust always, as the base).
+only = set(sys.argv[3:])
+if only:
+    components = {k: v for k, v in components.items() if k == "rust" or k in only}
 work = tempfile.mkdtemp(prefix="weir-bench-languages-")
 
 JOB = """
@@ -54,7 +59,7 @@ for language, component in components.items():
     cache = tempfile.mkdtemp(prefix="weir-cache-")
     cold, _ = run(component, 1, cache)
     cached, rss_small = run(component, 1, cache)
-    n1, n2 = (1_000_000, 5_000_000) if language == "rust" else (100_000, 500_000)
+    n1, n2 = (1_000_000, 5_000_000) if language in ("rust", "c") else (100_000, 500_000)
     peaks = []
 
     def timed(n):

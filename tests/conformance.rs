@@ -9,8 +9,13 @@ use std::path::Path;
 use common::*;
 
 /// The implementations: (language, component).
-fn implementations() -> [(&'static str, &'static str); 3] {
-    [("rust", guests::CONFORMANCE), ("python", guests::PY_CONFORMANCE), ("javascript", guests::JS_CONFORMANCE)]
+fn implementations() -> [(&'static str, &'static str); 4] {
+    [
+        ("rust", guests::CONFORMANCE),
+        ("python", guests::PY_CONFORMANCE),
+        ("javascript", guests::JS_CONFORMANCE),
+        ("c", guests::C_CONFORMANCE),
+    ]
 }
 
 fn conformance_job(component: &str, input: &Path, parallelism: u32, dir: &Path) -> weir::JobSpec {
@@ -87,7 +92,7 @@ fn every_language_gives_the_same_output() {
 #[test]
 fn every_language_reports_its_own_errors_cleanly() {
     // An error the operator raises (a Rust `Err`, a Python exception, a thrown JS
-    // `Error`) stops the job as
+    // `Error`, a C `weir_fail`) stops the job as
     // an operator error with its message and the element's position, not as a trap.
     let dir = tempfile::tempdir().unwrap();
     let input = write_input(
@@ -191,11 +196,14 @@ fn window_functions_agree_across_languages() {
     let rust = run_with(guests::WINDOW_AVERAGE, guests::WINDOW_SUMMARY);
     let python = run_with(guests::PY_AVERAGE, guests::PY_SUMMARY);
     let javascript = run_with(guests::JS_AVERAGE, guests::JS_SUMMARY);
+    let c = run_with(guests::C_AVERAGE, guests::C_SUMMARY);
     assert!(rust.0.len() > 20 && rust.1.len() > 4, "{rust:?}");
     assert_eq!(python.0, rust.0, "Python aggregate");
     assert_eq!(python.1, rust.1, "Python process window function");
     assert_eq!(javascript.0, rust.0, "JavaScript aggregate");
     assert_eq!(javascript.1, rust.1, "JavaScript process window function");
+    assert_eq!(c.0, rust.0, "C aggregate");
+    assert_eq!(c.1, rust.1, "C process window function");
 }
 
 #[test]
@@ -204,7 +212,7 @@ fn weir_build_makes_a_component_from_any_sdk_language() {
     use weir::plugin::window::FunctionKind;
     let dir = tempfile::tempdir().unwrap();
     let runtime = weir::plugin::Runtime::new().unwrap();
-    for source in ["python/summary.py", "js/summary.js"] {
+    for source in ["python/summary.py", "js/summary.js", "c/summary.c"] {
         let output = dir.path().join(source.replace('/', "-") + ".wasm");
         let built = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
             .arg("build")
@@ -217,7 +225,21 @@ fn weir_build_makes_a_component_from_any_sdk_language() {
         assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), output.display().to_string());
         runtime.load_function(&output, FunctionKind::Process).unwrap_or_else(|e| panic!("{source}: {e}"));
     }
-    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_weir")).args(["build", "app.c"]).output().unwrap();
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_weir")).args(["build", "app.go"]).output().unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("cannot tell the language"));
+    // A C source that includes none of the SDK's headers: the error says which to include.
+    let plain = dir.path().join("plain.c");
+    std::fs::write(&plain, "int f(void) { return 1; }\n").unwrap();
+    let built = std::process::Command::new(env!("CARGO_BIN_EXE_weir")).arg("build").arg(&plain).output().unwrap();
+    assert!(!built.status.success());
+    assert!(String::from_utf8_lossy(&built.stderr).contains("include \"weir.h\" for an operator"));
+    // A C compile error is clang's, with the file and line.
+    let broken = dir.path().join("broken.c");
+    std::fs::write(&broken, "#include \"weir.h\"\nstatic int process(const weir_event *e) { return nope; }\n").unwrap();
+    let built = std::process::Command::new(env!("CARGO_BIN_EXE_weir")).arg("build").arg(&broken).output().unwrap();
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    assert!(!built.status.success());
+    assert!(stderr.contains("broken.c:2") && stderr.contains("nope"), "{stderr}");
+    assert!(stderr.contains("clang failed"), "{stderr}");
 }

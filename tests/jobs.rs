@@ -168,6 +168,21 @@ fn the_anomaly_detector_in_javascript_alerts_as_in_python() {
 }
 
 #[test]
+fn the_anomaly_detector_in_c_alerts_as_in_python() {
+    for parallelism in [1, 3] {
+        let out = tempfile::tempdir().unwrap();
+        let mut spec = with_parallelism(example("c-log-analyzer", out.path()), parallelism);
+        spec.operators[0].component = Some(guests::C_ANOMALY.into());
+        run(spec).unwrap();
+        assert_eq!(
+            sorted_lines(&out.path().join("alerts.jsonl")),
+            expected("python-log-analyzer", "expected-alerts.jsonl"),
+            "p={parallelism}"
+        );
+    }
+}
+
+#[test]
 fn login_anomaly_alerts_once_per_burst() {
     // The example prints to stdout; here its alerts go to a file.
     for parallelism in [1, 4] {

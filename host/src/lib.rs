@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod keygroup;
 pub mod metrics;
 pub mod operator;
+pub mod ownership;
 pub mod plugin;
 pub mod savepoint;
 pub mod sink;
@@ -29,7 +30,7 @@ pub mod state;
 pub mod stream;
 pub mod task;
 pub mod timers;
-pub mod toolchain;
+pub use weir_toolchain as toolchain;
 pub mod watermark;
 pub mod window;
 

@@ -30,26 +30,26 @@ const GUESTS: &[(&str, &str)] = &[
     ("window-summary", "window_summary"),
 ];
 
-/// (name, app module, SDK language): guests written with another language's SDK, built
-/// by its toolchain (installed by `scripts/setup`). The constant is `PY_<NAME>`.
-const PYTHON_GUESTS: &[(&str, &str)] = &[
-    ("conformance", "tests/conformance/python/app.py"),
-    ("average", "tests/conformance/python/average.py"),
-    ("summary", "tests/conformance/python/summary.py"),
-    ("anomaly", "examples/python-log-analyzer/anomaly.py"),
-    ("metrics", "examples/python-log-analyzer/metrics.py"),
-    ("profiler", "examples/python-recommendations/profiler.py"),
-];
-
-/// (name, app module): JavaScript guests, built with the JS SDK's `build.mjs` and
-/// componentize-js. The constant is `JS_<NAME>`.
-const JS_GUESTS: &[(&str, &str, &[&str])] = &[
-    ("conformance", "tests/conformance/js/app.js", &[]),
-    ("anomaly", "examples/js-log-analyzer/anomaly.js", &[]),
-    ("average", "tests/conformance/js/average.js", &[]),
-    ("summary", "tests/conformance/js/summary.js", &[]),
+/// Guests written with another language's SDK, built by `weir build`'s toolchain
+/// (`weir-toolchain`, with the tools `scripts/setup` installs): (constant prefix, name,
+/// source, arguments for the SDK's builder). The constant is `<PREFIX>_<NAME>`.
+const SDK_GUESTS: &[(&str, &str, &str, &[&str])] = &[
+    ("PY", "conformance", "tests/conformance/python/app.py", &[]),
+    ("PY", "average", "tests/conformance/python/average.py", &[]),
+    ("PY", "summary", "tests/conformance/python/summary.py", &[]),
+    ("PY", "anomaly", "examples/python-log-analyzer/anomaly.py", &[]),
+    ("PY", "metrics", "examples/python-log-analyzer/metrics.py", &[]),
+    ("PY", "profiler", "examples/python-recommendations/profiler.py", &[]),
+    ("JS", "conformance", "tests/conformance/js/app.js", &[]),
+    ("JS", "anomaly", "examples/js-log-analyzer/anomaly.js", &[]),
+    ("JS", "average", "tests/conformance/js/average.js", &[]),
+    ("JS", "summary", "tests/conformance/js/summary.js", &[]),
     // componentize-js's defaults import `wasi:http`: the host's error must say so.
-    ("with-wasi-http", "bench/js/keyed_count.js", &["--componentize-defaults"]),
+    ("JS", "with-wasi-http", "bench/js/keyed_count.js", &["--componentize-defaults"]),
+    ("C", "conformance", "tests/conformance/c/app.c", &[]),
+    ("C", "average", "tests/conformance/c/average.c", &[]),
+    ("C", "summary", "tests/conformance/c/summary.c", &[]),
+    ("C", "anomaly", "examples/c-log-analyzer/anomaly.c", &[]),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -98,16 +98,9 @@ fn main() {
             path.display().to_string()
         ));
     }
-    for (name, path) in build_python(&root, &target_dir.join("python")) {
+    for (prefix, name, path) in build_sdk_guests(&root, &target_dir) {
         generated.push_str(&format!(
-            "/// The `{name}` Python guest component.\npub const PY_{}: &str = {:?};\n",
-            name.to_uppercase().replace('-', "_"),
-            path.display().to_string()
-        ));
-    }
-    for (name, path) in build_js(&root, &target_dir.join("js")) {
-        generated.push_str(&format!(
-            "/// The `{name}` JavaScript guest component.\npub const JS_{}: &str = {:?};\n",
+            "/// The `{name}` guest component ({prefix}).\npub const {prefix}_{}: &str = {:?};\n",
             name.to_uppercase().replace('-', "_"),
             path.display().to_string()
         ));
@@ -136,76 +129,89 @@ fn ensure_target() {
     assert!(ok, "the {TARGET} target is missing: run `rustup target add {TARGET}`");
 }
 
-/// The componentize-py that `scripts/setup` installs (or `$WEIR_COMPONENTIZE_PY`).
-fn componentize_py() -> PathBuf {
-    if let Some(path) = env::var_os("WEIR_COMPONENTIZE_PY") {
-        return PathBuf::from(path);
-    }
-    let home = env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let path = home.join(".cache/weir-tools/py/bin/componentize-py");
-    assert!(
-        path.is_file(),
-        "componentize-py is missing ({}): run `bash scripts/setup`, which installs it from PyPI",
-        path.display()
-    );
-    path
-}
-
-/// A digest of the files a Python guest is built from, so that it is rebuilt only
-/// when one of them changes (componentize-py takes ~20 s per component).
-fn inputs_digest(root: &Path, app: &Path, tool: &Path, sdk: &str) -> String {
-    let mut files = vec![app.to_path_buf(), tool.to_path_buf()];
-    for dir in [sdk, "wit"] {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-        entries.sort();
-        files.extend(entries);
-    }
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    for file in files {
-        let bytes = if file == tool { file.display().to_string().into_bytes() } else { std::fs::read(&file).unwrap() };
-        // Paths relative to the repository, so that clones share built guests.
-        let name = file.strip_prefix(root).unwrap_or(&file).display().to_string();
-        for b in name.bytes().chain(bytes) {
-            hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+/// A digest of what a guest is built from (its source, its SDK, the WIT and the tool's
+/// version), so that it is rebuilt only when one of them changes: componentize-py and
+/// componentize-js take 10-20 s per component.
+fn inputs_digest(root: &Path, source: &Path, tool: &str, dirs: &[&str]) -> String {
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "__pycache__" && n != "node_modules") {
+                    walk(&path, files);
+                }
+            } else {
+                files.push(path);
+            }
         }
+    }
+    let mut files = vec![source.to_path_buf()];
+    for dir in dirs {
+        walk(&root.join(dir), &mut files);
+    }
+    files[1..].sort();
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash = (hash ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(tool.as_bytes());
+    for file in files {
+        // Paths relative to the repository, so that clones share built guests.
+        feed(file.strip_prefix(root).unwrap_or(&file).display().to_string().as_bytes());
+        feed(&std::fs::read(&file).unwrap());
     }
     format!("{hash:016x}")
 }
 
-/// Builds every Python guest that changed, two at a time, and returns their paths.
-fn build_python(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
-    std::fs::create_dir_all(out_dir).unwrap();
-    let tool = componentize_py();
-    let jobs: Vec<_> = PYTHON_GUESTS
+/// The version of the tool that builds a language's guests, for the digest.
+fn tool_version(prefix: &str) -> String {
+    let tools = weir_toolchain::tools_dir();
+    match prefix {
+        "PY" => tools.join("py/bin/componentize-py").display().to_string()
+            + &std::fs::read_to_string(tools.join("py/pyvenv.cfg")).unwrap_or_default(),
+        "JS" => std::fs::read_to_string(tools.join("js/node_modules/@bytecodealliance/componentize-js/package.json"))
+            .unwrap_or_default(),
+        _ => Command::new("clang-19")
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// Builds every SDK guest that changed, two at a time, and returns their paths.
+fn build_sdk_guests(root: &Path, target_dir: &Path) -> Vec<(&'static str, &'static str, PathBuf)> {
+    let jobs: Vec<_> = SDK_GUESTS
         .iter()
-        .map(|(name, app)| {
-            let app = root.join(app);
+        .map(|(prefix, name, source, args)| {
+            let out_dir = target_dir.join(prefix.to_lowercase());
+            std::fs::create_dir_all(&out_dir).unwrap();
+            let source = root.join(source);
             let wasm = out_dir.join(format!("{name}.wasm"));
             let stamp = out_dir.join(format!("{name}.digest"));
-            let digest = inputs_digest(root, &app, &tool, "guest-sdk/python/weir");
+            let sdk: &[&str] = match *prefix {
+                "PY" => &["guest-sdk/python/weir", "wit"],
+                "JS" => &["guest-sdk/js", "wit"],
+                _ => &["guest-sdk/c", "wit"],
+            };
+            let digest = inputs_digest(root, &source, &(tool_version(prefix) + &args.join(" ")), sdk);
             let fresh = wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest);
-            (*name, app, wasm, stamp, digest, fresh)
+            (*prefix, *name, source, *args, wasm, stamp, digest, fresh)
         })
         .collect();
     std::thread::scope(|scope| {
         let mut running = Vec::new();
-        for (name, app, wasm, stamp, digest, fresh) in &jobs {
+        for (prefix, name, source, args, wasm, stamp, digest, fresh) in &jobs {
             if *fresh {
                 continue;
             }
-            let tool = &tool;
             running.push(scope.spawn(move || {
-                let status = Command::new("python3")
-                    .arg(root.join("guest-sdk/python/weir/build.py"))
-                    .arg(app)
-                    .arg("-o")
-                    .arg(wasm)
-                    .arg("--componentize-py")
-                    .arg(tool)
-                    .env("PYTHONPATH", root.join("guest-sdk/python"))
-                    .status()
-                    .expect("running componentize-py");
-                assert!(status.success(), "building the Python guest `{name}` failed (see the output above)");
+                if let Err(error) = weir_toolchain::build_with(source, Some(wasm), args) {
+                    panic!("building the {prefix} guest `{name}` failed: {error:#} (see the output above)");
+                }
                 std::fs::write(stamp, digest).unwrap();
             }));
             if running.len() == 2 {
@@ -216,51 +222,5 @@ fn build_python(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
             handle.join().unwrap();
         }
     });
-    jobs.into_iter().map(|(name, _, wasm, ..)| (name, wasm)).collect()
-}
-
-/// componentize-js as `scripts/setup` installs it (or `$WEIR_COMPONENTIZE_JS`).
-fn componentize_js() -> PathBuf {
-    if let Some(path) = env::var_os("WEIR_COMPONENTIZE_JS") {
-        return PathBuf::from(path);
-    }
-    let home = env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let path = home.join(".cache/weir-tools/js/node_modules/@bytecodealliance/componentize-js");
-    assert!(
-        path.join("package.json").is_file(),
-        "componentize-js is missing ({}): run `bash scripts/setup`, which installs it from npm",
-        path.display()
-    );
-    path
-}
-
-/// Builds every JavaScript guest that changed and returns their paths.
-fn build_js(root: &Path, out_dir: &Path) -> Vec<(&'static str, PathBuf)> {
-    std::fs::create_dir_all(out_dir).unwrap();
-    let tool = componentize_js();
-    let version = tool.join("package.json");
-    JS_GUESTS
-        .iter()
-        .map(|(name, app, flags)| {
-            let app = root.join(app);
-            let wasm = out_dir.join(format!("{name}.wasm"));
-            let stamp = out_dir.join(format!("{name}.digest"));
-            let digest = inputs_digest(root, &app, &version, "guest-sdk/js") + &flags.join(" ");
-            if !(wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|d| d == digest)) {
-                let status = Command::new("node")
-                    .arg(root.join("guest-sdk/js/build.mjs"))
-                    .arg(&app)
-                    .arg("-o")
-                    .arg(&wasm)
-                    .arg("--componentize-js")
-                    .arg(&tool)
-                    .args(flags.iter())
-                    .status()
-                    .expect("running node to build a JavaScript guest");
-                assert!(status.success(), "building the JavaScript guest `{name}` failed (see the output above)");
-                std::fs::write(&stamp, digest).unwrap();
-            }
-            (*name, wasm)
-        })
-        .collect()
+    jobs.into_iter().map(|(prefix, name, _, _, wasm, ..)| (prefix, name, wasm)).collect()
 }

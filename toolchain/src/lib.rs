@@ -1,12 +1,17 @@
 //! `weir build`: one entry for building a component in any SDK language. It detects the
 //! language from the source and runs that SDK's build (componentize-py for Python,
-//! componentize-js for JavaScript, cargo for Rust), with the tools `scripts/setup`
-//! installs under `~/.cache/weir-tools`.
+//! componentize-js for JavaScript, cargo for Rust, clang and wit-component for C), with
+//! the tools `scripts/setup` installs under `~/.cache/weir-tools` (or from Debian).
+//!
+//! The host's `weir build` and the test suite's guest build both use this crate, so a
+//! guest is built one way wherever it is built.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+
+pub mod c;
 
 /// The language of a component source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,48 +19,64 @@ pub enum Language {
     Rust,
     Python,
     JavaScript,
+    C,
 }
 
 impl Language {
-    /// A `.py` file, a `.js`/`.mjs` file, or a directory with a `Cargo.toml`.
+    /// A `.py`, `.js`/`.mjs` or `.c` file, a directory with a `Cargo.toml` (Rust), or a
+    /// directory of `.c` files.
     pub fn detect(source: &Path) -> anyhow::Result<Language> {
         if source.is_dir() {
             if source.join("Cargo.toml").is_file() {
                 return Ok(Language::Rust);
             }
-            bail!("{}: a directory must hold a Cargo.toml (a Rust guest crate)", source.display());
+            if !c::sources(source)?.is_empty() {
+                return Ok(Language::C);
+            }
+            bail!("{}: a directory must hold a Cargo.toml (a Rust guest crate) or .c files", source.display());
         }
         match source.extension().and_then(|e| e.to_str()) {
             Some("py") => Ok(Language::Python),
             Some("js" | "mjs") => Ok(Language::JavaScript),
+            Some("c") => Ok(Language::C),
             _ => bail!(
-                "{}: cannot tell the language; give a .py or .js file, or a Rust crate's directory",
+                "{}: cannot tell the language; give a .py, .js or .c file, a Rust crate's directory or a directory of .c files",
                 source.display()
             ),
         }
     }
 }
 
-/// Where the SDKs are: `$WEIR_SDK_DIR`, or a `guest-sdk` directory above `start`.
-fn sdk_dir(start: &Path) -> anyhow::Result<PathBuf> {
+/// Where the SDKs are: `$WEIR_SDK_DIR`, a `guest-sdk` directory above `start`, or the
+/// checkout this `weir` was built from.
+pub fn sdk_dir(start: &Path) -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("WEIR_SDK_DIR") {
         return Ok(PathBuf::from(dir));
     }
+    let is_sdk = |dir: &Path| dir.join("python/weir/build.py").is_file();
     let start = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
     start
         .ancestors()
         .map(|dir| dir.join("guest-sdk"))
-        .find(|dir| dir.join("python/weir/build.py").is_file())
+        .find(|dir| is_sdk(dir))
+        .or_else(|| is_sdk(&built_from).then_some(built_from))
         .context("cannot find weir's guest-sdk directory above the source; set WEIR_SDK_DIR")
 }
 
-fn tools_dir() -> PathBuf {
+/// Where `scripts/setup` installs the toolchains: `$WEIR_TOOLS` or `~/.cache/weir-tools`.
+pub fn tools_dir() -> PathBuf {
     std::env::var_os("WEIR_TOOLS").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/weir-tools")
     })
 }
 
-fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
+fn dir_name(dir: &Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    dir.file_name().map_or_else(|| "component".into(), |n| n.to_string_lossy().into_owned())
+}
+
+pub(crate) fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
     // The tools' chatter goes to stderr: stdout is the built component's path.
     command.stdout(std::process::Stdio::from(std::io::stderr()));
     let status = command.status().with_context(|| format!("cannot start {what}"))?;
@@ -68,6 +89,13 @@ fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
 /// Builds the component for `source` into `output` (for Rust, the default is the crate's
 /// own target directory) and returns its path.
 pub fn build(source: &Path, output: Option<&Path>) -> anyhow::Result<PathBuf> {
+    build_with(source, output, &[])
+}
+
+/// As [`build`], passing `sdk_args` on to the Python or JavaScript SDK's builder (for
+/// example `--componentize-defaults`, which the tests use to build a component with
+/// componentize-js's default imports).
+pub fn build_with(source: &Path, output: Option<&Path>, sdk_args: &[&str]) -> anyhow::Result<PathBuf> {
     let language = Language::detect(source)?;
     let default_output = || source.with_extension("wasm");
     match language {
@@ -80,7 +108,7 @@ pub fn build(source: &Path, output: Option<&Path>) -> anyhow::Result<PathBuf> {
             }
             let mut command = Command::new("python3");
             command.arg(sdk.join("python/weir/build.py")).arg(source).arg("-o").arg(&output);
-            command.arg("--componentize-py").arg(tool);
+            command.arg("--componentize-py").arg(tool).args(sdk_args);
             run(command, "componentize-py")?;
             Ok(output)
         }
@@ -93,8 +121,16 @@ pub fn build(source: &Path, output: Option<&Path>) -> anyhow::Result<PathBuf> {
             }
             let mut command = Command::new("node");
             command.arg(sdk.join("js/build.mjs")).arg(source).arg("-o").arg(&output);
-            command.arg("--componentize-js").arg(tool);
+            command.arg("--componentize-js").arg(tool).args(sdk_args);
             run(command, "componentize-js")?;
+            Ok(output)
+        }
+        Language::C => {
+            let output = output.map_or_else(
+                || if source.is_dir() { source.join(format!("{}.wasm", dir_name(source))) } else { default_output() },
+                Path::to_path_buf,
+            );
+            c::build(source, &sdk_dir(source)?, &output)?;
             Ok(output)
         }
         Language::Rust => {
@@ -138,7 +174,8 @@ mod tests {
         assert_eq!(Language::detect(Path::new("app.mjs")).unwrap(), Language::JavaScript);
         let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/keyed-count");
         assert_eq!(Language::detect(&crate_dir).unwrap(), Language::Rust);
-        let error = Language::detect(Path::new("app.c")).unwrap_err().to_string();
+        assert_eq!(Language::detect(Path::new("app.c")).unwrap(), Language::C);
+        let error = Language::detect(Path::new("app.go")).unwrap_err().to_string();
         assert!(error.contains("cannot tell the language"), "{error}");
     }
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerates the C SDK's bindings (guest-sdk/c/bindings/<world>/) from wit/ with
+# wit-bindgen's C generator, pinned to the version the Rust SDK uses. Run it whenever
+# wit/*.wit changes: a test (weir-toolchain) compares bindings/wit.sha256 with wit/.
+#   bash guest-sdk/c/generate.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+version=0.61.1
+tools="${WEIR_TOOLS:-$HOME/.cache/weir-tools}"
+bindgen="$tools/wit-bindgen/bin/wit-bindgen"
+if ! "$bindgen" --version 2>/dev/null | grep -q "$version"; then
+  cargo install --locked wit-bindgen-cli --version "$version" --root "$tools/wit-bindgen"
+fi
+for world in operator aggregate-function reduce-function process-window-function; do
+  out="guest-sdk/c/bindings/${world//-/_}"
+  rm -rf "$out"
+  mkdir -p "$out"
+  "$bindgen" c wit --world "$world" --out-dir "$out" >/dev/null
+done
+sha256sum wit/*.wit > guest-sdk/c/bindings/wit.sha256

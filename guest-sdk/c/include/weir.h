@@ -1,0 +1,382 @@
+/*
+ * weir C SDK: operators (the `operator` world of wit/operator.wit), over the bindings
+ * `wit-bindgen c` generates (guest-sdk/c/bindings/operator). Header-only.
+ *
+ *   #include "weir.h"
+ *   static weir_value_state count;
+ *   static int open(void) { count = weir_value_state_new("count"); return WEIR_OK; }
+ *   static int process_element(const weir_event *e) { ...; weir_collect(...); return WEIR_OK; }
+ *   WEIR_EXPORT_OPERATOR((weir_operator){ .open = open, .process_element = process_element })
+ *
+ * Build with `weir build app.c`. Memory rules: weir_common.h. The full guide:
+ * docs/guest-sdk-c.md.
+ */
+#ifndef WEIR_H
+#define WEIR_H
+
+#include "operator.h"
+#include "weir_common.h"
+
+/* ---- the operator ------------------------------------------------------------- */
+
+typedef enum weir_time_domain {
+    WEIR_EVENT_TIME = WEIR_OPERATOR_TYPES_TIME_DOMAIN_EVENT_TIME,
+    WEIR_PROCESSING_TIME = WEIR_OPERATOR_TYPES_TIME_DOMAIN_PROCESSING_TIME,
+} weir_time_domain;
+
+/* What an operator implements, as Flink's KeyedProcessFunction. Every callback returns
+ * WEIR_OK or weir_fail(...); all but process_element are optional. */
+typedef struct weir_operator {
+    /* Once per subtask before any element: declare state here (weir_config_get reads
+     * the job file's config). */
+    int (*open)(void);
+    /* Each element, with its key current for state and timers. */
+    int (*process_element)(const weir_event *element);
+    /* A timer of the current key fired. */
+    int (*on_timer)(int64_t timestamp, weir_time_domain domain);
+    /* Once when the input has ended and every event-time timer has fired. */
+    int (*close)(void);
+    /* The version of the operator's state layout, and the migration from an older one
+     * (called per restored key after open; see docs/upgrades.md). */
+    uint32_t state_version;
+    int (*migrate)(uint32_t from_version);
+} weir_operator;
+
+/* What the SDK tracks during one call (defined once by WEIR_EXPORT_OPERATOR). */
+typedef struct weir__call {
+    const weir_event *element; /* the element being processed, or NULL */
+    bool keyed;                /* a timer or a migration: the host knows the key */
+    bool in_timer;
+    int64_t timer_timestamp;
+    bool key_loaded; /* the timer's key, read from the host on first use */
+    operator_list_u8_t timer_key;
+    bool has_timer_key;
+} weir__call;
+extern weir__call weir__now;
+extern operator_list_tuple2_string_string_t weir__config;
+
+/* ---- state ---------------------------------------------------------------------- */
+/* Keyed state, scoped to the current key, stored by the host. Declare handles in open;
+ * values are bytes (JSON text is the convention the other SDKs share, so an operator
+ * rewritten in another language keeps its state). */
+
+typedef struct { weir_operator_state_own_value_state_t own; } weir_value_state;
+typedef struct { weir_operator_state_own_list_state_t own; } weir_list_state;
+typedef struct { weir_operator_state_own_map_state_t own; } weir_map_state;
+
+/* A time to live as Flink's StateTtlConfig; pass NULL for none. */
+typedef struct weir_ttl {
+    uint64_t ttl_ms;
+    bool refresh_on_read;
+} weir_ttl;
+
+#define WEIR__NAME(name) operator_string_t n_ = {(uint8_t *)(name), strlen(name)}
+#define WEIR__TTL(ttl)                                                                          \
+    weir_operator_state_ttl_t t_ = {(ttl) ? (ttl)->ttl_ms : 0, (ttl) ? (ttl)->refresh_on_read : false}
+#define WEIR__LIST(var, p, n) operator_list_u8_t var = {(uint8_t *)(p), (n)}
+
+static inline weir_value_state weir_value_state_with_ttl(const char *name, const weir_ttl *ttl) {
+    WEIR__NAME(name);
+    WEIR__TTL(ttl);
+    weir_value_state s = {weir_operator_state_constructor_value_state(&n_, ttl ? &t_ : NULL)};
+    return s;
+}
+static inline weir_value_state weir_value_state_new(const char *name) { return weir_value_state_with_ttl(name, NULL); }
+
+/* The current key's value into `out` (which you free with weir_buf_free); false when unset. */
+static inline bool weir_value_get(weir_value_state s, weir_buf *out) {
+    operator_list_u8_t v;
+    if (!weir_operator_state_method_value_state_get(weir_operator_state_borrow_value_state(s.own), &v)) return false;
+    out->ptr = v.ptr;
+    out->len = out->cap = v.len;
+    return true;
+}
+static inline void weir_value_set(weir_value_state s, const void *value, size_t len) {
+    WEIR__LIST(v, value, len);
+    weir_operator_state_method_value_state_set(weir_operator_state_borrow_value_state(s.own), &v);
+}
+static inline void weir_value_clear(weir_value_state s) {
+    weir_operator_state_method_value_state_clear(weir_operator_state_borrow_value_state(s.own));
+}
+/* An integer value stored as its decimal (JSON) text; `fallback` when unset. */
+static inline int64_t weir_value_get_i64(weir_value_state s, int64_t fallback) {
+    weir_buf b = {0};
+    int64_t v = fallback;
+    if (weir_value_get(s, &b) && !weir_parse_i64(weir_buf_bytes(&b), &v)) v = fallback;
+    weir_buf_free(&b);
+    return v;
+}
+static inline void weir_value_set_i64(weir_value_state s, int64_t value) {
+    char text[24];
+    int n = snprintf(text, sizeof text, "%lld", (long long)value);
+    weir_value_set(s, text, (size_t)n);
+}
+
+/* A list read from list state, or the keys of a map: free with weir_list_free. */
+typedef struct weir_list {
+    operator_list_list_u8_t items;
+} weir_list;
+static inline size_t weir_list_len(const weir_list *l) { return l->items.len; }
+static inline weir_bytes weir_list_at(const weir_list *l, size_t i) {
+    return weir_bytes_of(l->items.ptr[i].ptr, l->items.ptr[i].len);
+}
+static inline void weir_list_free(weir_list *l) { operator_list_list_u8_free(&l->items); }
+
+static inline weir_list_state weir_list_state_with_ttl(const char *name, const weir_ttl *ttl) {
+    WEIR__NAME(name);
+    WEIR__TTL(ttl);
+    weir_list_state s = {weir_operator_state_constructor_list_state(&n_, ttl ? &t_ : NULL)};
+    return s;
+}
+static inline weir_list_state weir_list_state_new(const char *name) { return weir_list_state_with_ttl(name, NULL); }
+static inline void weir_list_append(weir_list_state s, const void *item, size_t len) {
+    WEIR__LIST(v, item, len);
+    weir_operator_state_method_list_state_append(weir_operator_state_borrow_list_state(s.own), &v);
+}
+static inline weir_list weir_list_get(weir_list_state s) {
+    weir_list l;
+    weir_operator_state_method_list_state_get(weir_operator_state_borrow_list_state(s.own), &l.items);
+    return l;
+}
+static inline void weir_list_clear(weir_list_state s) {
+    weir_operator_state_method_list_state_clear(weir_operator_state_borrow_list_state(s.own));
+}
+
+/* The entries of a map, ordered by user key bytes: free with weir_entries_free. */
+typedef struct weir_entries {
+    operator_list_tuple2_list_u8_list_u8_t items;
+} weir_entries;
+static inline size_t weir_entries_len(const weir_entries *e) { return e->items.len; }
+static inline weir_bytes weir_entries_key(const weir_entries *e, size_t i) {
+    return weir_bytes_of(e->items.ptr[i].f0.ptr, e->items.ptr[i].f0.len);
+}
+static inline weir_bytes weir_entries_value(const weir_entries *e, size_t i) {
+    return weir_bytes_of(e->items.ptr[i].f1.ptr, e->items.ptr[i].f1.len);
+}
+static inline void weir_entries_free(weir_entries *e) { operator_list_tuple2_list_u8_list_u8_free(&e->items); }
+
+static inline weir_map_state weir_map_state_with_ttl(const char *name, const weir_ttl *ttl) {
+    WEIR__NAME(name);
+    WEIR__TTL(ttl);
+    weir_map_state s = {weir_operator_state_constructor_map_state(&n_, ttl ? &t_ : NULL)};
+    return s;
+}
+static inline weir_map_state weir_map_state_new(const char *name) { return weir_map_state_with_ttl(name, NULL); }
+#define WEIR__MAP(s) weir_operator_state_borrow_map_state((s).own)
+/* The value under `key` into `out` (free with weir_buf_free); false when absent. */
+static inline bool weir_map_get(weir_map_state s, weir_bytes key, weir_buf *out) {
+    WEIR__LIST(k, key.ptr, key.len);
+    operator_list_u8_t v;
+    if (!weir_operator_state_method_map_state_get(WEIR__MAP(s), &k, &v)) return false;
+    out->ptr = v.ptr;
+    out->len = out->cap = v.len;
+    return true;
+}
+static inline void weir_map_put(weir_map_state s, weir_bytes key, const void *value, size_t len) {
+    WEIR__LIST(k, key.ptr, key.len);
+    WEIR__LIST(v, value, len);
+    weir_operator_state_method_map_state_put(WEIR__MAP(s), &k, &v);
+}
+static inline void weir_map_remove(weir_map_state s, weir_bytes key) {
+    WEIR__LIST(k, key.ptr, key.len);
+    weir_operator_state_method_map_state_remove(WEIR__MAP(s), &k);
+}
+static inline bool weir_map_contains(weir_map_state s, weir_bytes key) {
+    WEIR__LIST(k, key.ptr, key.len);
+    return weir_operator_state_method_map_state_contains(WEIR__MAP(s), &k);
+}
+static inline weir_entries weir_map_entries(weir_map_state s) {
+    weir_entries e;
+    weir_operator_state_method_map_state_entries(WEIR__MAP(s), &e.items);
+    return e;
+}
+static inline weir_list weir_map_keys(weir_map_state s) {
+    weir_list l;
+    weir_operator_state_method_map_state_keys(WEIR__MAP(s), &l.items);
+    return l;
+}
+static inline bool weir_map_is_empty(weir_map_state s) { return weir_operator_state_method_map_state_is_empty(WEIR__MAP(s)); }
+static inline void weir_map_clear(weir_map_state s) { weir_operator_state_method_map_state_clear(WEIR__MAP(s)); }
+
+/* ---- timers and time -------------------------------------------------------------- */
+
+static inline void weir_register_event_time_timer(int64_t t) { weir_operator_timers_register(WEIR_EVENT_TIME, t); }
+static inline void weir_delete_event_time_timer(int64_t t) { weir_operator_timers_delete(WEIR_EVENT_TIME, t); }
+static inline void weir_register_processing_time_timer(int64_t t) { weir_operator_timers_register(WEIR_PROCESSING_TIME, t); }
+static inline void weir_delete_processing_time_timer(int64_t t) { weir_operator_timers_delete(WEIR_PROCESSING_TIME, t); }
+static inline int64_t weir_current_watermark(void) { return weir_operator_timers_current_watermark(); }
+static inline int64_t weir_current_processing_time(void) { return weir_operator_timers_current_processing_time(); }
+
+/* ---- context -------------------------------------------------------------------- */
+
+/* The key of the element or timer being processed; false outside of one. */
+static inline bool weir_current_key(weir_bytes *key) {
+    if (weir__now.element) {
+        *key = weir__now.element->key;
+        return weir__now.element->has_key;
+    }
+    if (!weir__now.keyed) return false;
+    if (!weir__now.key_loaded) {
+        weir__now.has_timer_key = weir_operator_context_current_key(&weir__now.timer_key);
+        weir__now.key_loaded = true;
+    }
+    *key = weir_bytes_of(weir__now.timer_key.ptr, weir__now.timer_key.len);
+    return weir__now.has_timer_key;
+}
+
+/* The value of the job file's `config` entry `name` (NUL-terminated), or NULL. */
+static inline const char *weir_config_get(const char *name) {
+    for (size_t i = 0; i < weir__config.len; i++) {
+        operator_tuple2_string_string_t *e = &weir__config.ptr[i];
+        if (e->f0.len == strlen(name) && memcmp(e->f0.ptr, name, e->f0.len) == 0) return (const char *)e->f1.ptr;
+    }
+    return NULL;
+}
+static inline uint32_t weir_subtask_index(void) { return weir_operator_context_subtask_index(); }
+static inline uint32_t weir_parallelism(void) { return weir_operator_context_parallelism(); }
+
+/* Logs into the host's structured log, tagged with the operator and subtask. */
+typedef enum weir_level {
+    WEIR_TRACE = WEIR_OPERATOR_LOGGING_LEVEL_TRACE,
+    WEIR_DEBUG = WEIR_OPERATOR_LOGGING_LEVEL_DEBUG,
+    WEIR_INFO = WEIR_OPERATOR_LOGGING_LEVEL_INFO,
+    WEIR_WARN = WEIR_OPERATOR_LOGGING_LEVEL_WARN,
+    WEIR_ERROR_LEVEL = WEIR_OPERATOR_LOGGING_LEVEL_ERROR,
+} weir_level;
+__attribute__((format(printf, 2, 3))) static inline void weir_log(weir_level level, const char *fmt, ...) {
+    weir_buf b = {0};
+    va_list args;
+    va_start(args, fmt);
+    weir_buf_vprintf(&b, fmt, args);
+    va_end(args);
+    operator_string_t m = {b.ptr, b.len};
+    weir_operator_logging_log((weir_operator_logging_level_t)level, &m);
+    weir_buf_free(&b);
+}
+
+/* ---- output --------------------------------------------------------------------- */
+
+/* Emits a full event to the main output (`output` NULL) or a side output. The host
+ * copies it: the bytes stay yours. Emitting with another key re-keys the stream. */
+static inline void weir_emit_to(const char *output, const weir_event *event) {
+    weir_operator_collector_event_t e;
+    e.key.is_some = event->has_key;
+    e.key.val.ptr = (uint8_t *)event->key.ptr;
+    e.key.val.len = event->key.len;
+    e.value.ptr = (uint8_t *)event->value.ptr;
+    e.value.len = event->value.len;
+    e.timestamp.is_some = event->has_timestamp;
+    e.timestamp.val = event->timestamp;
+    e.headers.ptr = (weir_operator_types_header_t *)event->headers;
+    e.headers.len = event->header_count;
+    if (output) {
+        WEIR__NAME(output);
+        weir_operator_collector_emit_to(&n_, &e);
+    } else {
+        weir_operator_collector_emit(&e);
+    }
+}
+static inline void weir_emit(const weir_event *event) { weir_emit_to(NULL, event); }
+
+/* `value` with the current key and time (the element's timestamp, or the timer's):
+ * what Flink's `out.collect(value)` does. */
+static inline weir_event weir_event_now(const void *value, size_t len) {
+    weir_event e = {0};
+    e.has_key = weir_current_key(&e.key);
+    e.value = weir_bytes_of(value, len);
+    if (weir__now.element) {
+        e.has_timestamp = weir__now.element->has_timestamp;
+        e.timestamp = weir__now.element->timestamp;
+    } else if (weir__now.in_timer) {
+        e.has_timestamp = true;
+        e.timestamp = weir__now.timer_timestamp;
+    }
+    return e;
+}
+static inline void weir_collect(const void *value, size_t len) {
+    weir_event e = weir_event_now(value, len);
+    weir_emit(&e);
+}
+/* To the side output called `tag` (Flink's `ctx.output(OutputTag(tag), value)`). */
+static inline void weir_output(const char *tag, const void *value, size_t len) {
+    weir_event e = weir_event_now(value, len);
+    weir_emit_to(tag, &e);
+}
+
+/* ---- the exports ---------------------------------------------------------------- */
+
+static inline bool weir__result(int rc, operator_string_t *err) {
+    if (rc == WEIR_OK) return true;
+    weir__take_error(&err->ptr, &err->len);
+    return false;
+}
+
+static inline void weir__end_call(void) {
+    if (weir__now.key_loaded && weir__now.has_timer_key) operator_list_u8_free(&weir__now.timer_key);
+    memset(&weir__now, 0, sizeof weir__now);
+}
+
+/* Defines the component's exports from a weir_operator; use it once per component. */
+#define WEIR_EXPORT_OPERATOR(...)                                                                       \
+    char *weir__error;                                                                                  \
+    weir__call weir__now;                                                                               \
+    operator_list_tuple2_string_string_t weir__config;                                                  \
+    static const weir_operator weir__operator = __VA_ARGS__;                                            \
+    bool exports_weir_operator_handler_open(operator_list_tuple2_string_string_t *config, operator_string_t *err) { \
+        /* Kept for weir_config_get, each value NUL-terminated. */                                      \
+        weir__config = *config;                                                                         \
+        for (size_t i = 0; i < config->len; i++) {                                                      \
+            operator_string_t *v = &weir__config.ptr[i].f1;                                             \
+            uint8_t *p = (uint8_t *)malloc(v->len + 1);                                                 \
+            if (!p) abort();                                                                            \
+            memcpy(p, v->ptr, v->len);                                                                  \
+            p[v->len] = 0;                                                                              \
+            free(v->ptr);                                                                               \
+            v->ptr = p;                                                                                 \
+        }                                                                                               \
+        return weir__result(weir__operator.open ? weir__operator.open() : WEIR_OK, err);               \
+    }                                                                                                   \
+    bool exports_weir_operator_handler_process_batch(exports_weir_operator_handler_list_event_t *events, \
+                                                     uint32_t *ret,                                     \
+                                                     exports_weir_operator_handler_element_error_t *err) { \
+        uint32_t i = 0;                                                                                 \
+        bool ok = true;                                                                                 \
+        weir_event view;                                                                                \
+        for (; i < events->len; i++) {                                                                  \
+            if (!weir_operator_batch_begin_element(i)) break;                                           \
+            WEIR__EVENT_VIEW(&view, &events->ptr[i]);                                                   \
+            weir__now.element = &view;                                                                  \
+            if (weir__operator.process_element(&view) != WEIR_OK) {                                    \
+                err->index = i;                                                                         \
+                weir__take_error(&err->message.ptr, &err->message.len);                                 \
+                ok = false;                                                                             \
+                break;                                                                                  \
+            }                                                                                           \
+        }                                                                                               \
+        weir__now.element = NULL;                                                                       \
+        exports_weir_operator_handler_list_event_free(events);                                          \
+        *ret = i;                                                                                       \
+        return ok;                                                                                      \
+    }                                                                                                   \
+    bool exports_weir_operator_handler_on_timer(int64_t timestamp, exports_weir_operator_handler_time_domain_t domain, \
+                                                operator_string_t *err) {                               \
+        if (!weir__operator.on_timer) return true;                                                      \
+        weir__now.keyed = weir__now.in_timer = true;                                                    \
+        weir__now.timer_timestamp = timestamp;                                                          \
+        int rc = weir__operator.on_timer(timestamp, (weir_time_domain)domain);                          \
+        weir__end_call();                                                                               \
+        return weir__result(rc, err);                                                                   \
+    }                                                                                                   \
+    bool exports_weir_operator_handler_close(operator_string_t *err) {                                  \
+        return weir__result(weir__operator.close ? weir__operator.close() : WEIR_OK, err);             \
+    }                                                                                                   \
+    uint32_t exports_weir_operator_handler_state_version(void) { return weir__operator.state_version; } \
+    bool exports_weir_operator_handler_migrate(uint32_t from_version, operator_string_t *err) {         \
+        if (!weir__operator.migrate) return true;                                                       \
+        weir__now.keyed = true;                                                                         \
+        int rc = weir__operator.migrate(from_version);                                                  \
+        weir__end_call();                                                                               \
+        return weir__result(rc, err);                                                                   \
+    }
+
+#endif /* WEIR_H */
