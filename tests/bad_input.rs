@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use weir::JobError;
+use weir::job::spec::BackendKind;
+use weir::{Job, JobError, JobOptions};
 
 /// A job reading `input.jsonl` in `dir` into the faulty guest (mode `mode`) and on to
 /// `out.jsonl`.
@@ -109,6 +110,68 @@ fn keyed_state_without_a_key_traps_with_advice() {
 fn a_guest_emitting_without_bound_is_stopped() {
     let (error, _) = fail_with("flood", "", "");
     assert_contains(&error, &["line 4", "emitted more than 100000 events"]);
+}
+
+#[test]
+fn a_guest_sleeping_in_a_wasi_call_is_held_to_its_deadline() {
+    // An hour's `thread::sleep` blocks in the host's WASI clock, out of reach of the
+    // epoch check: the sleep is cut at the call deadline and the deadline stops it.
+    let (error, written) = fail_with("sleep", "limits = { call_timeout_ms = 500 }", "");
+    assert_contains(&error, &["operator `faulty`", "line 4", "deadline of 500 ms"]);
+    assert_eq!(written, &INPUT[..3]);
+}
+
+#[test]
+fn stopping_a_job_does_not_wait_for_a_sleeping_guest() {
+    // With an hour-long deadline, the guest's hour-long sleep is cut by the stop.
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let job = Job::new(faulty_job(dir.path(), "sleep", "limits = { call_timeout_ms = 3600000 }", ""), &options()).unwrap();
+    let control = job.control();
+    let running = std::thread::spawn(move || job.run());
+    // The input is five lines: a second in, the guest is asleep in the fourth.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    control.stop();
+    let summary = running.join().unwrap().expect("a stop is not a failure");
+    assert!(summary.cancelled);
+    assert_eq!(sorted_lines(&dir.path().join("out.jsonl")), &INPUT[..3]);
+}
+
+#[test]
+fn endless_recursion_is_reported_as_a_stack_overflow() {
+    let (error, _) = fail_with("recurse", "", "");
+    assert_contains(&error, &["operator `faulty`", "line 4", "stack overflow"]);
+}
+
+#[test]
+fn timers_are_bounded_per_key_and_per_subtask() {
+    // A guest registering a million timers for one element is stopped at the budget,
+    // naming the setting and the key, before the host grows.
+    let keyed = "partition = \"keyed\"";
+    let (error, _) = fail_with("timers", "", keyed);
+    assert_contains(&error, &["line 4", "limits.timers_per_key (10000 pending timers for one key)", "key \"d\""]);
+    let (error, _) = fail_with("timers", "limits = { timers = 500 }", keyed);
+    assert_contains(&error, &["line 4", "limits.timers (500 pending timers per subtask)"]);
+}
+
+#[test]
+fn state_is_bounded_per_entry_and_per_subtask() {
+    // 15 MB list items without end: one key's list stops at limits.key_state_mib
+    // (64 MiB by default), with the key.
+    let keyed = "partition = \"keyed\"";
+    let (error, written) = fail_with("state-bomb", "", keyed);
+    assert_contains(&error, &["line 4", "state budget exceeded", "limits.key_state_mib", "key \"d\""]);
+    assert_eq!(written, &INPUT[..3]);
+    // 1 MB map entries without end: the subtask's state stops at limits.state_mib, in
+    // memory and in RocksDB (checked in steps there).
+    for backend in ["memory", "rocksdb"] {
+        let dir = tempfile::tempdir().unwrap();
+        write_input(dir.path(), "input.jsonl", INPUT);
+        let mut spec = faulty_job(dir.path(), "map-bomb", "limits = { state_mib = 32 }", keyed);
+        spec.state.backend = if backend == "memory" { BackendKind::Memory } else { BackendKind::Rocksdb };
+        let error = run(spec).expect_err("the job must fail").to_string();
+        assert_contains(&error, &["line 4", "state budget exceeded", "limits.state_mib allows (33554432 bytes)"]);
+    }
 }
 
 #[test]
@@ -255,4 +318,89 @@ fn a_line_without_end_is_bounded_by_max_record_bytes() {
     let summary = run(spec).unwrap();
     assert_eq!(summary.node("in").unwrap().skipped, 1);
     assert_eq!(sorted_lines(&dir.path().join("out.jsonl")), &INPUT[..2]);
+}
+
+#[test]
+fn weir_never_deletes_files_it_did_not_write() {
+    // `checkpoint.dir = "."` (the job's own directory) with `--fresh` once deleted the
+    // job file and its input; a state dir holding user data was wiped likewise. Now a
+    // non-empty directory weir did not create is refused, and nothing in it is touched.
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", &INPUT[..3]);
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/users.csv"), "alice\n").unwrap();
+    let pipeline = |settings: &str| {
+        job(
+            &format!(
+                r#"
+                name = "owned"
+                {settings}
+                [[source]]
+                type = "file"
+                uid = "in"
+                path = "input.jsonl"
+                key_field = "id"
+                [[operator]]
+                uid = "count"
+                component = "keyed_count.wasm"
+                [[sink]]
+                type = "file"
+                uid = "out"
+                path = "out.jsonl"
+                [[edge]]
+                from = "in"
+                to = "count"
+                partition = "keyed"
+                [[edge]]
+                from = "count"
+                to = "out"
+                "#
+            ),
+            dir.path(),
+        )
+    };
+    let fresh = || JobOptions { fresh: true, ..options() };
+    for settings in [
+        r#"checkpoint = { interval_ms = 50, dir = "." }"#,
+        r#"checkpoint = { interval_ms = 50, dir = "data" }"#,
+        "state = { backend = \"rocksdb\", dir = \"data\" }",
+    ] {
+        let error = Job::new(pipeline(settings), &fresh()).unwrap().run().unwrap_err().to_string();
+        assert!(error.contains("not empty and weir did not create it"), "{settings}: {error}");
+        assert!(error.contains("choose a new or empty directory"), "{settings}: {error}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("data/users.csv")).unwrap(), "alice\n");
+        assert!(dir.path().join("input.jsonl").is_file());
+    }
+    // A directory weir creates is weir's: checkpoints and RocksDB state go there, and a
+    // fresh start clears only weir's entries, not a file the user added since.
+    let settings = "checkpoint = { interval_ms = 50, dir = \"ckpt\" }\nstate = { backend = \"rocksdb\", dir = \"db\" }";
+    Job::new(pipeline(settings), &fresh()).unwrap().run().unwrap();
+    assert!(dir.path().join("ckpt/.weir-owned").is_file() && dir.path().join("db/.weir-owned").is_file());
+    std::fs::write(dir.path().join("ckpt/notes.txt"), "mine").unwrap();
+    Job::new(pipeline(settings), &fresh()).unwrap().run().unwrap();
+    assert_eq!(std::fs::read_to_string(dir.path().join("ckpt/notes.txt")).unwrap(), "mine");
+    assert_eq!(sorted_lines(&dir.path().join("out.jsonl")).len(), 3);
+}
+
+#[test]
+fn a_control_address_left_by_a_killed_job_is_recognised_and_removed() {
+    // SIGKILL leaves `control.addr` behind; `weir stop` must not take it for a job.
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, "name = \"stale\"\n[[source]]\ntype = \"file\"\nuid = \"in\"\npath = \"input.jsonl\"\n[[sink]]\ntype = \"discard\"\nuid = \"out\"\n[[edge]]\nfrom = \"in\"\nto = \"out\"\n").unwrap();
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let address = dir.path().join(".weir/stale/control.addr");
+    std::fs::create_dir_all(address.parent().unwrap()).unwrap();
+    std::fs::write(&address, format!("127.0.0.1:9\n{}\n", gone.id())).unwrap();
+    let (ok, stderr) = weir(&["stop", "job.toml"], dir.path());
+    assert!(!ok);
+    assert_contains(&stderr, &["no running job found", "has exited (removed it)"]);
+    assert!(!address.exists());
+    // A job that starts next to a stale file takes it over, and removes it on exit.
+    std::fs::write(&address, format!("127.0.0.1:9\n{}\n", gone.id())).unwrap();
+    let (ok, stderr) = weir(&["run", "job.toml", "--control", "127.0.0.1:0"], dir.path());
+    assert!(ok, "{stderr}");
+    assert!(!address.exists());
 }

@@ -218,8 +218,12 @@ fn a_checkpoint_that_cannot_be_written_is_declined_and_the_job_goes_on() {
 fn too_many_failed_checkpoints_fail_the_job_with_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let job = crash_job("tumbling-count", dir.path(), BackendKind::Memory, 1, 100.0);
-    // The checkpoint root is a file: every checkpoint fails.
-    std::fs::write(dir.path().join("checkpoints"), "not a directory").unwrap();
+    // Files where checkpoints 1 and 2 go: both fail, two in a row.
+    let checkpoints = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    for id in [1, 2] {
+        std::fs::write(checkpoints.join(format!("chk-{id:08}")), "in the way").unwrap();
+    }
     let mut spec = JobSpec::load(&job).unwrap();
     spec.checkpoint.as_mut().unwrap().tolerable_failures = 1;
     std::fs::write(&job, toml::to_string(&spec).unwrap()).unwrap();

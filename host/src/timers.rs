@@ -7,7 +7,7 @@
 //! Event-time timers fire in timestamp order when the watermark reaches them;
 //! processing-time timers fire when the wall clock does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::keygroup::assign_key_group;
 
@@ -33,9 +33,32 @@ pub struct Timer {
 pub struct TimerService {
     event_time: BTreeSet<Timer>,
     processing_time: BTreeSet<Timer>,
+    /// Pending timers per key (both domains, every namespace), for the per-key budget.
+    per_key: HashMap<Vec<u8>, u32>,
 }
 
 impl TimerService {
+    fn counted(&mut self, key: &[u8], added: bool) {
+        if added {
+            *self.per_key.entry(key.to_vec()).or_default() += 1;
+        } else if let Some(n) = self.per_key.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_key.remove(key);
+            }
+        }
+    }
+
+    /// How many timers `key` has pending, in both domains and every namespace.
+    pub fn count_for(&self, key: &[u8]) -> u32 {
+        self.per_key.get(key).copied().unwrap_or(0)
+    }
+
+    /// How many timers are pending, in both domains.
+    pub fn total(&self) -> usize {
+        self.event_time.len() + self.processing_time.len()
+    }
+
     fn queue(&mut self, domain: TimeDomain) -> &mut BTreeSet<Timer> {
         match domain {
             TimeDomain::EventTime => &mut self.event_time,
@@ -52,7 +75,9 @@ impl TimerService {
     /// Registers a timer of `namespace`; a no-op when the same timer is pending.
     pub fn register_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) {
         // A set: inserting a pending timer again leaves it as it is.
-        self.queue(domain).insert(Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() });
+        if self.queue(domain).insert(Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() }) {
+            self.counted(key, true);
+        }
     }
 
     /// Whether the timer is pending.
@@ -71,7 +96,9 @@ impl TimerService {
 
     /// Deletes a pending timer of `namespace`; a no-op when there is none.
     pub fn delete_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) {
-        self.queue(domain).remove(&Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() });
+        if self.queue(domain).remove(&Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() }) {
+            self.counted(key, false);
+        }
     }
 
     /// Removes and returns the earliest timer of `domain` at or before `time`.
@@ -79,7 +106,9 @@ impl TimerService {
     /// registers another due timer is followed by it in order.
     pub fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Option<Timer> {
         let queue = self.queue(domain);
-        if queue.first()?.timestamp <= time { queue.pop_first() } else { None }
+        let timer = if queue.first()?.timestamp <= time { queue.pop_first() } else { None }?;
+        self.counted(&timer.key, false);
+        Some(timer)
     }
 
     /// The earliest pending timestamp of `domain`.
@@ -172,6 +201,21 @@ impl TimerService {
 mod tests {
     use super::*;
     use TimeDomain::*;
+
+    #[test]
+    fn timers_are_counted_per_key() {
+        let mut timers = TimerService::default();
+        timers.register(TimeDomain::EventTime, b"a", 5);
+        timers.register(TimeDomain::EventTime, b"a", 5); // the same timer
+        timers.register_in(TimeDomain::ProcessingTime, b"a", b"w", 7);
+        timers.register(TimeDomain::EventTime, b"b", 6);
+        assert_eq!((timers.count_for(b"a"), timers.count_for(b"b"), timers.total()), (2, 1, 3));
+        timers.delete(TimeDomain::EventTime, b"a", 5);
+        timers.delete(TimeDomain::EventTime, b"a", 5); // already gone
+        assert_eq!(timers.count_for(b"a"), 1);
+        assert_eq!(timers.pop_due(TimeDomain::EventTime, 10).unwrap().key, b"b");
+        assert_eq!((timers.count_for(b"b"), timers.total()), (0, 1));
+    }
 
     #[test]
     fn timers_fire_in_order_and_only_when_due() {

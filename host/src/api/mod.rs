@@ -191,7 +191,14 @@ impl ControlServer {
         });
         std::fs::create_dir_all(work_dir)?;
         let address_file = work_dir.join(ADDRESS_FILE);
-        std::fs::write(&address_file, address.to_string())?;
+        if let Some(running) = ControlAddress::read(&address_file).filter(|a| a.is_live() && a.pid != Some(std::process::id())) {
+            return Err(std::io::Error::other(format!(
+                "job `{job_name}` is already running (process {}, control API on {})",
+                running.pid.unwrap_or_default(),
+                running.address
+            )));
+        }
+        std::fs::write(&address_file, format!("{address}\n{}\n", std::process::id()))?;
         tracing::info!(%address, "control API listening");
         Ok(ControlServer { runtime: tokio, shutdown: Some(shutdown), server: Some(server), address_file, address })
     }
@@ -212,14 +219,49 @@ impl Drop for ControlServer {
     }
 }
 
+/// What `control.addr` holds: the control API's address and the job's process id.
+struct ControlAddress {
+    address: String,
+    /// Absent in files written before weir recorded it.
+    pid: Option<u32>,
+}
+
+impl ControlAddress {
+    fn read(path: &Path) -> Option<ControlAddress> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut lines = text.lines();
+        let address = lines.next()?.trim().to_string();
+        let pid = lines.next().and_then(|p| p.trim().parse().ok());
+        Some(ControlAddress { address, pid })
+    }
+
+    /// Whether the process that wrote it is still running (assumed so when the file
+    /// does not say, or the system has no `/proc`).
+    fn is_live(&self) -> bool {
+        match self.pid {
+            Some(pid) if Path::new("/proc/self").exists() => Path::new("/proc").join(pid.to_string()).exists(),
+            _ => true,
+        }
+    }
+}
+
 /// The client side, for the CLI: sends a request to the job whose work directory is
 /// `work_dir` and returns its answer (an error answer becomes `Err`).
 pub fn call(work_dir: &Path, route: &str, body: &impl Serialize) -> Result<Answer, String> {
     let address_file = work_dir.join(ADDRESS_FILE);
-    let address = std::fs::read_to_string(&address_file).map_err(|_| {
+    let address = ControlAddress::read(&address_file).ok_or_else(|| {
         format!("no running job found ({} is missing; is the job running on this machine?)", address_file.display())
     })?;
-    let url = format!("http://{}{route}", address.trim());
+    if !address.is_live() {
+        // Left by a job that was killed (SIGKILL skips the clean-up): not a job.
+        let _ = std::fs::remove_file(&address_file);
+        return Err(format!(
+            "no running job found: {} was left by process {}, which has exited (removed it)",
+            address_file.display(),
+            address.pid.unwrap_or_default()
+        ));
+    }
+    let url = format!("http://{}{route}", address.address);
     let response = ureq::post(&url)
         .config()
         .http_status_as_error(false)

@@ -44,6 +44,13 @@ impl CompletedCheckpoint {
 }
 
 impl CheckpointStorage {
+    /// The checkpoint directory as weir owns it: `chk-*`, `shared` and `FINISHED` are
+    /// weir's; nothing else there is ever deleted.
+    pub const OWNED: crate::ownership::Owned = crate::ownership::Owned {
+        what: "checkpoint directory",
+        is_ours: |name| name.starts_with("chk-") || name == "shared" || name == FINISHED,
+    };
+
     pub fn new(root: PathBuf) -> Self {
         CheckpointStorage { root }
     }
@@ -218,12 +225,15 @@ impl CheckpointStorage {
         self.root.join(FINISHED).exists()
     }
 
-    /// Deletes every checkpoint (a fresh start).
-    pub fn clear(&self) -> std::io::Result<()> {
-        match fs::remove_dir_all(&self.root) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => fs::create_dir_all(&self.root),
-        }
+    /// Claims the directory for weir (see [`crate::ownership`]): refused when it holds
+    /// files weir did not write.
+    pub fn claim(&self) -> Result<(), crate::ownership::OwnershipError> {
+        Self::OWNED.claim(&self.root)
+    }
+
+    /// Deletes every checkpoint (a fresh start), and nothing else.
+    pub fn clear(&self) -> Result<(), crate::ownership::OwnershipError> {
+        Self::OWNED.clear(&self.root)
     }
 }
 

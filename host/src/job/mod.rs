@@ -190,11 +190,17 @@ impl Job {
             Some(dir) => Some(self.check_savepoint(Savepoint::load(&self.spec.resolve(dir))?)?),
             None => None,
         };
+        if let Some(storage) = &storage {
+            storage.claim().map_err(|e| restore_error(e.to_string()))?;
+        }
+        if self.spec.state.backend == BackendKind::Rocksdb {
+            RocksBackend::OWNED.claim(&self.spec.state_dir()).map_err(|e| restore_error(e.to_string()))?;
+        }
         let mut restore = match &storage {
             None => None,
             // A savepoint or a finished job starts a new line of checkpoints.
             Some(storage) if self.options.fresh || savepoint.is_some() || storage.is_finished() => {
-                storage.clear().map_err(|e| restore_error(format!("clearing {}: {e}", storage.root().display())))?;
+                storage.clear().map_err(|e| restore_error(e.to_string()))?;
                 None
             }
             Some(storage) => storage.latest().map_err(restore_error)?,
@@ -357,7 +363,10 @@ impl Job {
                     config: op.config_strings(),
                 };
                 let task = task_id(&op.uid, subtask);
-                let (ctx, migrate_from) = self.restore_operator(op, subtask, info, side_outputs.clone(), restore)?;
+                let (mut ctx, migrate_from) = self.restore_operator(op, subtask, info, side_outputs.clone(), restore)?;
+                ctx.interrupt = self.control.interrupt();
+                ctx.timer_budget = op.limits.timer_budget();
+                ctx.state.backend_mut().set_budget(op.limits.state_budget());
                 let logic: Box<dyn OperatorLogic> = match (&op.component, &op.native) {
                     _ if op.window.is_some() => {
                         let window = op.window.as_ref().expect("checked");

@@ -517,7 +517,8 @@ impl JobSpec {
                     ));
                 }
             }
-            if op.limits.memory_mib == 0 || op.limits.call_timeout_ms == 0 {
+            let l = op.limits;
+            if [l.memory_mib, l.call_timeout_ms, l.state_mib, l.key_state_mib, l.timers, l.timers_per_key].contains(&0) {
                 return Err(format!("operator `{}`: limits must be positive", op.uid));
             }
         }

@@ -9,6 +9,7 @@ pub mod native;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::keygroup::assign_key_group;
 use crate::state::{KeyedState, StateError};
@@ -23,6 +24,17 @@ pub const MAX_VALUE_BYTES: usize = 16 << 20;
 pub const MAX_EMITS_PER_CALL: usize = 100_000;
 /// The most bytes one element (or call) may emit, counting keys, values and headers.
 pub const MAX_EMIT_BYTES_PER_CALL: usize = 64 << 20;
+
+/// How many timers one operator subtask may have pending (the job file's `limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerBudget {
+    pub timers: u64,
+    pub per_key: u64,
+}
+
+impl TimerBudget {
+    pub const UNLIMITED: TimerBudget = TimerBudget { timers: u64::MAX, per_key: u64::MAX };
+}
 
 /// Which output of an operator an event goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +77,11 @@ pub enum ContractError {
          bytes"
     )]
     EmitLimit,
+    #[error(
+        "registering another timer would exceed limits.{setting} ({limit} pending timers {scope}); \
+         delete timers that are no longer needed, or raise the limit"
+    )]
+    TimerBudget { setting: &'static str, limit: u64, scope: &'static str },
     #[error("batch element {index} begun out of order (expected {expected})")]
     BatchOrder { index: u32, expected: u32 },
     #[error("an emitted event names batch element {index}, but only {processed} were processed")]
@@ -168,6 +185,11 @@ pub struct OperatorContext {
     /// Late elements the logic sent to the `late` side output, and dropped.
     pub late_routed: u64,
     pub late_dropped: u64,
+    /// Set when the job stops or the attempt is torn down: a guest call in progress
+    /// (running, or blocked in a WASI sleep) is interrupted rather than waited for.
+    pub interrupt: Arc<AtomicBool>,
+    /// How many timers the subtask may have pending.
+    pub timer_budget: TimerBudget,
 }
 
 impl OperatorContext {
@@ -196,6 +218,8 @@ impl OperatorContext {
             unrouted: 0,
             late_routed: 0,
             late_dropped: 0,
+            interrupt: Arc::default(),
+            timer_budget: TimerBudget::UNLIMITED,
         }
     }
 
@@ -203,7 +227,10 @@ impl OperatorContext {
     /// instance starts with before it takes over a live context in an upgrade.
     pub fn placeholder(&self) -> OperatorContext {
         let state = KeyedState::new(&self.info.uid, Box::new(crate::state::MemoryBackend::new()));
-        OperatorContext::new(self.info.clone(), state, self.side_outputs.clone())
+        let mut placeholder = OperatorContext::new(self.info.clone(), state, self.side_outputs.clone());
+        placeholder.interrupt = self.interrupt.clone();
+        placeholder.timer_budget = self.timer_budget;
+        placeholder
     }
 
     /// Sets (or clears) the key that state and timers are scoped to.
@@ -274,6 +301,16 @@ impl OperatorContext {
     pub fn register_timer_in(&mut self, domain: TimeDomain, namespace: &[u8], timestamp: i64) -> Result<(), ContractError> {
         if !self.has_key {
             return Err(ContractError::NoCurrentKey { what: "a timer" });
+        }
+        let budget = self.timer_budget;
+        if (self.timers.total() as u64 >= budget.timers || u64::from(self.timers.count_for(&self.key)) >= budget.per_key)
+            && !self.timers.contains_in(domain, &self.key, namespace, timestamp)
+        {
+            return Err(if self.timers.total() as u64 >= budget.timers {
+                ContractError::TimerBudget { setting: "timers", limit: budget.timers, scope: "per subtask" }
+            } else {
+                ContractError::TimerBudget { setting: "timers_per_key", limit: budget.per_key, scope: "for one key" }
+            });
         }
         self.timers.register_in(domain, &self.key, namespace, timestamp);
         if self.run.active && domain == TimeDomain::EventTime {
@@ -431,6 +468,9 @@ pub enum OperatorFailure {
     /// The call ran past its deadline (an infinite loop?).
     #[error("the call ran longer than its deadline of {deadline_ms} ms (an endless loop?)")]
     Deadline { deadline_ms: u64 },
+    /// The call was interrupted because the job is stopping (not a failure).
+    #[error("the call was interrupted: the job is stopping")]
+    Interrupted,
     /// The guest tried to grow its memory past the limit.
     #[error("the guest exceeded its memory limit of {limit_mib} MiB")]
     OutOfMemory { limit_mib: u64 },
@@ -497,5 +537,52 @@ pub trait OperatorLogic: Send {
     fn migrate(&mut self, from_version: u32) -> Result<(), OperatorFailure> {
         let _ = from_version;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryBackend;
+    use crate::stream::Header;
+
+    fn context() -> OperatorContext {
+        let info = OperatorInfo { uid: "op".into(), subtask: 0, parallelism: 1, max_parallelism: 128, config: vec![] };
+        OperatorContext::new(info, KeyedState::new("op", Box::new(MemoryBackend::new())), Arc::default())
+    }
+
+    #[test]
+    fn headers_count_against_the_emit_limit() {
+        // Events whose bytes are nearly all headers: 40 MB each, so the second one of
+        // one call passes the 64 MiB limit.
+        let mut ctx = context();
+        let heavy = || Event {
+            key: None,
+            value: b"{}".to_vec(),
+            timestamp: None,
+            headers: vec![Header { name: "blob".into(), value: vec![0; 40 << 20] }],
+        };
+        ctx.emit(None, heavy()).unwrap();
+        assert!(matches!(ctx.emit(None, heavy()), Err(ContractError::EmitLimit)));
+    }
+
+    #[test]
+    fn timers_are_budgeted_per_key_and_per_subtask() {
+        let mut ctx = context();
+        ctx.timer_budget = TimerBudget { timers: 3, per_key: 2 };
+        ctx.set_current_key(Some(b"a"));
+        ctx.register_timer(TimeDomain::EventTime, 1).unwrap();
+        ctx.register_timer(TimeDomain::EventTime, 2).unwrap();
+        // Registering a pending timer again is not a new one.
+        ctx.register_timer(TimeDomain::EventTime, 2).unwrap();
+        let error = ctx.register_timer(TimeDomain::EventTime, 3).unwrap_err().to_string();
+        assert!(error.contains("limits.timers_per_key (2 pending timers for one key)"), "{error}");
+        ctx.set_current_key(Some(b"b"));
+        ctx.register_timer(TimeDomain::ProcessingTime, 1).unwrap();
+        let error = ctx.register_timer(TimeDomain::EventTime, 4).unwrap_err().to_string();
+        assert!(error.contains("limits.timers (3 pending timers per subtask)"), "{error}");
+        // Firing a timer makes room again.
+        ctx.timers.pop_due(TimeDomain::EventTime, 1).unwrap();
+        ctx.register_timer(TimeDomain::EventTime, 4).unwrap();
     }
 }

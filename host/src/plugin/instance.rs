@@ -66,7 +66,16 @@ impl WasmOperator {
     }
 
     fn classify(&self, error: wasmtime::Error) -> OperatorFailure {
-        classify(error, self.limits, &self.stderr)
+        let ctx = &self.store.data().ctx;
+        let interrupted = ctx.interrupt.load(std::sync::atomic::Ordering::Relaxed);
+        match classify(error, self.limits, &self.stderr, interrupted) {
+            // A broken rule is about the key being processed (a state or timer budget).
+            OperatorFailure::Contract(message) => match ctx.current_key() {
+                Some(key) => OperatorFailure::Contract(format!("{message} (key {})", printable_key(key))),
+                None => OperatorFailure::Contract(message),
+            },
+            failure => failure,
+        }
     }
 
     fn arm_deadline(&mut self) {
@@ -95,6 +104,7 @@ pub(super) fn guest_store(
             ctx,
             started: ticks.load(std::sync::atomic::Ordering::Relaxed),
             ticks: ticks.clone(),
+            deadline: std::time::Duration::from_millis(limits.call_timeout_ms),
             wasi,
             table: ResourceTable::new(),
             limits: store_limits,
@@ -104,16 +114,18 @@ pub(super) fn guest_store(
     // The deadline holds per call, and per element within a batch: when the epoch
     // deadline passes, a call whose current element began less than the limit ago
     // goes on for the rest of its time.
+    // The callback also runs every INTERRUPT_CHECK_TICKS, so that a job that stops
+    // interrupts a long call within ~100 ms rather than waiting out its deadline.
     let limit = deadline_ticks(limits);
     store.epoch_deadline_callback(move |store| {
         let state = store.data();
         let elapsed = state.ticks.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(state.started);
-        if elapsed >= limit {
+        if elapsed >= limit || state.ctx.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Trap::Interrupt.into());
         }
-        Ok(wasmtime::UpdateDeadline::Continue(limit - elapsed))
+        Ok(wasmtime::UpdateDeadline::Continue((limit - elapsed).min(INTERRUPT_CHECK_TICKS)))
     });
-    store.set_epoch_deadline(limit);
+    store.set_epoch_deadline(limit.min(INTERRUPT_CHECK_TICKS));
     (store, stderr)
 }
 
@@ -121,28 +133,46 @@ pub(super) fn guest_store(
 pub(super) fn arm_deadline(store: &mut Store<HostState>, limits: Limits) {
     let state = store.data_mut();
     state.started = state.ticks.load(std::sync::atomic::Ordering::Relaxed);
-    store.set_epoch_deadline(deadline_ticks(limits));
+    store.set_epoch_deadline(deadline_ticks(limits).min(INTERRUPT_CHECK_TICKS));
 }
 
 /// Turns a failed call into the runtime's terms: a trap is classified and annotated
 /// with the tail of the guest's stderr (where a panic message lands).
-pub(super) fn classify(error: wasmtime::Error, limits: Limits, stderr: &GuestOutput) -> OperatorFailure {
+pub(super) fn classify(
+    error: wasmtime::Error,
+    limits: Limits,
+    stderr: &GuestOutput,
+    interrupted: bool,
+) -> OperatorFailure {
     {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            if interrupted {
+                return OperatorFailure::Interrupted;
+            }
             return OperatorFailure::Deadline { deadline_ms: limits.call_timeout_ms };
         }
         if let Some(broken) = error.downcast_ref::<crate::operator::ContractError>() {
             return OperatorFailure::Contract(broken.to_string());
+        }
+        if let Some(over @ crate::state::StateError::Budget(_)) = error.downcast_ref::<crate::state::StateError>() {
+            return OperatorFailure::Contract(over.to_string());
         }
         let text = format!("{error:#}");
         if text.contains("forcing trap when growing memory") {
             return OperatorFailure::OutOfMemory { limit_mib: limits.memory_mib };
         }
         let stderr = stderr.tail();
-        let mut message = error
-            .downcast_ref::<Trap>()
-            .map(|trap| trap.to_string())
-            .unwrap_or_else(|| root_cause(&error));
+        let mut message = match error.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => "stack overflow: the call nested deeper than the Wasm stack allows (endless recursion?)".to_string(),
+            Some(trap) => match stack_overflow(&error) {
+                Some(function) => format!(
+                    "stack overflow (most likely): {trap} with the innermost frames all in `{function}`; the \
+                     guest's stack in linear memory ran out (endless recursion?)"
+                ),
+                None => trap.to_string(),
+            },
+            None => root_cause(&error),
+        };
         if !stderr.is_empty() {
             message.push_str("; guest stderr: ");
             message.push_str(&stderr);
@@ -151,9 +181,34 @@ pub(super) fn classify(error: wasmtime::Error, limits: Limits, stderr: &GuestOut
     }
 }
 
+/// Languages that keep their stack in linear memory (Rust, C) overflow it into an
+/// out-of-bounds access rather than a stack overflow trap. Told apart by the captured
+/// backtrace (wasmtime keeps its innermost frames): when they are all one function,
+/// the access is almost surely the stack running out in a recursion. Returns the
+/// function's name.
+fn stack_overflow(error: &wasmtime::Error) -> Option<String> {
+    if error.downcast_ref::<Trap>() != Some(&Trap::MemoryOutOfBounds) {
+        return None;
+    }
+    let frames = error.downcast_ref::<wasmtime::WasmBacktrace>()?.frames();
+    let first = frames.first()?;
+    let same = frames.iter().all(|f| f.func_index() == first.func_index() && f.module().name() == first.module().name());
+    (frames.len() >= 16 && same).then(|| first.func_name().unwrap_or("?").to_string())
+}
+
 fn root_cause(error: &wasmtime::Error) -> String {
     error.chain().last().map(|e| e.to_string()).unwrap_or_default()
 }
+
+/// A key for a message: its text when it is UTF-8, quoted and cut at 64 bytes.
+fn printable_key(key: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&key[..key.len().min(64)]);
+    let cut = if key.len() > 64 { "…" } else { "" };
+    format!("{:?}{cut}", text.as_ref())
+}
+
+/// How often a running call checks whether the job is stopping: every 10 ticks (100 ms).
+const INTERRUPT_CHECK_TICKS: u64 = 10;
 
 fn deadline_ticks(limits: Limits) -> u64 {
     (limits.call_timeout_ms / EPOCH_TICK.as_millis() as u64).max(1)

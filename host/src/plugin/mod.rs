@@ -15,6 +15,7 @@
 pub mod cache;
 mod host;
 mod instance;
+mod sleep;
 mod stdio;
 pub mod v0_1;
 pub mod v0_2;
@@ -50,6 +51,19 @@ pub struct Limits {
     /// Longest a single call into the guest may run, in ms.
     #[serde(default = "Limits::default_call_timeout_ms")]
     pub call_timeout_ms: u64,
+    /// Keyed state one subtask may hold, in MiB (memory backend: keys and values in
+    /// memory; RocksDB: the database's size on disk, checked every few thousand writes).
+    #[serde(default = "Limits::default_state_mib")]
+    pub state_mib: u64,
+    /// Largest state entry, in MiB: a value, one key's whole list, or a map entry.
+    #[serde(default = "Limits::default_key_state_mib")]
+    pub key_state_mib: u64,
+    /// Timers one subtask may have pending.
+    #[serde(default = "Limits::default_timers")]
+    pub timers: u64,
+    /// Timers one key may have pending.
+    #[serde(default = "Limits::default_timers_per_key")]
+    pub timers_per_key: u64,
 }
 
 impl Limits {
@@ -60,6 +74,32 @@ impl Limits {
     fn default_call_timeout_ms() -> u64 {
         10_000
     }
+
+    fn default_state_mib() -> u64 {
+        1024
+    }
+
+    fn default_key_state_mib() -> u64 {
+        64
+    }
+
+    fn default_timers() -> u64 {
+        1_000_000
+    }
+
+    fn default_timers_per_key() -> u64 {
+        10_000
+    }
+
+    /// The state budget these limits give a subtask.
+    pub fn state_budget(&self) -> crate::state::StateBudget {
+        crate::state::StateBudget { bytes: self.state_mib << 20, entry_bytes: self.key_state_mib << 20 }
+    }
+
+    /// The timer budget these limits give a subtask.
+    pub fn timer_budget(&self) -> crate::operator::TimerBudget {
+        crate::operator::TimerBudget { timers: self.timers, per_key: self.timers_per_key }
+    }
 }
 
 impl Default for Limits {
@@ -67,6 +107,10 @@ impl Default for Limits {
         Limits {
             memory_mib: Self::default_memory_mib(),
             call_timeout_ms: Self::default_call_timeout_ms(),
+            state_mib: Self::default_state_mib(),
+            key_state_mib: Self::default_key_state_mib(),
+            timers: Self::default_timers(),
+            timers_per_key: Self::default_timers_per_key(),
         }
     }
 }
@@ -100,6 +144,8 @@ pub struct HostState {
     /// call deadline counts from there.
     started: u64,
     ticks: Arc<AtomicU64>,
+    /// The call deadline (`limits.call_timeout_ms`).
+    deadline: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
@@ -137,6 +183,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
+        sleep::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking the guest sleep")?;
         v0_2::bindings::Operator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the operator interfaces of contract 0.2")?;

@@ -163,7 +163,10 @@ impl WasmFunction {
         match call(&self.guest, &mut self.store) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(OperatorFailure::Returned(message).to_string()),
-            Err(error) => Err(classify(error, self.limits, &self.stderr).to_string()),
+            Err(error) => {
+                let interrupted = self.store.data().ctx.interrupt.load(std::sync::atomic::Ordering::Relaxed);
+                Err(classify(error, self.limits, &self.stderr, interrupted).to_string())
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use imbl::OrdSet;
 use imbl::shared_ptr::DefaultSharedPtr;
 
 use super::snapshot::{FileEntry, read_entries, write_file};
-use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateError, key};
+use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateBudget, StateError, key};
 
 /// Values by key: a persistent hash trie, so point reads and writes cost one hash and a
 /// few pointer hops rather than a dozen byte-string comparisons.
@@ -26,6 +26,9 @@ type Values = imbl::GenericHashMap<Vec<u8>, Vec<u8>, foldhash::fast::RandomState
 pub struct MemoryBackend {
     values: Values,
     order: OrdSet<Vec<u8>>,
+    /// Bytes of every key and value, for the budget.
+    bytes: u64,
+    budget: StateBudget,
 }
 
 impl MemoryBackend {
@@ -52,9 +55,22 @@ impl MemoryBackend {
     }
 
     fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        if self.values.insert(key.clone(), value).is_none() {
+        self.bytes += (key.len() + value.len()) as u64;
+        if let Some(old) = self.values.insert(key.clone(), value) {
+            self.bytes -= (key.len() + old.len()) as u64;
+        } else {
             self.order.insert(key);
         }
+    }
+
+    /// Checks a write that makes an entry `new_len` bytes long and the whole state
+    /// `grows` bytes larger (shrinking is always allowed).
+    fn check(&self, new_len: usize, grows: u64) -> Result<(), StateError> {
+        self.budget.check_entry(new_len)?;
+        if grows > 0 {
+            self.budget.check_total(self.bytes + grows)?;
+        }
+        Ok(())
     }
 
     /// The keys from `start` on, in order.
@@ -75,8 +91,12 @@ impl StateBackend for MemoryBackend {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let old = self.values.get(key).map(Vec::len);
+        let after = (value.len() + old.map_or(key.len(), |_| 0)) as u64;
+        self.check(value.len(), after.saturating_sub(old.unwrap_or(0) as u64))?;
         match self.values.get_mut(key) {
             Some(existing) => {
+                self.bytes = self.bytes + value.len() as u64 - existing.len() as u64;
                 existing.clear();
                 existing.extend_from_slice(value);
             }
@@ -86,17 +106,24 @@ impl StateBackend for MemoryBackend {
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
-        if self.values.remove(key).is_some() {
+        if let Some(old) = self.values.remove(key) {
+            self.bytes -= (key.len() + old.len()) as u64;
             self.order.remove(key);
         }
         Ok(())
     }
 
     fn append(&mut self, key: &[u8], item: &[u8]) -> Result<(), StateError> {
+        let old = self.values.get(key).map(|v| v.len());
+        let added = item.len() + 4;
+        self.check(old.unwrap_or(0) + added, (added + old.map_or(key.len(), |_| 0)) as u64)?;
         match self.values.get_mut(key) {
-            Some(list) => key::append_list_item(list, item),
+            Some(list) => {
+                key::append_list_item(list, item);
+                self.bytes += added as u64;
+            }
             None => {
-                let mut list = Vec::with_capacity(item.len() + 4);
+                let mut list = Vec::with_capacity(added);
                 key::append_list_item(&mut list, item);
                 self.insert(key.to_vec(), list);
             }
@@ -110,12 +137,20 @@ impl StateBackend for MemoryBackend {
         modify: &mut dyn FnMut(&mut Vec<u8>, bool) -> Result<(), String>,
     ) -> Result<Result<(), String>, StateError> {
         if let Some(value) = self.values.get_mut(key) {
-            return Ok(modify(value, true));
+            let before = value.len();
+            let result = modify(value, true);
+            let after = value.len();
+            self.bytes = self.bytes + after as u64 - before as u64;
+            if after > before {
+                self.check(after, 0)?;
+            }
+            return Ok(result);
         }
         let mut value = Vec::new();
         if let Err(e) = modify(&mut value, false) {
             return Ok(Err(e));
         }
+        self.check(value.len(), (key.len() + value.len()) as u64)?;
         self.insert(key.to_vec(), value);
         Ok(Ok(()))
     }
@@ -149,7 +184,9 @@ impl StateBackend for MemoryBackend {
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
         let doomed: Vec<Vec<u8>> = self.keys_from(prefix).take_while(|k| k.starts_with(prefix)).cloned().collect();
         for k in doomed {
-            self.values.remove(&k);
+            if let Some(old) = self.values.remove(&k) {
+                self.bytes -= (k.len() + old.len()) as u64;
+            }
             self.order.remove(&k);
         }
         Ok(())
@@ -157,6 +194,10 @@ impl StateBackend for MemoryBackend {
 
     fn len(&self) -> usize {
         self.values.len()
+    }
+
+    fn set_budget(&mut self, budget: StateBudget) {
+        self.budget = budget;
     }
 
     fn name(&self) -> &'static str {
@@ -192,6 +233,27 @@ impl SnapshotWriter for MemorySnapshot {
 mod tests {
     use super::*;
     use crate::state::snapshot::read_entries;
+
+    #[test]
+    fn the_budget_counts_every_write_and_lets_state_shrink() {
+        let mut backend = MemoryBackend::new();
+        backend.set_budget(StateBudget { bytes: 100, entry_bytes: 40 });
+        backend.put(b"k1", &[0; 30]).unwrap(); // 32 bytes
+        backend.append(b"l", &[0; 20]).unwrap(); // 1 + 24
+        let error = backend.append(b"l", &[0; 20]).unwrap_err().to_string();
+        assert!(error.contains("limits.key_state_mib"), "{error}"); // the list would hold 48
+        backend.put(b"k2", &[0; 38]).unwrap(); // 97 in all
+        let error = backend.put(b"k3", &[0; 2]).unwrap_err().to_string(); // 101
+        assert!(error.contains("limits.state_mib"), "{error}");
+        // Overwriting with less, deleting, and deleting by prefix give bytes back.
+        backend.put(b"k2", &[0; 8]).unwrap();
+        backend.put(b"k3", &[0; 20]).unwrap();
+        backend.delete(b"k3").unwrap();
+        backend.delete_prefix(b"k").unwrap();
+        assert_eq!(backend.bytes, 25);
+        backend.delete(b"l").unwrap();
+        assert_eq!(backend.bytes, 0);
+    }
 
     #[test]
     fn a_snapshot_holds_the_state_of_its_moment_while_writes_go_on() {

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 
 pub use key::{StateKind, StateNamespace};
 pub use memory::MemoryBackend;
+pub use rocks::BUDGET_CHECK_WRITES;
 pub use rocks::RocksBackend;
 
 /// A failure of the state store.
@@ -38,6 +39,52 @@ pub enum StateError {
     /// A state name is unusable.
     #[error("state name {name:?}: {reason}")]
     BadName { name: String, reason: &'static str },
+    /// A write would take the state past its budget ([`StateBudget`]).
+    #[error("state budget exceeded: {0}")]
+    Budget(String),
+}
+
+/// How much keyed state one operator subtask may hold: the job file's `limits`
+/// (`state_mib`, `key_state_mib`). Backends enforce it on every write (RocksDB, whose
+/// limit is disk, checks its size every [`BUDGET_CHECK_WRITES`] writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateBudget {
+    /// Keys and values of the subtask, in bytes.
+    pub bytes: u64,
+    /// One entry: a value, one key's whole list, or one map entry, in bytes.
+    pub entry_bytes: u64,
+}
+
+impl StateBudget {
+    /// No limit (tests and tools).
+    pub const UNLIMITED: StateBudget = StateBudget { bytes: u64::MAX, entry_bytes: u64::MAX };
+
+    pub(crate) fn check_entry(&self, len: usize) -> Result<(), StateError> {
+        if len as u64 > self.entry_bytes {
+            return Err(StateError::Budget(format!(
+                "one state entry (a value, a key's list or a map entry) would hold {len} bytes, more than \
+                 limits.key_state_mib allows ({} bytes)",
+                self.entry_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_total(&self, bytes: u64) -> Result<(), StateError> {
+        if bytes > self.bytes {
+            return Err(StateError::Budget(format!(
+                "the subtask's state would hold {bytes} bytes, more than limits.state_mib allows ({} bytes)",
+                self.bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for StateBudget {
+    fn default() -> Self {
+        StateBudget::UNLIMITED
+    }
 }
 
 /// Byte-level storage for the keyed state of one operator subtask.
@@ -84,6 +131,9 @@ pub trait StateBackend: Send {
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError>;
     /// How many entries are stored.
     fn len(&self) -> usize;
+
+    /// Limits what later writes may hold (unlimited until set).
+    fn set_budget(&mut self, budget: StateBudget);
     /// `memory` or `rocksdb`, as recorded in checkpoints.
     fn name(&self) -> &'static str;
     /// Captures the state as it is now. The returned writer does the slow part (writing

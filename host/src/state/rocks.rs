@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{DB, Direction, IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions};
 
-use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateError, key};
+use super::{SnapshotTarget, SnapshotWriter, StateBackend, StateBudget, StateError, key};
 use super::snapshot::{FileEntry, file_crc};
 
 /// Keyed state in a RocksDB database.
@@ -22,6 +22,9 @@ pub struct RocksBackend {
     /// so later checkpoints refer to them instead of copying them again.
     shared: Arc<Mutex<HashMap<String, FileEntry>>>,
     snapshots: u64,
+    budget: StateBudget,
+    writes_since_check: u32,
+    bytes_since_check: u64,
 }
 
 fn list_append(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
@@ -36,11 +39,20 @@ fn list_append(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -
     Some(list)
 }
 
+/// How many writes pass between two checks of the database's size against the budget
+/// (or fewer, once they wrote a sixteenth of it).
+pub const BUDGET_CHECK_WRITES: u32 = 4096;
+
 fn error(what: &str, e: rocksdb::Error) -> StateError {
     StateError::Backend(format!("RocksDB {what}: {e}"))
 }
 
 impl RocksBackend {
+    /// The state directory as weir owns it: one database per task (`uid#subtask`) and
+    /// their checkpoint staging directories.
+    pub const OWNED: crate::ownership::Owned =
+        crate::ownership::Owned { what: "state directory", is_ours: |name| name.contains('#') };
+
     /// The options every weir database is opened with.
     pub fn options() -> Options {
         let mut options = Options::default();
@@ -57,7 +69,16 @@ impl RocksBackend {
         let db = DB::open(&Self::options(), path).map_err(|e| error(&format!("open {}", path.display()), e))?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
-        Ok(RocksBackend { db, path: path.to_path_buf(), write, shared: Arc::default(), snapshots: 0 })
+        Ok(RocksBackend {
+            db,
+            path: path.to_path_buf(),
+            write,
+            shared: Arc::default(),
+            snapshots: 0,
+            budget: StateBudget::UNLIMITED,
+            writes_since_check: 0,
+            bytes_since_check: 0,
+        })
     }
 
     /// Creates a fresh database at `path` holding `entries` (a savepoint restore).
@@ -143,12 +164,35 @@ fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+impl RocksBackend {
+    /// Every [`BUDGET_CHECK_WRITES`] writes (or a sixteenth of the budget written),
+    /// the database's size (SST files and memtables) against the budget: on disk the
+    /// budget is a quota, checked in steps.
+    fn check_size(&mut self, len: usize) -> Result<(), StateError> {
+        if self.budget.bytes == u64::MAX {
+            return Ok(());
+        }
+        self.writes_since_check += 1;
+        self.bytes_since_check += len as u64;
+        if self.writes_since_check < BUDGET_CHECK_WRITES && self.bytes_since_check < self.budget.bytes / 16 {
+            return Ok(());
+        }
+        self.writes_since_check = 0;
+        self.bytes_since_check = 0;
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let size = property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables");
+        self.budget.check_total(size)
+    }
+}
+
 impl StateBackend for RocksBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         self.db.get(key).map_err(|e| error("get", e))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.budget.check_entry(value.len())?;
+        self.check_size(key.len() + value.len())?;
         self.db.put_opt(key, value, &self.write).map_err(|e| error("put", e))
     }
 
@@ -157,6 +201,7 @@ impl StateBackend for RocksBackend {
     }
 
     fn append(&mut self, key: &[u8], item: &[u8]) -> Result<(), StateError> {
+        self.check_size(key.len() + item.len())?;
         let mut encoded = Vec::with_capacity(item.len() + 4);
         key::append_list_item(&mut encoded, item);
         self.db.merge_opt(key, encoded, &self.write).map_err(|e| error("merge", e))
@@ -199,6 +244,10 @@ impl StateBackend for RocksBackend {
 
     fn len(&self) -> usize {
         self.db.iterator(IteratorMode::Start).count()
+    }
+
+    fn set_budget(&mut self, budget: StateBudget) {
+        self.budget = budget;
     }
 
     fn name(&self) -> &'static str {

@@ -14,7 +14,7 @@ pub mod sink;
 pub mod source;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -98,12 +98,22 @@ pub struct JobControl {
     /// The current attempt is being torn down (a failure elsewhere).
     cancelled: AtomicBool,
     failure: Mutex<Option<TaskError>>,
+    /// Set with `stopped` or `cancelled`: shared with every operator context, so that
+    /// guest calls in progress are interrupted instead of waited for.
+    interrupt: Arc<AtomicBool>,
 }
 
 impl JobControl {
     /// Stops the job for good (Ctrl-C): tasks stop and the job does not restart.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+        self.interrupt.store(true, Ordering::Relaxed);
+    }
+
+    /// The flag that interrupts guest calls when the job stops or the attempt is torn
+    /// down ([`crate::operator::OperatorContext::interrupt`]).
+    pub fn interrupt(&self) -> Arc<AtomicBool> {
+        self.interrupt.clone()
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -113,6 +123,7 @@ impl JobControl {
     /// Tears down the current attempt (a failure, or a task that lost its peers).
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
+        self.interrupt.store(true, Ordering::Relaxed);
     }
 
     /// Whether tasks should stop now.
@@ -123,6 +134,7 @@ impl JobControl {
     /// Clears the failure and cancellation of a finished attempt, before a restart.
     pub fn reset(&self) {
         self.cancelled.store(false, Ordering::Relaxed);
+        self.interrupt.store(self.is_stopped(), Ordering::Relaxed);
         self.failure.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 

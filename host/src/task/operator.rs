@@ -187,7 +187,11 @@ impl OperatorTask {
     pub fn run(mut self) -> Result<(), TaskError> {
         let restored = self.logic.context().watermark;
         let mut watermarks = InputWatermarks::starting_at(self.inputs.len(), restored);
-        let result = self.run_loop(&mut watermarks);
+        let result = match self.run_loop(&mut watermarks) {
+            // The job is stopping and interrupted a guest call: not a failure.
+            Err(TaskError::Operator { failure: OperatorFailure::Interrupted, .. }) if self.control.is_cancelled() => Ok(()),
+            result => result,
+        };
         // What was routed before an error or a stop still goes downstream: the sinks
         // write what the job accepted before it failed.
         let _ = self.router.flush();

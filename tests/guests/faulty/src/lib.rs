@@ -1,18 +1,31 @@
 //! Misbehaves on the element whose value contains `"boom"`, in the way config `mode`
-//! says: `panic`, `error`, `loop`, `oom`, `unkeyed-state`, `flood`. Other elements
-//! pass through unchanged.
+//! says: `panic`, `error`, `loop`, `oom`, `unkeyed-state`, `flood`, `sleep` (an hour,
+//! in a blocking WASI call), `recurse` (without end), `timers` (a million per element),
+//! `state-bomb` (16 MB list items without end), `map-bomb` (1 MB map entries without
+//! end). Other elements pass through unchanged.
 
-use weir_guest::{Context, Event, Operator, Result, ValueState, export};
+use weir_guest::{Context, Event, ListState, MapState, Operator, Result, ValueState, export};
 
 struct Faulty {
     mode: String,
     state: ValueState<u64>,
+    list: ListState<String>,
+    map: MapState<u64, String>,
 }
 
 impl Default for Faulty {
     fn default() -> Self {
-        Faulty { mode: String::new(), state: ValueState::new("state") }
+        Faulty { mode: String::new(), state: ValueState::new("state"), list: ListState::new("list"), map: MapState::new("map") }
     }
+}
+
+/// Recursion the optimiser cannot turn into a loop.
+#[inline(never)]
+fn recurse(depth: u64, pad: &mut [u64; 16]) -> u64 {
+    let mut local = *pad;
+    local[(depth % 16) as usize] = depth;
+    std::hint::black_box(&mut local);
+    recurse(depth + 1, &mut local) + local[0]
 }
 
 impl Operator for Faulty {
@@ -49,6 +62,27 @@ impl Operator for Faulty {
                 "flood" => loop {
                     ctx.emit(Event::new("x"))?;
                 },
+                "sleep" => std::thread::sleep(std::time::Duration::from_secs(3600)),
+                "recurse" => {
+                    std::hint::black_box(recurse(0, &mut [0; 16]));
+                }
+                "timers" => {
+                    for t in 0..1_000_000 {
+                        ctx.register_event_timer(1_000_000 + t);
+                    }
+                }
+                "state-bomb" => {
+                    let item = "x".repeat(15 << 20);
+                    loop {
+                        self.list.add(&item)?;
+                    }
+                }
+                "map-bomb" => {
+                    let item = "x".repeat(1 << 20);
+                    for i in 0.. {
+                        self.map.put(&i, &item)?;
+                    }
+                }
                 _ => {}
             }
         }
