@@ -1,8 +1,8 @@
 //! Misbehaves on the element whose value contains `"boom"`, in the way config `mode`
 //! says: `panic`, `error`, `loop`, `oom`, `unkeyed-state`, `flood`, `sleep` (an hour,
 //! in a blocking WASI call), `recurse` (without end), `timers` (a million per element),
-//! `state-bomb` (16 MB list items without end), `map-bomb` (1 MB map entries without
-//! end). Other elements pass through unchanged.
+//! `state-bomb` (15 MB list items without end), `map-bomb` (1 MB map entries without
+//! end); `slow` sleeps 20 ms on every element. Other elements pass through unchanged.
 
 use weir_guest::{Context, Event, ListState, MapState, Operator, Result, ValueState, export};
 
@@ -38,6 +38,10 @@ impl Operator for Faulty {
     }
 
     fn process_element(&mut self, event: Event, ctx: &mut Context) -> Result<()> {
+        if self.mode == "slow" {
+            // Every element, not only `boom`: a slow operator for back-pressure tests.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let boom = event.value.windows(4).any(|w| w == b"boom");
         if boom {
             match self.mode.as_str() {
