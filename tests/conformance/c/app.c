@@ -4,11 +4,14 @@
 static weir_value_state sum;
 static weir_list_state seen;
 static weir_map_state counts;
+static weir_value_state recent; // with a time to live of an hour, which the suite never reaches
 
 static int init(void) {
     sum = weir_value_state_new("sum");
     seen = weir_list_state_new("seen");
     counts = weir_map_state_new("counts");
+    weir_ttl hour = {3600000, false};
+    recent = weir_value_state_with_ttl("recent", &hour);
     return WEIR_OK;
 }
 
@@ -61,6 +64,20 @@ static int process_element(const weir_event *e) {
         weir_register_event_time_timer(ts + v);
     } else if (weir_bytes_eq(op, "cancel")) {
         weir_delete_event_time_timer(ts + v);
+    } else if (weir_bytes_eq(op, "ttl")) {
+        weir_value_set_i64(recent, v);
+        weir_buf_puts(&out, "{\"k\":");
+        weir_buf_json_string(&out, k);
+        weir_buf_printf(&out, ",\"recent\":%lld}", (long long)weir_value_get_i64(recent, -1));
+        emit_json(&out);
+    } else if (weir_bytes_eq(op, "ptimer")) {
+        int64_t at = weir_current_processing_time() + 3600000;
+        weir_register_processing_time_timer(at);
+        weir_delete_processing_time_timer(at);
+        weir_buf_puts(&out, "{\"k\":");
+        weir_buf_json_string(&out, k);
+        weir_buf_puts(&out, ",\"ptimer\":\"deleted\"}");
+        emit_json(&out);
     } else if (weir_bytes_eq(op, "side")) {
         weir_buf_puts(&out, "{\"k\":");
         weir_buf_json_string(&out, k);

@@ -8,6 +8,8 @@ class Conformance extends KeyedProcessFunction {
     this.sum = runtimeContext.getState('sum');
     this.seen = runtimeContext.getListState('seen');
     this.counts = runtimeContext.getMapState('counts');
+    // With a time to live of an hour, which the suite never reaches.
+    this.recent = runtimeContext.getState('recent', { ttlMs: 3600000 });
   }
 
   processElement({ op, k, v, ts }, ctx) {
@@ -28,6 +30,17 @@ class Conformance extends KeyedProcessFunction {
       case 'cancel':
         ctx.timerService().deleteEventTimeTimer(ts + v);
         break;
+      case 'ttl':
+        this.recent.update(v);
+        ctx.collect({ k, recent: this.recent.value() });
+        break;
+      case 'ptimer': {
+        const at = ctx.timerService().currentProcessingTime() + 3600000;
+        ctx.timerService().registerProcessingTimeTimer(at);
+        ctx.timerService().deleteProcessingTimeTimer(at);
+        ctx.collect({ k, ptimer: 'deleted' });
+        break;
+      }
       case 'side':
         if (v % 2 !== 0) ctx.output(ODD, { k, v }); else ctx.collect({ k, v });
         break;

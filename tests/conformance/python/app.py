@@ -6,6 +6,8 @@ from weir import (
     ListStateDescriptor,
     MapStateDescriptor,
     OutputTag,
+    StateTtlConfig,
+    Time,
     Types,
     ValueStateDescriptor,
     export,
@@ -19,6 +21,10 @@ class Conformance(KeyedProcessFunction):
         self.sum = runtime_context.get_state(ValueStateDescriptor("sum", Types.LONG()))
         self.seen = runtime_context.get_list_state(ListStateDescriptor("seen", Types.LONG()))
         self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.LONG()))
+        # With a time to live of an hour, which the suite never reaches.
+        recent = ValueStateDescriptor("recent", Types.LONG())
+        recent.enable_time_to_live(StateTtlConfig.new_builder(Time.hours(1)).build())
+        self.recent = runtime_context.get_state(recent)
 
     def process_element(self, value, ctx):
         op, k, v, ts = value["op"], value["k"], value["v"], value["ts"]
@@ -34,6 +40,14 @@ class Conformance(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(ts + v)
         elif op == "cancel":
             ctx.timer_service().delete_event_time_timer(ts + v)
+        elif op == "ttl":
+            self.recent.update(v)
+            yield {"k": k, "recent": self.recent.value()}
+        elif op == "ptimer":
+            at = ctx.timer_service().current_processing_time() + 3_600_000
+            ctx.timer_service().register_processing_time_timer(at)
+            ctx.timer_service().delete_processing_time_timer(at)
+            yield {"k": k, "ptimer": "deleted"}
         elif op == "side":
             if v % 2:
                 yield ODD, {"k": k, "v": v}

@@ -1,9 +1,10 @@
 //! The operator conformance suite (tests/conformance/README.md), in Rust.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use weir_guest::{Context, Event, ListState, MapState, Operator, Result, TimeDomain, ValueState, export};
+use weir_guest::{Context, Event, ListState, MapState, Operator, Result, StateTtl, TimeDomain, ValueState, export};
 
 #[derive(Deserialize)]
 struct Input {
@@ -41,6 +42,18 @@ struct Rekeyed<'a> {
 }
 
 #[derive(Serialize)]
+struct Recent<'a> {
+    k: &'a str,
+    recent: i64,
+}
+
+#[derive(Serialize)]
+struct Deleted<'a> {
+    k: &'a str,
+    ptimer: &'a str,
+}
+
+#[derive(Serialize)]
 struct Cleared<'a> {
     k: &'a str,
     cleared: bool,
@@ -50,11 +63,18 @@ struct Conformance {
     sum: ValueState<i64>,
     seen: ListState<i64>,
     counts: MapState<String, i64>,
+    /// With a time to live of an hour, which the suite never reaches.
+    recent: ValueState<i64>,
 }
 
 impl Default for Conformance {
     fn default() -> Self {
-        Conformance { sum: ValueState::new("sum"), seen: ListState::new("seen"), counts: MapState::new("counts") }
+        Conformance {
+            sum: ValueState::new("sum"),
+            seen: ListState::new("seen"),
+            counts: MapState::new("counts"),
+            recent: ValueState::with_ttl("recent", StateTtl::new(Duration::from_secs(3600))),
+        }
     }
 }
 
@@ -80,6 +100,17 @@ impl Operator for Conformance {
             "cancel" => {
                 ctx.delete_event_timer(input.ts + input.v);
                 Ok(())
+            }
+            "ttl" => {
+                self.recent.set(&input.v)?;
+                let recent = self.recent.get()?.unwrap_or(-1);
+                ctx.emit(Event::json(&Recent { k, recent })?)
+            }
+            "ptimer" => {
+                let at = ctx.processing_time() + 3_600_000;
+                ctx.register_processing_timer(at);
+                ctx.delete_processing_timer(at);
+                ctx.emit(Event::json(&Deleted { k, ptimer: "deleted" })?)
             }
             "side" if input.v % 2 != 0 => ctx.emit_to("odd", Event::json(&Side { k, v: input.v })?),
             "side" => ctx.emit(Event::json(&Side { k, v: input.v })?),
