@@ -431,3 +431,57 @@ fn window_functions_change_through_a_savepoint_with_open_windows() {
         assert!((got_avg - avg).abs() < 1e-9 && got_n == *n, "{window:?}: {got_avg}/{got_n} vs {avg}/{n}");
     }
 }
+
+#[test]
+fn the_control_api_answers_only_its_owner() {
+    // Another local user, or a web page, once could stop, savepoint or upgrade any job:
+    // now a request needs the token only the job's owner can read, the loopback Host,
+    // and no Origin; an upgrade cannot read devices or echo a file's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job(dir.path(), "counter_v1.wasm", 1, Some(2000));
+    let mut child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 100);
+    let work = dir.path().join(".weir/counting");
+    let address = std::fs::read_to_string(work.join("control.addr")).unwrap();
+    let address = address.lines().next().unwrap().to_string();
+    let token = std::fs::read_to_string(work.join("control.token")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(work.join("control.token")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the token is the owner's only");
+    }
+    let post = |route: &str, headers: &[(&str, &str)], body: &str| {
+        let mut request = ureq::post(&format!("http://{address}{route}")).config().http_status_as_error(false).build();
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.content_type("application/json").send(body).unwrap();
+        (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+    };
+    let bearer = format!("Bearer {}", token.trim());
+    let (status, text) = post("/stop", &[], "{}");
+    assert_eq!(status, 401, "{text}");
+    let (status, _) = post("/stop", &[("Authorization", "Bearer 0000")], "{}");
+    assert_eq!(status, 401);
+    let (status, _) = post("/stop", &[("Authorization", &bearer), ("Host", "evil.example")], "{}");
+    assert_eq!(status, 403, "a rebound DNS name is not this job");
+    let (status, _) = post("/stop", &[("Authorization", &bearer), ("Origin", "http://evil.example")], "{}");
+    assert_eq!(status, 403, "pages cannot drive the API");
+    // Components: a device is refused before it is read; a file's bytes are not quoted.
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "root:s3cr3t-hash:19000:0:99999:7:::\n").unwrap();
+    for (component, reason) in [("/dev/zero", "not a regular file"), (secret.to_str().unwrap(), "not a WebAssembly component")] {
+        let body = format!(r#"{{"operator":"count","component":{component:?}}}"#);
+        let (status, text) = post("/upgrade", &[("Authorization", &bearer)], &body);
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(reason), "{text}");
+        assert!(!text.contains("root") && !text.contains("0x72"), "the error quotes the file: {text}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the job is still running after every refused request");
+    // The owner's CLI still works, and the token goes with the job.
+    let stop = weir(&["stop", "job.toml"], dir.path());
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    assert_eq!(child.wait().unwrap().code(), Some(130), "stopped, as by Ctrl-C");
+    assert!(!work.join("control.token").exists());
+}

@@ -11,6 +11,12 @@
 //! | `POST /savepoint` | `{"dir": "..."}` (optional) | takes a savepoint, answers its directory |
 //! | `POST /stop` | `{"savepoint": "..."}` (optional) | stops the job, after a savepoint if given |
 //! | `POST /upgrade` | `{"operator": "uid", "component": "path"}` | swaps the operator's component live |
+//!
+//! Every request must carry the job's token (`Authorization: Bearer <token>`), which
+//! the job writes at start to `<work dir>/control.token`, readable by its owner only; the
+//! `Host` header must name the loopback address the API listens on, and requests from
+//! web pages (with an `Origin` header) are refused. So another local user, or a page in
+//! a browser (DNS rebinding, a cross-site form), cannot stop, savepoint or upgrade the job.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,10 +35,18 @@ use crate::task::JobControl;
 
 /// The name of the file, in the job's work directory, that holds the API's address.
 pub const ADDRESS_FILE: &str = "control.addr";
+/// The name of the file, in the job's work directory, that holds the API's token.
+pub const TOKEN_FILE: &str = "control.token";
+/// The largest request body the API reads.
+const MAX_BODY_BYTES: usize = 64 << 10;
 
 #[derive(Clone)]
 struct Api {
     job: String,
+    /// `Bearer <token>`, as a request's `Authorization` header must be.
+    authorization: Arc<str>,
+    /// The `Host` headers the API answers to (its loopback address, by IP or name).
+    hosts: Arc<[String]>,
     requests: Sender<Request>,
     runtime: Arc<Runtime>,
     control: Arc<JobControl>,
@@ -103,6 +117,58 @@ impl Api {
     }
 }
 
+/// Refuses requests without the token, for another host name, or from a web page.
+async fn guard(
+    State(api): State<Api>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let headers = request.headers();
+    let header = |name: axum::http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if !header(axum::http::header::HOST).is_some_and(|host| api.hosts.iter().any(|h| h == host)) {
+        return failed(StatusCode::FORBIDDEN, "the Host header does not name this job's control address".into()).into_response();
+    }
+    if headers.contains_key(axum::http::header::ORIGIN) {
+        return failed(StatusCode::FORBIDDEN, "requests from web pages are refused".into()).into_response();
+    }
+    let authorized = header(axum::http::header::AUTHORIZATION)
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), api.authorization.as_bytes()));
+    if !authorized {
+        return failed(
+            StatusCode::UNAUTHORIZED,
+            format!("a request needs the job's token (Authorization: Bearer, from {TOKEN_FILE} in its work directory)"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Compares without stopping at the first difference, so timing does not tell how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A new random token: 32 bytes from the system's random source, in hex.
+fn new_token() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `token` to `path`, readable and writable by the owner only.
+fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(token.as_bytes())
+}
+
 async fn job(State(api): State<Api>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "job": api.job }))
 }
@@ -147,6 +213,7 @@ pub struct ControlServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     address_file: PathBuf,
+    token_file: PathBuf,
     pub address: SocketAddr,
 }
 
@@ -166,8 +233,21 @@ impl ControlServer {
         let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let listener = tokio.block_on(tokio::net::TcpListener::bind(bind))?;
         let address = listener.local_addr()?;
+        if !address.ip().is_loopback() {
+            return Err(std::io::Error::other(format!(
+                "the control API listens on loopback only ({address} is not); the deployment server will serve other addresses with TLS"
+            )));
+        }
+        let token = new_token()?;
+        let port = address.port();
+        let mut hosts = vec![address.to_string(), format!("localhost:{port}")];
+        if address.is_ipv4() {
+            hosts.push(format!("127.0.0.1:{port}"));
+        }
         let api = Api {
             job: job_name.into(),
+            authorization: format!("Bearer {token}").into(),
+            hosts: hosts.into(),
             requests,
             runtime,
             control,
@@ -179,6 +259,8 @@ impl ControlServer {
             .route("/savepoint", post(savepoint))
             .route("/stop", post(stop))
             .route("/upgrade", post(upgrade))
+            .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(api);
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio.spawn(async move {
@@ -198,9 +280,11 @@ impl ControlServer {
                 running.address
             )));
         }
+        let token_file = work_dir.join(TOKEN_FILE);
+        write_token(&token_file, &token)?;
         std::fs::write(&address_file, format!("{address}\n{}\n", std::process::id()))?;
         tracing::info!(%address, "control API listening");
-        Ok(ControlServer { runtime: tokio, shutdown: Some(shutdown), server: Some(server), address_file, address })
+        Ok(ControlServer { runtime: tokio, shutdown: Some(shutdown), server: Some(server), address_file, token_file, address })
     }
 }
 
@@ -209,6 +293,7 @@ impl Drop for ControlServer {
     /// then shuts down.
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.address_file);
+        let _ = std::fs::remove_file(&self.token_file);
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -261,8 +346,12 @@ pub fn call(work_dir: &Path, route: &str, body: &impl Serialize) -> Result<Answe
             address.pid.unwrap_or_default()
         ));
     }
+    let token = std::fs::read_to_string(work_dir.join(TOKEN_FILE)).map_err(|e| {
+        format!("cannot read the job's token ({}): {e}; run this as the user who runs the job", work_dir.join(TOKEN_FILE).display())
+    })?;
     let url = format!("http://{}{route}", address.address);
     let response = ureq::post(&url)
+        .header("Authorization", &format!("Bearer {}", token.trim()))
         .config()
         .http_status_as_error(false)
         .build()

@@ -685,6 +685,44 @@ mod tests {
     }
 
     #[test]
+    fn mangled_job_files_are_errors_and_never_panics() {
+        // Property: byte flips, truncations, insertions, huge numbers and deeply nested
+        // values give a job or an error with a message, never a panic or a stack overflow.
+        let valid = format!("{BASE}\n[[edge]]\nfrom = \"in\"\nto = \"op\"\n[[edge]]\nfrom = \"op\"\nto = \"out\"\n");
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        let inserts = ["[", "]", "\"", "=", "{", "\n", "parallelism = 99999999999999999999\n", "\u{0}", "\u{feff}", "[[", "#"];
+        for _ in 0..3000 {
+            let mut text: Vec<u8> = valid.clone().into_bytes();
+            for _ in 0..1 + next() % 4 {
+                let at = next() % (text.len() + 1);
+                match next() % 4 {
+                    0 if at < text.len() => text[at] = (next() % 256) as u8,
+                    1 => text.truncate(at),
+                    _ => {
+                        let insert = inserts[next() % inserts.len()].as_bytes();
+                        text.splice(at..at, insert.iter().copied());
+                    }
+                }
+            }
+            if let Ok(text) = String::from_utf8(text) {
+                if let Err(message) = parse(&text) {
+                    assert!(!message.is_empty());
+                }
+            }
+        }
+        for depth in [10, 1000, 100_000] {
+            let deep = format!("{BASE}\nx = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+            assert!(parse(&deep).is_err(), "depth {depth}");
+            let tables = format!("{BASE}\nx = {}1{}\n", "{ a = ".repeat(depth), " }".repeat(depth));
+            assert!(parse(&tables).is_err(), "depth {depth}");
+        }
+    }
+
+    #[test]
     fn cycles_are_rejected() {
         let text = format!(
             "{BASE}

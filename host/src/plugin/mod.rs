@@ -210,8 +210,7 @@ impl Runtime {
 
     /// Compiles and checks the component at `path`.
     pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| PluginError::Load { path: path.into(), reason: e.to_string() })?;
+        let bytes = read_component(path).map_err(|reason| PluginError::Load { path: path.into(), reason })?;
         let loaded = match &self.cache {
             Some(cache) => cache.load(&self.engine, &bytes),
             None => Component::new(&self.engine, &bytes).map(|c| (c, Compiled::Fresh)),
@@ -294,6 +293,35 @@ impl Plugin {
         limits: Limits,
     ) -> Result<WasmOperator, PluginError> {
         WasmOperator::new(self, ctx, limits)
+    }
+}
+
+/// The largest component file weir reads (components are a few MB; Python's ~20 MB).
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// Reads a component file, refusing what cannot be one before reading it whole: not a
+/// regular file (a device such as `/dev/zero`, a FIFO), larger than
+/// [`MAX_COMPONENT_BYTES`], or without the Wasm magic number. Errors never quote the
+/// file's bytes: a path pointed at a secret must not leak it.
+fn read_component(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err(if metadata.is_dir() { "a directory, not a component file".into() } else { "not a regular file".into() });
+    }
+    if metadata.len() > MAX_COMPONENT_BYTES {
+        return Err(format!("{} bytes, more than a component may have ({MAX_COMPONENT_BYTES})", metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_COMPONENT_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(bytes),
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => Err(
+            "a core WebAssembly module, not a component: build it for wasm32-wasip2 or with `weir build`".into(),
+        ),
+        _ => Err("not a WebAssembly component (no Wasm magic number)".into()),
     }
 }
 

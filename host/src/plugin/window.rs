@@ -82,7 +82,7 @@ impl std::fmt::Debug for FunctionPlugin {
 impl Runtime {
     /// Compiles the component at `path` and checks that it implements the world of `kind`.
     pub fn load_function(&self, path: &Path, kind: FunctionKind) -> Result<FunctionPlugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|e| PluginError::Load { path: path.into(), reason: e.to_string() })?;
+        let bytes = super::read_component(path).map_err(|reason| PluginError::Load { path: path.into(), reason })?;
         let component = match &self.cache {
             Some(cache) => cache.load(&self.engine, &bytes).map(|(c, _)| c),
             None => Component::new(&self.engine, &bytes),

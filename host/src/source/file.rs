@@ -188,6 +188,84 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// Seeded pseudo-random numbers (splitmix64), so a failure reproduces.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A hostile line: random bytes (invalid UTF-8, NULs, lone quotes), a line longer
+    /// than the limit, JSON nested thousands deep, a valid object with odd key and
+    /// timestamp fields, or an object whose key or timestamp has the wrong type.
+    fn hostile_line(rng: &mut Rng) -> (Vec<u8>, bool) {
+        match rng.below(6) {
+            0 => ((0..rng.below(200)).map(|_| rng.below(256) as u8).filter(|b| *b != b'\n').collect(), false),
+            1 => (vec![b'{'; 5000], false),
+            2 => {
+                let depth = 1 + rng.below(20_000) as usize;
+                let mut deep = "[".repeat(depth) + &"]".repeat(depth);
+                deep = format!(r#"{{"k":"a","ts":1,"deep":{deep}}}"#);
+                (deep.into_bytes(), false)
+            }
+            3 => (format!(r#"{{"k":"k{}","ts":{},"v":"\u00e9\ud83d\ude00"}}"#, rng.below(9), rng.below(1 << 40)).into_bytes(), true),
+            4 => (format!(r#"{{"k":{{"nested":true}},"ts":"soon"}}"#).into_bytes(), false),
+            _ => (vec![b'x'; 300], false),
+        }
+    }
+
+    #[test]
+    fn hostile_input_gives_events_or_malformed_records_and_never_a_panic() {
+        // Property: whatever the bytes, each line becomes an event (valid objects) or a
+        // malformed record naming its line, in order, and the source reaches the end.
+        for seed in 0..40 {
+            let mut rng = Rng(seed);
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            let mut expected = Vec::new();
+            for _ in 0..50 {
+                let (line, valid) = hostile_line(&mut rng);
+                file.write_all(&line).unwrap();
+                file.write_all(b"\n").unwrap();
+                // Blank lines are skipped, not records.
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    expected.push(valid);
+                }
+            }
+            let mut source = FileSource::open("f", file.path(), Some("k".into()), Some("ts".into()))
+                .unwrap()
+                .with_max_record_bytes(100_000);
+            let mut seen = Vec::new();
+            loop {
+                match source.poll().unwrap() {
+                    SourcePoll::Record { event, .. } => {
+                        assert!(event.key.is_some() && event.timestamp.is_some(), "seed {seed}");
+                        seen.push(true);
+                    }
+                    SourcePoll::Malformed { reason, .. } => {
+                        assert!(!reason.is_empty(), "seed {seed}");
+                        seen.push(false);
+                    }
+                    SourcePoll::End => break,
+                    other => panic!("seed {seed}: {other:?}"),
+                }
+            }
+            // Valid objects are events; the deep JSON and random bytes that happen to
+            // parse are allowed to be events too, never the reverse.
+            assert_eq!(seen.len(), expected.len(), "seed {seed}");
+            for (i, (got, valid)) in seen.iter().zip(&expected).enumerate() {
+                assert!(!valid || *got, "seed {seed}: line {} was valid", i + 1);
+            }
+        }
+    }
+
     #[test]
     fn lines_longer_than_the_limit_are_skipped_without_buffering_them() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
