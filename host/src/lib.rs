@@ -13,6 +13,7 @@
 //! - [`source`], [`sink`]: connectors, with [`kafka`] for what the Kafka ones share; [`stream`]: what flows between tasks.
 
 pub mod api;
+pub mod bundle;
 pub mod checkpoint;
 pub mod clock;
 pub mod error;

@@ -62,16 +62,19 @@ enum Command {
         #[arg(long = "plugin-dir", env = "WEIR_PLUGIN_PATH", value_delimiter = ':')]
         plugin_dirs: Vec<PathBuf>,
     },
-    /// Build a component from a Python (.py) or JavaScript (.js) operator or window
-    /// function, or a Rust guest crate (a directory), with that language's SDK.
+    /// Build a component from a Python (.py), JavaScript (.js) or C (.c) operator or
+    /// window function, or a Rust guest crate (a directory), with that language's SDK.
     Build {
-        /// The source: a .py or .js file, or a Rust crate's directory.
+        /// The source: a .py, .js or .c file, a Rust crate's directory or a directory of .c files.
         source: PathBuf,
         /// Where to write the component (default: the source with .wasm; for Rust, the
         /// crate's target directory).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Pack a job and its components into one bundle file, check one, or show one.
+    #[command(subcommand)]
+    Bundle(BundleAction),
     /// Take a savepoint of a running job (`weir savepoint job.toml`), or look into one
     /// (`weir savepoint inspect DIR`, `weir savepoint export DIR --operator UID`).
     Savepoint(SavepointArgs),
@@ -110,6 +113,27 @@ struct SavepointArgs {
     /// Where to write the savepoint (default: `.weir/<job>/savepoints/savepoint-<ms>`).
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BundleAction {
+    /// Pack a job file (or a directory's job.toml) and the components it names, which
+    /// must be in its directory, into a bundle.
+    Pack {
+        /// The job file, or a directory holding job.toml.
+        job: PathBuf,
+        /// The bundle's version.
+        #[arg(long, default_value = "0.1.0")]
+        version: String,
+        /// Where to write it (default: `<name>-<version>.weir` in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Check a bundle: safe paths and sizes, digests, every component implementing its
+    /// world, the job naming exactly the bundled components, limits within this host's.
+    Verify { bundle: PathBuf },
+    /// Show a bundle's manifest (after the same checks as verify).
+    Inspect { bundle: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +186,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Bundle(action) => match bundle(action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Savepoint(args) => savepoint(args),
         Command::Stop { job, savepoint } => {
             let body = StopBody { savepoint: savepoint.map(|d| absolute(&d)) };
@@ -172,6 +203,60 @@ fn main() -> ExitCode {
             client(&job, "/upgrade", &body)
         }
     }
+}
+
+fn bundle(action: BundleAction) -> Result<(), String> {
+    use weir::bundle::{self, HostMaximums};
+    let runtime = weir::plugin::Runtime::new().map_err(|e| format!("{e:#}"))?;
+    let verified = |file: &Path| {
+        let dir = tempfile_dir().map_err(|e| e.to_string())?;
+        let result = bundle::verify(file, &dir, &runtime, &HostMaximums::default()).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    };
+    match action {
+        BundleAction::Pack { job, version, output } => {
+            let job = if job.is_dir() { job.join("job.toml") } else { job };
+            let name = weir::job::spec::JobSpec::load(&job).map_err(|e| e.to_string())?.name;
+            let output = output.unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.weir")));
+            let manifest = bundle::pack(&job, &version, &output, &runtime).map_err(|e| e.to_string())?;
+            verified(&output)?;
+            eprintln!("packed `{}` {} with {} component(s)", manifest.name, manifest.version, manifest.components.len());
+            println!("{}", output.display());
+        }
+        BundleAction::Verify { bundle } => {
+            let (manifest, _) = verified(&bundle)?;
+            println!("{}: `{}` {} is valid", bundle.display(), manifest.name, manifest.version);
+        }
+        BundleAction::Inspect { bundle } => {
+            let (manifest, spec) = verified(&bundle)?;
+            println!("bundle `{}` version {}", manifest.name, manifest.version);
+            println!("job {} ({} operator(s))", manifest.job, spec.operators.len());
+            for c in &manifest.components {
+                println!("component {}: {}, {} bytes, sha256 {}", c.path, c.world, c.bytes, c.sha256);
+            }
+            let l = manifest.limits;
+            println!(
+                "limits: memory_mib {}, call_timeout_ms {}, state_mib {}, key_state_mib {}, timers {}, timers_per_key {}",
+                l.memory_mib, l.call_timeout_ms, l.state_mib, l.key_state_mib, l.timers, l.timers_per_key
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A new empty directory under the system's temporary directory.
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let dir = base.join(format!("weir-bundle-{}-{}-{attempt}", std::process::id(), weir::clock::now_ms()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot create a temporary directory"))
 }
 
 fn savepoint(args: SavepointArgs) -> ExitCode {

@@ -50,7 +50,7 @@ pub enum FunctionKind {
 }
 
 impl FunctionKind {
-    fn world(self) -> &'static str {
+    pub fn world(self) -> &'static str {
         match self {
             FunctionKind::Aggregate => "aggregate-function",
             FunctionKind::Reduce => "reduce-function",
