@@ -25,6 +25,7 @@ pub mod operator;
 pub mod ownership;
 pub mod plugin;
 pub mod savepoint;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -72,6 +72,19 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Run the deployment server: many jobs in one host, deployed as bundles over a REST
+    /// API (docs/server.md). Requests need the token it writes to DATA_DIR/token.
+    Serve {
+        /// The server's own directory: bundles, jobs, checkpoints, savepoints, the token
+        /// (default: ~/.local/share/weir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// Serve a non-loopback address without TLS.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Pack a job and its components into one bundle file, check one, or show one.
     #[command(subcommand)]
     Bundle(BundleAction),
@@ -186,6 +199,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Serve { data_dir, listen, insecure } => {
+            let data_dir = data_dir.unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share/weir")
+            });
+            match serve(weir::server::ServerConfig { data_dir, listen, insecure }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Bundle(action) => match bundle(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -203,6 +228,20 @@ fn main() -> ExitCode {
             client(&job, "/upgrade", &body)
         }
     }
+}
+
+fn serve(config: weir::server::ServerConfig) -> anyhow::Result<()> {
+    let server = weir::server::RunningServer::start(&config)?;
+    eprintln!(
+        "weir serve: listening on http://{}; requests need the token in {}",
+        server.address,
+        server.token_file.display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(tokio::signal::ctrl_c())?;
+    eprintln!("weir serve: stopping (Ctrl-C)");
+    server.stop();
+    Ok(())
 }
 
 fn bundle(action: BundleAction) -> Result<(), String> {

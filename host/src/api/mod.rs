@@ -29,6 +29,10 @@ use axum::routing::{get, post};
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 
+pub mod access;
+
+use access::Access;
+
 use crate::checkpoint::Request;
 use crate::plugin::Runtime;
 use crate::task::JobControl;
@@ -43,10 +47,7 @@ const MAX_BODY_BYTES: usize = 64 << 10;
 #[derive(Clone)]
 struct Api {
     job: String,
-    /// `Bearer <token>`, as a request's `Authorization` header must be.
-    authorization: Arc<str>,
-    /// The `Host` headers the API answers to (its loopback address, by IP or name).
-    hosts: Arc<[String]>,
+    access: Access,
     requests: Sender<Request>,
     runtime: Arc<Runtime>,
     control: Arc<JobControl>,
@@ -124,49 +125,10 @@ async fn guard(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
-    let headers = request.headers();
-    let header = |name: axum::http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if !header(axum::http::header::HOST).is_some_and(|host| api.hosts.iter().any(|h| h == host)) {
-        return failed(StatusCode::FORBIDDEN, "the Host header does not name this job's control address".into()).into_response();
+    match api.access.check(request.headers(), &format!("{TOKEN_FILE} in the job's work directory")) {
+        Ok(()) => next.run(request).await,
+        Err((status, message)) => failed(status, message).into_response(),
     }
-    if headers.contains_key(axum::http::header::ORIGIN) {
-        return failed(StatusCode::FORBIDDEN, "requests from web pages are refused".into()).into_response();
-    }
-    let authorized = header(axum::http::header::AUTHORIZATION)
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), api.authorization.as_bytes()));
-    if !authorized {
-        return failed(
-            StatusCode::UNAUTHORIZED,
-            format!("a request needs the job's token (Authorization: Bearer, from {TOKEN_FILE} in its work directory)"),
-        )
-        .into_response();
-    }
-    next.run(request).await
-}
-
-/// Compares without stopping at the first difference, so timing does not tell how
-/// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A new random token: 32 bytes from the system's random source, in hex.
-fn new_token() -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Writes `token` to `path`, readable and writable by the owner only.
-fn write_token(path: &Path, token: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let _ = std::fs::remove_file(path);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(token.as_bytes())
 }
 
 async fn job(State(api): State<Api>) -> Json<serde_json::Value> {
@@ -238,16 +200,10 @@ impl ControlServer {
                 "the control API listens on loopback only ({address} is not); the deployment server will serve other addresses with TLS"
             )));
         }
-        let token = new_token()?;
-        let port = address.port();
-        let mut hosts = vec![address.to_string(), format!("localhost:{port}")];
-        if address.is_ipv4() {
-            hosts.push(format!("127.0.0.1:{port}"));
-        }
+        let token = access::random_hex(32)?;
         let api = Api {
             job: job_name.into(),
-            authorization: format!("Bearer {token}").into(),
-            hosts: hosts.into(),
+            access: Access::new(&token, address),
             requests,
             runtime,
             control,
@@ -281,7 +237,7 @@ impl ControlServer {
             )));
         }
         let token_file = work_dir.join(TOKEN_FILE);
-        write_token(&token_file, &token)?;
+        access::write_token(&token_file, &token)?;
         std::fs::write(&address_file, format!("{address}\n{}\n", std::process::id()))?;
         tracing::info!(%address, "control API listening");
         Ok(ControlServer { runtime: tokio, shutdown: Some(shutdown), server: Some(server), address_file, token_file, address })

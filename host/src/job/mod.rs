@@ -135,6 +135,8 @@ pub struct Job {
     functions: HashMap<String, Vec<crate::plugin::window::FunctionPlugin>>,
     control: Arc<JobControl>,
     options: JobOptions,
+    /// Savepoint, stop and upgrade requests, from the control API or a server.
+    requests: (crossbeam_channel::Sender<Request>, crossbeam_channel::Receiver<Request>),
 }
 
 impl Job {
@@ -168,7 +170,15 @@ impl Job {
             }
             functions.insert(op.uid.clone(), loaded);
         }
-        Ok(Job { spec, runtime, plugins, functions, control: Arc::default(), options: options.clone() })
+        Ok(Job {
+            spec,
+            runtime,
+            plugins,
+            functions,
+            control: Arc::default(),
+            options: options.clone(),
+            requests: crossbeam_channel::unbounded(),
+        })
     }
 
     pub fn spec(&self) -> &JobSpec {
@@ -178,6 +188,17 @@ impl Job {
     /// A handle to cancel the job from another thread (Ctrl-C).
     pub fn control(&self) -> Arc<JobControl> {
         self.control.clone()
+    }
+
+    /// Where to send savepoint, stop and upgrade requests while the job runs (what the
+    /// control API and the deployment server do).
+    pub fn requests(&self) -> crossbeam_channel::Sender<Request> {
+        self.requests.0.clone()
+    }
+
+    /// The Wasm runtime the job's components run on (an upgrade compiles with it).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.clone()
     }
 
     /// Runs the job to completion, or until stopped. With checkpoints, it resumes from
@@ -205,7 +226,7 @@ impl Job {
             }
             Some(storage) => storage.latest().map_err(restore_error)?,
         };
-        let (requests, requests_rx) = crossbeam_channel::unbounded::<Request>();
+        let (requests, requests_rx) = self.requests.clone();
         let _server = match self.options.control {
             Some(bind) => Some(
                 ControlServer::start(

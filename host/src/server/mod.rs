@@ -1,0 +1,531 @@
+//! # Deployment server
+//!
+//! `weir serve` runs many jobs in one host process, deployed as bundles over a REST API
+//! shaped after Flink's (`docs/server.md`). The server owns a data directory: uploaded
+//! bundles (`bundles/<id>/`, unpacked and verified), one directory per job run
+//! (`jobs/<id>/`: its record, checkpoints, RocksDB state and savepoints), and the API
+//! token (`token`, mode 0600). Jobs read and write nowhere else that the caller chooses:
+//! savepoints go under the job's directory, components come only from verified bundles.
+//!
+//! | route | does |
+//! | --- | --- |
+//! | `POST /bundles` | uploads a bundle (the body), verifies it, answers its id |
+//! | `GET /bundles` | the uploaded bundles |
+//! | `POST /bundles/{id}/run` | runs its job: `{"savepointPath", "allowNonRestoredState", "parallelism"}` |
+//! | `GET /jobs`, `GET /jobs/{id}` | jobs and their status |
+//! | `POST /jobs/{id}/savepoints` | triggers a savepoint: `202` with a `request-id` |
+//! | `GET /jobs/{id}/savepoints/{request}` | `IN_PROGRESS`, or `COMPLETED` with its location or failure cause |
+//! | `POST /jobs/{id}/stop` | stops the job; `{"savepoint": true}` takes a savepoint first (`202`, as above) |
+//!
+//! Every request needs `Authorization: Bearer <token>`, a `Host` naming the server's
+//! address, and no `Origin`; bodies are size-capped.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::access::{self, Access};
+use crate::bundle::{self, HostMaximums};
+use crate::checkpoint::Request;
+use crate::job::{Job, JobOptions, JobSpec};
+use crate::plugin::Runtime;
+use crate::task::JobControl;
+
+/// The largest bundle upload.
+const MAX_UPLOAD_BYTES: usize = 512 << 20;
+/// The token file in the data directory.
+pub const TOKEN_FILE: &str = "token";
+
+/// Where and how `weir serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Serve a non-loopback address without TLS.
+    pub insecure: bool,
+}
+
+/// The data directory as the server owns it.
+const OWNED: crate::ownership::Owned = crate::ownership::Owned {
+    what: "server data directory",
+    is_ours: |name| matches!(name, "bundles" | "jobs" | TOKEN_FILE),
+};
+
+/// A job's state, as Flink names them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    Running,
+    Finished,
+    Canceled,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BundleRecord {
+    id: String,
+    name: String,
+    version: String,
+}
+
+/// What the server keeps of a job run (also `jobs/<id>/job.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JobRecord {
+    jid: String,
+    name: String,
+    bundle: String,
+    state: JobStatus,
+    #[serde(rename = "start-time")]
+    start_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "failure-cause")]
+    failure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    records: Option<serde_json::Value>,
+    /// How it was started, to start it again after the server restarts.
+    #[serde(default)]
+    run: RunBody,
+}
+
+struct LiveJob {
+    record: Arc<Mutex<JobRecord>>,
+    control: Arc<JobControl>,
+    requests: crossbeam_channel::Sender<Request>,
+}
+
+/// A savepoint request's progress.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "id", rename_all = "SCREAMING_SNAKE_CASE")]
+enum Operation {
+    InProgress,
+    Completed { location: Option<String>, #[serde(rename = "failure-cause")] failure: Option<String> },
+}
+
+#[derive(Clone)]
+struct Server {
+    dir: PathBuf,
+    access: Access,
+    runtime: Arc<Runtime>,
+    maximums: HostMaximums,
+    bundles: Arc<Mutex<BTreeMap<String, BundleRecord>>>,
+    jobs: Arc<Mutex<BTreeMap<String, LiveJob>>>,
+    operations: Arc<Mutex<BTreeMap<String, Operation>>>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "errors": [message.into()] }))).into_response()
+}
+
+impl Server {
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("bundles").join(id)
+    }
+
+    fn job_dir(&self, jid: &str) -> PathBuf {
+        self.dir.join("jobs").join(jid)
+    }
+
+    /// Whether `path` lies under the data directory (savepoints are read from there only).
+    fn inside(&self, path: &Path) -> bool {
+        let Ok(path) = std::fs::canonicalize(path) else { return false };
+        std::fs::canonicalize(&self.dir).is_ok_and(|dir| path.starts_with(dir))
+    }
+
+    /// Starts the job of bundle `id` as job `jid` and keeps it in the table.
+    fn start_job(&self, id: &str, jid: &str, run: &RunBody) -> Result<JobRecord, String> {
+        let bundles = self.bundles.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(bundle) = bundles.get(id).cloned() else { return Err(format!("no bundle `{id}`")) };
+        drop(bundles);
+        let dir = self.bundle_dir(id);
+        let text = std::fs::read_to_string(dir.join(bundle::MANIFEST)).map_err(|e| e.to_string())?;
+        let manifest: bundle::Manifest = toml::from_str(&text).map_err(|e| e.to_string())?;
+        let mut spec = JobSpec::load(&dir.join(&manifest.job)).map_err(|e| e.to_string())?;
+        let job_dir = self.job_dir(jid);
+        if let Some(checkpoint) = spec.checkpoint.as_mut() {
+            checkpoint.dir = Some(job_dir.join("checkpoints"));
+        }
+        spec.state.dir = Some(job_dir.join("state"));
+        if let Some(parallelism) = run.parallelism {
+            for op in &mut spec.operators {
+                op.parallelism = parallelism;
+            }
+        }
+        let from_savepoint = match &run.savepoint_path {
+            Some(path) => {
+                let path = if Path::new(path).is_absolute() { PathBuf::from(path) } else { self.dir.join(path) };
+                if !self.inside(&path) {
+                    return Err("savepointPath must be a savepoint under the server's data directory".into());
+                }
+                Some(path)
+            }
+            None => None,
+        };
+        let options = JobOptions {
+            from_savepoint,
+            allow_non_restored_state: run.allow_non_restored_state,
+            ..Default::default()
+        };
+        std::fs::create_dir_all(&job_dir).map_err(|e| e.to_string())?;
+        let job = Job::new(spec, &options).map_err(|e| e.to_string())?;
+        let record = JobRecord {
+            jid: jid.to_string(),
+            name: bundle.name.clone(),
+            bundle: id.to_string(),
+            state: JobStatus::Running,
+            start_time: crate::clock::now_ms(),
+            failure: None,
+            records: None,
+            run: run.clone(),
+        };
+        let shared = Arc::new(Mutex::new(record.clone()));
+        let live = LiveJob { record: shared.clone(), control: job.control(), requests: job.requests() };
+        self.save(&record);
+        let server = self.clone();
+        std::thread::Builder::new()
+            .name(format!("weir-job-{jid}"))
+            .spawn(move || {
+                let result = job.run();
+                let mut record = shared.lock().unwrap_or_else(|e| e.into_inner());
+                match result {
+                    Ok(summary) => {
+                        record.state = if summary.cancelled { JobStatus::Canceled } else { JobStatus::Finished };
+                        record.records = Some(json!(summary
+                            .nodes
+                            .iter()
+                            .map(|n| json!({ "uid": n.uid, "read-records": n.records_in, "write-records": n.records_out }))
+                            .collect::<Vec<_>>()));
+                    }
+                    Err(e) => {
+                        record.state = JobStatus::Failed;
+                        record.failure = Some(e.to_string());
+                    }
+                }
+                server.save(&record);
+            })
+            .map_err(|e| e.to_string())?;
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(jid.to_string(), live);
+        Ok(record)
+    }
+
+    /// Starts again every job that was running when the server last stopped (or was
+    /// killed): from its latest checkpoint when it has one, as Flink's HA recovery does.
+    fn resume(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("jobs")) else { return };
+        for entry in entries.flatten() {
+            let Ok(text) = std::fs::read(entry.path().join("job.json")) else { continue };
+            let Ok(record) = serde_json::from_slice::<JobRecord>(&text) else { continue };
+            if record.state != JobStatus::Running {
+                continue;
+            }
+            let mut run = record.run.clone();
+            let checkpoints = crate::checkpoint::CheckpointStorage::new(entry.path().join("checkpoints"));
+            if checkpoints.latest().ok().flatten().is_some() {
+                run.savepoint_path = None;
+            }
+            tracing::info!(job = %record.jid, "resuming a job that was running");
+            if let Err(e) = self.start_job(&record.bundle, &record.jid, &run) {
+                tracing::error!(job = %record.jid, error = %e, "cannot resume the job");
+                let mut failed = record.clone();
+                failed.state = JobStatus::Failed;
+                failed.failure = Some(format!("cannot resume after a server restart: {e}"));
+                self.save(&failed);
+            }
+        }
+    }
+
+    /// Writes a job's record, so that a restarted server finds it.
+    fn save(&self, record: &JobRecord) {
+        let path = self.job_dir(&record.jid).join("job.json");
+        if let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(record).unwrap_or_default()) {
+            tracing::warn!(job = %record.jid, error = %e, "cannot write the job record");
+        }
+    }
+
+    /// Sends a savepoint request to job `jid`; the operation id to poll.
+    fn savepoint(&self, jid: &str, stop: bool) -> Result<String, Response> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(job) = jobs.get(jid) else { return Err(error(StatusCode::NOT_FOUND, format!("no job `{jid}`"))) };
+        let request_id = access::random_hex(8).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let dir = self.job_dir(jid).join("savepoints").join(format!("savepoint-{request_id}"));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if job.requests.send(Request::Savepoint { dir, stop, reply }).is_err() {
+            return Err(error(StatusCode::CONFLICT, "the job is not running"));
+        }
+        drop(jobs);
+        self.operations.lock().unwrap_or_else(|e| e.into_inner()).insert(request_id.clone(), Operation::InProgress);
+        let operations = self.operations.clone();
+        let id = request_id.clone();
+        tokio::spawn(async move {
+            let done = match answer.await {
+                Ok(Ok((path, _))) => Operation::Completed { location: Some(path.display().to_string()), failure: None },
+                Ok(Err(e)) => Operation::Completed { location: None, failure: Some(e) },
+                Err(_) => Operation::Completed { location: None, failure: Some("the job stopped before the savepoint completed".into()) },
+            };
+            operations.lock().unwrap_or_else(|e| e.into_inner()).insert(id, done);
+        });
+        Ok(request_id)
+    }
+}
+
+/// Refuses requests without the token, for another host name, or from a web page.
+async fn guard(State(server): State<Server>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match server.access.check(request.headers(), &format!("{TOKEN_FILE} in the server's data directory")) {
+        Ok(()) => next.run(request).await,
+        Err((status, message)) => error(status, message),
+    }
+}
+
+async fn upload(State(server): State<Server>, body: Bytes) -> Response {
+    use sha2::Digest as _;
+    let id: String = sha2::Sha256::digest(&body).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    if let Some(existing) = server.bundles.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return (StatusCode::OK, Json(json!(existing))).into_response();
+    }
+    let verified = tokio::task::spawn_blocking({
+        let server = server.clone();
+        let id = id.clone();
+        move || -> Result<BundleRecord, String> {
+            let staging = server.dir.join("bundles").join(format!(".upload-{id}"));
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+            let file = staging.with_extension("weir");
+            std::fs::write(&file, &body).map_err(|e| e.to_string())?;
+            let result = bundle::verify(&file, &staging, &server.runtime, &server.maximums);
+            let _ = std::fs::remove_file(&file);
+            match result {
+                Ok((manifest, _)) => {
+                    std::fs::rename(&staging, server.bundle_dir(&id)).map_err(|e| e.to_string())?;
+                    Ok(BundleRecord { id: id.clone(), name: manifest.name, version: manifest.version })
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                    Err(e.to_string().replace(&file.display().to_string(), "upload"))
+                }
+            }
+        }
+    })
+    .await;
+    match verified {
+        Ok(Ok(record)) => {
+            server.bundles.lock().unwrap_or_else(|e| e.into_inner()).insert(id, record.clone());
+            (StatusCode::OK, Json(json!(record))).into_response()
+        }
+        Ok(Err(reason)) => error(StatusCode::BAD_REQUEST, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn list_bundles(State(server): State<Server>) -> Response {
+    let bundles: Vec<BundleRecord> = server.bundles.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    Json(json!({ "bundles": bundles })).into_response()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RunBody {
+    savepoint_path: Option<String>,
+    #[serde(default)]
+    allow_non_restored_state: bool,
+    parallelism: Option<u32>,
+}
+
+async fn run_bundle(State(server): State<Server>, UrlPath(id): UrlPath<String>, body: Option<Json<RunBody>>) -> Response {
+    let run = body.map(|b| b.0).unwrap_or_default();
+    let jid = match access::random_hex(16) {
+        Ok(jid) => jid,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let started = tokio::task::spawn_blocking(move || server.start_job(&id, &jid, &run)).await;
+    match started {
+        Ok(Ok(record)) => Json(json!({ "jobid": record.jid })).into_response(),
+        Ok(Err(reason)) => error(StatusCode::BAD_REQUEST, reason),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn list_jobs(State(server): State<Server>) -> Response {
+    let jobs = server.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let jobs: Vec<serde_json::Value> = jobs
+        .values()
+        .map(|j| {
+            let r = j.record.lock().unwrap_or_else(|e| e.into_inner());
+            json!({ "id": r.jid, "name": r.name, "status": r.state })
+        })
+        .collect();
+    Json(json!({ "jobs": jobs })).into_response()
+}
+
+async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>) -> Response {
+    let jobs = server.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    match jobs.get(&jid) {
+        Some(job) => Json(json!(*job.record.lock().unwrap_or_else(|e| e.into_inner()))).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no job `{jid}`")),
+    }
+}
+
+async fn trigger_savepoint(State(server): State<Server>, UrlPath(jid): UrlPath<String>) -> Response {
+    match server.savepoint(&jid, false) {
+        Ok(request) => (StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn savepoint_status(State(server): State<Server>, UrlPath((_, request)): UrlPath<(String, String)>) -> Response {
+    let operations = server.operations.lock().unwrap_or_else(|e| e.into_inner());
+    match operations.get(&request) {
+        Some(Operation::InProgress) => Json(json!({ "status": { "id": "IN_PROGRESS" } })).into_response(),
+        Some(Operation::Completed { location, failure }) => {
+            let operation = match (location, failure) {
+                (Some(location), _) => json!({ "location": location }),
+                (None, failure) => json!({ "failure-cause": failure }),
+            };
+            Json(json!({ "status": { "id": "COMPLETED" }, "operation": operation })).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no savepoint request `{request}`")),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    #[serde(default)]
+    savepoint: bool,
+}
+
+async fn stop_job(State(server): State<Server>, UrlPath(jid): UrlPath<String>, body: Option<Json<StopBody>>) -> Response {
+    if body.is_some_and(|b| b.savepoint) {
+        return match server.savepoint(&jid, true) {
+            Ok(request) => (StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response(),
+            Err(response) => response,
+        };
+    }
+    let jobs = server.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    match jobs.get(&jid) {
+        Some(job) => {
+            job.control.stop();
+            (StatusCode::ACCEPTED, Json(json!({}))).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no job `{jid}`")),
+    }
+}
+
+/// A running server.
+pub struct RunningServer {
+    runtime: tokio::runtime::Runtime,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    state: Server,
+    pub address: SocketAddr,
+    /// Where the token is.
+    pub token_file: PathBuf,
+}
+
+impl RunningServer {
+    /// Claims the data directory, creates the token on first start, loads the bundles
+    /// uploaded before, and serves.
+    pub fn start(config: &ServerConfig) -> anyhow::Result<RunningServer> {
+        if !config.listen.ip().is_loopback() && !config.insecure {
+            anyhow::bail!(
+                "{} is not a loopback address: TLS is not built in yet, so serving it needs --insecure (anyone on the network could read the token)",
+                config.listen
+            );
+        }
+        if !config.listen.ip().is_loopback() {
+            tracing::warn!(listen = %config.listen, "serving without TLS on a non-loopback address (--insecure)");
+        }
+        OWNED.claim(&config.data_dir)?;
+        for sub in ["bundles", "jobs"] {
+            std::fs::create_dir_all(config.data_dir.join(sub))?;
+        }
+        let token_file = config.data_dir.join(TOKEN_FILE);
+        let token = match std::fs::read_to_string(&token_file) {
+            Ok(token) => token.trim().to_string(),
+            Err(_) => {
+                let token = access::random_hex(32)?;
+                access::write_token(&token_file, &token)?;
+                token
+            }
+        };
+        let mut bundles = BTreeMap::new();
+        for entry in std::fs::read_dir(config.data_dir.join("bundles"))?.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if id.starts_with('.') {
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(entry.path().join(bundle::MANIFEST)) {
+                if let Ok(manifest) = toml::from_str::<bundle::Manifest>(&text) {
+                    bundles.insert(id.clone(), BundleRecord { id, name: manifest.name, version: manifest.version });
+                }
+            }
+        }
+        let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let listener = tokio.block_on(tokio::net::TcpListener::bind(config.listen))?;
+        let address = listener.local_addr()?;
+        let state = Server {
+            dir: config.data_dir.clone(),
+            access: Access::new(&token, address),
+            runtime: Arc::new(Runtime::new()?),
+            maximums: HostMaximums::default(),
+            bundles: Arc::new(Mutex::new(bundles)),
+            jobs: Arc::default(),
+            operations: Arc::default(),
+        };
+        state.resume();
+        let app = axum::Router::new()
+            .route("/bundles", post(upload).get(list_bundles))
+            .route("/bundles/{id}/run", post(run_bundle))
+            .route("/jobs", get(list_jobs))
+            .route("/jobs/{id}", get(job_details))
+            .route("/jobs/{id}/savepoints", post(trigger_savepoint))
+            .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
+            .route("/jobs/{id}/stop", post(stop_job))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+            .with_state(state.clone());
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio.spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the server stopped");
+            }
+        });
+        tracing::info!(%address, token = %token_file.display(), "weir serve listening");
+        Ok(RunningServer { runtime: tokio, shutdown: Some(shutdown), server: Some(server), state, address, token_file })
+    }
+
+    /// Stops every job (each takes no savepoint) and the server.
+    pub fn stop(mut self) {
+        for job in self.state.jobs.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            job.control.stop();
+        }
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let wait = async move { tokio::time::timeout(std::time::Duration::from_secs(2), server).await };
+            let _ = self.runtime.block_on(wait);
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}

@@ -1,0 +1,251 @@
+//! The deployment server (`weir serve`, `host/src/server`): bundles uploaded, jobs run,
+//! savepoints triggered and polled, jobs stopped, all over its REST API with its token.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use weir::plugin::Runtime;
+use weir::server::{RunningServer, ServerConfig};
+
+/// A job that runs a while (a paced generator) with checkpoints, writing `out`.
+fn paced_job(dir: &Path, out: &Path) -> std::path::PathBuf {
+    std::fs::copy(guests::KEYED_COUNT, dir.join("keyed_count.wasm")).unwrap();
+    let path = dir.join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            name = "counting"
+            checkpoint = {{ interval_ms = 100 }}
+            [[source]]
+            type = "generator"
+            uid = "events"
+            count = 4000
+            keys = 10
+            seed = 9
+            rate = 2000
+            [[operator]]
+            uid = "count"
+            component = "keyed_count.wasm"
+            [[sink]]
+            type = "file"
+            uid = "out"
+            path = "{}"
+            [[edge]]
+            from = "events"
+            to = "count"
+            partition = "keyed"
+            [[edge]]
+            from = "count"
+            to = "out"
+            "#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+struct Client {
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn call(&self, method: &str, route: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        let url = format!("{}{route}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let response = if method == "GET" {
+            let mut request = ureq::get(&url).config().http_status_as_error(false).build().header("Authorization", &auth);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.call()
+        } else {
+            let mut request = ureq::post(&url).config().http_status_as_error(false).build().header("Authorization", &auth);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.send(body.unwrap_or_default())
+        };
+        let mut response = response.unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    fn get(&self, route: &str) -> (u16, serde_json::Value) {
+        self.call("GET", route, None, &[])
+    }
+
+    fn post(&self, route: &str, body: &str) -> (u16, serde_json::Value) {
+        self.call("POST", route, Some(body.as_bytes()), &[("Content-Type", "application/json")])
+    }
+
+    fn wait_for(&self, route: &str, what: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        for _ in 0..600 {
+            let (_, answer) = self.get(route);
+            if what(&answer) {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{route} never got there");
+    }
+}
+
+#[test]
+fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out.jsonl");
+    let job = paced_job(work.path(), &out);
+    let file = work.path().join("counting.weir");
+    weir::bundle::pack(&job, "1.0.0", &file, &Runtime::new().unwrap()).unwrap();
+
+    let server = RunningServer::start(&ServerConfig {
+        data_dir: data.path().join("weir"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        insecure: false,
+    })
+    .unwrap();
+    let token = std::fs::read_to_string(&server.token_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&server.token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let client = Client { base: format!("http://{}", server.address), token };
+
+    // Without the token, for another Host, or from a page: refused.
+    let stranger = Client { base: client.base.clone(), token: "guess".into() };
+    assert_eq!(stranger.get("/jobs").0, 401);
+    assert_eq!(client.call("GET", "/jobs", None, &[("Host", "evil.example")]).0, 403);
+    assert_eq!(client.call("GET", "/jobs", None, &[("Origin", "http://evil.example")]).0, 403);
+
+    // A bundle that is not one is refused with the reason.
+    let (status, answer) = client.call("POST", "/bundles", Some(b"not a bundle"), &[]);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("unreadable"), "{answer}");
+
+    let (status, bundle) = client.call("POST", "/bundles", Some(&std::fs::read(&file).unwrap()), &[]);
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!((bundle["name"].as_str(), bundle["version"].as_str()), (Some("counting"), Some("1.0.0")));
+    let id = bundle["id"].as_str().unwrap().to_string();
+    assert_eq!(client.get("/bundles").1["bundles"][0]["id"], bundle["id"]);
+
+    // A savepoint path outside the data directory is refused.
+    let (status, answer) = client.post(&format!("/bundles/{id}/run"), r#"{"savepointPath": "/etc"}"#);
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = client.post(&format!("/bundles/{id}/run"), "{}");
+    assert_eq!(status, 200, "{answer}");
+    let jid = answer["jobid"].as_str().unwrap().to_string();
+    assert_eq!(client.get("/jobs").1["jobs"][0]["status"], "RUNNING");
+
+    // A savepoint: 202 with a request id, polled until it completes, under the data dir.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, answer) = client.post(&format!("/jobs/{jid}/savepoints"), "");
+    assert_eq!(status, 202, "{answer}");
+    let request = answer["request-id"].as_str().unwrap().to_string();
+    let done = client.wait_for(&format!("/jobs/{jid}/savepoints/{request}"), |a| a["status"]["id"] == "COMPLETED");
+    let location = done["operation"]["location"].as_str().unwrap_or_else(|| panic!("{done}"));
+    assert!(Path::new(location).starts_with(data.path()) && Path::new(location).join("_savepoint").is_file(), "{location}");
+
+    // Stop with a savepoint, then run the bundle again from it: the output is the whole
+    // input exactly once, as one uninterrupted run would write it.
+    let (status, answer) = client.post(&format!("/jobs/{jid}/stop"), r#"{"savepoint": true}"#);
+    assert_eq!(status, 202, "{answer}");
+    let stopped = client.wait_for(&format!("/jobs/{jid}/savepoints/{}", answer["request-id"].as_str().unwrap()), |a| {
+        a["status"]["id"] == "COMPLETED"
+    });
+    let savepoint = stopped["operation"]["location"].as_str().unwrap().to_string();
+    client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] == "CANCELED" || a["state"] == "FINISHED");
+    let (status, answer) = client.post(&format!("/bundles/{id}/run"), &format!(r#"{{"savepointPath": {savepoint:?}}}"#));
+    assert_eq!(status, 200, "{answer}");
+    let second = answer["jobid"].as_str().unwrap().to_string();
+    let finished = client.wait_for(&format!("/jobs/{second}"), |a| a["state"] == "FINISHED" || a["state"] == "FAILED");
+    assert_eq!(finished["state"], "FINISHED", "{finished}");
+    let lines = sorted_lines(&out);
+    assert_eq!(lines.len(), 4000, "each event counted once across the stop");
+    let mut counts = std::collections::BTreeMap::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = v["key"].as_str().unwrap().to_string();
+        let n = counts.entry(key).or_insert(0u64);
+        *n += 1;
+    }
+    assert_eq!(counts.values().sum::<u64>(), 4000);
+    for (key, n) in &counts {
+        let last = lines.iter().filter(|l| l.contains(&format!("\"key\":\"{key}\""))).filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64()
+        }).max().unwrap();
+        assert_eq!(last, *n, "key {key}: the counts went on from the savepoint");
+    }
+    server.stop();
+}
+
+/// Starts `weir serve` on `data` and returns it with its base URL (from its first line).
+fn serve(data: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "weir serve ended before listening");
+    }
+    // Keep draining its log so that it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let base = line.split("listening on ").nth(1).unwrap().split(';').next().unwrap().trim().to_string();
+    (child, base)
+}
+
+#[test]
+fn a_killed_server_resumes_its_jobs_exactly_once() {
+    // SIGKILL the server mid-job; started again on the same data directory, it resumes
+    // the job from its latest checkpoint, and the file sink holds every count once.
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out.jsonl");
+    let job = paced_job(work.path(), &out);
+    let file = work.path().join("counting.weir");
+    weir::bundle::pack(&job, "1.0.0", &file, &Runtime::new().unwrap()).unwrap();
+
+    let (mut first, base) = serve(data.path());
+    let token = std::fs::read_to_string(data.path().join("token")).unwrap();
+    let client = Client { base, token: token.clone() };
+    let (status, bundle) = client.call("POST", "/bundles", Some(&std::fs::read(&file).unwrap()), &[]);
+    assert_eq!(status, 200, "{bundle}");
+    let (status, answer) = client.post(&format!("/bundles/{}/run", bundle["id"].as_str().unwrap()), "{}");
+    assert_eq!(status, 200, "{answer}");
+    let jid = answer["jobid"].as_str().unwrap().to_string();
+    // Let it take a few checkpoints, then kill the whole server.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(client.get(&format!("/jobs/{jid}")).1["state"], "RUNNING", "killed mid-job");
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let (mut second, base) = serve(data.path());
+    let client = Client { base, token };
+    let finished = client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] == "FINISHED" || a["state"] == "FAILED");
+    assert_eq!(finished["state"], "FINISHED", "{finished}");
+    let lines = sorted_lines(&out);
+    assert_eq!(lines.len(), 4000, "every event counted exactly once across the kill");
+    let mut last = std::collections::BTreeMap::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let n = last.entry(v["key"].as_str().unwrap().to_string()).or_insert(0);
+        *n = (*n).max(v["count"].as_u64().unwrap());
+    }
+    assert_eq!(last.values().sum::<u64>(), 4000, "counts went on from the checkpoint");
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
