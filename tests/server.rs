@@ -249,3 +249,100 @@ fn a_killed_server_resumes_its_jobs_exactly_once() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+#[test]
+fn an_operator_is_upgraded_live_from_another_uploaded_bundle() {
+    // counter v1 runs; the bundle of v2 is uploaded and its component swapped in live:
+    // v2 migrates v1's state, so every key's count goes on without a gap or a repeat.
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().join("out.jsonl");
+    let runtime = Runtime::new().unwrap();
+    let bundle_of = |component: &str, guest: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let job = paced_job(dir.path(), &out);
+        std::fs::copy(guest, dir.path().join(component)).unwrap();
+        let text = std::fs::read_to_string(&job).unwrap().replace("keyed_count.wasm", component);
+        std::fs::write(&job, text).unwrap();
+        let file = dir.path().join("bundle.weir");
+        weir::bundle::pack(&job, "1.0.0", &file, &runtime).unwrap();
+        std::fs::read(file).unwrap()
+    };
+    let v1 = bundle_of("counter_v1.wasm", guests::COUNTER_V1);
+    let v2 = bundle_of("counter_v2.wasm", guests::COUNTER_V2);
+    let server = RunningServer::start(&ServerConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        insecure: false,
+    })
+    .unwrap();
+    let client = Client { base: format!("http://{}", server.address), token: std::fs::read_to_string(&server.token_file).unwrap() };
+    let upload = |bytes: &[u8]| client.call("POST", "/bundles", Some(bytes), &[]).1["id"].as_str().unwrap().to_string();
+    let (first, second) = (upload(&v1), upload(&v2));
+    let jid = client.post(&format!("/bundles/{first}/run"), "{}").1["jobid"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, answer) = client.post(&format!("/jobs/{jid}/upgrade"), r#"{"operator": "nope", "bundle": "x"}"#);
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = client.post(&format!("/jobs/{jid}/upgrade"), &format!(r#"{{"operator": "count", "bundle": "{second}"}}"#));
+    assert_eq!(status, 202, "{answer}");
+    let request = answer["request-id"].as_str().unwrap();
+    let done = client.wait_for(&format!("/jobs/{jid}/upgrades/{request}"), |a| a["status"]["id"] == "COMPLETED");
+    assert!(done["operation"]["location"].is_string(), "{done}");
+    let finished = client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] != "RUNNING");
+    assert_eq!(finished["state"], "FINISHED", "{finished}");
+    // Per key, counts 1, 2, 3, ... in order, first from v1 and then from v2.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut per_key: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        per_key.entry(v["key"].as_str().unwrap().into()).or_default().push((v["v"].as_u64().unwrap(), v["count"].as_u64().unwrap()));
+    }
+    let mut upgraded = 0;
+    for (key, seen) in &per_key {
+        let counts: Vec<u64> = seen.iter().map(|(_, c)| *c).collect();
+        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "key {key}: v2 never before v1");
+        upgraded += seen.iter().filter(|(v, _)| *v == 2).count();
+    }
+    assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 4000);
+    assert!(upgraded > 0 && upgraded < 4000, "the switch happened mid-stream: {upgraded} lines from v2");
+    server.stop();
+}
+
+#[test]
+fn the_cli_deploys_and_lists_jobs() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let job = paced_job(work.path(), &work.path().join("out.jsonl"));
+    let file = work.path().join("counting.weir");
+    weir::bundle::pack(&job, "1.0.0", &file, &Runtime::new().unwrap()).unwrap();
+    let (mut server, base) = serve(data.path());
+    let weir = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .args(["--server", &base, "--data-dir"])
+            .arg(data.path())
+            .env_remove("WEIR_TOKEN")
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).trim().to_string(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, jid, stderr) = weir(&["deploy", file.to_str().unwrap(), "--run"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("uploaded `counting` 1.0.0"), "{stderr}");
+    let (ok, listed, stderr) = weir(&["jobs"]);
+    assert!(ok, "{stderr}");
+    assert!(listed.contains(&jid) && listed.contains("counting"), "{listed}");
+    // Without the token: a clear refusal.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["jobs", "--server", &base, "--data-dir"])
+        .arg(elsewhere.path())
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read the server's token"));
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

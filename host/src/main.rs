@@ -85,6 +85,20 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
+    /// Upload a bundle to a running `weir serve` (and with --run, run its job).
+    Deploy {
+        bundle: PathBuf,
+        /// Run the bundle's job once uploaded; prints its job id.
+        #[arg(long)]
+        run: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List the jobs of a running `weir serve`.
+    Jobs {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Pack a job and its components into one bundle file, check one, or show one.
     #[command(subcommand)]
     Bundle(BundleAction),
@@ -126,6 +140,64 @@ struct SavepointArgs {
     /// Where to write the savepoint (default: `.weir/<job>/savepoints/savepoint-<ms>`).
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+/// Where the deployment server is and how to prove who we are.
+#[derive(Args)]
+struct ServerArgs {
+    /// The server's address.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    server: String,
+    /// The server's data directory, whose `token` file authenticates us (default:
+    /// ~/.local/share/weir); `WEIR_TOKEN` overrides it.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    fn token(&self) -> Result<String, String> {
+        if let Ok(token) = std::env::var("WEIR_TOKEN") {
+            return Ok(token);
+        }
+        let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        let path = dir.join(weir::server::TOKEN_FILE);
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("cannot read the server's token ({}): {e}; set WEIR_TOKEN or --data-dir", path.display()))
+    }
+
+    /// Sends a request; the answer's JSON, or its error.
+    fn call(&self, route: &str, body: Option<Vec<u8>>) -> Result<serde_json::Value, String> {
+        let url = format!("{}{route}", self.server.trim_end_matches('/'));
+        let auth = format!("Bearer {}", self.token()?);
+        let response = match body {
+            Some(body) => {
+                let kind = if body.first() == Some(&b'{') { "application/json" } else { "application/octet-stream" };
+                ureq::post(&url)
+                    .config()
+                    .http_status_as_error(false)
+                    .build()
+                    .header("Authorization", &auth)
+                    .header("Content-Type", kind)
+                    .send(&body[..])
+            }
+            None => ureq::get(&url).config().http_status_as_error(false).build().header("Authorization", &auth).call(),
+        };
+        let mut response = response.map_err(|e| format!("cannot reach the server at {url}: {e}"))?;
+        let status = response.status();
+        let answer: serde_json::Value = response
+            .body_mut()
+            .read_json()
+            .map_err(|e| format!("bad answer from {url} ({status}): {e}"))?;
+        if !status.is_success() {
+            return Err(answer["errors"][0].as_str().map_or_else(|| answer.to_string(), str::to_string));
+        }
+        Ok(answer)
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share/weir")
 }
 
 #[derive(Subcommand)]
@@ -200,9 +272,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { data_dir, listen, insecure } => {
-            let data_dir = data_dir.unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share/weir")
-            });
+            let data_dir = data_dir.unwrap_or_else(default_data_dir);
             match serve(weir::server::ServerConfig { data_dir, listen, insecure }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
@@ -211,6 +281,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Deploy { bundle, run, server } => report(deploy(&bundle, run, &server)),
+        Command::Jobs { server } => report(server.call("/jobs", None).map(|answer| {
+            for job in answer["jobs"].as_array().into_iter().flatten() {
+                println!("{}  {}  {}", job["id"].as_str().unwrap_or("?"), job["status"].as_str().unwrap_or("?"), job["name"].as_str().unwrap_or("?"));
+            }
+        })),
         Command::Bundle(action) => match bundle(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -228,6 +304,31 @@ fn main() -> ExitCode {
             client(&job, "/upgrade", &body)
         }
     }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Uploads `bundle` (the server verifies it) and, with `run`, runs its job.
+fn deploy(bundle: &Path, run: bool, server: &ServerArgs) -> Result<(), String> {
+    let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
+    let uploaded = server.call("/bundles", Some(bytes))?;
+    let id = uploaded["id"].as_str().ok_or("the server answered no bundle id")?;
+    eprintln!("uploaded `{}` {} as bundle {id}", uploaded["name"].as_str().unwrap_or("?"), uploaded["version"].as_str().unwrap_or("?"));
+    if !run {
+        println!("{id}");
+        return Ok(());
+    }
+    let started = server.call(&format!("/bundles/{id}/run"), Some(b"{}".to_vec()))?;
+    println!("{}", started["jobid"].as_str().ok_or("the server answered no job id")?);
+    Ok(())
 }
 
 fn serve(config: weir::server::ServerConfig) -> anyhow::Result<()> {

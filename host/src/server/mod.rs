@@ -16,6 +16,7 @@
 //! | `POST /jobs/{id}/savepoints` | triggers a savepoint: `202` with a `request-id` |
 //! | `GET /jobs/{id}/savepoints/{request}` | `IN_PROGRESS`, or `COMPLETED` with its location or failure cause |
 //! | `POST /jobs/{id}/stop` | stops the job; `{"savepoint": true}` takes a savepoint first (`202`, as above) |
+//! | `POST /jobs/{id}/upgrade` | swaps an operator live for its component in another bundle: `{"operator", "bundle"}` (`202`; poll `/jobs/{id}/upgrades/{request}`) |
 //!
 //! Every request needs `Authorization: Bearer <token>`, a `Host` naming the server's
 //! address, and no `Origin`; bodies are size-capped.
@@ -100,6 +101,8 @@ struct LiveJob {
     record: Arc<Mutex<JobRecord>>,
     control: Arc<JobControl>,
     requests: crossbeam_channel::Sender<Request>,
+    /// The job's own Wasm runtime: an upgrade's component must be compiled by it.
+    runtime: Arc<Runtime>,
 }
 
 /// A savepoint request's progress.
@@ -187,7 +190,7 @@ impl Server {
             run: run.clone(),
         };
         let shared = Arc::new(Mutex::new(record.clone()));
-        let live = LiveJob { record: shared.clone(), control: job.control(), requests: job.requests() };
+        let live = LiveJob { record: shared.clone(), control: job.control(), requests: job.requests(), runtime: job.runtime() };
         self.save(&record);
         let server = self.clone();
         std::thread::Builder::new()
@@ -252,12 +255,23 @@ impl Server {
 
     /// Sends a savepoint request to job `jid`; the operation id to poll.
     fn savepoint(&self, jid: &str, stop: bool) -> Result<String, Response> {
+        self.operation(jid, |id, dir, reply| {
+            Request::Savepoint { dir: dir.join("savepoints").join(format!("savepoint-{id}")), stop, reply }
+        })
+    }
+
+    /// Sends the request `make` builds (from the operation id, the job's directory and
+    /// the reply channel) to job `jid`, and tracks its answer as an operation to poll.
+    fn operation(
+        &self,
+        jid: &str,
+        make: impl FnOnce(&str, &Path, crate::checkpoint::coordinator::Reply) -> Request,
+    ) -> Result<String, Response> {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let Some(job) = jobs.get(jid) else { return Err(error(StatusCode::NOT_FOUND, format!("no job `{jid}`"))) };
         let request_id = access::random_hex(8).map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let dir = self.job_dir(jid).join("savepoints").join(format!("savepoint-{request_id}"));
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if job.requests.send(Request::Savepoint { dir, stop, reply }).is_err() {
+        if job.requests.send(make(&request_id, &self.job_dir(jid), reply)).is_err() {
             return Err(error(StatusCode::CONFLICT, "the job is not running"));
         }
         drop(jobs);
@@ -268,11 +282,25 @@ impl Server {
             let done = match answer.await {
                 Ok(Ok((path, _))) => Operation::Completed { location: Some(path.display().to_string()), failure: None },
                 Ok(Err(e)) => Operation::Completed { location: None, failure: Some(e) },
-                Err(_) => Operation::Completed { location: None, failure: Some("the job stopped before the savepoint completed".into()) },
+                Err(_) => Operation::Completed { location: None, failure: Some("the job stopped before the operation completed".into()) },
             };
             operations.lock().unwrap_or_else(|e| e.into_inner()).insert(id, done);
         });
         Ok(request_id)
+    }
+
+    /// The component operator `uid` has in the job of bundle `bundle`.
+    fn bundled_component(&self, bundle: &str, uid: &str) -> Result<PathBuf, String> {
+        if !self.bundles.lock().unwrap_or_else(|e| e.into_inner()).contains_key(bundle) {
+            return Err(format!("no bundle `{bundle}`"));
+        }
+        let dir = self.bundle_dir(bundle);
+        let text = std::fs::read_to_string(dir.join(bundle::MANIFEST)).map_err(|e| e.to_string())?;
+        let manifest: bundle::Manifest = toml::from_str(&text).map_err(|e| e.to_string())?;
+        let spec = JobSpec::load(&dir.join(&manifest.job)).map_err(|e| e.to_string())?;
+        let op = spec.operators.iter().find(|op| op.uid == uid).ok_or_else(|| format!("bundle `{bundle}` has no operator `{uid}`"))?;
+        let component = op.component.as_ref().ok_or_else(|| format!("operator `{uid}` of bundle `{bundle}` is not a component"))?;
+        Ok(dir.join(component))
     }
 }
 
@@ -374,6 +402,44 @@ async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>
 
 async fn trigger_savepoint(State(server): State<Server>, UrlPath(jid): UrlPath<String>) -> Response {
     match server.savepoint(&jid, false) {
+        Ok(request) => (StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response(),
+        Err(response) => response,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpgradeBody {
+    /// The operator to upgrade.
+    operator: String,
+    /// The uploaded bundle whose job holds the new component for that operator.
+    bundle: String,
+}
+
+/// Swaps an operator's component live, for the one an uploaded (so verified) bundle has
+/// for it: compiled and checked first, then installed at an in-place savepoint. `202`
+/// with a `request-id` to poll, as for savepoints.
+async fn upgrade(State(server): State<Server>, UrlPath(jid): UrlPath<String>, Json(body): Json<UpgradeBody>) -> Response {
+    let runtime = match server.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&jid) {
+        Some(job) => job.runtime.clone(),
+        None => return error(StatusCode::NOT_FOUND, format!("no job `{jid}`")),
+    };
+    let path = match server.bundled_component(&body.bundle, &body.operator) {
+        Ok(path) => path,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    let plugin = match tokio::task::spawn_blocking(move || runtime.load(&path)).await {
+        Ok(Ok(plugin)) => Arc::new(plugin),
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let operator = body.operator;
+    match server.operation(&jid, |id, dir, reply| Request::Upgrade {
+        operator: operator.clone(),
+        component: plugin,
+        dir: dir.join("savepoints").join(format!("upgrade-{operator}-{id}")),
+        reply,
+    }) {
         Ok(request) => (StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response(),
         Err(response) => response,
     }
@@ -488,6 +554,8 @@ impl RunningServer {
             .route("/jobs/{id}", get(job_details))
             .route("/jobs/{id}/savepoints", post(trigger_savepoint))
             .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
+            .route("/jobs/{id}/upgrade", post(upgrade))
+            .route("/jobs/{id}/upgrades/{request}", get(savepoint_status))
             .route("/jobs/{id}/stop", post(stop_job))
             .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
