@@ -49,6 +49,22 @@ fn paced_job(dir: &Path, out: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The Python of the tools `scripts/setup` installs (with prometheus_client).
+fn weir_toolchain_python() -> std::path::PathBuf {
+    weir::toolchain::tools_dir().join("py/bin/python")
+}
+
+/// Reads a Prometheus scrape from stdin with prometheus_client's parser and prints each
+/// sample as `name label=value ... value`.
+const PARSE_PROMETHEUS: &str = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = " ".join(f"{k}={v}" for k, v in sorted(s.labels.items(), key=lambda kv: ["job", "jid", "node", "kind"].index(kv[0])))
+        print(s.name, labels, s.value)
+"#;
+
 struct Client {
     base: String,
     token: String,
@@ -144,6 +160,30 @@ fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
     assert_eq!(status, 200, "{answer}");
     let jid = answer["jobid"].as_str().unwrap().to_string();
     assert_eq!(client.get("/jobs").1["jobs"][0]["status"], "RUNNING");
+
+    // While it runs: per-node counts in the job, and a Prometheus scrape that
+    // prometheus_client's own parser reads.
+    std::thread::sleep(Duration::from_millis(300));
+    let details = client.get(&format!("/jobs/{jid}")).1;
+    let count = details["vertices"].as_array().unwrap().iter().find(|v| v["id"] == "count").cloned().unwrap();
+    assert!(count["metrics"]["read-records"].as_u64().unwrap() > 0, "{details}");
+    let scrape = client.get("/metrics").1;
+    let scrape = scrape.as_str().unwrap_or_else(|| panic!("{scrape}")).to_string();
+    let parsed = std::process::Command::new(weir_toolchain_python())
+        .args(["-c", PARSE_PROMETHEUS])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), scrape.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(parsed.status.success(), "{}\n{scrape}", String::from_utf8_lossy(&parsed.stderr));
+    let samples = String::from_utf8_lossy(&parsed.stdout);
+    assert!(samples.contains(&format!("weir_job_running job=counting jid={jid} 1.0")), "{samples}");
+    assert!(samples.lines().any(|l| l.starts_with("weir_records_in_total") && l.contains("node=count")), "{samples}");
 
     // A savepoint: 202 with a request id, polled until it completes, under the data dir.
     std::thread::sleep(Duration::from_millis(300));

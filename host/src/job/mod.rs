@@ -137,6 +137,23 @@ pub struct Job {
     options: JobOptions,
     /// Savepoint, stop and upgrade requests, from the control API or a server.
     requests: (crossbeam_channel::Sender<Request>, crossbeam_channel::Receiver<Request>),
+    /// The counters of the attempt running now, for live metrics.
+    live: LiveMetrics,
+}
+
+/// A running job's counters, readable while it runs (the deployment server's metrics).
+#[derive(Clone, Default)]
+pub struct LiveMetrics {
+    nodes: Arc<std::sync::Mutex<(Vec<(String, NodeKind, Vec<Arc<TaskMetrics>>)>, Option<std::time::Instant>)>>,
+}
+
+impl LiveMetrics {
+    /// Records in and out per node of the current attempt, so far.
+    pub fn snapshot(&self) -> JobSummary {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = nodes.1.map(|t| t.elapsed()).unwrap_or_default();
+        JobSummary::collect("", elapsed, &nodes.0, false)
+    }
 }
 
 impl Job {
@@ -178,6 +195,7 @@ impl Job {
             control: Arc::default(),
             options: options.clone(),
             requests: crossbeam_channel::unbounded(),
+            live: LiveMetrics::default(),
         })
     }
 
@@ -194,6 +212,11 @@ impl Job {
     /// control API and the deployment server do).
     pub fn requests(&self) -> crossbeam_channel::Sender<Request> {
         self.requests.0.clone()
+    }
+
+    /// The job's counters while it runs.
+    pub fn live_metrics(&self) -> LiveMetrics {
+        self.live.clone()
     }
 
     /// The Wasm runtime the job's components run on (an upgrade compiles with it).
@@ -494,6 +517,7 @@ impl Job {
             });
         }
         drop(wiring);
+        *self.live.nodes.lock().unwrap_or_else(|e| e.into_inner()) = (node_metrics.clone(), Some(started));
         let coordinator = Some(
             Coordinator {
                 settings: spec.checkpoint.clone(),

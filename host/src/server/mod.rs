@@ -16,6 +16,7 @@
 //! | `POST /jobs/{id}/savepoints` | triggers a savepoint: `202` with a `request-id` |
 //! | `GET /jobs/{id}/savepoints/{request}` | `IN_PROGRESS`, or `COMPLETED` with its location or failure cause |
 //! | `POST /jobs/{id}/stop` | stops the job; `{"savepoint": true}` takes a savepoint first (`202`, as above) |
+//! | `GET /metrics` | per job and node, in Prometheus' text format |
 //! | `POST /jobs/{id}/upgrade` | swaps an operator live for its component in another bundle: `{"operator", "bundle"}` (`202`; poll `/jobs/{id}/upgrades/{request}`) |
 //!
 //! Every request needs `Authorization: Bearer <token>`, a `Host` naming the server's
@@ -103,6 +104,17 @@ struct LiveJob {
     requests: crossbeam_channel::Sender<Request>,
     /// The job's own Wasm runtime: an upgrade's component must be compiled by it.
     runtime: Arc<Runtime>,
+    metrics: crate::job::LiveMetrics,
+}
+
+/// Per node of a job: uid, kind, parallelism, records in, records out.
+fn vertices(metrics: &crate::job::LiveMetrics) -> Vec<(String, String, u32, u64, u64)> {
+    metrics
+        .snapshot()
+        .nodes
+        .iter()
+        .map(|n| (n.uid.clone(), format!("{:?}", n.kind).to_lowercase(), n.parallelism, n.records_in, n.records_out))
+        .collect()
 }
 
 /// A savepoint request's progress.
@@ -190,7 +202,7 @@ impl Server {
             run: run.clone(),
         };
         let shared = Arc::new(Mutex::new(record.clone()));
-        let live = LiveJob { record: shared.clone(), control: job.control(), requests: job.requests(), runtime: job.runtime() };
+        let live = LiveJob { record: shared.clone(), control: job.control(), requests: job.requests(), runtime: job.runtime(), metrics: job.live_metrics() };
         self.save(&record);
         let server = self.clone();
         std::thread::Builder::new()
@@ -395,9 +407,41 @@ async fn list_jobs(State(server): State<Server>) -> Response {
 async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>) -> Response {
     let jobs = server.jobs.lock().unwrap_or_else(|e| e.into_inner());
     match jobs.get(&jid) {
-        Some(job) => Json(json!(*job.record.lock().unwrap_or_else(|e| e.into_inner()))).into_response(),
+        Some(job) => {
+            let mut answer = json!(*job.record.lock().unwrap_or_else(|e| e.into_inner()));
+            // Flink's shape: the job graph's vertices with their record counts.
+            answer["vertices"] = vertices(&job.metrics)
+                .into_iter()
+                .map(|(uid, kind, parallelism, read, write)| {
+                    json!({ "id": uid, "kind": kind, "parallelism": parallelism,
+                            "metrics": { "read-records": read, "write-records": write } })
+                })
+                .collect();
+            Json(answer).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, format!("no job `{jid}`")),
     }
+}
+
+/// Prometheus' text format: per job, its state, and per node, records in and out.
+async fn prometheus(State(server): State<Server>) -> Response {
+    use std::fmt::Write as _;
+    let quote = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let mut up = String::from("# HELP weir_job_running Whether the job is running (1) or ended (0).\n# TYPE weir_job_running gauge\n");
+    let mut records_in = String::from("# HELP weir_records_in_total Records a node received (a source: read).\n# TYPE weir_records_in_total counter\n");
+    let mut records_out = String::from("# HELP weir_records_out_total Records a node emitted.\n# TYPE weir_records_out_total counter\n");
+    for job in server.jobs.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        let record = job.record.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let labels = format!("job=\"{}\",jid=\"{}\"", quote(&record.name), record.jid);
+        let _ = writeln!(up, "weir_job_running{{{labels}}} {}", u8::from(record.state == JobStatus::Running));
+        for (uid, kind, _, read, write) in vertices(&job.metrics) {
+            let node = format!("{labels},node=\"{}\",kind=\"{kind}\"", quote(&uid));
+            let _ = writeln!(records_in, "weir_records_in_total{{{node}}} {read}");
+            let _ = writeln!(records_out, "weir_records_out_total{{{node}}} {write}");
+        }
+    }
+    let body = up + &records_in + &records_out;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn trigger_savepoint(State(server): State<Server>, UrlPath(jid): UrlPath<String>) -> Response {
@@ -555,6 +599,7 @@ impl RunningServer {
             .route("/jobs/{id}/savepoints", post(trigger_savepoint))
             .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
             .route("/jobs/{id}/upgrade", post(upgrade))
+            .route("/metrics", get(prometheus))
             .route("/jobs/{id}/upgrades/{request}", get(savepoint_status))
             .route("/jobs/{id}/stop", post(stop_job))
             .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
