@@ -61,7 +61,7 @@ import sys
 from prometheus_client.parser import text_string_to_metric_families
 for family in text_string_to_metric_families(sys.stdin.read()):
     for s in family.samples:
-        labels = " ".join(f"{k}={v}" for k, v in sorted(s.labels.items(), key=lambda kv: ["job", "jid", "node", "kind"].index(kv[0])))
+        labels = " ".join(f"{k}={v}" for k, v in sorted(s.labels.items(), key=lambda kv: ["job", "jid", "node", "kind", "outcome"].index(kv[0])))
         print(s.name, labels, s.value)
 "#;
 
@@ -184,6 +184,11 @@ fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
     let samples = String::from_utf8_lossy(&parsed.stdout);
     assert!(samples.contains(&format!("weir_job_running job=counting jid={jid} 1.0")), "{samples}");
     assert!(samples.lines().any(|l| l.starts_with("weir_records_in_total") && l.contains("node=count")), "{samples}");
+    // Checkpoints every 100 ms: counted, with the latest one's duration and size.
+    let stats = client.wait_for(&format!("/jobs/{jid}/checkpoints"), |a| a["counts"]["completed"].as_u64() > Some(0));
+    let latest = &stats["latest"]["completed"];
+    assert!(latest["id"].as_u64().unwrap() > 0 && latest["state_size"].as_u64().unwrap() > 0, "{stats}");
+    assert_eq!(stats["counts"]["failed"], 0, "{stats}");
 
     // A savepoint: 202 with a request id, polled until it completes, under the data dir.
     std::thread::sleep(Duration::from_millis(300));

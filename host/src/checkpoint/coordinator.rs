@@ -92,7 +92,40 @@ pub struct Coordinator {
     /// The id of the checkpoint the job was restored from (new ids follow it).
     pub last_id: u64,
     pub control: Arc<dyn JobLifecycle>,
+    /// Updated as checkpoints complete or fail.
+    pub stats: SharedStats,
 }
+
+/// Checkpoint statistics of a running job, as Flink's `/jobs/{id}/checkpoints` reports
+/// them: counts, and the latest completed and failed checkpoint.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckpointStats {
+    pub completed: u64,
+    pub failed: u64,
+    pub latest_completed: Option<CompletedStats>,
+    pub latest_failed: Option<FailedStats>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompletedStats {
+    pub id: u64,
+    /// When it completed, in ms since the Unix epoch.
+    pub completed_ms: i64,
+    /// From the barrier to the metadata written.
+    pub duration_ms: u64,
+    /// Bytes of the state files it refers to.
+    pub state_size: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedStats {
+    pub id: u64,
+    pub failed_ms: i64,
+    pub cause: String,
+}
+
+/// Statistics shared between the coordinator and whoever reports them.
+pub type SharedStats = Arc<std::sync::Mutex<CheckpointStats>>;
 
 /// A running coordinator.
 pub struct CoordinatorHandle {
@@ -331,11 +364,16 @@ impl Coordinator {
         if let Some(settings) = &self.settings {
             storage.retain(settings.retained);
         }
-        tracing::info!(
-            checkpoint = pending.id,
-            duration_ms = pending.started.elapsed().as_millis() as u64,
-            "checkpoint complete"
-        );
+        let duration_ms = pending.started.elapsed().as_millis() as u64;
+        tracing::info!(checkpoint = pending.id, duration_ms, "checkpoint complete");
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.completed += 1;
+        stats.latest_completed = Some(CompletedStats {
+            id: pending.id,
+            completed_ms: metadata.created_ms,
+            duration_ms,
+            state_size: metadata.files().map(|f| f.size).sum(),
+        });
         Ok(())
     }
 
@@ -343,6 +381,11 @@ impl Coordinator {
     fn declined(&self, id: u64, reason: &str, failures: u32) -> u32 {
         let tolerable = self.settings.as_ref().map_or(0, |s| s.tolerable_failures);
         tracing::warn!(checkpoint = id, failures, %reason, "checkpoint declined");
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            stats.failed += 1;
+            stats.latest_failed = Some(FailedStats { id, failed_ms: crate::clock::now_ms(), cause: reason.to_string() });
+        }
         if failures > tolerable {
             self.control.fail_checkpointing(format!(
                 "{failures} checkpoints in a row failed (tolerable_failures = {tolerable}); last: checkpoint {id}: {reason}"

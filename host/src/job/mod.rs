@@ -139,6 +139,7 @@ pub struct Job {
     requests: (crossbeam_channel::Sender<Request>, crossbeam_channel::Receiver<Request>),
     /// The counters of the attempt running now, for live metrics.
     live: LiveMetrics,
+    checkpoint_stats: crate::checkpoint::coordinator::SharedStats,
 }
 
 /// A running job's counters, readable while it runs (the deployment server's metrics).
@@ -196,6 +197,7 @@ impl Job {
             options: options.clone(),
             requests: crossbeam_channel::unbounded(),
             live: LiveMetrics::default(),
+            checkpoint_stats: Default::default(),
         })
     }
 
@@ -212,6 +214,12 @@ impl Job {
     /// control API and the deployment server do).
     pub fn requests(&self) -> crossbeam_channel::Sender<Request> {
         self.requests.0.clone()
+    }
+
+    /// Checkpoint counts and the latest completed and failed checkpoint, over all of the
+    /// job's attempts.
+    pub fn checkpoint_stats(&self) -> crate::checkpoint::coordinator::SharedStats {
+        self.checkpoint_stats.clone()
     }
 
     /// The job's counters while it runs.
@@ -533,6 +541,7 @@ impl Job {
                 tasks: node_metrics.iter().map(|(_, _, tasks)| tasks.len()).sum(),
                 last_id: restore.map_or(0, |r| r.checkpoint_id()),
                 control: self.control.clone(),
+                stats: self.checkpoint_stats.clone(),
             }
             .start()
             .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start the checkpoint coordinator: {e}")))?,

@@ -16,6 +16,7 @@
 //! | `POST /jobs/{id}/savepoints` | triggers a savepoint: `202` with a `request-id` |
 //! | `GET /jobs/{id}/savepoints/{request}` | `IN_PROGRESS`, or `COMPLETED` with its location or failure cause |
 //! | `POST /jobs/{id}/stop` | stops the job; `{"savepoint": true}` takes a savepoint first (`202`, as above) |
+//! | `GET /jobs/{id}/checkpoints` | checkpoint counts, the latest completed (duration, size) and failed (cause) |
 //! | `GET /metrics` | per job and node, in Prometheus' text format |
 //! | `POST /jobs/{id}/upgrade` | swaps an operator live for its component in another bundle: `{"operator", "bundle"}` (`202`; poll `/jobs/{id}/upgrades/{request}`) |
 //!
@@ -105,6 +106,7 @@ struct LiveJob {
     /// The job's own Wasm runtime: an upgrade's component must be compiled by it.
     runtime: Arc<Runtime>,
     metrics: crate::job::LiveMetrics,
+    checkpoints: crate::checkpoint::coordinator::SharedStats,
 }
 
 /// Per node of a job: uid, kind, parallelism, records in, records out.
@@ -202,7 +204,10 @@ impl Server {
             run: run.clone(),
         };
         let shared = Arc::new(Mutex::new(record.clone()));
-        let live = LiveJob { record: shared.clone(), control: job.control(), requests: job.requests(), runtime: job.runtime(), metrics: job.live_metrics() };
+        let live = LiveJob { record: shared.clone(), control: job.control(), requests: job.requests(), runtime: job.runtime(),
+            metrics: job.live_metrics(),
+            checkpoints: job.checkpoint_stats(),
+        };
         self.save(&record);
         let server = self.clone();
         std::thread::Builder::new()
@@ -423,24 +428,60 @@ async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>
     }
 }
 
-/// Prometheus' text format: per job, its state, and per node, records in and out.
+/// Checkpoint statistics in Flink's shape: counts, and the latest completed and failed.
+async fn checkpoints(State(server): State<Server>, UrlPath(jid): UrlPath<String>) -> Response {
+    let jobs = server.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(job) = jobs.get(&jid) else { return error(StatusCode::NOT_FOUND, format!("no job `{jid}`")) };
+    let stats = job.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let completed = stats.latest_completed.map(|c| {
+        json!({ "id": c.id, "latest_ack_timestamp": c.completed_ms, "end_to_end_duration": c.duration_ms,
+                "state_size": c.state_size, "status": "COMPLETED" })
+    });
+    let failed = stats.latest_failed.map(|f| {
+        json!({ "id": f.id, "failure_timestamp": f.failed_ms, "failure_message": f.cause, "status": "FAILED" })
+    });
+    Json(json!({
+        "counts": { "completed": stats.completed, "failed": stats.failed, "total": stats.completed + stats.failed },
+        "latest": { "completed": completed, "failed": failed },
+    }))
+    .into_response()
+}
+
+/// Prometheus' text format: per job, its state and checkpoints, and per node, records
+/// in and out.
 async fn prometheus(State(server): State<Server>) -> Response {
     use std::fmt::Write as _;
     let quote = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
     let mut up = String::from("# HELP weir_job_running Whether the job is running (1) or ended (0).\n# TYPE weir_job_running gauge\n");
     let mut records_in = String::from("# HELP weir_records_in_total Records a node received (a source: read).\n# TYPE weir_records_in_total counter\n");
     let mut records_out = String::from("# HELP weir_records_out_total Records a node emitted.\n# TYPE weir_records_out_total counter\n");
+    let mut checkpoints = String::from(
+        "# HELP weir_checkpoints_total Checkpoints by outcome.\n# TYPE weir_checkpoints_total counter\n",
+    );
+    let mut last = String::from(
+        "# HELP weir_checkpoint_last_duration_ms The latest completed checkpoint's duration.\n# TYPE weir_checkpoint_last_duration_ms gauge\n",
+    );
+    let mut size = String::from(
+        "# HELP weir_checkpoint_last_size_bytes The latest completed checkpoint's state size.\n# TYPE weir_checkpoint_last_size_bytes gauge\n",
+    );
     for job in server.jobs.lock().unwrap_or_else(|e| e.into_inner()).values() {
         let record = job.record.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let labels = format!("job=\"{}\",jid=\"{}\"", quote(&record.name), record.jid);
         let _ = writeln!(up, "weir_job_running{{{labels}}} {}", u8::from(record.state == JobStatus::Running));
+        let stats = job.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let _ = writeln!(checkpoints, "weir_checkpoints_total{{{labels},outcome=\"completed\"}} {}", stats.completed);
+        let _ = writeln!(checkpoints, "weir_checkpoints_total{{{labels},outcome=\"failed\"}} {}", stats.failed);
+        if let Some(c) = stats.latest_completed {
+            let _ = writeln!(last, "weir_checkpoint_last_duration_ms{{{labels}}} {}", c.duration_ms);
+            let _ = writeln!(size, "weir_checkpoint_last_size_bytes{{{labels}}} {}", c.state_size);
+        }
         for (uid, kind, _, read, write) in vertices(&job.metrics) {
             let node = format!("{labels},node=\"{}\",kind=\"{kind}\"", quote(&uid));
             let _ = writeln!(records_in, "weir_records_in_total{{{node}}} {read}");
             let _ = writeln!(records_out, "weir_records_out_total{{{node}}} {write}");
         }
     }
-    let body = up + &records_in + &records_out;
+    let body = up + &checkpoints + &last + &size + &records_in + &records_out;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -600,6 +641,7 @@ impl RunningServer {
             .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
             .route("/jobs/{id}/upgrade", post(upgrade))
             .route("/metrics", get(prometheus))
+            .route("/jobs/{id}/checkpoints", get(checkpoints))
             .route("/jobs/{id}/upgrades/{request}", get(savepoint_status))
             .route("/jobs/{id}/stop", post(stop_job))
             .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
