@@ -17,6 +17,7 @@
 //! | `GET /jobs/{id}/savepoints/{request}` | `IN_PROGRESS`, or `COMPLETED` with its location or failure cause |
 //! | `POST /jobs/{id}/stop` | stops the job; `{"savepoint": true}` takes a savepoint first (`202`, as above) |
 //! | `GET /jobs/{id}/checkpoints` | checkpoint counts, the latest completed (duration, size) and failed (cause) |
+//! | `GET /openapi.json` | this API's OpenAPI description (`server/openapi.json`) |
 //! | `GET /metrics` | per job and node, in Prometheus' text format |
 //! | `POST /jobs/{id}/upgrade` | swaps an operator live for its component in another bundle: `{"operator", "bundle"}` (`202`; poll `/jobs/{id}/upgrades/{request}`) |
 //!
@@ -43,6 +44,9 @@ use crate::checkpoint::Request;
 use crate::job::{Job, JobOptions, JobSpec};
 use crate::plugin::Runtime;
 use crate::task::JobControl;
+
+/// The API's OpenAPI 3 description (checked in; the tests call every operation in it).
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The largest bundle upload.
 const MAX_UPLOAD_BYTES: usize = 512 << 20;
@@ -641,6 +645,7 @@ impl RunningServer {
             .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
             .route("/jobs/{id}/upgrade", post(upgrade))
             .route("/metrics", get(prometheus))
+            .route("/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
             .route("/jobs/{id}/checkpoints", get(checkpoints))
             .route("/jobs/{id}/upgrades/{request}", get(savepoint_status))
             .route("/jobs/{id}/stop", post(stop_job))
