@@ -425,3 +425,69 @@ fn every_operation_of_the_openapi_description_is_served() {
     assert_eq!(operations, 13);
     server.stop();
 }
+
+/// The page at `url` after its scripts ran, from headless Chromium (Debian's, installed
+/// by scripts/setup), and a screenshot of it at `png`.
+fn chromium(url: &str, png: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--virtual-time-budget=3000", "--window-size=1100,600"])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("chromium is installed by scripts/setup");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(&[&format!("--screenshot={}", png.display())]);
+    run(&["--dump-dom"])
+}
+
+#[test]
+fn the_dashboard_shows_what_the_rest_api_says() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let job = paced_job(work.path(), &work.path().join("out.jsonl"));
+    let text = std::fs::read_to_string(&job).unwrap().replace("rate = 2000", "");
+    std::fs::write(&job, text).unwrap();
+    let file = work.path().join("counting.weir");
+    weir::bundle::pack(&job, "1.0.0", &file, &Runtime::new().unwrap()).unwrap();
+    let server = RunningServer::start(&ServerConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        insecure: false,
+    })
+    .unwrap();
+    let token = std::fs::read_to_string(&server.token_file).unwrap();
+    let client = Client { base: format!("http://{}", server.address), token: token.clone() };
+    let id = client.call("POST", "/bundles", Some(&std::fs::read(&file).unwrap()), &[]).1["id"].as_str().unwrap().to_string();
+    let jid = client.post(&format!("/bundles/{id}/run"), "{}").1["jobid"].as_str().unwrap().to_string();
+    let rest = client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] == "FINISHED");
+
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let dom = chromium(&format!("{}/#token={}", client.base, token.trim()), &shots.join("dashboard.png"));
+    assert!(dom.contains(&format!("<small>{jid}</small>")) && dom.contains(r#"class="state FINISHED""#), "{dom}");
+    for vertex in rest["vertices"].as_array().unwrap() {
+        let row = format!(
+            r#"<td>{}</td><td>{}</td><td>{}</td><td class="read">{}</td><td class="write">{}</td>"#,
+            vertex["id"].as_str().unwrap(),
+            vertex["kind"].as_str().unwrap(),
+            vertex["parallelism"],
+            vertex["metrics"]["read-records"],
+            vertex["metrics"]["write-records"]
+        );
+        assert!(dom.contains(&row), "the page lacks {row}: {dom}");
+    }
+    let checkpoints = client.get(&format!("/jobs/{jid}/checkpoints")).1;
+    assert!(dom.contains(&format!("checkpoints: {} completed", checkpoints["counts"]["completed"])), "{dom}");
+    let png = std::fs::read(shots.join("dashboard.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5000, "a screenshot of the page");
+    // Without the token, the page asks for it and shows no job.
+    let bare = chromium(&format!("{}/", client.base), &shots.join("dashboard-login.png"));
+    assert!(bare.contains(r#"<p id="login">"#) && !bare.contains(&jid), "{bare}");
+    server.stop();
+}

@@ -17,12 +17,13 @@
 //! | `GET /jobs/{id}/savepoints/{request}` | `IN_PROGRESS`, or `COMPLETED` with its location or failure cause |
 //! | `POST /jobs/{id}/stop` | stops the job; `{"savepoint": true}` takes a savepoint first (`202`, as above) |
 //! | `GET /jobs/{id}/checkpoints` | checkpoint counts, the latest completed (duration, size) and failed (cause) |
+//! | `GET /` | the dashboard (a page; it needs the token to show anything) |
 //! | `GET /openapi.json` | this API's OpenAPI description (`server/openapi.json`) |
 //! | `GET /metrics` | per job and node, in Prometheus' text format |
 //! | `POST /jobs/{id}/upgrade` | swaps an operator live for its component in another bundle: `{"operator", "bundle"}` (`202`; poll `/jobs/{id}/upgrades/{request}`) |
 //!
 //! Every request needs `Authorization: Bearer <token>`, a `Host` naming the server's
-//! address, and no `Origin`; bodies are size-capped.
+//! address, and no `Origin` but the server's own (its dashboard); bodies are size-capped.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ use crate::checkpoint::Request;
 use crate::job::{Job, JobOptions, JobSpec};
 use crate::plugin::Runtime;
 use crate::task::JobControl;
+
+/// The dashboard, served at `/` (`docs/server.md#dashboard`).
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// The API's OpenAPI 3 description (checked in; the tests call every operation in it).
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -327,7 +331,13 @@ impl Server {
 
 /// Refuses requests without the token, for another host name, or from a web page.
 async fn guard(State(server): State<Server>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    match server.access.check(request.headers(), &format!("{TOKEN_FILE} in the server's data directory")) {
+    // The dashboard page itself holds no data: it asks for the token and calls the API.
+    let checked = if request.uri().path() == "/" {
+        server.access.check_page(request.headers())
+    } else {
+        server.access.check(request.headers(), &format!("{TOKEN_FILE} in the server's data directory"))
+    };
+    match checked {
         Ok(()) => next.run(request).await,
         Err((status, message)) => error(status, message),
     }
@@ -645,6 +655,7 @@ impl RunningServer {
             .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
             .route("/jobs/{id}/upgrade", post(upgrade))
             .route("/metrics", get(prometheus))
+            .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
             .route("/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
             .route("/jobs/{id}/checkpoints", get(checkpoints))
             .route("/jobs/{id}/upgrades/{request}", get(savepoint_status))
