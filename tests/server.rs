@@ -378,6 +378,16 @@ fn the_cli_deploys_and_lists_jobs() {
     let (ok, listed, stderr) = weir(&["jobs"]);
     assert!(ok, "{stderr}");
     assert!(listed.contains(&jid) && listed.contains("counting"), "{listed}");
+    // A savepoint and a stop with savepoint, their progress on stderr, locations on stdout.
+    let (ok, location, stderr) = weir(&["jobs", "savepoint", &jid]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("savepoint complete"), "{stderr}");
+    assert!(Path::new(&location).join("_savepoint").is_file(), "{location}");
+    let (ok, location, stderr) = weir(&["jobs", "stop", &jid, "--savepoint"]);
+    assert!(ok, "{stderr}");
+    assert!(Path::new(&location).join("_savepoint").is_file(), "{location}");
+    let (ok, listed, _) = weir(&["jobs"]);
+    assert!(ok && !listed.contains("RUNNING"), "{listed}");
     // Without the token: a clear refusal.
     let elsewhere = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))

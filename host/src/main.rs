@@ -94,8 +94,11 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// List the jobs of a running `weir serve`.
+    /// List the jobs of a running `weir serve`, or act on one: `weir jobs savepoint JID`,
+    /// `weir jobs stop JID [--savepoint]`, `weir jobs upgrade JID --operator UID --bundle ID`.
     Jobs {
+        #[command(subcommand)]
+        action: Option<JobsAction>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -142,15 +145,36 @@ struct SavepointArgs {
     dir: Option<PathBuf>,
 }
 
+#[derive(Subcommand)]
+enum JobsAction {
+    /// Take a savepoint of a job; prints its location once complete.
+    Savepoint { jid: String },
+    /// Stop a job; with --savepoint, after a savepoint (prints its location).
+    Stop {
+        jid: String,
+        #[arg(long)]
+        savepoint: bool,
+    },
+    /// Swap an operator live for its component in another uploaded bundle.
+    Upgrade {
+        jid: String,
+        #[arg(long)]
+        operator: String,
+        /// The uploaded bundle's id (from `weir deploy`).
+        #[arg(long)]
+        bundle: String,
+    },
+}
+
 /// Where the deployment server is and how to prove who we are.
 #[derive(Args)]
 struct ServerArgs {
     /// The server's address.
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    #[arg(long, default_value = "http://127.0.0.1:8081", global = true)]
     server: String,
     /// The server's data directory, whose `token` file authenticates us (default:
     /// ~/.local/share/weir); `WEIR_TOKEN` overrides it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
 }
 
@@ -282,11 +306,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Deploy { bundle, run, server } => report(deploy(&bundle, run, &server)),
-        Command::Jobs { server } => report(server.call("/jobs", None).map(|answer| {
+        Command::Jobs { action: None, server } => report(server.call("/jobs", None).map(|answer| {
             for job in answer["jobs"].as_array().into_iter().flatten() {
                 println!("{}  {}  {}", job["id"].as_str().unwrap_or("?"), job["status"].as_str().unwrap_or("?"), job["name"].as_str().unwrap_or("?"));
             }
         })),
+        Command::Jobs { action: Some(action), server } => report(job_action(action, &server)),
         Command::Bundle(action) => match bundle(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -313,6 +338,44 @@ fn report(result: Result<(), String>) -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A savepoint, stop or upgrade of a server's job; long ones show their progress.
+fn job_action(action: JobsAction, server: &ServerArgs) -> Result<(), String> {
+    let (jid, route, body, what) = match action {
+        JobsAction::Savepoint { jid } => (jid.clone(), format!("/jobs/{jid}/savepoints"), "{}".to_string(), "savepoint"),
+        JobsAction::Stop { jid, savepoint } => {
+            (jid.clone(), format!("/jobs/{jid}/stop"), format!(r#"{{"savepoint": {savepoint}}}"#), "stop with savepoint")
+        }
+        JobsAction::Upgrade { jid, operator, bundle } => (
+            jid.clone(),
+            format!("/jobs/{jid}/upgrade"),
+            serde_json::json!({ "operator": operator, "bundle": bundle }).to_string(),
+            "upgrade",
+        ),
+    };
+    let answer = server.call(&route, Some(body.into_bytes()))?;
+    let Some(request) = answer["request-id"].as_str() else {
+        eprintln!("job {jid}: stopping");
+        return Ok(());
+    };
+    let progress = if what == "upgrade" { "upgrades" } else { "savepoints" };
+    let started = std::time::Instant::now();
+    loop {
+        let status = server.call(&format!("/jobs/{jid}/{progress}/{request}"), None)?;
+        if status["status"]["id"] == "COMPLETED" {
+            return match status["operation"]["location"].as_str() {
+                Some(location) => {
+                    eprintln!("{what} complete in {:.1} s", started.elapsed().as_secs_f64());
+                    println!("{location}");
+                    Ok(())
+                }
+                None => Err(format!("{what} failed: {}", status["operation"]["failure-cause"].as_str().unwrap_or("?"))),
+            };
+        }
+        eprintln!("{what} in progress ({:.1} s)", started.elapsed().as_secs_f64());
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
 
