@@ -167,6 +167,7 @@ fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
     let details = client.get(&format!("/jobs/{jid}")).1;
     let count = details["vertices"].as_array().unwrap().iter().find(|v| v["id"] == "count").cloned().unwrap();
     assert!(count["metrics"]["read-records"].as_u64().unwrap() > 0, "{details}");
+    assert!(count["state-size"].as_u64().unwrap() > 0 && count["timers"].is_u64(), "{details}");
     let scrape = client.get("/metrics").1;
     let scrape = scrape.as_str().unwrap_or_else(|| panic!("{scrape}")).to_string();
     let parsed = std::process::Command::new(weir_toolchain_python())
@@ -184,6 +185,7 @@ fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
     let samples = String::from_utf8_lossy(&parsed.stdout);
     assert!(samples.contains(&format!("weir_job_running job=counting jid={jid} 1.0")), "{samples}");
     assert!(samples.lines().any(|l| l.starts_with("weir_records_in_total") && l.contains("node=count")), "{samples}");
+    assert!(samples.lines().any(|l| l.starts_with("weir_state_bytes") && l.contains("node=count")), "{samples}");
     // Checkpoints every 100 ms: counted, with the latest one's duration and size.
     let stats = client.wait_for(&format!("/jobs/{jid}/checkpoints"), |a| a["counts"]["completed"].as_u64() > Some(0));
     let latest = &stats["latest"]["completed"];

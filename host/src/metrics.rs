@@ -19,6 +19,11 @@ pub struct TaskMetrics {
     skipped: AtomicU64,
     unrouted: AtomicU64,
     latency: Mutex<Option<Histogram<u64>>>,
+    /// An operator subtask's event-time watermark, state size and pending timers, as
+    /// last published (every half second while it runs).
+    watermark: std::sync::atomic::AtomicI64,
+    state_bytes: AtomicU64,
+    timers: AtomicU64,
 }
 
 impl std::fmt::Debug for TaskMetrics {
@@ -72,6 +77,21 @@ impl TaskMetrics {
     }
     pub fn add_unrouted(&self, n: u64) {
         self.unrouted.fetch_add(n, Relaxed);
+    }
+    pub fn watermark(&self) -> i64 {
+        self.watermark.load(Relaxed)
+    }
+    pub fn state_bytes(&self) -> u64 {
+        self.state_bytes.load(Relaxed)
+    }
+    pub fn timers(&self) -> u64 {
+        self.timers.load(Relaxed)
+    }
+    /// Publishes an operator subtask's watermark, state size in bytes and pending timers.
+    pub fn set_operator_gauges(&self, watermark: i64, state_bytes: u64, timers: u64) {
+        self.watermark.store(watermark, Relaxed);
+        self.state_bytes.store(state_bytes, Relaxed);
+        self.timers.store(timers, Relaxed);
     }
     pub fn set_latency(&self, histogram: Histogram<u64>) {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = Some(histogram);

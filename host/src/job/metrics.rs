@@ -22,6 +22,11 @@ pub struct NodeSummary {
     pub late_routed: u64,
     pub skipped: u64,
     pub unrouted: u64,
+    /// Operators: the lowest watermark of its subtasks, its state's size in bytes and its
+    /// pending timers, as last published (about every half second).
+    pub watermark: Option<i64>,
+    pub state_bytes: u64,
+    pub timers: u64,
 }
 
 /// End-to-end latency percentiles over every sink, in microseconds.
@@ -79,6 +84,9 @@ impl JobSummary {
                     late_routed: sum(&|t| t.late_routed()),
                     skipped: sum(&|t| t.skipped()),
                     unrouted: sum(&|t| t.unrouted()),
+                    watermark: (*kind == NodeKind::Operator).then(|| tasks.iter().map(|t| t.watermark()).min()).flatten(),
+                    state_bytes: sum(&|t| t.state_bytes()),
+                    timers: sum(&|t| t.timers()),
                 }
             })
             .collect();

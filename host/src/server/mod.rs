@@ -117,14 +117,14 @@ struct LiveJob {
     checkpoints: crate::checkpoint::coordinator::SharedStats,
 }
 
-/// Per node of a job: uid, kind, parallelism, records in, records out.
-fn vertices(metrics: &crate::job::LiveMetrics) -> Vec<(String, String, u32, u64, u64)> {
-    metrics
-        .snapshot()
-        .nodes
-        .iter()
-        .map(|n| (n.uid.clone(), format!("{:?}", n.kind).to_lowercase(), n.parallelism, n.records_in, n.records_out))
-        .collect()
+/// Per node of a job: its counts and gauges so far.
+fn vertices(metrics: &crate::job::LiveMetrics) -> Vec<crate::job::NodeSummary> {
+    metrics.snapshot().nodes
+}
+
+/// The label value of a node's kind.
+fn kind(node: &crate::job::NodeSummary) -> String {
+    format!("{:?}", node.kind).to_lowercase()
 }
 
 /// A savepoint request's progress.
@@ -430,10 +430,16 @@ async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>
             let mut answer = json!(*job.record.lock().unwrap_or_else(|e| e.into_inner()));
             // Flink's shape: the job graph's vertices with their record counts.
             answer["vertices"] = vertices(&job.metrics)
-                .into_iter()
-                .map(|(uid, kind, parallelism, read, write)| {
-                    json!({ "id": uid, "kind": kind, "parallelism": parallelism,
-                            "metrics": { "read-records": read, "write-records": write } })
+                .iter()
+                .map(|n| {
+                    let mut vertex = json!({ "id": n.uid, "kind": kind(n), "parallelism": n.parallelism,
+                            "metrics": { "read-records": n.records_in, "write-records": n.records_out } });
+                    if let Some(watermark) = n.watermark {
+                        vertex["watermark"] = json!(watermark);
+                        vertex["state-size"] = json!(n.state_bytes);
+                        vertex["timers"] = json!(n.timers);
+                    }
+                    vertex
                 })
                 .collect();
             Json(answer).into_response()
@@ -475,6 +481,11 @@ async fn prometheus(State(server): State<Server>) -> Response {
     let mut last = String::from(
         "# HELP weir_checkpoint_last_duration_ms The latest completed checkpoint's duration.\n# TYPE weir_checkpoint_last_duration_ms gauge\n",
     );
+    let mut watermarks = String::from(
+        "# HELP weir_watermark_ms An operator's event-time watermark (the lowest of its subtasks).\n# TYPE weir_watermark_ms gauge\n",
+    );
+    let mut state = String::from("# HELP weir_state_bytes An operator's keyed state size.\n# TYPE weir_state_bytes gauge\n");
+    let mut timers = String::from("# HELP weir_timers_pending An operator's pending timers.\n# TYPE weir_timers_pending gauge\n");
     let mut size = String::from(
         "# HELP weir_checkpoint_last_size_bytes The latest completed checkpoint's state size.\n# TYPE weir_checkpoint_last_size_bytes gauge\n",
     );
@@ -489,13 +500,20 @@ async fn prometheus(State(server): State<Server>) -> Response {
             let _ = writeln!(last, "weir_checkpoint_last_duration_ms{{{labels}}} {}", c.duration_ms);
             let _ = writeln!(size, "weir_checkpoint_last_size_bytes{{{labels}}} {}", c.state_size);
         }
-        for (uid, kind, _, read, write) in vertices(&job.metrics) {
-            let node = format!("{labels},node=\"{}\",kind=\"{kind}\"", quote(&uid));
-            let _ = writeln!(records_in, "weir_records_in_total{{{node}}} {read}");
-            let _ = writeln!(records_out, "weir_records_out_total{{{node}}} {write}");
+        for n in vertices(&job.metrics) {
+            let node = format!("{labels},node=\"{}\",kind=\"{}\"", quote(&n.uid), kind(&n));
+            let _ = writeln!(records_in, "weir_records_in_total{{{node}}} {}", n.records_in);
+            let _ = writeln!(records_out, "weir_records_out_total{{{node}}} {}", n.records_out);
+            if let Some(watermark) = n.watermark {
+                if watermark > crate::watermark::MIN_WATERMARK {
+                    let _ = writeln!(watermarks, "weir_watermark_ms{{{node}}} {watermark}");
+                }
+                let _ = writeln!(state, "weir_state_bytes{{{node}}} {}", n.state_bytes);
+                let _ = writeln!(timers, "weir_timers_pending{{{node}}} {}", n.timers);
+            }
         }
     }
-    let body = up + &checkpoints + &last + &size + &records_in + &records_out;
+    let body = up + &checkpoints + &last + &size + &records_in + &records_out + &watermarks + &state + &timers;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -200,6 +200,10 @@ impl StateBackend for MemoryBackend {
         self.budget = budget;
     }
 
+    fn size_bytes(&self) -> u64 {
+        self.bytes
+    }
+
     fn name(&self) -> &'static str {
         "memory"
     }

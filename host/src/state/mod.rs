@@ -134,6 +134,9 @@ pub trait StateBackend: Send {
 
     /// Limits what later writes may hold (unlimited until set).
     fn set_budget(&mut self, budget: StateBudget);
+    /// About how many bytes the state takes (memory: keys and values; RocksDB: its
+    /// files and memtables), for metrics.
+    fn size_bytes(&self) -> u64;
     /// `memory` or `rocksdb`, as recorded in checkpoints.
     fn name(&self) -> &'static str;
     /// Captures the state as it is now. The returned writer does the slow part (writing

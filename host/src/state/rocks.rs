@@ -179,9 +179,7 @@ impl RocksBackend {
         }
         self.writes_since_check = 0;
         self.bytes_since_check = 0;
-        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
-        let size = property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables");
-        self.budget.check_total(size)
+        self.budget.check_total(self.size_bytes())
     }
 }
 
@@ -248,6 +246,11 @@ impl StateBackend for RocksBackend {
 
     fn set_budget(&mut self, budget: StateBudget) {
         self.budget = budget;
+    }
+
+    fn size_bytes(&self) -> u64 {
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables")
     }
 
     fn name(&self) -> &'static str {

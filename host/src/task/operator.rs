@@ -57,6 +57,8 @@ pub struct OperatorTask {
     pub previous: Option<Previous>,
     /// The component installed for an upgrade, by upgrade id, until its barrier comes.
     pub staged: Option<(u64, Arc<Plugin>)>,
+    /// When the watermark, state size and timer gauges were last published.
+    pub gauges_published: std::time::Instant,
 }
 
 /// An element of a run, in input order.
@@ -110,6 +112,8 @@ pub struct Previous {
 
 /// Every this many elements, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
 const SWEEP_EVERY: u64 = 256;
+/// How often an operator task publishes its watermark, state size and timer count.
+const GAUGE_INTERVAL: Duration = Duration::from_millis(500);
 const SWEEP_BUDGET: usize = 64;
 
 /// What the task was doing, for error messages.
@@ -181,6 +185,7 @@ impl OperatorTask {
             migrate_from: None,
             previous: None,
             staged: None,
+            gauges_published: std::time::Instant::now() - GAUGE_INTERVAL,
         }
     }
 
@@ -435,6 +440,11 @@ impl OperatorTask {
     /// Adds what was counted since the last time to the task's metrics.
     fn publish_counts(&mut self) {
         self.metrics.add_out(std::mem::take(&mut self.sent));
+        if self.gauges_published.elapsed() >= GAUGE_INTERVAL {
+            self.gauges_published = std::time::Instant::now();
+            let ctx = self.logic.context();
+            self.metrics.set_operator_gauges(ctx.watermark, ctx.state.backend().size_bytes(), ctx.timers.total() as u64);
+        }
         let ctx = self.logic.context();
         let (unrouted, routed, dropped) =
             (std::mem::take(&mut ctx.unrouted), std::mem::take(&mut ctx.late_routed), std::mem::take(&mut ctx.late_dropped));
