@@ -15,7 +15,9 @@ static int process_element(const weir_event *e) {
     weir_buf out = {0};
     weir_buf_puts(&out, "{\"key\":");
     weir_buf_json_string(&out, e->key);
-    weir_buf_printf(&out, ",\"count\":%lld}", (long long)n);
+    weir_buf_puts(&out, ",\"count\":");
+    weir_buf_push_i64(&out, n);
+    weir_buf_puts(&out, "}");
     weir_collect(out.ptr, out.len);
     weir_buf_free(&out);
     return WEIR_OK;

@@ -107,9 +107,10 @@ static inline int64_t weir_value_get_i64(weir_value_state s, int64_t fallback) {
     return v;
 }
 static inline void weir_value_set_i64(weir_value_state s, int64_t value) {
-    char text[24];
-    int n = snprintf(text, sizeof text, "%lld", (long long)value);
-    weir_value_set(s, text, (size_t)n);
+    uint8_t text[24];
+    weir_buf b = {text, 0, sizeof text}; /* on the stack: never grown, never freed */
+    weir_buf_push_i64(&b, value);
+    weir_value_set(s, b.ptr, b.len);
 }
 
 /* A list read from list state, or the keys of a map: free with weir_list_free. */
