@@ -503,3 +503,65 @@ fn the_dashboard_shows_what_the_rest_api_says() {
     assert!(bare.contains(r#"<p id="login">"#) && !bare.contains(&jid), "{bare}");
     server.stop();
 }
+
+#[test]
+fn the_whole_deployment_flow_loses_and_repeats_nothing() {
+    // Upload two versions, run v1, savepoint, upgrade live to v2, stop with a savepoint,
+    // run v2's bundle from it: per key, the counts are 1, 2, 3, ... to the end, each once,
+    // as one uninterrupted run of either version would count.
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().join("out.jsonl");
+    let runtime = Runtime::new().unwrap();
+    let bundle_of = |component: &str, guest: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let job = paced_job(dir.path(), &out);
+        std::fs::copy(guest, dir.path().join(component)).unwrap();
+        let text = std::fs::read_to_string(&job).unwrap().replace("keyed_count.wasm", component).replace("count = 4000", "count = 20000");
+        std::fs::write(&job, text).unwrap();
+        let file = dir.path().join("bundle.weir");
+        weir::bundle::pack(&job, "1.0.0", &file, &runtime).unwrap();
+        std::fs::read(file).unwrap()
+    };
+    let server = RunningServer::start(&ServerConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        insecure: false,
+    })
+    .unwrap();
+    let client = Client { base: format!("http://{}", server.address), token: std::fs::read_to_string(&server.token_file).unwrap() };
+    let upload = |bytes: &[u8]| client.call("POST", "/bundles", Some(bytes), &[]).1["id"].as_str().unwrap().to_string();
+    let (v1, v2) = (upload(&bundle_of("counter_v1.wasm", guests::COUNTER_V1)), upload(&bundle_of("counter_v2.wasm", guests::COUNTER_V2)));
+    let completed = |jid: &str, kind: &str, answer: serde_json::Value| {
+        let request = answer["request-id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_string();
+        let done = client.wait_for(&format!("/jobs/{jid}/{kind}/{request}"), |a| a["status"]["id"] == "COMPLETED");
+        done["operation"]["location"].as_str().unwrap_or_else(|| panic!("{done}")).to_string()
+    };
+    let jid = client.post(&format!("/bundles/{v1}/run"), "{}").1["jobid"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(400));
+    completed(&jid, "savepoints", client.post(&format!("/jobs/{jid}/savepoints"), "").1);
+    completed(&jid, "upgrades", client.post(&format!("/jobs/{jid}/upgrade"), &format!(r#"{{"operator": "count", "bundle": "{v2}"}}"#)).1);
+    std::thread::sleep(Duration::from_millis(300));
+    let savepoint = completed(&jid, "savepoints", client.post(&format!("/jobs/{jid}/stop"), r#"{"savepoint": true}"#).1);
+    client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] == "CANCELED");
+    let again = client.post(&format!("/bundles/{v2}/run"), &format!(r#"{{"savepointPath": {savepoint:?}}}"#)).1;
+    let again = again["jobid"].as_str().unwrap_or_else(|| panic!("{again}")).to_string();
+    let finished = client.wait_for(&format!("/jobs/{again}"), |a| a["state"] != "RUNNING");
+    assert_eq!(finished["state"], "FINISHED", "{finished}");
+
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut per_key: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        per_key.entry(v["key"].as_str().unwrap().into()).or_default().push((v["v"].as_u64().unwrap(), v["count"].as_u64().unwrap()));
+    }
+    assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 20000, "every event once");
+    for (key, seen) in &per_key {
+        let counts: Vec<u64> = seen.iter().map(|(_, c)| *c).collect();
+        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "key {key}: v1, then v2");
+    }
+    let versions: std::collections::BTreeSet<u64> = per_key.values().flatten().map(|(v, _)| *v).collect();
+    assert_eq!(versions, [1, 2].into(), "both versions wrote");
+    server.stop();
+}
