@@ -186,6 +186,8 @@ fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
     assert!(samples.contains(&format!("weir_job_running job=counting jid={jid} 1.0")), "{samples}");
     assert!(samples.lines().any(|l| l.starts_with("weir_records_in_total") && l.contains("node=count")), "{samples}");
     assert!(samples.lines().any(|l| l.starts_with("weir_state_bytes") && l.contains("node=count")), "{samples}");
+    assert!(samples.lines().any(|l| l.starts_with("weir_operator_call_seconds_total") && l.contains("node=count")), "{samples}");
+    assert!(count["calls"].as_u64().unwrap() > 0, "{details}");
     // Checkpoints every 100 ms: counted, with the latest one's duration and size.
     let stats = client.wait_for(&format!("/jobs/{jid}/checkpoints"), |a| a["counts"]["completed"].as_u64() > Some(0));
     let latest = &stats["latest"]["completed"];

@@ -24,6 +24,9 @@ pub struct TaskMetrics {
     watermark: std::sync::atomic::AtomicI64,
     state_bytes: AtomicU64,
     timers: AtomicU64,
+    /// Calls into an operator's logic (a run of elements, or a timer) and their time.
+    calls: AtomicU64,
+    call_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for TaskMetrics {
@@ -86,6 +89,17 @@ impl TaskMetrics {
     }
     pub fn timers(&self) -> u64 {
         self.timers.load(Relaxed)
+    }
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Relaxed)
+    }
+    pub fn call_ns(&self) -> u64 {
+        self.call_ns.load(Relaxed)
+    }
+    /// Counts one call into an operator's logic that took `took`.
+    pub fn add_call(&self, took: std::time::Duration) {
+        self.calls.fetch_add(1, Relaxed);
+        self.call_ns.fetch_add(took.as_nanos() as u64, Relaxed);
     }
     /// Publishes an operator subtask's watermark, state size in bytes and pending timers.
     pub fn set_operator_gauges(&self, watermark: i64, state_bytes: u64, timers: u64) {

@@ -27,6 +27,9 @@ pub struct NodeSummary {
     pub watermark: Option<i64>,
     pub state_bytes: u64,
     pub timers: u64,
+    /// Operators: calls into their logic (runs of elements, timers) and the time in them.
+    pub calls: u64,
+    pub call_time: Duration,
 }
 
 /// End-to-end latency percentiles over every sink, in microseconds.
@@ -87,6 +90,8 @@ impl JobSummary {
                     watermark: (*kind == NodeKind::Operator).then(|| tasks.iter().map(|t| t.watermark()).min()).flatten(),
                     state_bytes: sum(&|t| t.state_bytes()),
                     timers: sum(&|t| t.timers()),
+                    calls: sum(&|t| t.calls()),
+                    call_time: Duration::from_nanos(sum(&|t| t.call_ns())),
                 }
             })
             .collect();

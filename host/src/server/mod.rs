@@ -438,6 +438,8 @@ async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>
                         vertex["watermark"] = json!(watermark);
                         vertex["state-size"] = json!(n.state_bytes);
                         vertex["timers"] = json!(n.timers);
+                        vertex["calls"] = json!(n.calls);
+                        vertex["call-time-ms"] = json!(n.call_time.as_secs_f64() * 1e3);
                     }
                     vertex
                 })
@@ -486,6 +488,8 @@ async fn prometheus(State(server): State<Server>) -> Response {
     );
     let mut state = String::from("# HELP weir_state_bytes An operator's keyed state size.\n# TYPE weir_state_bytes gauge\n");
     let mut timers = String::from("# HELP weir_timers_pending An operator's pending timers.\n# TYPE weir_timers_pending gauge\n");
+    let mut calls = String::from("# HELP weir_operator_calls_total Calls into an operator's logic (runs of elements, timers).\n# TYPE weir_operator_calls_total counter\n");
+    let mut call_time = String::from("# HELP weir_operator_call_seconds_total Time in calls into an operator's logic (its guest, for components).\n# TYPE weir_operator_call_seconds_total counter\n");
     let mut size = String::from(
         "# HELP weir_checkpoint_last_size_bytes The latest completed checkpoint's state size.\n# TYPE weir_checkpoint_last_size_bytes gauge\n",
     );
@@ -510,10 +514,12 @@ async fn prometheus(State(server): State<Server>) -> Response {
                 }
                 let _ = writeln!(state, "weir_state_bytes{{{node}}} {}", n.state_bytes);
                 let _ = writeln!(timers, "weir_timers_pending{{{node}}} {}", n.timers);
+                let _ = writeln!(calls, "weir_operator_calls_total{{{node}}} {}", n.calls);
+                let _ = writeln!(call_time, "weir_operator_call_seconds_total{{{node}}} {}", n.call_time.as_secs_f64());
             }
         }
     }
-    let body = up + &checkpoints + &last + &size + &records_in + &records_out + &watermarks + &state + &timers;
+    let body = up + &checkpoints + &last + &size + &records_in + &records_out + &watermarks + &state + &timers + &calls + &call_time;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

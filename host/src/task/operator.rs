@@ -556,7 +556,9 @@ impl OperatorTask {
             let ctx = self.logic.context();
             let watermark = ctx.watermark;
             ctx.start_run();
+            let call = std::time::Instant::now();
             let result = self.logic.process_run(events);
+            self.metrics.add_call(call.elapsed());
             let ctx = self.logic.context();
             ctx.end_run();
             // The watermark moves on as the run's watermarks are routed.
@@ -663,7 +665,10 @@ impl OperatorTask {
     fn fire(&mut self, domain: TimeDomain, timer: Timer, source: &Label) -> Result<(), TaskError> {
         self.before_call(1)?;
         self.logic.context().set_current_key(Some(&timer.key));
-        if let Err(failure) = self.logic.on_timer(timer.timestamp, domain, &timer.namespace) {
+        let call = std::time::Instant::now();
+        let fired = self.logic.on_timer(timer.timestamp, domain, &timer.namespace);
+        self.metrics.add_call(call.elapsed());
+        if let Err(failure) = fired {
             return Err(self.failure(Doing::Timer(domain, &timer), failure));
         }
         let position = Position { source: *source, unit: "at", offset: timer.timestamp };
