@@ -127,7 +127,7 @@ fn kind(node: &crate::job::NodeSummary) -> String {
     format!("{:?}", node.kind).to_lowercase()
 }
 
-/// A savepoint request's progress.
+/// A savepoint's or an upgrade's progress.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "id", rename_all = "SCREAMING_SNAKE_CASE")]
 enum Operation {
@@ -180,6 +180,9 @@ impl Server {
         }
         spec.state.dir = Some(job_dir.join("state"));
         if let Some(parallelism) = run.parallelism {
+            if parallelism == 0 || parallelism > spec.max_parallelism {
+                return Err(format!("parallelism must be 1 to {} (the job's max_parallelism)", spec.max_parallelism));
+            }
             for op in &mut spec.operators {
                 op.parallelism = parallelism;
             }
