@@ -168,6 +168,7 @@ pub fn pack(job: &Path, version: &str, output: &Path, runtime: &Runtime) -> Resu
     let dir = job.parent().unwrap_or(Path::new("."));
     let job_name = job.file_name().and_then(|n| n.to_str()).ok_or_else(|| refused(job, "no file name"))?;
     let mut components = Vec::new();
+    let mut contents = Vec::new();
     let mut seen = BTreeSet::new();
     for (name, kind) in job_components(&spec) {
         if inner_path(&name).is_none() {
@@ -180,6 +181,7 @@ pub fn pack(job: &Path, version: &str, output: &Path, runtime: &Runtime) -> Resu
         let bytes = std::fs::read(&path).map_err(|e| refused(job, format!("component `{name}`: {e}")))?;
         let world = world_of(runtime, &path, kind).map_err(|e| refused(job, e))?;
         components.push(ComponentEntry { path: name, sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, world });
+        contents.push(bytes);
     }
     let manifest = Manifest {
         name: spec.name.clone(),
@@ -202,8 +204,9 @@ pub fn pack(job: &Path, version: &str, output: &Path, runtime: &Runtime) -> Resu
     let text = toml::to_string(&manifest).map_err(|e| BundleError::Io(e.to_string()))?;
     add(MANIFEST, text.as_bytes()).map_err(io)?;
     add(job_name, &std::fs::read(job).map_err(io)?).map_err(io)?;
-    for component in &manifest.components {
-        add(&component.path, &std::fs::read(dir.join(&component.path)).map_err(io)?).map_err(io)?;
+    // The bytes that were digested are the bytes packed.
+    for (component, bytes) in manifest.components.iter().zip(&contents) {
+        add(&component.path, bytes).map_err(io)?;
     }
     archive.into_inner().and_then(|gz| gz.finish()).map_err(io)?;
     Ok(manifest)

@@ -28,6 +28,13 @@ pub struct Timer {
     pub namespace: Vec<u8>,
 }
 
+/// Which timer budget a registration would have broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverBudget {
+    Total,
+    PerKey,
+}
+
 /// The timer queues of one operator subtask.
 #[derive(Debug, Default, Clone)]
 pub struct TimerService {
@@ -38,15 +45,28 @@ pub struct TimerService {
 }
 
 impl TimerService {
-    fn counted(&mut self, key: &[u8], added: bool) {
+    /// Counts a timer of `key` in or out; the key's count after.
+    fn counted(&mut self, key: &[u8], added: bool) -> u32 {
         if added {
-            *self.per_key.entry(key.to_vec()).or_default() += 1;
-        } else if let Some(n) = self.per_key.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_key.remove(key);
-            }
+            // The key is allocated only for its first pending timer.
+            return match self.per_key.get_mut(key) {
+                Some(n) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    self.per_key.insert(key.to_vec(), 1);
+                    1
+                }
+            };
         }
+        let Some(n) = self.per_key.get_mut(key) else { return 0 };
+        *n -= 1;
+        let left = *n;
+        if left == 0 {
+            self.per_key.remove(key);
+        }
+        left
     }
 
     /// How many timers `key` has pending, in both domains and every namespace.
@@ -74,10 +94,40 @@ impl TimerService {
 
     /// Registers a timer of `namespace`; a no-op when the same timer is pending.
     pub fn register_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) {
+        let _ = self.register_within(domain, key, namespace, timestamp, u64::MAX, u64::MAX);
+    }
+
+    /// Registers a timer unless it is new and would make more than `max_total` pending
+    /// timers, or more than `max_per_key` for its key; then it is not registered and the
+    /// answer says which limit. Registering a pending timer again costs no count.
+    pub fn register_within(
+        &mut self,
+        domain: TimeDomain,
+        key: &[u8],
+        namespace: &[u8],
+        timestamp: i64,
+        max_total: u64,
+        max_per_key: u64,
+    ) -> Result<(), OverBudget> {
         // A set: inserting a pending timer again leaves it as it is.
-        if self.queue(domain).insert(Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() }) {
-            self.counted(key, true);
+        let timer = Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() };
+        if !self.queue(domain).insert(timer) {
+            return Ok(());
         }
+        let over = if self.total() as u64 > max_total {
+            Some(OverBudget::Total)
+        } else {
+            (u64::from(self.counted(key, true)) > max_per_key).then_some(OverBudget::PerKey)
+        };
+        if let Some(over) = over {
+            // Undo: the timer was not admitted.
+            self.queue(domain).remove(&Timer { timestamp, key: key.to_vec(), namespace: namespace.to_vec() });
+            if over == OverBudget::PerKey {
+                self.counted(key, false);
+            }
+            return Err(over);
+        }
+        Ok(())
     }
 
     /// Whether the timer is pending.

@@ -30,6 +30,7 @@ use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 
 pub mod access;
+pub mod served;
 
 use access::Access;
 
@@ -171,9 +172,7 @@ async fn upgrade(State(api): State<Api>, Json(body): Json<UpgradeBody>) -> Reply
 
 /// A running control API.
 pub struct ControlServer {
-    runtime: tokio::runtime::Runtime,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    served: served::Served,
     address_file: PathBuf,
     token_file: PathBuf,
     pub address: SocketAddr,
@@ -218,15 +217,7 @@ impl ControlServer {
             .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(api);
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio.spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "control API stopped");
-            }
-        });
+        let served = served::Served::spawn(tokio, listener, app, "control API");
         std::fs::create_dir_all(work_dir)?;
         let address_file = work_dir.join(ADDRESS_FILE);
         if let Some(running) = ControlAddress::read(&address_file).filter(|a| a.is_live() && a.pid != Some(std::process::id())) {
@@ -240,7 +231,7 @@ impl ControlServer {
         access::write_token(&token_file, &token)?;
         std::fs::write(&address_file, format!("{address}\n{}\n", std::process::id()))?;
         tracing::info!(%address, "control API listening");
-        Ok(ControlServer { runtime: tokio, shutdown: Some(shutdown), server: Some(server), address_file, token_file, address })
+        Ok(ControlServer { served, address_file, token_file, address })
     }
 }
 
@@ -250,13 +241,7 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.address_file);
         let _ = std::fs::remove_file(&self.token_file);
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let wait = async move { tokio::time::timeout(std::time::Duration::from_secs(2), server).await };
-            let _ = self.runtime.block_on(wait);
-        }
+        self.served.shut_down();
     }
 }
 

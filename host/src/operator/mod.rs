@@ -303,16 +303,16 @@ impl OperatorContext {
             return Err(ContractError::NoCurrentKey { what: "a timer" });
         }
         let budget = self.timer_budget;
-        if (self.timers.total() as u64 >= budget.timers || u64::from(self.timers.count_for(&self.key)) >= budget.per_key)
-            && !self.timers.contains_in(domain, &self.key, namespace, timestamp)
-        {
-            return Err(if self.timers.total() as u64 >= budget.timers {
-                ContractError::TimerBudget { setting: "timers", limit: budget.timers, scope: "per subtask" }
-            } else {
-                ContractError::TimerBudget { setting: "timers_per_key", limit: budget.per_key, scope: "for one key" }
-            });
-        }
-        self.timers.register_in(domain, &self.key, namespace, timestamp);
+        self.timers
+            .register_within(domain, &self.key, namespace, timestamp, budget.timers, budget.per_key)
+            .map_err(|over| match over {
+                crate::timers::OverBudget::Total => {
+                    ContractError::TimerBudget { setting: "timers", limit: budget.timers, scope: "per subtask" }
+                }
+                crate::timers::OverBudget::PerKey => {
+                    ContractError::TimerBudget { setting: "timers_per_key", limit: budget.per_key, scope: "for one key" }
+                }
+            })?;
         if self.run.active && domain == TimeDomain::EventTime {
             self.run.timer_registered(self.element, timestamp);
         }

@@ -612,9 +612,7 @@ async fn stop_job(State(server): State<Server>, UrlPath(jid): UrlPath<String>, b
 
 /// A running server.
 pub struct RunningServer {
-    runtime: tokio::runtime::Runtime,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    served: crate::api::served::Served,
     state: Server,
     pub address: SocketAddr,
     /// Where the token is.
@@ -690,17 +688,9 @@ impl RunningServer {
             .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
             .with_state(state.clone());
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio.spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "the server stopped");
-            }
-        });
+        let served = crate::api::served::Served::spawn(tokio, listener, app, "the server");
         tracing::info!(%address, token = %token_file.display(), "weir serve listening");
-        Ok(RunningServer { runtime: tokio, shutdown: Some(shutdown), server: Some(server), state, address, token_file })
+        Ok(RunningServer { served, state, address, token_file })
     }
 
     /// Stops every job (each takes no savepoint) and the server.
@@ -708,22 +698,7 @@ impl RunningServer {
         for job in self.state.jobs.lock().unwrap_or_else(|e| e.into_inner()).values() {
             job.control.stop();
         }
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let wait = async move { tokio::time::timeout(std::time::Duration::from_secs(2), server).await };
-            let _ = self.runtime.block_on(wait);
-        }
+        self.served.shut_down();
     }
 }
 
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        self.shut_down();
-    }
-}

@@ -63,16 +63,6 @@ impl MemoryBackend {
         }
     }
 
-    /// Checks a write that makes an entry `new_len` bytes long and the whole state
-    /// `grows` bytes larger (shrinking is always allowed).
-    fn check(&self, new_len: usize, grows: u64) -> Result<(), StateError> {
-        self.budget.check_entry(new_len)?;
-        if grows > 0 {
-            self.budget.check_total(self.bytes + grows)?;
-        }
-        Ok(())
-    }
-
     /// The keys from `start` on, in order.
     fn keys_from<'a>(&'a self, start: &'a [u8]) -> impl Iterator<Item = &'a Vec<u8>> + 'a {
         self.order.range::<_, [u8]>((Bound::Included(start), Bound::Unbounded))
@@ -85,23 +75,35 @@ impl MemoryBackend {
     }
 }
 
+/// Checks a write that makes an entry `new_len` bytes long and the whole state (now
+/// `bytes`) `grows` bytes larger against `budget` (shrinking is always allowed). A free
+/// function, so that it can run while an entry of the map is borrowed.
+fn check(budget: &StateBudget, bytes: u64, new_len: usize, grows: u64) -> Result<(), StateError> {
+    budget.check_entry(new_len)?;
+    if grows > 0 {
+        budget.check_total(bytes + grows)?;
+    }
+    Ok(())
+}
+
 impl StateBackend for MemoryBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self.values.get(key).cloned())
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        let old = self.values.get(key).map(Vec::len);
-        let after = (value.len() + old.map_or(key.len(), |_| 0)) as u64;
-        self.check(value.len(), after.saturating_sub(old.unwrap_or(0) as u64))?;
-        match self.values.get_mut(key) {
-            Some(existing) => {
-                self.bytes = self.bytes + value.len() as u64 - existing.len() as u64;
-                existing.clear();
-                existing.extend_from_slice(value);
-            }
-            None => self.insert(key.to_vec(), value.to_vec()),
+        // One lookup: the budget is checked with the entry in hand (this is the hot path
+        // of every value-state write).
+        if let Some(existing) = self.values.get_mut(key) {
+            let grows = (value.len() as u64).saturating_sub(existing.len() as u64);
+            check(&self.budget, self.bytes, value.len(), grows)?;
+            self.bytes = self.bytes + value.len() as u64 - existing.len() as u64;
+            existing.clear();
+            existing.extend_from_slice(value);
+            return Ok(());
         }
+        check(&self.budget, self.bytes, value.len(), (key.len() + value.len()) as u64)?;
+        self.insert(key.to_vec(), value.to_vec());
         Ok(())
     }
 
@@ -114,20 +116,17 @@ impl StateBackend for MemoryBackend {
     }
 
     fn append(&mut self, key: &[u8], item: &[u8]) -> Result<(), StateError> {
-        let old = self.values.get(key).map(|v| v.len());
         let added = item.len() + 4;
-        self.check(old.unwrap_or(0) + added, (added + old.map_or(key.len(), |_| 0)) as u64)?;
-        match self.values.get_mut(key) {
-            Some(list) => {
-                key::append_list_item(list, item);
-                self.bytes += added as u64;
-            }
-            None => {
-                let mut list = Vec::with_capacity(added);
-                key::append_list_item(&mut list, item);
-                self.insert(key.to_vec(), list);
-            }
+        if let Some(list) = self.values.get_mut(key) {
+            check(&self.budget, self.bytes, list.len() + added, added as u64)?;
+            key::append_list_item(list, item);
+            self.bytes += added as u64;
+            return Ok(());
         }
+        check(&self.budget, self.bytes, added, (key.len() + added) as u64)?;
+        let mut list = Vec::with_capacity(added);
+        key::append_list_item(&mut list, item);
+        self.insert(key.to_vec(), list);
         Ok(())
     }
 
@@ -142,7 +141,7 @@ impl StateBackend for MemoryBackend {
             let after = value.len();
             self.bytes = self.bytes + after as u64 - before as u64;
             if after > before {
-                self.check(after, 0)?;
+                check(&self.budget, self.bytes, after, 0)?;
             }
             return Ok(result);
         }
@@ -150,7 +149,7 @@ impl StateBackend for MemoryBackend {
         if let Err(e) = modify(&mut value, false) {
             return Ok(Err(e));
         }
-        self.check(value.len(), (key.len() + value.len()) as u64)?;
+        check(&self.budget, self.bytes, value.len(), (key.len() + value.len()) as u64)?;
         self.insert(key.to_vec(), value);
         Ok(Ok(()))
     }
