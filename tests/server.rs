@@ -126,6 +126,7 @@ fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
         data_dir: data.path().join("weir"),
         listen: "127.0.0.1:0".parse().unwrap(),
         insecure: false,
+        tls: None,
     })
     .unwrap();
     let token = std::fs::read_to_string(&server.token_file).unwrap();
@@ -238,10 +239,15 @@ fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
 
 /// Starts `weir serve` on `data` and returns it with its base URL (from its first line).
 fn serve(data: &Path) -> (std::process::Child, String) {
+    serve_with(data, &[])
+}
+
+fn serve_with(data: &Path, extra: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead as _;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .args(extra)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -323,6 +329,7 @@ fn an_operator_is_upgraded_live_from_another_uploaded_bundle() {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         insecure: false,
+        tls: None,
     })
     .unwrap();
     let client = Client { base: format!("http://{}", server.address), token: std::fs::read_to_string(&server.token_file).unwrap() };
@@ -415,6 +422,7 @@ fn every_operation_of_the_openapi_description_is_served() {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         insecure: false,
+        tls: None,
     })
     .unwrap();
     let client = Client { base: format!("http://{}", server.address), token: std::fs::read_to_string(&server.token_file).unwrap() };
@@ -474,6 +482,7 @@ fn the_dashboard_shows_what_the_rest_api_says() {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         insecure: false,
+        tls: None,
     })
     .unwrap();
     let token = std::fs::read_to_string(&server.token_file).unwrap();
@@ -529,6 +538,7 @@ fn the_whole_deployment_flow_loses_and_repeats_nothing() {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         insecure: false,
+        tls: None,
     })
     .unwrap();
     let client = Client { base: format!("http://{}", server.address), token: std::fs::read_to_string(&server.token_file).unwrap() };
@@ -566,4 +576,156 @@ fn the_whole_deployment_flow_loses_and_repeats_nothing() {
     let versions: std::collections::BTreeSet<u64> = per_key.values().flatten().map(|(v, _)| *v).collect();
     assert_eq!(versions, [1, 2].into(), "both versions wrote");
     server.stop();
+}
+
+/// A job of the faulty test guest in `mode`, reading `input` (a file) or generating
+/// `count` events, writing `out`.
+fn faulty_job(dir: &Path, mode: &str, source: &str, restart: &str, out: &Path) -> std::path::PathBuf {
+    std::fs::copy(guests::FAULTY, dir.join("faulty.wasm")).unwrap();
+    let path = dir.join("job.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            name = "faulty"
+            {restart}
+            {source}
+            [[operator]]
+            uid = "faulty"
+            component = "faulty.wasm"
+            config = {{ mode = "{mode}" }}
+            [[sink]]
+            type = "file"
+            uid = "out"
+            path = "{}"
+            [[edge]]
+            from = "events"
+            to = "faulty"
+            [[edge]]
+            from = "faulty"
+            to = "out"
+            "#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn back_pressure_and_guest_traps_show_in_the_job_and_in_metrics() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new().unwrap();
+    let server = RunningServer::start(&ServerConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        insecure: false,
+        tls: None,
+    })
+    .unwrap();
+    let token = std::fs::read_to_string(&server.token_file).unwrap();
+    let client = Client { base: server.url(), token };
+    let deploy = |name: &str, job: &Path| {
+        let file = work.path().join(format!("{name}.weir"));
+        weir::bundle::pack(job, "1.0.0", &file, &runtime).unwrap();
+        let id = client.call("POST", "/bundles", Some(&std::fs::read(&file).unwrap()), &[]).1["id"].as_str().unwrap().to_string();
+        client.post(&format!("/bundles/{id}/run"), "{}").1["jobid"].as_str().unwrap().to_string()
+    };
+
+    // A slow operator (20 ms an element) behind an unpaced generator: the source waits
+    // on full channels nearly all the time, which Flink calls high back-pressure.
+    let slow_dir = tempfile::tempdir().unwrap();
+    let source = "[[source]]\ntype = \"generator\"\nuid = \"events\"\ncount = 1000000\nkeys = 10";
+    let slow = deploy("slow", &faulty_job(slow_dir.path(), "slow", source, "", &work.path().join("slow.jsonl")));
+    let details = client.wait_for(&format!("/jobs/{slow}"), |a| {
+        a["vertices"].as_array().is_some_and(|v| v.iter().any(|v| v["id"] == "events" && v["backpressure"]["level"] == "high"))
+    });
+    let faulty = details["vertices"].as_array().unwrap().iter().find(|v| v["id"] == "faulty").unwrap();
+    assert_eq!(faulty["backpressure"]["level"], "ok", "the slow operator itself is busy, not back-pressured: {details}");
+
+    // A guest that traps on one element, restarted twice: three traps, then FAILED.
+    let input = work.path().join("input.jsonl");
+    std::fs::write(&input, "{\"v\":1}\n{\"v\":\"boom\"}\n").unwrap();
+    let trap_dir = tempfile::tempdir().unwrap();
+    let source = format!("[[source]]\ntype = \"file\"\nuid = \"events\"\npath = \"{}\"", input.display());
+    let restart = "restart = { strategy = \"fixed-delay\", max_attempts = 2, delay_ms = 10 }";
+    let trapping = deploy("trapping", &faulty_job(trap_dir.path(), "panic", &source, restart, &work.path().join("trap.jsonl")));
+    let failed = client.wait_for(&format!("/jobs/{trapping}"), |a| a["state"] == "FAILED");
+    assert_eq!(failed["failures"], 3, "{failed}");
+    assert!(failed["failure-cause"].as_str().unwrap().contains("boom element reached the faulty operator"), "{failed}");
+
+    let scrape = client.get("/metrics").1;
+    let scrape = scrape.as_str().unwrap();
+    let trap_line = format!("weir_failures_total{{job=\"faulty\",jid=\"{trapping}\",node=\"faulty\",cause=\"trap\"}} 3");
+    assert!(scrape.contains(&trap_line), "{scrape}");
+    let ratio = scrape
+        .lines()
+        .find(|l| l.starts_with(&format!("weir_backpressure_ratio{{job=\"faulty\",jid=\"{slow}\",node=\"events\"")))
+        .unwrap_or_else(|| panic!("{scrape}"));
+    assert!(ratio.rsplit(' ').next().unwrap().parse::<f64>().unwrap() > 0.5, "{ratio}");
+    assert!(scrape.contains(&format!("weir_backpressured_seconds_total{{job=\"faulty\",jid=\"{slow}\",node=\"events\"")), "{scrape}");
+    server.stop();
+}
+
+#[test]
+fn the_server_speaks_tls_to_clients_that_trust_its_certificate() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=weir test", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed by scripts/setup");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+
+    let (mut server, base) =
+        serve_with(data.path(), &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let weir = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["jobs", "--server", &base, "--data-dir"])
+            .arg(data.path())
+            .args(extra)
+            .env_remove("WEIR_TOKEN")
+            .env_remove("WEIR_CA_CERT")
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    // Trusting the server's certificate: the CLI talks to it.
+    let (ok, stderr) = weir(&["--ca-cert", cert.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    // Not trusting it: refused, saying why.
+    let (ok, stderr) = weir(&[]);
+    assert!(!ok && stderr.to_lowercase().contains("certificate"), "{stderr}");
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = base.replace("https://", "http://");
+    assert!(ureq::get(&format!("{plain}/jobs")).call().is_err());
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // A non-loopback address without TLS is refused unless --insecure.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a loopback address") && stderr.contains("--tls-cert"), "{stderr}");
+    // A key that does not belong to the certificate, or a missing file: a clear error.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--tls-cert", cert.to_str().unwrap(), "--tls-key", "/nonexistent/key.pem"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read the TLS private key /nonexistent/key.pem"));
 }

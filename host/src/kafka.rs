@@ -40,11 +40,20 @@ pub fn client_config(brokers: &str, properties: &BTreeMap<String, String>) -> Cl
 pub struct Context {
     uid: String,
     failure: Mutex<Option<String>>,
+    /// A consumer's lag over its partitions, from librdkafka's statistics; -1 before
+    /// the first.
+    lag: std::sync::atomic::AtomicI64,
 }
 
 impl Context {
     pub fn new(uid: &str) -> Self {
-        Context { uid: uid.into(), failure: Mutex::new(None) }
+        Context { uid: uid.into(), failure: Mutex::new(None), lag: std::sync::atomic::AtomicI64::new(-1) }
+    }
+
+    /// A consumer's records not read yet (high watermark minus position, over every
+    /// partition it reads), as of its latest statistics (`statistics.interval.ms`).
+    pub fn lag(&self) -> Option<u64> {
+        u64::try_from(self.lag.load(std::sync::atomic::Ordering::Relaxed)).ok()
     }
 
     /// The first delivery that failed since the last call.
@@ -71,6 +80,20 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(uid = %self.uid, %error, "kafka client: {reason}");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // Partition -1 is librdkafka's internal "unassigned" one; a lag of -1 is unknown.
+        let lags: Vec<i64> = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .collect();
+        if !lags.is_empty() {
+            self.lag.store(lags.iter().sum(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

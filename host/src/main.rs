@@ -84,6 +84,12 @@ enum Command {
         /// Serve a non-loopback address without TLS.
         #[arg(long)]
         insecure: bool,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Upload a bundle to a running `weir serve` (and with --run, run its job).
     Deploy {
@@ -176,6 +182,9 @@ struct ServerArgs {
     /// ~/.local/share/weir); `WEIR_TOKEN` overrides it.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// For an https:// server: the certificate (PEM) to trust, such as its self-signed one.
+    #[arg(long, env = "WEIR_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -190,22 +199,39 @@ impl ServerArgs {
             .map_err(|e| format!("cannot read the server's token ({}): {e}; set WEIR_TOKEN or --data-dir", path.display()))
     }
 
+    /// An HTTP client that trusts `--ca-cert` when given (else Mozilla's roots).
+    fn agent(&self) -> Result<ureq::Agent, String> {
+        use ureq::tls::{PemItem, RootCerts, TlsConfig};
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if let Some(path) = &self.ca_cert {
+            let error = |e: &dyn std::fmt::Display| format!("cannot read the certificate to trust ({}): {e}", path.display());
+            let pem = std::fs::read(path).map_err(|e| error(&e))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(error(&e))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if certs.is_empty() {
+                return Err(error(&"it holds no certificate"));
+            }
+            config = config.tls_config(TlsConfig::builder().root_certs(RootCerts::new_with_certs(&certs)).build());
+        }
+        Ok(config.build().into())
+    }
+
     /// Sends a request; the answer's JSON, or its error.
     fn call(&self, route: &str, body: Option<Vec<u8>>) -> Result<serde_json::Value, String> {
         let url = format!("{}{route}", self.server.trim_end_matches('/'));
         let auth = format!("Bearer {}", self.token()?);
+        let agent = self.agent()?;
         let response = match body {
             Some(body) => {
                 let kind = if body.first() == Some(&b'{') { "application/json" } else { "application/octet-stream" };
-                ureq::post(&url)
-                    .config()
-                    .http_status_as_error(false)
-                    .build()
-                    .header("Authorization", &auth)
-                    .header("Content-Type", kind)
-                    .send(&body[..])
+                agent.post(&url).header("Authorization", &auth).header("Content-Type", kind).send(&body[..])
             }
-            None => ureq::get(&url).config().http_status_as_error(false).build().header("Authorization", &auth).call(),
+            None => agent.get(&url).header("Authorization", &auth).call(),
         };
         let mut response = response.map_err(|e| format!("cannot reach the server at {url}: {e}"))?;
         let status = response.status();
@@ -295,9 +321,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { data_dir, listen, insecure } => {
+        Command::Serve { data_dir, listen, insecure, tls_cert, tls_key } => {
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
-            match serve(weir::server::ServerConfig { data_dir, listen, insecure }) {
+            let tls = tls_cert.zip(tls_key).map(|(cert, key)| weir::api::tls::TlsFiles { cert, key });
+            match serve(weir::server::ServerConfig { data_dir, listen, insecure, tls }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error:#}");
@@ -397,8 +424,8 @@ fn deploy(bundle: &Path, run: bool, server: &ServerArgs) -> Result<(), String> {
 fn serve(config: weir::server::ServerConfig) -> anyhow::Result<()> {
     let server = weir::server::RunningServer::start(&config)?;
     eprintln!(
-        "weir serve: listening on http://{}; requests need the token in {}",
-        server.address,
+        "weir serve: listening on {}; requests need the token in {}",
+        server.url(),
         server.token_file.display()
     );
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

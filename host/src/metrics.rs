@@ -27,6 +27,28 @@ pub struct TaskMetrics {
     /// Calls into an operator's logic (a run of elements, or a timer) and their time.
     calls: AtomicU64,
     call_ns: AtomicU64,
+    /// Time spent waiting for room in a full downstream channel (back-pressure).
+    backpressured_ns: AtomicU64,
+    /// A source's records not read yet (Kafka: the consumer lag) plus one; zero when it
+    /// does not know.
+    pending: AtomicU64,
+    /// The back-pressured share of the last full second, and where that second began.
+    backpressure: Mutex<BackpressureWindow>,
+}
+
+/// The sample the back-pressure ratio is computed over (as Flink's
+/// `backPressuredTimeMsPerSecond`, refreshed about every second).
+#[derive(Debug)]
+struct BackpressureWindow {
+    start: std::time::Instant,
+    start_ns: u64,
+    ratio: f64,
+}
+
+impl Default for BackpressureWindow {
+    fn default() -> Self {
+        BackpressureWindow { start: std::time::Instant::now(), start_ns: 0, ratio: 0.0 }
+    }
 }
 
 impl std::fmt::Debug for TaskMetrics {
@@ -106,6 +128,35 @@ impl TaskMetrics {
         self.watermark.store(watermark, Relaxed);
         self.state_bytes.store(state_bytes, Relaxed);
         self.timers.store(timers, Relaxed);
+    }
+    /// Counts time spent waiting for room downstream.
+    pub fn add_backpressured(&self, waited: std::time::Duration) {
+        self.backpressured_ns.fetch_add(waited.as_nanos() as u64, Relaxed);
+    }
+    /// The total time spent waiting for room downstream.
+    pub fn backpressured(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.backpressured_ns.load(Relaxed))
+    }
+    /// The share of time (0 to 1) the task waited for room downstream, over the last
+    /// second or so: as Flink's back-pressure ratio (`backPressuredTimeMsPerSecond` / 1000).
+    pub fn backpressure_ratio(&self) -> f64 {
+        let mut window = self.backpressure.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = window.start.elapsed();
+        if elapsed >= std::time::Duration::from_secs(1) {
+            let now_ns = self.backpressured_ns.load(Relaxed);
+            window.ratio = ((now_ns - window.start_ns) as f64 / elapsed.as_nanos() as f64).clamp(0.0, 1.0);
+            window.start = std::time::Instant::now();
+            window.start_ns = now_ns;
+        }
+        window.ratio
+    }
+    /// Publishes how many records a source has yet to read (`None`: it does not know).
+    pub fn set_pending(&self, pending: Option<u64>) {
+        self.pending.store(pending.map_or(0, |p| p.saturating_add(1)), Relaxed);
+    }
+    /// A source's records not read yet, as last published.
+    pub fn pending(&self) -> Option<u64> {
+        self.pending.load(Relaxed).checked_sub(1)
     }
     pub fn set_latency(&self, histogram: Histogram<u64>) {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = Some(histogram);

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod access;
 pub mod served;
+pub mod tls;
 
 use access::Access;
 

@@ -10,13 +10,12 @@ pub struct Served {
 }
 
 impl Served {
-    /// Serves `app` on `listener` (bound in `runtime`); `what` names it in the log.
-    pub fn spawn(
-        runtime: tokio::runtime::Runtime,
-        listener: tokio::net::TcpListener,
-        app: axum::Router,
-        what: &'static str,
-    ) -> Served {
+    /// Serves `app` on `listener` (bound in `runtime`; plain TCP or
+    /// [`super::tls::TlsListener`]); `what` names it in the log.
+    pub fn spawn<L>(runtime: tokio::runtime::Runtime, listener: L, app: axum::Router, what: &'static str) -> Served
+    where
+        L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    {
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = runtime.spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {

@@ -11,7 +11,7 @@ pub use crate::metrics::TaskMetrics;
 
 
 /// Totals of one node (source, operator or sink) over its subtasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeSummary {
     pub uid: String,
     pub kind: NodeKind,
@@ -30,6 +30,12 @@ pub struct NodeSummary {
     /// Operators: calls into their logic (runs of elements, timers) and the time in them.
     pub calls: u64,
     pub call_time: Duration,
+    /// Time its subtasks waited for room downstream, and the highest share of the last
+    /// second any subtask waited (Flink's back-pressure ratio, 0 to 1).
+    pub backpressured: Duration,
+    pub backpressure_ratio: f64,
+    /// Sources: records there are to read that it has not read (Kafka: consumer lag).
+    pub pending: Option<u64>,
 }
 
 /// End-to-end latency percentiles over every sink, in microseconds.
@@ -92,6 +98,9 @@ impl JobSummary {
                     timers: sum(&|t| t.timers()),
                     calls: sum(&|t| t.calls()),
                     call_time: Duration::from_nanos(sum(&|t| t.call_ns())),
+                    backpressured: tasks.iter().map(|t| t.backpressured()).sum(),
+                    backpressure_ratio: tasks.iter().map(|t| t.backpressure_ratio()).fold(0.0, f64::max),
+                    pending: tasks.iter().filter_map(|t| t.pending()).reduce(|a, b| a + b),
                 }
             })
             .collect();

@@ -146,9 +146,22 @@ pub struct Job {
 #[derive(Clone, Default)]
 pub struct LiveMetrics {
     nodes: Arc<std::sync::Mutex<(Vec<(String, NodeKind, Vec<Arc<TaskMetrics>>)>, Option<std::time::Instant>)>>,
+    /// Failures over every attempt, by node (empty: none named) and cause.
+    failures: Arc<std::sync::Mutex<BTreeMap<(String, &'static str), u64>>>,
 }
 
 impl LiveMetrics {
+    /// Counts a task failure (each one ends an attempt).
+    fn record_failure(&self, error: &TaskError) {
+        let key = (error.node().unwrap_or_default().to_string(), error.cause());
+        *self.failures.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+    }
+
+    /// Failures so far, by node and cause (`trap`, `deadline`, `error`, `source`, ...).
+    pub fn failures(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Records in and out per node of the current attempt, so far.
     pub fn snapshot(&self) -> JobSummary {
         let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
@@ -300,6 +313,7 @@ impl Job {
                     return Ok(summary);
                 }
                 Err(JobError::Failed { error, mut summary }) => {
+                    self.live.record_failure(&error);
                     summary.restarts = restarts;
                     if error.retry() == Retry::Never && self.spec.restart != RestartStrategy::None {
                         tracing::warn!(
@@ -439,7 +453,8 @@ impl Job {
                 };
                 let task_metrics = Arc::new(TaskMetrics::default());
                 metrics.push(task_metrics.clone());
-                let (inputs, router) = wiring.take(&op.uid, subtask);
+                let (inputs, mut router) = wiring.take(&op.uid, subtask);
+                router.measure(task_metrics.clone());
                 let (commands_tx, commands) = unbounded();
                 operator_commands.entry(op.uid.clone()).or_default().push(commands_tx);
                 let mut task_runner = OperatorTask::new(
@@ -510,7 +525,8 @@ impl Job {
             source_commands.push(commands_tx);
             let metrics = Arc::new(TaskMetrics::default());
             node_metrics.insert(0, (uid.to_string(), NodeKind::Source, vec![metrics.clone()]));
-            let (_, router) = wiring.take(uid, 0);
+            let (_, mut router) = wiring.take(uid, 0);
+            router.measure(metrics.clone());
             source_tasks.push(SourceTask {
                 uid: uid.into(),
                 source,

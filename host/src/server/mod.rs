@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Serve a non-loopback address without TLS.
     pub insecure: bool,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<crate::api::tls::TlsFiles>,
 }
 
 /// The data directory as the server owns it.
@@ -120,6 +122,17 @@ struct LiveJob {
 /// Per node of a job: its counts and gauges so far.
 fn vertices(metrics: &crate::job::LiveMetrics) -> Vec<crate::job::NodeSummary> {
     metrics.snapshot().nodes
+}
+
+/// Flink's back-pressure level for a ratio: `ok` up to 10%, `low` up to 50%, `high` above.
+fn backpressure_level(ratio: f64) -> &'static str {
+    if ratio <= 0.10 {
+        "ok"
+    } else if ratio <= 0.5 {
+        "low"
+    } else {
+        "high"
+    }
 }
 
 /// The label value of a node's kind.
@@ -431,12 +444,21 @@ async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>
     match jobs.get(&jid) {
         Some(job) => {
             let mut answer = json!(*job.record.lock().unwrap_or_else(|e| e.into_inner()));
+            let failures = job.metrics.failures();
+            answer["failures"] = json!(failures.values().sum::<u64>());
             // Flink's shape: the job graph's vertices with their record counts.
             answer["vertices"] = vertices(&job.metrics)
                 .iter()
                 .map(|n| {
                     let mut vertex = json!({ "id": n.uid, "kind": kind(n), "parallelism": n.parallelism,
-                            "metrics": { "read-records": n.records_in, "write-records": n.records_out } });
+                            "metrics": { "read-records": n.records_in, "write-records": n.records_out },
+                            "backpressure": { "ratio": n.backpressure_ratio, "level": backpressure_level(n.backpressure_ratio) },
+                            "failures": failures.iter().filter(|((node, _), _)| *node == n.uid)
+                                .map(|((_, cause), count)| (cause.to_string(), json!(count)))
+                                .collect::<serde_json::Map<_, _>>() });
+                    if let Some(pending) = n.pending {
+                        vertex["pending-records"] = json!(pending);
+                    }
                     if let Some(watermark) = n.watermark {
                         vertex["watermark"] = json!(watermark);
                         vertex["state-size"] = json!(n.state_bytes);
@@ -493,6 +515,10 @@ async fn prometheus(State(server): State<Server>) -> Response {
     let mut timers = String::from("# HELP weir_timers_pending An operator's pending timers.\n# TYPE weir_timers_pending gauge\n");
     let mut calls = String::from("# HELP weir_operator_calls_total Calls into an operator's logic (runs of elements, timers).\n# TYPE weir_operator_calls_total counter\n");
     let mut call_time = String::from("# HELP weir_operator_call_seconds_total Time in calls into an operator's logic (its guest, for components).\n# TYPE weir_operator_call_seconds_total counter\n");
+    let mut backpressured = String::from("# HELP weir_backpressured_seconds_total Time a node's subtasks waited for room downstream.\n# TYPE weir_backpressured_seconds_total counter\n");
+    let mut ratio = String::from("# HELP weir_backpressure_ratio The highest share of the last second a node's subtask waited for room downstream (Flink's back-pressure ratio).\n# TYPE weir_backpressure_ratio gauge\n");
+    let mut pending = String::from("# HELP weir_source_pending_records Records a source has yet to read (Kafka: the consumer lag; Flink's pendingRecords).\n# TYPE weir_source_pending_records gauge\n");
+    let mut failures = String::from("# HELP weir_failures_total Task failures (each restarts or ends the job), by node and cause: trap, deadline, out-of-memory, error, contract, state, source, sink, ...\n# TYPE weir_failures_total counter\n");
     let mut size = String::from(
         "# HELP weir_checkpoint_last_size_bytes The latest completed checkpoint's state size.\n# TYPE weir_checkpoint_last_size_bytes gauge\n",
     );
@@ -507,10 +533,20 @@ async fn prometheus(State(server): State<Server>) -> Response {
             let _ = writeln!(last, "weir_checkpoint_last_duration_ms{{{labels}}} {}", c.duration_ms);
             let _ = writeln!(size, "weir_checkpoint_last_size_bytes{{{labels}}} {}", c.state_size);
         }
+        for ((node, cause), count) in job.metrics.failures() {
+            let _ = writeln!(failures, "weir_failures_total{{{labels},node=\"{}\",cause=\"{cause}\"}} {count}", quote(&node));
+        }
         for n in vertices(&job.metrics) {
             let node = format!("{labels},node=\"{}\",kind=\"{}\"", quote(&n.uid), kind(&n));
             let _ = writeln!(records_in, "weir_records_in_total{{{node}}} {}", n.records_in);
             let _ = writeln!(records_out, "weir_records_out_total{{{node}}} {}", n.records_out);
+            if n.kind != crate::job::spec::NodeKind::Sink {
+                let _ = writeln!(backpressured, "weir_backpressured_seconds_total{{{node}}} {}", n.backpressured.as_secs_f64());
+                let _ = writeln!(ratio, "weir_backpressure_ratio{{{node}}} {}", n.backpressure_ratio);
+            }
+            if let Some(p) = n.pending {
+                let _ = writeln!(pending, "weir_source_pending_records{{{node}}} {p}");
+            }
             if let Some(watermark) = n.watermark {
                 if watermark > crate::watermark::MIN_WATERMARK {
                     let _ = writeln!(watermarks, "weir_watermark_ms{{{node}}} {watermark}");
@@ -522,7 +558,8 @@ async fn prometheus(State(server): State<Server>) -> Response {
             }
         }
     }
-    let body = up + &checkpoints + &last + &size + &records_in + &records_out + &watermarks + &state + &timers + &calls + &call_time;
+    let body = up + &checkpoints + &last + &size + &records_in + &records_out + &watermarks + &state + &timers + &calls + &call_time
+        + &backpressured + &ratio + &pending + &failures;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -617,21 +654,24 @@ pub struct RunningServer {
     pub address: SocketAddr,
     /// Where the token is.
     pub token_file: PathBuf,
+    tls: bool,
 }
 
 impl RunningServer {
     /// Claims the data directory, creates the token on first start, loads the bundles
     /// uploaded before, and serves.
     pub fn start(config: &ServerConfig) -> anyhow::Result<RunningServer> {
-        if !config.listen.ip().is_loopback() && !config.insecure {
-            anyhow::bail!(
-                "{} is not a loopback address: TLS is not built in yet, so serving it needs --insecure (anyone on the network could read the token)",
-                config.listen
-            );
-        }
-        if !config.listen.ip().is_loopback() {
+        if !config.listen.ip().is_loopback() && config.tls.is_none() {
+            if !config.insecure {
+                anyhow::bail!(
+                    "{} is not a loopback address: serve it with TLS (--tls-cert and --tls-key), or without with --insecure \
+                     (then anyone on the network can read the token)",
+                    config.listen
+                );
+            }
             tracing::warn!(listen = %config.listen, "serving without TLS on a non-loopback address (--insecure)");
         }
+        let acceptor = config.tls.as_ref().map(|files| files.acceptor()).transpose()?;
         OWNED.claim(&config.data_dir)?;
         for sub in ["bundles", "jobs"] {
             std::fs::create_dir_all(config.data_dir.join(sub))?;
@@ -688,9 +728,24 @@ impl RunningServer {
             .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
             .with_state(state.clone());
-        let served = crate::api::served::Served::spawn(tokio, listener, app, "the server");
-        tracing::info!(%address, token = %token_file.display(), "weir serve listening");
-        Ok(RunningServer { served, state, address, token_file })
+        let served = match acceptor {
+            Some(acceptor) => {
+                let listener = {
+                    let _entered = tokio.enter();
+                    crate::api::tls::TlsListener::new(listener, acceptor)?
+                };
+                crate::api::served::Served::spawn(tokio, listener, app, "the server")
+            }
+            None => crate::api::served::Served::spawn(tokio, listener, app, "the server"),
+        };
+        let server = RunningServer { served, state, address, token_file, tls: config.tls.is_some() };
+        tracing::info!(url = %server.url(), token = %server.token_file.display(), "weir serve listening");
+        Ok(server)
+    }
+
+    /// The server's base address: `https://…` with TLS, else `http://…`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.address)
     }
 
     /// Stops every job (each takes no savepoint) and the server.

@@ -80,6 +80,10 @@ impl KafkaSource {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
+        if !spec.properties.contains_key("statistics.interval.ms") {
+            // Statistics carry the consumer lag the source reports as pending records.
+            config.set("statistics.interval.ms", "1000");
+        }
         let consumer = config
             .create_with_context(Context::new(&spec.uid))
             .map_err(|e| error(format!("cannot configure the Kafka consumer: {e}")))?;
@@ -345,6 +349,10 @@ impl Source for KafkaSource {
 
     fn split_label(&self, split: u32) -> Arc<str> {
         self.partitions.get(&split).map_or_else(|| self.label.clone(), |p| p.label.clone())
+    }
+
+    fn pending(&self) -> Option<u64> {
+        self.consumer.context().lag()
     }
 
     fn unit(&self) -> &'static str {

@@ -66,6 +66,11 @@ pub trait Source: Send {
     fn splits(&self) -> Vec<u32> {
         vec![0]
     }
+    /// How many records are there to read that the source has not read yet, if it knows
+    /// (Kafka: the consumer lag, summed over its partitions). Cheap: it is asked often.
+    fn pending(&self) -> Option<u64> {
+        None
+    }
     /// A checkpoint whose position was `position` completed (Kafka commits offsets).
     fn checkpoint_complete(&mut self, position: &serde_json::Value) {
         let _ = position;

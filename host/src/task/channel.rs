@@ -10,9 +10,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError};
 
 use crate::stream::Message;
 
@@ -27,17 +27,20 @@ struct Budget {
 }
 
 impl Budget {
-    /// Waits until `bytes` more fit (or the channel is empty), then takes them.
-    fn acquire(&self, bytes: usize) -> Result<(), ()> {
+    /// Waits until `bytes` more fit (or the channel is empty), then takes them. How long
+    /// it waited (zero without a clock read when they fit at once).
+    fn acquire(&self, bytes: usize) -> Result<Duration, ()> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiting: Option<Instant> = None;
         while *used > 0 && *used + bytes > self.limit {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(());
             }
+            waiting.get_or_insert_with(Instant::now);
             used = self.drained.wait_timeout(used, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
         }
         *used += bytes;
-        Ok(())
+        Ok(waiting.map(|w| w.elapsed()).unwrap_or_default())
     }
 
     fn release(&self, bytes: usize) {
@@ -76,11 +79,33 @@ pub fn channel(capacity: usize, max_bytes: usize) -> (ChannelSender, ChannelRece
 impl ChannelSender {
     /// Sends `message`, waiting while the channel is full in messages or in bytes.
     pub fn send(&self, message: Message) -> Result<(), SendError<Message>> {
+        self.send_timed(message).map(|_| ())
+    }
+
+    /// Sends `message` as [`ChannelSender::send`] does, and answers how long it waited
+    /// for room: the time the sender was back-pressured (zero, without reading the
+    /// clock, when there was room at once).
+    pub fn send_timed(&self, message: Message) -> Result<Duration, SendError<Message>> {
         let bytes = message.bytes();
-        if bytes > 0 && self.budget.acquire(bytes).is_err() {
-            return Err(SendError(message));
+        let mut waited = Duration::ZERO;
+        if bytes > 0 {
+            match self.budget.acquire(bytes) {
+                Ok(w) => waited = w,
+                Err(()) => return Err(SendError(message)),
+            }
         }
-        self.tx.send(message).inspect_err(|_| self.budget.release(bytes))
+        match self.tx.try_send(message) {
+            Ok(()) => Ok(waited),
+            Err(TrySendError::Disconnected(message)) => {
+                self.budget.release(bytes);
+                Err(SendError(message))
+            }
+            Err(TrySendError::Full(message)) => {
+                let start = Instant::now();
+                self.tx.send(message).inspect_err(|_| self.budget.release(bytes))?;
+                Ok(waited + start.elapsed())
+            }
+        }
     }
 }
 

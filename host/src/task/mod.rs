@@ -78,6 +78,38 @@ impl TaskError {
         }
     }
 
+    /// The node that failed, when one did.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            TaskError::Operator { uid, .. } | TaskError::MalformedInput { uid, .. } => Some(uid),
+            TaskError::MissingKey { from, .. } => Some(from),
+            TaskError::Source(e) => Some(&e.uid),
+            TaskError::Sink(e) => Some(&e.uid),
+            TaskError::Checkpoint(_) | TaskError::Internal(_) => None,
+        }
+    }
+
+    /// A short name of what went wrong, for metrics labels (`trap`, `deadline`, ...).
+    pub fn cause(&self) -> &'static str {
+        match self {
+            TaskError::Operator { failure, .. } => match failure {
+                OperatorFailure::Returned(_) => "error",
+                OperatorFailure::Trapped(_) => "trap",
+                OperatorFailure::Contract(_) => "contract",
+                OperatorFailure::Deadline { .. } => "deadline",
+                OperatorFailure::Interrupted => "interrupted",
+                OperatorFailure::OutOfMemory { .. } => "out-of-memory",
+                OperatorFailure::State(_) => "state",
+            },
+            TaskError::MalformedInput { .. } => "malformed-input",
+            TaskError::MissingKey { .. } => "missing-key",
+            TaskError::Source(_) => "source",
+            TaskError::Sink(_) => "sink",
+            TaskError::Checkpoint(_) => "checkpoint",
+            TaskError::Internal(_) => "internal",
+        }
+    }
+
     /// Whether restarting from the last checkpoint could get past this failure.
     pub fn retry(&self) -> Retry {
         match self {

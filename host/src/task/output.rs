@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::channel::ChannelSender;
+use crate::metrics::TaskMetrics;
 use crate::stream::Partitioning;
 use crate::keygroup::{assign_key_group, subtask_for_key_group};
 use crate::stream::{Batch, Message, Record};
@@ -86,15 +87,19 @@ impl EdgeOutput {
         })
     }
 
-    fn flush_one(&mut self, target: usize, capacity: usize) -> Result<(), RouteError> {
+    fn flush_one(&mut self, target: usize, capacity: usize, metrics: &TaskMetrics) -> Result<(), RouteError> {
         let batch = std::mem::replace(&mut self.pending[target], Batch::with_capacity(capacity));
-        self.senders[target].send(Message::Batch(batch)).map_err(|_| RouteError::Disconnected)
+        let waited = self.senders[target].send_timed(Message::Batch(batch)).map_err(|_| RouteError::Disconnected)?;
+        if !waited.is_zero() {
+            metrics.add_backpressured(waited);
+        }
+        Ok(())
     }
 
-    fn flush(&mut self, capacity: usize) -> Result<(), RouteError> {
+    fn flush(&mut self, capacity: usize, metrics: &TaskMetrics) -> Result<(), RouteError> {
         for target in 0..self.pending.len() {
             if !self.pending[target].is_empty() {
-                self.flush_one(target, capacity)?;
+                self.flush_one(target, capacity, metrics)?;
             }
         }
         Ok(())
@@ -107,11 +112,18 @@ pub struct Router {
     batching: Batching,
     /// When the oldest record still waiting in a batch was added.
     oldest: Option<Instant>,
+    /// The task's counters: time waiting for room downstream counts as back-pressure.
+    metrics: Arc<TaskMetrics>,
 }
 
 impl Router {
     pub fn new(ports: Vec<Vec<EdgeOutput>>, batching: Batching) -> Self {
-        Router { ports, batching, oldest: None }
+        Router { ports, batching, oldest: None, metrics: Arc::default() }
+    }
+
+    /// Counts the time this router waits for room downstream in `metrics`.
+    pub fn measure(&mut self, metrics: Arc<TaskMetrics>) {
+        self.metrics = metrics;
     }
 
     /// Whether anything consumes `port`.
@@ -135,7 +147,7 @@ impl Router {
             let batch = &mut edge.pending[target];
             batch.push_record(copy);
             if batch.records >= max_records || batch.bytes >= max_bytes {
-                edge.flush_one(target, max_records)?;
+                edge.flush_one(target, max_records, &self.metrics)?;
             }
         }
         if self.oldest.is_none() {
@@ -159,7 +171,7 @@ impl Router {
         // A partly filled batch means a lull: the next one starts small.
         let capacity = (self.batching.max_records / 8).max(1);
         for edge in self.ports.iter_mut().flatten() {
-            edge.flush(capacity)?;
+            edge.flush(capacity, &self.metrics)?;
         }
         Ok(())
     }
@@ -178,7 +190,8 @@ impl Router {
     pub fn broadcast(&mut self, message: &Message) -> Result<(), RouteError> {
         self.flush()?;
         for sender in self.ports.iter().flatten().flat_map(|e| e.senders.iter()) {
-            sender.send(message.clone()).map_err(|_| RouteError::Disconnected)?;
+            let waited = sender.send_timed(message.clone()).map_err(|_| RouteError::Disconnected)?;
+            self.metrics.add_backpressured(waited);
         }
         Ok(())
     }

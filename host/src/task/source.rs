@@ -65,6 +65,7 @@ impl SourceTask {
         let (read, sent) = std::mem::take(&mut self.counted);
         self.metrics.add_in(read);
         self.metrics.add_out(sent);
+        self.metrics.set_pending(self.source.pending());
     }
 
     fn run_loop(&mut self) -> Result<(), TaskError> {
