@@ -726,3 +726,60 @@ fn orders_from_kafka_match_flink() {
     assert_eq!(sorted_lines(&out.path().join("revenue.jsonl")), expected("orders", "expected-revenue.jsonl"));
     assert_eq!(sorted_lines(&out.path().join("late.jsonl")), expected("orders", "expected-late.jsonl"));
 }
+
+#[test]
+fn a_kafka_source_reports_its_consumer_lag_as_pending_records() {
+    // 2 000 records behind an operator that takes 20 ms an element, with small channels:
+    // the source reads until they are full, then waits (back-pressure) and lags; the
+    // job's live metrics say by how much.
+    let broker = Broker::start();
+    broker.create_topic("t", 2);
+    let total = 2_000;
+    broker.produce("t", (0..total).map(|i| ((i % 2) as i32, Some("k"), format!("{{\"i\":{i}}}"), None)));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+        name = "lagging"
+        channel_capacity = 2
+        batch_records = 10
+        [[source]]
+        type = "kafka"
+        uid = "in"
+        brokers = "{addr}"
+        topics = ["t"]
+        [[operator]]
+        uid = "slow"
+        component = "{faulty}"
+        config = {{ mode = "slow" }}
+        [[sink]]
+        type = "file"
+        uid = "out"
+        path = "out.jsonl"
+        [[edge]]
+        from = "in"
+        to = "slow"
+        [[edge]]
+        from = "slow"
+        to = "out"
+        "#,
+        addr = broker.addr(),
+        faulty = guests::FAULTY,
+    );
+    let job = Job::new(job(&text, dir.path()), &options()).unwrap();
+    let (control, live) = (job.control(), job.live_metrics());
+    let running = std::thread::spawn(move || job.run());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (pending, read) = loop {
+        let summary = live.snapshot();
+        let source = summary.node("in").cloned();
+        if let Some(source) = source.filter(|s| s.pending.is_some_and(|p| p > 0) && s.backpressure_ratio > 0.5) {
+            break (source.pending.unwrap(), source.records_in);
+        }
+        assert!(Instant::now() < deadline, "no lag reported: {summary:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The lag is what is left of the topic (as of the last statistics, a second old).
+    assert!(pending <= total && pending + read >= total - 1000, "pending {pending}, read {read} of {total}");
+    control.stop();
+    running.join().unwrap().unwrap();
+}

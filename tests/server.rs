@@ -576,6 +576,32 @@ fn the_whole_deployment_flow_loses_and_repeats_nothing() {
     let versions: std::collections::BTreeSet<u64> = per_key.values().flatten().map(|(v, _)| *v).collect();
     assert_eq!(versions, [1, 2].into(), "both versions wrote");
     server.stop();
+
+    // The same job run once, uninterrupted, by `weir run` from the command line: the
+    // same (key, count) lines (v2 also writes its version and a sum).
+    let cli = tempfile::tempdir().unwrap();
+    let cli_out = cli.path().join("out.jsonl");
+    let job = paced_job(cli.path(), &cli_out);
+    std::fs::copy(guests::COUNTER_V1, cli.path().join("counter_v1.wasm")).unwrap();
+    let text = std::fs::read_to_string(&job).unwrap().replace("keyed_count.wasm", "counter_v1.wasm").replace("count = 4000", "count = 20000");
+    std::fs::write(&job, text.replace("rate = 2000", "")).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_weir")).arg("run").arg(&job).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let key_counts = |path: &Path| {
+        let mut lines: Vec<String> = std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                serde_json::json!({ "key": v["key"].take(), "count": v["count"].take() }).to_string()
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (served, ran) = (key_counts(&out), key_counts(&cli_out));
+    let differ: Vec<_> = served.iter().zip(&ran).filter(|(a, b)| a != b).take(3).collect();
+    assert!(served == ran, "the server flow wrote what one CLI run writes: {} vs {} lines; first differences {differ:?}", served.len(), ran.len());
 }
 
 /// A job of the faulty test guest in `mode`, reading `input` (a file) or generating
@@ -728,4 +754,151 @@ fn the_server_speaks_tls_to_clients_that_trust_its_certificate() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read the TLS private key /nonexistent/key.pem"));
+}
+
+/// A page in headless Chromium driven over the DevTools protocol (a websocket): what a
+/// user's clicks do, read back from the page.
+struct Browser {
+    process: std::process::Child,
+    socket: tungstenite::WebSocket<std::net::TcpStream>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn open(url: &str) -> Browser {
+        use std::io::BufRead as _;
+        let profile = tempfile::tempdir().unwrap();
+        let mut process = std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("chromium is installed by scripts/setup");
+        let mut stderr = std::io::BufReader::new(process.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("DevTools listening on ws://") {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "chromium ended before listening");
+        }
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let port = line.split("ws://127.0.0.1:").nth(1).unwrap().split('/').next().unwrap().to_string();
+        // The page's own debugging socket (the browser's is for targets, not pages).
+        let find_page = || -> Option<String> {
+            let list: serde_json::Value =
+                ureq::get(&format!("http://127.0.0.1:{port}/json/list")).call().ok()?.body_mut().read_json().ok()?;
+            Some(list.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"].as_str()?.to_string())
+        };
+        let page = (0..100)
+            .find_map(|_| find_page().or_else(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }))
+            .expect("chromium has a page");
+        let stream = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        let (socket, _) = tungstenite::client(page.as_str(), stream).unwrap();
+        Browser { process, socket, next_id: 0, _profile: profile }
+    }
+
+    /// Evaluates `expression` in the page; its value (awaited when a promise).
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let call = serde_json::json!({ "id": id, "method": "Runtime.evaluate",
+            "params": { "expression": expression, "returnByValue": true, "awaitPromise": true } });
+        self.socket.send(tungstenite::Message::text(call.to_string())).unwrap();
+        loop {
+            let message = self.socket.read().unwrap();
+            let Ok(text) = message.to_text() else { continue };
+            let answer: serde_json::Value = serde_json::from_str(text).unwrap();
+            if answer["id"] == id {
+                assert!(answer["result"]["exceptionDetails"].is_null(), "{expression}: {answer}");
+                return answer["result"]["result"]["value"].clone();
+            }
+        }
+    }
+
+    /// Waits until `expression` is true in the page.
+    fn wait_for(&mut self, expression: &str) {
+        for _ in 0..300 {
+            if self.eval(expression) == serde_json::Value::Bool(true) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the page never showed {expression}: {}", self.eval("document.body.innerText"));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[test]
+fn the_dashboards_buttons_upgrade_an_operator_and_take_a_savepoint() {
+    // counter v1 runs; in the page, the user picks v2's bundle for `count` and clicks
+    // Upgrade, then Savepoint: the page follows both to their end, and the job's output
+    // goes on from v1 to v2 without a gap or a repeat.
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().join("out.jsonl");
+    let runtime = Runtime::new().unwrap();
+    let bundle_of = |component: &str, guest: &str, version: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let job = paced_job(dir.path(), &out);
+        std::fs::copy(guest, dir.path().join(component)).unwrap();
+        let text = std::fs::read_to_string(&job).unwrap().replace("keyed_count.wasm", component).replace("rate = 2000", "rate = 400");
+        std::fs::write(&job, text).unwrap();
+        let file = dir.path().join("bundle.weir");
+        weir::bundle::pack(&job, version, &file, &runtime).unwrap();
+        std::fs::read(file).unwrap()
+    };
+    let v1 = bundle_of("counter_v1.wasm", guests::COUNTER_V1, "1.0.0");
+    let v2 = bundle_of("counter_v2.wasm", guests::COUNTER_V2, "2.0.0");
+    let server = RunningServer::start(&ServerConfig {
+        data_dir: data.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        insecure: false,
+        tls: None,
+    })
+    .unwrap();
+    let token = std::fs::read_to_string(&server.token_file).unwrap();
+    let client = Client { base: server.url(), token: token.clone() };
+    let upload = |bytes: &[u8]| client.call("POST", "/bundles", Some(bytes), &[]).1["id"].as_str().unwrap().to_string();
+    let (first, second) = (upload(&v1), upload(&v2));
+    let jid = client.post(&format!("/bundles/{first}/run"), "{}").1["jobid"].as_str().unwrap().to_string();
+
+    let mut page = Browser::open(&format!("{}/#token={}", client.base, token.trim()));
+    let select = format!("document.getElementById('bundle-{jid}-count')");
+    page.wait_for(&format!("{select} !== null && document.querySelector('#job-{jid} button.upgrade') !== null"));
+    // Only operators get an upgrade button; the source and the sink do not.
+    assert_eq!(page.eval(&format!("document.querySelectorAll('#job-{jid} button.upgrade').length")), 1);
+    page.eval(&format!("{select}.value = '{second}'; document.querySelector('#job-{jid} button.upgrade').click(); true"));
+    let status = format!("document.getElementById('op-{jid}').textContent");
+    page.wait_for(&format!("{status}.startsWith('upgraded count')"));
+    page.eval(&format!("document.querySelector('#job-{jid} button.savepoint').click(); true"));
+    page.wait_for(&format!("{status}.startsWith('savepoint at ')"));
+    let location = page.eval(&status).as_str().unwrap().trim_start_matches("savepoint at ").to_string();
+    assert!(Path::new(&location).join("_savepoint").is_file(), "{location}");
+
+    let finished = client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] != "RUNNING");
+    assert_eq!(finished["state"], "FINISHED", "{finished}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut per_key: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        per_key.entry(v["key"].as_str().unwrap().into()).or_default().push((v["v"].as_u64().unwrap(), v["count"].as_u64().unwrap()));
+    }
+    for (key, seen) in &per_key {
+        let counts: Vec<u64> = seen.iter().map(|(_, c)| *c).collect();
+        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
+    }
+    let upgraded = per_key.values().flatten().filter(|(v, _)| *v == 2).count();
+    assert!(upgraded > 0 && upgraded < 4000, "the click switched versions mid-stream: {upgraded} lines from v2");
+    server.stop();
 }

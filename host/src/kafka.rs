@@ -41,7 +41,7 @@ pub struct Context {
     uid: String,
     failure: Mutex<Option<String>>,
     /// A consumer's lag over its partitions, from librdkafka's statistics; -1 before
-    /// the first.
+    /// the first that has one.
     lag: std::sync::atomic::AtomicI64,
 }
 
@@ -82,14 +82,26 @@ impl ClientContext for Context {
         tracing::warn!(uid = %self.uid, %error, "kafka client: {reason}");
     }
 
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        // Partition -1 is librdkafka's internal "unassigned" one; a lag of -1 is unknown.
-        let lags: Vec<i64> = statistics
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-            .map(|p| p.consumer_lag)
+    fn stats_raw(&self, statistics: &[u8]) {
+        // The lag of each partition from librdkafka's statistics (JSON): its last stable
+        // offset (what read_committed may read; the high watermark if unknown) minus the
+        // offset after the last record handed to us. librdkafka's own `consumer_lag`
+        // counts from committed offsets, which weir commits only at checkpoints.
+        // Partition -1 is librdkafka's internal "unassigned" one.
+        let Ok(statistics) = serde_json::from_slice::<serde_json::Value>(statistics) else { return };
+        let lags: Vec<i64> = statistics["topics"]
+            .as_object()
+            .into_iter()
+            .flat_map(|topics| topics.values())
+            .filter_map(|topic| topic["partitions"].as_object())
+            .flat_map(|partitions| partitions.values())
+            .filter(|p| p["partition"].as_i64().is_some_and(|id| id >= 0) && p["desired"] != false)
+            .filter_map(|p| {
+                let valid = |field: &str| p[field].as_i64().filter(|offset| *offset >= 0);
+                let end = valid("ls_offset").or_else(|| valid("hi_offset"))?;
+                let position = valid("app_offset").or_else(|| valid("lo_offset"))?;
+                Some((end - position).max(0))
+            })
             .collect();
         if !lags.is_empty() {
             self.lag.store(lags.iter().sum(), std::sync::atomic::Ordering::Relaxed);
