@@ -47,17 +47,21 @@ impl Language {
     }
 }
 
-/// Where the SDKs are: `$WEIR_SDK_DIR`, a `guest-sdk` directory above `start`, or the
-/// checkout this `weir` was built from.
+/// Where the SDKs are: `$WEIR_SDK_DIR`, a `guest-sdk` directory above `start` or above the
+/// current directory, or the checkout this `weir` was built from.
 pub fn sdk_dir(start: &Path) -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("WEIR_SDK_DIR") {
         return Ok(PathBuf::from(dir));
     }
     let is_sdk = |dir: &Path| dir.join("python/weir/build.py").is_file();
     let start = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
+    let here = std::env::current_dir().unwrap_or_default();
+    // The checkout this crate was built from: a build cache shared between checkouts
+    // may hold a path that no longer exists, so this comes last.
     let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
     start
         .ancestors()
+        .chain(here.ancestors())
         .map(|dir| dir.join("guest-sdk"))
         .find(|dir| is_sdk(dir))
         .or_else(|| is_sdk(&built_from).then_some(built_from))
