@@ -101,15 +101,17 @@ impl Client {
         self.call("POST", route, Some(body.as_bytes()), &[("Content-Type", "application/json")])
     }
 
+    /// Polls `route` until its answer satisfies `what` (for at most a minute).
     fn wait_for(&self, route: &str, what: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        for _ in 0..600 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
             let (_, answer) = self.get(route);
             if what(&answer) {
                 return answer;
             }
+            assert!(std::time::Instant::now() < deadline, "{route} never got there: {answer}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{route} never got there");
     }
 }
 
