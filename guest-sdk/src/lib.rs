@@ -48,7 +48,7 @@ pub mod window;
 pub use context::{Context, LogLevel};
 pub use error::{Error, Result};
 pub use event::{Event, Header, TimeDomain};
-pub use state::{ListState, MapState, StateTtl, ValueState};
+pub use state::{ListState, MapState, OperatorListState, StateTtl, ValueState, is_restored};
 
 /// The raw bindings generated from `wit/operator.wit` (`weir:operator@0.2.0`). Most operators never need them;
 /// they are public for the [`export!`] macro and for advanced uses.
@@ -56,7 +56,7 @@ pub use state::{ListState, MapState, StateTtl, ValueState};
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "operator",
+        world: "checkpointed-operator",
         pub_export_macro: true,
         export_macro_name: "__export_operator_world",
         default_bindings_module: "weir_guest::bindings",
@@ -103,6 +103,15 @@ pub trait Operator: Default + 'static {
     /// Called after `open`, once per restored key, before any element.
     fn migrate(&mut self, from_version: u32, ctx: &mut Context) -> Result<()> {
         let _ = (from_version, ctx);
+        Ok(())
+    }
+
+    /// Called at every checkpoint and savepoint barrier (Flink's
+    /// `CheckpointedFunction.snapshotState`): write what the operator keeps in its own
+    /// memory into [`OperatorListState`] (or keyed state) now. An error fails that
+    /// checkpoint.
+    fn snapshot_state(&mut self, checkpoint_id: u64, ctx: &mut Context) -> Result<()> {
+        let _ = (checkpoint_id, ctx);
         Ok(())
     }
 }
@@ -157,6 +166,14 @@ macro_rules! export {
                 fn migrate(from_version: u32) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::with(&INSTANCE, |op, ctx| {
                         $crate::Operator::migrate(op, from_version, ctx)
+                    })
+                }
+            }
+
+            impl $crate::bindings::exports::weir::operator::checkpointed::Guest for Exported {
+                fn snapshot_state(checkpoint_id: u64) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::with(&INSTANCE, |op, ctx| {
+                        $crate::Operator::snapshot_state(op, checkpoint_id, ctx)
                     })
                 }
             }

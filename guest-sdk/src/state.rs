@@ -210,3 +210,68 @@ where
         self.raw().clear();
     }
 }
+
+/// A list of `T` per operator subtask, not per key: Flink's operator `ListState`
+/// (`getListState`, even-split redistribution when the parallelism changes) or, with
+/// [`OperatorListState::union`], its union list state (every subtask gets every item).
+/// Usable in every call, `open` included; checkpointed by the host. An operator that
+/// keeps items in its own memory writes them here in [`crate::Operator::snapshot_state`].
+pub struct OperatorListState<T> {
+    name: String,
+    redistribution: raw_operator::Redistribution,
+    handle: OnceCell<raw_operator::ListState>,
+    _type: PhantomData<fn() -> T>,
+}
+
+use crate::bindings::weir::operator::operator_state as raw_operator;
+
+impl<T: Serialize + DeserializeOwned> OperatorListState<T> {
+    /// The operator list called `name`; on restore at another parallelism the items of
+    /// every subtask are split evenly among the new subtasks.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::with(name.into(), raw_operator::Redistribution::Split)
+    }
+
+    /// The operator union list called `name`: on restore every subtask gets the items
+    /// of every subtask.
+    pub fn union(name: impl Into<String>) -> Self {
+        Self::with(name.into(), raw_operator::Redistribution::Union)
+    }
+
+    fn with(name: String, redistribution: raw_operator::Redistribution) -> Self {
+        OperatorListState { name, redistribution, handle: OnceCell::new(), _type: PhantomData }
+    }
+
+    fn raw(&self) -> &raw_operator::ListState {
+        self.handle.get_or_init(|| raw_operator::ListState::new(&self.name, self.redistribution))
+    }
+
+    /// Every item, in order.
+    pub fn get(&self) -> Result<Vec<T>> {
+        self.raw().get().iter().map(|bytes| decode(bytes)).collect()
+    }
+
+    /// Appends one item.
+    pub fn add(&self, item: &T) -> Result<()> {
+        self.raw().add(&encode(item)?);
+        Ok(())
+    }
+
+    /// Replaces every item.
+    pub fn update(&self, items: &[T]) -> Result<()> {
+        let encoded = items.iter().map(encode).collect::<Result<Vec<_>>>()?;
+        self.raw().update(&encoded);
+        Ok(())
+    }
+
+    /// Removes every item.
+    pub fn clear(&self) {
+        self.raw().clear();
+    }
+}
+
+/// Whether this subtask's operator state came from a checkpoint or savepoint (Flink's
+/// `isRestored`).
+pub fn is_restored() -> bool {
+    raw_operator::is_restored()
+}

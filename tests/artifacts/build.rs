@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("sessions", "sessions"),
     ("session-summary", "session_summary"),
     ("tumbling-count", "tumbling_count"),
+    ("buffering", "buffering"),
     ("faulty", "faulty"),
     ("passthrough", "passthrough"),
     ("not-an-operator", "not_an_operator"),

@@ -88,6 +88,10 @@ pub enum TaskState {
         state: Vec<FileEntry>,
         /// The timers, as an entry file.
         timers: FileEntry,
+        /// The operator (non-keyed) lists, as an entry file; none when they hold
+        /// nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        operator_state: Option<FileEntry>,
     },
     Sink {
         /// The sink's own transaction state.
@@ -143,6 +147,39 @@ mod split_timestamps {
             Saved::Single(max) => max.map(|t| (0, t)).into_iter().collect(),
         })
     }
+}
+
+/// The operator-state file of every saved subtask of operator `uid`, in subtask order
+/// (`None` for a subtask whose lists were empty).
+pub fn operator_state_files<'a>(tasks: &'a BTreeMap<String, TaskState>, uid: &str) -> Vec<Option<&'a FileEntry>> {
+    let mut saved: Vec<(u32, Option<&FileEntry>)> = tasks
+        .iter()
+        .filter_map(|(task, state)| {
+            let (u, subtask) = task.rsplit_once('#')?;
+            let TaskState::Operator { operator_state, .. } = state else { return None };
+            (u == uid).then_some((subtask.parse().ok()?, operator_state.as_ref()))
+        })
+        .collect();
+    saved.sort_by_key(|(subtask, _)| *subtask);
+    saved.into_iter().map(|(_, file)| file).collect()
+}
+
+/// The operator lists of every saved subtask of operator `uid` in `tasks` (a checkpoint's
+/// or savepoint's), in subtask order; `path` locates a file.
+pub fn read_operator_lists(
+    tasks: &BTreeMap<String, TaskState>,
+    uid: &str,
+    path: impl Fn(&FileEntry) -> PathBuf,
+) -> Result<Vec<Vec<crate::state::operator::OperatorList>>, String> {
+    operator_state_files(tasks, uid)
+        .into_iter()
+        .map(|file| {
+            let Some(file) = file else { return Ok(Vec::new()) };
+            let mut entries = Vec::new();
+            crate::state::snapshot::read_entries(&path(file), |k, v| entries.push((k, v)))?;
+            crate::state::operator::OperatorState::decode(entries).map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 #[cfg(test)]

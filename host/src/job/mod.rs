@@ -433,6 +433,7 @@ impl Job {
                 ctx.interrupt = self.control.interrupt();
                 ctx.timer_budget = op.limits.timer_budget();
                 ctx.state.backend_mut().set_budget(op.limits.state_budget());
+                ctx.operator_state.set_limit(op.limits.state_budget().entry_bytes);
                 let logic: Box<dyn OperatorLogic> = match (&op.component, &op.native) {
                     _ if op.window.is_some() => {
                         let window = op.window.as_ref().expect("checked");
@@ -612,6 +613,11 @@ impl Job {
             let saved = checkpoint.and_then(|c| c.metadata.tasks.get(&task));
             let backend = self.open_backend(&task, checkpoint, saved)?;
             let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs);
+            if let Some(checkpoint) = checkpoint {
+                let old = crate::checkpoint::read_operator_lists(&checkpoint.metadata.tasks, &op.uid, |f| checkpoint.path(f))
+                    .map_err(error)?;
+                ctx.operator_state = restore_operator_state(&old, subtask, op.parallelism).map_err(error)?;
+            }
             if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (checkpoint, saved) {
                 ctx.watermark = *watermark;
                 let mut malformed = false;
@@ -635,6 +641,8 @@ impl Job {
             ),
         };
         let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs);
+        let old = savepoint.read_operator_lists(&op.uid)?;
+        ctx.operator_state = restore_operator_state(&old, subtask, op.parallelism).map_err(error)?;
         if let Some(watermark) = restored.watermark {
             ctx.watermark = watermark;
         }
@@ -835,4 +843,17 @@ impl Wiring {
             .unwrap_or_default();
         (inputs, Router::new(ports, self.batching))
     }
+}
+
+/// The operator lists of new subtask `subtask` of `parallelism` from those of every
+/// saved subtask (none saved: empty, and not restored).
+fn restore_operator_state(
+    old: &[Vec<crate::state::operator::OperatorList>],
+    subtask: u32,
+    parallelism: u32,
+) -> Result<crate::state::operator::OperatorState, String> {
+    if old.is_empty() {
+        return Ok(Default::default());
+    }
+    crate::state::operator::OperatorState::restore(old, subtask, parallelism).map_err(|e| e.to_string())
 }

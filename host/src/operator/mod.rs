@@ -190,6 +190,8 @@ pub struct OperatorContext {
     pub interrupt: Arc<AtomicBool>,
     /// How many timers the subtask may have pending.
     pub timer_budget: TimerBudget,
+    /// The subtask's operator (non-keyed) lists.
+    pub operator_state: crate::state::operator::OperatorState,
 }
 
 impl OperatorContext {
@@ -220,6 +222,7 @@ impl OperatorContext {
             late_dropped: 0,
             interrupt: Arc::default(),
             timer_budget: TimerBudget::UNLIMITED,
+            operator_state: Default::default(),
         }
     }
 
@@ -536,6 +539,12 @@ pub trait OperatorLogic: Send {
     /// Migrates the current key's state from layout `from_version`.
     fn migrate(&mut self, from_version: u32) -> Result<(), OperatorFailure> {
         let _ = from_version;
+        Ok(())
+    }
+    /// A checkpoint or savepoint barrier `checkpoint_id` arrived: the logic writes
+    /// what it keeps in its own memory into its state (Flink's `snapshotState`).
+    fn snapshot_state(&mut self, checkpoint_id: u64) -> Result<(), OperatorFailure> {
+        let _ = checkpoint_id;
         Ok(())
     }
 }

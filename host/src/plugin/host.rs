@@ -7,6 +7,9 @@
 /// The host object behind a guest's `value-state`, `list-state` or `map-state` handle.
 pub struct StateHandle(pub(super) crate::state::StateId);
 
+/// The host object behind a guest's operator `list-state` handle (contract 0.2).
+pub struct OperatorListHandle(pub(super) crate::state::operator::ListId);
+
 /// Longest guest log message kept; longer ones are cut.
 pub const MAX_LOG_MESSAGE: usize = 64 * 1024;
 

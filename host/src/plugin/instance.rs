@@ -20,7 +20,13 @@ pub struct WasmOperator {
     stderr: GuestOutput,
     /// Reused buffer for the events of a batch.
     batch: Vec<v0_2::bindings::weir::operator::types::Event>,
+    /// `checkpointed.snapshot-state`, when the component exports it (the
+    /// `checkpointed-operator` world of contract 0.2).
+    snapshot_state: Option<wasmtime::component::TypedFunc<(u64,), (Result<(), String>,)>>,
 }
+
+/// The export of the `checkpointed-operator` world.
+const CHECKPOINTED: &str = "weir:operator/checkpointed@0.2.0";
 
 /// The guest's exports, by contract version.
 enum Guest {
@@ -40,16 +46,25 @@ impl WasmOperator {
             Pre::V0_2(pre) => pre.engine(),
         };
         let (mut store, stderr) = guest_store(engine, &plugin.ticks, ctx, limits);
+        let mut snapshot_state = None;
         let instantiated = match &plugin.pre {
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Guest::V0_1),
-            Pre::V0_2(pre) => pre.instantiate(&mut store).map(Guest::V0_2),
+            Pre::V0_2(pre) => pre.instance_pre().instantiate(&mut store).and_then(|instance| {
+                if let Some(interface) = instance.get_export_index(&mut store, None, CHECKPOINTED) {
+                    let func = instance
+                        .get_export_index(&mut store, Some(&interface), "snapshot-state")
+                        .ok_or_else(|| wasmtime::Error::msg(format!("{CHECKPOINTED} lacks snapshot-state")))?;
+                    snapshot_state = Some(instance.get_typed_func::<(u64,), (Result<(), String>,)>(&mut store, func)?);
+                }
+                v0_2::bindings::Operator::new(&mut store, &instance).map(Guest::V0_2)
+            }),
         };
         let guest = instantiated.map_err(|e| PluginError::Instantiate {
             uid,
             path: plugin.path().into(),
             reason: format!("{e:#}"),
         })?;
-        Ok(WasmOperator { store, guest, limits, stderr, batch: Vec::new() })
+        Ok(WasmOperator { store, guest, limits, stderr, batch: Vec::new(), snapshot_state })
     }
 
     /// Turns the outcome of a call into the runtime's terms: a trap is classified and
@@ -323,6 +338,13 @@ impl OperatorLogic for WasmOperator {
     fn migrate(&mut self, from_version: u32) -> Result<(), OperatorFailure> {
         self.arm_deadline();
         let result = call!(self, call_migrate, from_version);
+        self.outcome(result)
+    }
+
+    fn snapshot_state(&mut self, checkpoint_id: u64) -> Result<(), OperatorFailure> {
+        let Some(func) = self.snapshot_state else { return Ok(()) };
+        self.arm_deadline();
+        let result = func.call(&mut self.store, (checkpoint_id,)).map(|(result,)| result);
         self.outcome(result)
     }
 }

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::snapshot::{EMPTY_SIZE, read_entries};
 use crate::checkpoint::storage::{read_manifest, verify_file, write_manifest};
-use crate::checkpoint::{FileEntry, TaskState};
+use crate::checkpoint::{FileEntry, TaskState, operator_state_files, read_operator_lists};
+use crate::state::operator::OperatorList;
 use crate::keygroup::KeyGroupRange;
 use crate::state::{DeclaredState, key};
 
@@ -131,7 +132,9 @@ impl Savepoint {
 
     fn files(&self) -> impl Iterator<Item = &FileEntry> {
         self.manifest.tasks.values().flat_map(|t| match t {
-            TaskState::Operator { state, timers, .. } => state.iter().chain(std::iter::once(timers)).collect(),
+            TaskState::Operator { state, timers, operator_state, .. } => {
+                state.iter().chain(std::iter::once(timers)).chain(operator_state.iter()).collect()
+            }
             _ => Vec::new(),
         })
     }
@@ -176,6 +179,12 @@ impl Savepoint {
         Ok(restored)
     }
 
+    /// The operator lists of every saved subtask of operator `uid`, in subtask order.
+    pub fn read_operator_lists(&self, uid: &str) -> Result<Vec<Vec<OperatorList>>, SavepointError> {
+        let error = |message: String| SavepointError { dir: self.dir.clone(), message };
+        read_operator_lists(&self.manifest.tasks, uid, |file| self.dir.join(&file.path)).map_err(error)
+    }
+
     /// Operators with saved state (entries or timers), told from file sizes without
     /// reading the files: an entry file without entries is [`EMPTY_SIZE`] bytes.
     pub fn operators_with_state(&self) -> Vec<String> {
@@ -185,7 +194,7 @@ impl Savepoint {
             .filter(|uid| {
                 self.subtasks(uid).iter().any(|(state, timers, _)| {
                     timers.size > EMPTY_SIZE || state.iter().any(|f| f.size > EMPTY_SIZE)
-                })
+                }) || !operator_state_files(&self.manifest.tasks, uid).iter().all(Option::is_none)
             })
             .cloned()
             .collect()
@@ -219,6 +228,21 @@ impl Savepoint {
                 writeln!(out, "    {kind} state `{name}`: {entries} entries, {bytes} bytes")?;
             }
             writeln!(out, "    timers: {}, keys: {}", restored.timers.len(), restored.keys.len())?;
+            let mut lists: Vec<(String, &'static str, u64, u64)> = Vec::new();
+            for list in self.read_operator_lists(uid).map_err(std::io::Error::other)?.into_iter().flatten() {
+                let mode = match list.redistribution {
+                    crate::state::operator::Redistribution::Split => "split",
+                    crate::state::operator::Redistribution::Union => "union",
+                };
+                let bytes: u64 = list.items.iter().map(|i| i.len() as u64).sum();
+                match lists.iter_mut().find(|l| l.0 == list.name) {
+                    Some(l) => (l.2, l.3) = (l.2 + list.items.len() as u64, l.3 + bytes),
+                    None => lists.push((list.name, mode, list.items.len() as u64, bytes)),
+                }
+            }
+            for (name, mode, items, bytes) in lists {
+                writeln!(out, "    operator list `{name}` ({mode}): {items} items, {bytes} bytes")?;
+            }
         }
         for (task, state) in &m.tasks {
             match state {
@@ -298,3 +322,4 @@ pub struct RestoredOperator {
     /// Every key with state, for a migration pass.
     pub keys: BTreeSet<Vec<u8>>,
 }
+

@@ -15,6 +15,7 @@
 
 pub mod key;
 mod memory;
+pub mod operator;
 mod rocks;
 pub mod snapshot;
 

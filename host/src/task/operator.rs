@@ -79,6 +79,8 @@ struct Capture {
     state_version: u32,
     states: Vec<crate::state::DeclaredState>,
     backend: String,
+    /// The operator lists' entries.
+    operator_state: Vec<(Vec<u8>, Vec<u8>)>,
     target: SnapshotTarget,
 }
 
@@ -89,6 +91,14 @@ impl Capture {
         let relative = format!("{}/timers.ent", self.target.task_dir);
         let entries = self.timers.iter().map(|t| (t.as_slice(), &[][..]));
         let timers = write_file(&self.target.root, &relative, entries)?;
+        let operator_state = match self.operator_state.is_empty() {
+            true => None,
+            false => {
+                let relative = format!("{}/operator.ent", self.target.task_dir);
+                let entries = self.operator_state.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+                Some(write_file(&self.target.root, &relative, entries)?)
+            }
+        };
         Ok(TaskState::Operator {
             watermark: self.watermark,
             state_version: self.state_version,
@@ -96,6 +106,7 @@ impl Capture {
             backend: self.backend,
             state,
             timers,
+            operator_state,
         })
     }
 }
@@ -108,6 +119,8 @@ pub struct Previous {
     root: std::path::PathBuf,
     state: Vec<FileEntry>,
     timers: FileEntry,
+    /// The operator lists before the swap.
+    operator_state: crate::state::operator::OperatorState,
 }
 
 /// Every this many elements, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
@@ -294,7 +307,10 @@ impl OperatorTask {
     /// Captures what an operator snapshot holds (keyed state, timers, watermark, state
     /// version and declared states) as it is now; the slow part, writing the files, is
     /// left to [`Capture::write`]. Savepoints use the portable format.
-    fn capture(&mut self, target: SnapshotTarget, portable: bool) -> Result<Capture, String> {
+    /// Captures the subtask's state for checkpoint, savepoint or upgrade `id`, after
+    /// the logic wrote what it keeps in memory (`snapshot-state`).
+    fn capture(&mut self, id: u64, target: SnapshotTarget, portable: bool) -> Result<Capture, String> {
+        self.logic.snapshot_state(id).map_err(|e| format!("snapshot-state of operator `{}` failed: {e}", self.uid))?;
         let state_version = self.logic.state_version().map_err(|e| e.to_string())?;
         let ctx = self.logic.context();
         let backend = if portable { "portable".to_string() } else { ctx.state.backend().name().to_string() };
@@ -311,6 +327,7 @@ impl OperatorTask {
             state_version,
             states: ctx.state.declared(),
             backend,
+            operator_state: ctx.operator_state.entries(),
             target,
         })
     }
@@ -321,7 +338,7 @@ impl OperatorTask {
         let Some((task, target)) = self.target(barrier) else { return };
         let Some(coordinator) = self.checkpointing.as_ref().map(|cp| cp.coordinator.clone()) else { return };
         let id = barrier.id;
-        let capture = self.capture(target, barrier.kind.savepoint_dir().is_some());
+        let capture = self.capture(id, target, barrier.kind.savepoint_dir().is_some());
         let reply = coordinator.clone();
         let decline_task = task.clone();
         let spawned = std::thread::Builder::new().name(format!("snapshot {task}")).spawn(move || {
@@ -350,7 +367,7 @@ impl OperatorTask {
         };
         let target = SnapshotTarget { root: dir.clone(), task_dir: task.clone(), shared_dir: String::new() };
         // Written before the swap: it is also the rollback point.
-        let saved = match self.capture(target, true).and_then(Capture::write) {
+        let saved = match self.capture(id, target, true).and_then(Capture::write) {
             Ok(saved) => saved,
             Err(reason) => return decline(format!("writing the in-place savepoint: {reason}")),
         };
@@ -363,7 +380,8 @@ impl OperatorTask {
         };
         std::mem::swap(self.logic.context(), new.context());
         let old = std::mem::replace(&mut self.logic, new);
-        let mut previous = Previous { id, logic: old, root: dir, state: files, timers };
+        let operator_state = self.logic.context().operator_state.clone();
+        let mut previous = Previous { id, logic: old, root: dir, state: files, timers, operator_state };
         let swapped = self.logic.open().and_then(|()| migrate(self.logic.as_mut(), from));
         if let Err(failure) = swapped {
             let reason = format!("the new component failed: {failure}");
@@ -431,6 +449,7 @@ impl OperatorTask {
         let ctx = self.logic.context();
         ctx.state.backend_mut().replace_all(entries).map_err(|e| fail(e.to_string()))?;
         ctx.timers = timers;
+        ctx.operator_state = previous.operator_state.clone();
         let mut discarded = Vec::new();
         ctx.swap_emitted(&mut discarded);
         std::mem::swap(self.logic.context(), previous.logic.context());

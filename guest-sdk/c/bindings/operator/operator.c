@@ -56,6 +56,26 @@ extern int32_t __wasm_import_weir_operator_state_method_map_state_is_empty(int32
 __attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.clear")))
 extern void __wasm_import_weir_operator_state_method_map_state_clear(int32_t);
 
+// Imported Functions from `weir:operator/operator-state@0.2.0`
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[constructor]list-state")))
+extern int32_t __wasm_import_weir_operator_operator_state_constructor_list_state(uint8_t *, size_t, int32_t);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.get")))
+extern void __wasm_import_weir_operator_operator_state_method_list_state_get(int32_t, uint8_t *);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.add")))
+extern void __wasm_import_weir_operator_operator_state_method_list_state_add(int32_t, uint8_t *, size_t);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.update")))
+extern void __wasm_import_weir_operator_operator_state_method_list_state_update(int32_t, uint8_t *, size_t);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.clear")))
+extern void __wasm_import_weir_operator_operator_state_method_list_state_clear(int32_t);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("is-restored")))
+extern int32_t __wasm_import_weir_operator_operator_state_is_restored(void);
+
 // Imported Functions from `weir:operator/timers@0.2.0`
 
 __attribute__((__import_module__("weir:operator/timers@0.2.0"), __import_name__("register")))
@@ -290,6 +310,21 @@ void operator_list_tuple2_list_u8_list_u8_free(operator_list_tuple2_list_u8_list
     }
     free(list_ptr);
   }
+}
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[resource-drop]list-state")))
+extern void __wasm_import_weir_operator_operator_state_list_state_drop(int32_t handle);
+
+void weir_operator_operator_state_list_state_drop_own(weir_operator_operator_state_own_list_state_t handle) {
+  __wasm_import_weir_operator_operator_state_list_state_drop(handle.__handle);
+}
+
+void weir_operator_operator_state_list_state_drop_borrow(weir_operator_operator_state_borrow_list_state_t handle) {
+  __wasm_import_weir_operator_operator_state_list_state_drop(handle.__handle);
+}
+
+weir_operator_operator_state_borrow_list_state_t weir_operator_operator_state_borrow_list_state(weir_operator_operator_state_own_list_state_t arg) {
+  return (weir_operator_operator_state_borrow_list_state_t) { arg.__handle };
 }
 
 void weir_operator_types_header_free(weir_operator_types_header_t *ptr) {
@@ -568,6 +603,36 @@ bool weir_operator_state_method_map_state_is_empty(weir_operator_state_borrow_ma
 
 void weir_operator_state_method_map_state_clear(weir_operator_state_borrow_map_state_t self) {
   __wasm_import_weir_operator_state_method_map_state_clear((self).__handle);
+}
+
+weir_operator_operator_state_own_list_state_t weir_operator_operator_state_constructor_list_state(operator_string_t *name, weir_operator_operator_state_redistribution_t redistribution) {
+  int32_t ret = __wasm_import_weir_operator_operator_state_constructor_list_state((uint8_t *) (*name).ptr, (*name).len, (int32_t) redistribution);
+  return (weir_operator_operator_state_own_list_state_t) { ret };
+}
+
+void weir_operator_operator_state_method_list_state_get(weir_operator_operator_state_borrow_list_state_t self, operator_list_list_u8_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_weir_operator_operator_state_method_list_state_get((self).__handle, ptr);
+  *ret = (operator_list_list_u8_t) { (operator_list_u8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
+}
+
+void weir_operator_operator_state_method_list_state_add(weir_operator_operator_state_borrow_list_state_t self, operator_list_u8_t *item) {
+  __wasm_import_weir_operator_operator_state_method_list_state_add((self).__handle, (uint8_t *) (*item).ptr, (*item).len);
+}
+
+void weir_operator_operator_state_method_list_state_update(weir_operator_operator_state_borrow_list_state_t self, operator_list_list_u8_t *items) {
+  __wasm_import_weir_operator_operator_state_method_list_state_update((self).__handle, (uint8_t *) (*items).ptr, (*items).len);
+}
+
+void weir_operator_operator_state_method_list_state_clear(weir_operator_operator_state_borrow_list_state_t self) {
+  __wasm_import_weir_operator_operator_state_method_list_state_clear((self).__handle);
+}
+
+bool weir_operator_operator_state_is_restored(void) {
+  int32_t ret = __wasm_import_weir_operator_operator_state_is_restored();
+  return ret;
 }
 
 void weir_operator_timers_register(weir_operator_timers_time_domain_t domain, int64_t timestamp) {

@@ -78,6 +78,26 @@ typedef struct {
   size_t len;
 } operator_list_tuple2_list_u8_list_u8_t;
 
+// How a list is shared out among the subtasks when the job is restored.
+typedef uint8_t weir_operator_operator_state_redistribution_t;
+
+// Flink's `getListState` (even-split redistribution): the lists of every old
+// subtask are joined in subtask order and cut into even consecutive runs, one
+// per new subtask (the first subtasks get one more when it does not divide).
+// At an unchanged parallelism every subtask gets its own list back.
+#define WEIR_OPERATOR_OPERATOR_STATE_REDISTRIBUTION_SPLIT 0
+// Flink's `getUnionListState`: every subtask gets every item of every old
+// subtask's list, in subtask order.
+#define WEIR_OPERATOR_OPERATOR_STATE_REDISTRIBUTION_UNION 1
+
+typedef struct weir_operator_operator_state_own_list_state_t {
+  int32_t __handle;
+} weir_operator_operator_state_own_list_state_t;
+
+typedef struct weir_operator_operator_state_borrow_list_state_t {
+  int32_t __handle;
+} weir_operator_operator_state_borrow_list_state_t;
+
 // One header of an event: a name and opaque bytes.
 typedef struct weir_operator_types_header_t {
   operator_string_t   name;
@@ -211,6 +231,23 @@ extern bool weir_operator_state_method_map_state_is_empty(weir_operator_state_bo
 // Removes every entry of the current key's map.
 extern void weir_operator_state_method_map_state_clear(weir_operator_state_borrow_map_state_t self);
 
+// Imported Functions from `weir:operator/operator-state@0.2.0`
+// Declares (or re-attaches to) the operator list called `name`. Traps when
+// `name` is empty or longer than 256 bytes, or the list was declared (or
+// restored) with the other redistribution.
+extern weir_operator_operator_state_own_list_state_t weir_operator_operator_state_constructor_list_state(operator_string_t *name, weir_operator_operator_state_redistribution_t redistribution);
+// Every item, in order.
+extern void weir_operator_operator_state_method_list_state_get(weir_operator_operator_state_borrow_list_state_t self, operator_list_list_u8_t *ret);
+// Appends one item.
+extern void weir_operator_operator_state_method_list_state_add(weir_operator_operator_state_borrow_list_state_t self, operator_list_u8_t *item);
+// Replaces every item (Flink's `update`).
+extern void weir_operator_operator_state_method_list_state_update(weir_operator_operator_state_borrow_list_state_t self, operator_list_list_u8_t *items);
+// Removes every item.
+extern void weir_operator_operator_state_method_list_state_clear(weir_operator_operator_state_borrow_list_state_t self);
+// Whether this subtask's operator state came from a checkpoint or savepoint
+// (Flink's `FunctionInitializationContext.isRestored`).
+extern bool weir_operator_operator_state_is_restored(void);
+
 // Imported Functions from `weir:operator/timers@0.2.0`
 // Registers a timer for the current key. An event-time timer at or behind the
 // current watermark fires as soon as the next watermark arrives; a processing-time
@@ -304,6 +341,12 @@ void operator_list_list_u8_free(operator_list_list_u8_t *ptr);
 void operator_tuple2_list_u8_list_u8_free(operator_tuple2_list_u8_list_u8_t *ptr);
 
 void operator_list_tuple2_list_u8_list_u8_free(operator_list_tuple2_list_u8_list_u8_t *ptr);
+
+extern void weir_operator_operator_state_list_state_drop_own(weir_operator_operator_state_own_list_state_t handle);
+
+extern void weir_operator_operator_state_list_state_drop_borrow(weir_operator_operator_state_borrow_list_state_t handle);
+
+extern weir_operator_operator_state_borrow_list_state_t weir_operator_operator_state_borrow_list_state(weir_operator_operator_state_own_list_state_t handle);
 
 void weir_operator_types_header_free(weir_operator_types_header_t *ptr);
 

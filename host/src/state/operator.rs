@@ -1,0 +1,304 @@
+//! # Operator state
+//!
+//! State of an operator subtask rather than of a key: Flink's operator `ListState`
+//! (`CheckpointedFunction`). Each list is named and says how it is shared out when the
+//! job is restored ([`Redistribution`]). Operator state is small by design and lives
+//! on the heap, bounded in bytes; snapshots write it as an entry file beside the keyed
+//! state, and a restore redistributes the lists of every old subtask among the new ones
+//! exactly as Flink's `RoundRobinOperatorStateRepartitioner` does.
+
+use super::StateError;
+
+/// How a list is shared out among the subtasks when the job is restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redistribution {
+    /// Joined in old-subtask order and cut into even consecutive runs, one per new
+    /// subtask (the first `total % parallelism` get one more); kept as is when the
+    /// parallelism did not change.
+    Split,
+    /// Every new subtask gets every item of every old subtask, in subtask order.
+    Union,
+}
+
+impl Redistribution {
+    fn tag(self) -> u8 {
+        match self {
+            Redistribution::Split => 0,
+            Redistribution::Union => 1,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            0 => Some(Redistribution::Split),
+            1 => Some(Redistribution::Union),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Redistribution::Split => "split",
+            Redistribution::Union => "union",
+        }
+    }
+}
+
+/// One named list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorList {
+    pub name: String,
+    pub redistribution: Redistribution,
+    pub items: Vec<Vec<u8>>,
+}
+
+/// The operator lists of one subtask.
+#[derive(Debug, Default, Clone)]
+pub struct OperatorState {
+    lists: Vec<OperatorList>,
+    bytes: u64,
+    /// Most bytes the lists may hold together (0: no limit).
+    limit: u64,
+    restored: bool,
+}
+
+/// A list's index in its [`OperatorState`], as handed to guests.
+pub type ListId = usize;
+
+/// Longest list name, as for keyed state.
+const MAX_NAME_BYTES: usize = 256;
+
+impl OperatorState {
+    /// Bounds the bytes of every item of every list together.
+    pub fn set_limit(&mut self, bytes: u64) {
+        self.limit = bytes;
+    }
+
+    /// Whether this state came from a checkpoint or savepoint.
+    pub fn is_restored(&self) -> bool {
+        self.restored
+    }
+
+    /// Declares (or re-attaches to) the list called `name`.
+    pub fn declare(&mut self, name: &str, redistribution: Redistribution) -> Result<ListId, StateError> {
+        let bad = |reason| StateError::BadName { name: name.into(), reason };
+        if name.is_empty() {
+            return Err(bad("an operator list needs a name"));
+        }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(bad("longer than 256 bytes"));
+        }
+        if let Some(id) = self.lists.iter().position(|l| l.name == name) {
+            if self.lists[id].redistribution != redistribution {
+                return Err(bad(match redistribution {
+                    Redistribution::Split => "declared as a split list, but it is a union list",
+                    Redistribution::Union => "declared as a union list, but it is a split list",
+                }));
+            }
+            return Ok(id);
+        }
+        self.lists.push(OperatorList { name: name.into(), redistribution, items: Vec::new() });
+        Ok(self.lists.len() - 1)
+    }
+
+    pub fn get(&self, id: ListId) -> &[Vec<u8>] {
+        self.lists.get(id).map_or(&[], |l| &l.items)
+    }
+
+    /// Appends `item` to list `id`.
+    pub fn add(&mut self, id: ListId, item: Vec<u8>) -> Result<(), StateError> {
+        self.reserve(item.len() as u64)?;
+        if let Some(list) = self.lists.get_mut(id) {
+            list.items.push(item);
+        }
+        Ok(())
+    }
+
+    /// Replaces every item of list `id`.
+    pub fn update(&mut self, id: ListId, items: Vec<Vec<u8>>) -> Result<(), StateError> {
+        let old = self.lists.get(id).map_or(0, |l| l.items.iter().map(|i| i.len() as u64).sum());
+        let new: u64 = items.iter().map(|i| i.len() as u64).sum();
+        self.bytes -= old;
+        if let Err(e) = self.reserve(new) {
+            self.bytes += old;
+            return Err(e);
+        }
+        if let Some(list) = self.lists.get_mut(id) {
+            list.items = items;
+        }
+        Ok(())
+    }
+
+    pub fn clear(&mut self, id: ListId) {
+        if let Some(list) = self.lists.get_mut(id) {
+            self.bytes -= list.items.iter().map(|i| i.len() as u64).sum::<u64>();
+            list.items.clear();
+        }
+    }
+
+    fn reserve(&mut self, bytes: u64) -> Result<(), StateError> {
+        if self.limit > 0 && self.bytes + bytes > self.limit {
+            return Err(StateError::Budget(format!(
+                "operator state would hold {} bytes, more than limits.key_state_mib ({} bytes)",
+                self.bytes + bytes,
+                self.limit
+            )));
+        }
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Whether no list was declared.
+    pub fn is_empty(&self) -> bool {
+        self.lists.is_empty()
+    }
+
+    /// The entries of a snapshot: per list, a declaration (name length, name,
+    /// redistribution) with an empty value, then per item the same key with its index
+    /// and the item as value. Lists keep their order; empty lists are kept too.
+    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut entries = Vec::new();
+        for list in &self.lists {
+            let mut declaration = Vec::with_capacity(list.name.len() + 7);
+            declaration.extend_from_slice(&(list.name.len() as u16).to_be_bytes());
+            declaration.extend_from_slice(list.name.as_bytes());
+            declaration.push(list.redistribution.tag());
+            for (index, item) in list.items.iter().enumerate() {
+                let mut key = declaration.clone();
+                key.extend_from_slice(&(index as u32).to_be_bytes());
+                entries.push((key, item.clone()));
+            }
+            entries.insert(entries.len() - list.items.len(), (declaration, Vec::new()));
+        }
+        entries
+    }
+
+    /// The lists of one old subtask from the entries of its snapshot.
+    pub fn decode(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<OperatorList>, StateError> {
+        let corrupt = || StateError::Corrupt { what: "operator state".into() };
+        let mut lists: Vec<OperatorList> = Vec::new();
+        for (key, item) in entries {
+            let len = u16::from_be_bytes(key.get(..2).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?) as usize;
+            let name = std::str::from_utf8(key.get(2..2 + len).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+            let tag = *key.get(2 + len).ok_or_else(corrupt)?;
+            let redistribution = Redistribution::from_tag(tag).ok_or_else(corrupt)?;
+            let declaration = key.len() == 2 + len + 1;
+            if !declaration && key.len() != 2 + len + 1 + 4 {
+                return Err(corrupt());
+            }
+            match lists.iter_mut().find(|l| l.name == name) {
+                Some(list) if list.redistribution == redistribution && !declaration => list.items.push(item),
+                Some(_) => return Err(corrupt()),
+                None if declaration => lists.push(OperatorList { name: name.into(), redistribution, items: Vec::new() }),
+                None => return Err(corrupt()),
+            }
+        }
+        Ok(lists)
+    }
+
+    /// The state of new subtask `subtask` of `parallelism`, from the lists of every old
+    /// subtask (in old-subtask order), redistributed as Flink does.
+    pub fn restore(old: &[Vec<OperatorList>], subtask: u32, parallelism: u32) -> Result<OperatorState, StateError> {
+        let mut state = OperatorState { restored: true, ..Default::default() };
+        // Every name, in the order the old subtasks first have it.
+        let mut names: Vec<(String, Redistribution)> = Vec::new();
+        for list in old.iter().flatten() {
+            match names.iter().find(|(n, _)| *n == list.name) {
+                Some((_, r)) if *r != list.redistribution => {
+                    return Err(StateError::Corrupt {
+                        what: format!("operator list `{}` (saved both as {} and {})", list.name, r.name(), list.redistribution.name()),
+                    });
+                }
+                Some(_) => {}
+                None => names.push((list.name.clone(), list.redistribution)),
+            }
+        }
+        let unchanged = old.len() == parallelism as usize;
+        for (name, redistribution) in names {
+            let of = |s: &Vec<OperatorList>| s.iter().find(|l| l.name == name).map(|l| l.items.clone()).unwrap_or_default();
+            let items = match redistribution {
+                Redistribution::Union => old.iter().flat_map(of).collect(),
+                Redistribution::Split if unchanged => old.get(subtask as usize).map(of).unwrap_or_default(),
+                Redistribution::Split => {
+                    let all: Vec<Vec<u8>> = old.iter().flat_map(of).collect();
+                    let (base, extra) = (all.len() / parallelism as usize, all.len() % parallelism as usize);
+                    let i = subtask as usize;
+                    let start = i * base + i.min(extra);
+                    let count = base + usize::from(i < extra);
+                    all[start..start + count].to_vec()
+                }
+            };
+            state.bytes += items.iter().map(|i| i.len() as u64).sum::<u64>();
+            state.lists.push(OperatorList { name, redistribution, items });
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subtask(lists: &[(&str, Redistribution, &[&str])]) -> Vec<OperatorList> {
+        let mut state = OperatorState::default();
+        for (name, r, items) in lists {
+            let id = state.declare(name, *r).unwrap();
+            for item in *items {
+                state.add(id, item.as_bytes().to_vec()).unwrap();
+            }
+        }
+        OperatorState::decode(state.entries()).unwrap()
+    }
+
+    fn items(state: &OperatorState, name: &str) -> Vec<String> {
+        let list = state.lists.iter().find(|l| l.name == name).unwrap();
+        list.items.iter().map(|i| String::from_utf8(i.clone()).unwrap()).collect()
+    }
+
+    #[test]
+    fn split_lists_are_cut_into_even_consecutive_runs_as_flink_does() {
+        use Redistribution::Split;
+        // 2 subtasks with 3 and 4 items, restored at 3: 7 = 3 + 2 + 2.
+        let old = vec![subtask(&[("buf", Split, &["a", "b", "c"])]), subtask(&[("buf", Split, &["d", "e", "f", "g"])])];
+        let at = |i, p| items(&OperatorState::restore(&old, i, p).unwrap(), "buf");
+        assert_eq!(at(0, 3), ["a", "b", "c"]);
+        assert_eq!(at(1, 3), ["d", "e"]);
+        assert_eq!(at(2, 3), ["f", "g"]);
+        // At 1, everything; at an unchanged parallelism, each its own.
+        assert_eq!(at(0, 1), ["a", "b", "c", "d", "e", "f", "g"]);
+        assert_eq!(at(0, 2), ["a", "b", "c"]);
+        assert_eq!(at(1, 2), ["d", "e", "f", "g"]);
+        // More subtasks than items: the last get nothing.
+        assert_eq!(at(6, 8), ["g"]);
+        assert!(at(7, 8).is_empty());
+    }
+
+    #[test]
+    fn union_lists_go_whole_to_every_subtask() {
+        use Redistribution::{Split, Union};
+        let old = vec![
+            subtask(&[("seen", Union, &["0:5"]), ("buf", Split, &["x"])]),
+            subtask(&[("seen", Union, &["1:7"])]),
+        ];
+        for (i, p) in [(0, 3), (1, 3), (2, 3), (0, 2), (0, 1)] {
+            assert_eq!(items(&OperatorState::restore(&old, i, p).unwrap(), "seen"), ["0:5", "1:7"]);
+        }
+        assert!(OperatorState::restore(&old, 0, 3).unwrap().is_restored());
+    }
+
+    #[test]
+    fn names_modes_and_budgets_are_checked() {
+        let mut state = OperatorState::default();
+        let id = state.declare("buf", Redistribution::Split).unwrap();
+        assert_eq!(state.declare("buf", Redistribution::Split).unwrap(), id);
+        assert!(state.declare("buf", Redistribution::Union).unwrap_err().to_string().contains("split list"));
+        assert!(state.declare("", Redistribution::Split).is_err());
+        state.set_limit(10);
+        state.add(id, vec![0; 6]).unwrap();
+        assert!(matches!(state.add(id, vec![0; 6]), Err(StateError::Budget(_))));
+        state.update(id, vec![vec![0; 10]]).unwrap();
+        state.clear(id);
+        state.add(id, vec![0; 10]).unwrap();
+        assert!(OperatorState::decode(vec![(vec![0, 9, b'x'], vec![])]).is_err(), "a truncated key is corrupt");
+    }
+}
