@@ -48,7 +48,7 @@ pub mod window;
 pub use context::{Context, LogLevel};
 pub use error::{Error, Result};
 pub use event::{Event, Header, TimeDomain};
-pub use state::{ListState, MapState, OperatorListState, StateTtl, ValueState, is_restored};
+pub use state::{BroadcastState, ListState, MapState, OperatorListState, StateTtl, ValueState, is_restored};
 
 /// The raw bindings generated from `wit/operator.wit` (`weir:operator@0.2.0`). Most operators never need them;
 /// they are public for the [`export!`] macro and for advanced uses.
@@ -56,7 +56,7 @@ pub use state::{ListState, MapState, OperatorListState, StateTtl, ValueState, is
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "checkpointed-operator",
+        world: "co-operator",
         pub_export_macro: true,
         export_macro_name: "__export_operator_world",
         default_bindings_module: "weir_guest::bindings",
@@ -104,6 +104,17 @@ pub trait Operator: Default + 'static {
     fn migrate(&mut self, from_version: u32, ctx: &mut Context) -> Result<()> {
         let _ = (from_version, ctx);
         Ok(())
+    }
+
+    /// Processes one element of the second input of a two-input operator (edges with
+    /// `input = 2`): Flink's `processElement2`, or `processBroadcastElement` when the
+    /// input is broadcast (then there is no current key, and [`BroadcastState`] is
+    /// writable). Keyed state and timers are scoped to the element's key on a keyed
+    /// second input. The default refuses: an operator has one input unless it says
+    /// otherwise.
+    fn process_element_2(&mut self, event: Event, ctx: &mut Context) -> Result<()> {
+        let _ = (event, ctx);
+        Err("this operator takes one input (implement Operator::process_element_2 for two)".into())
     }
 
     /// Called at every checkpoint and savepoint barrier (Flink's
@@ -174,6 +185,14 @@ macro_rules! export {
                 fn snapshot_state(checkpoint_id: u64) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::with(&INSTANCE, |op, ctx| {
                         $crate::Operator::snapshot_state(op, checkpoint_id, ctx)
+                    })
+                }
+            }
+
+            impl $crate::bindings::exports::weir::operator::co_handler::Guest for Exported {
+                fn process_element_2(event: $crate::Event) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::with(&INSTANCE, |op, ctx| {
+                        $crate::Operator::process_element_2(op, event, ctx)
                     })
                 }
             }

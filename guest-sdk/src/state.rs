@@ -275,3 +275,59 @@ impl<T: Serialize + DeserializeOwned> OperatorListState<T> {
 pub fn is_restored() -> bool {
     raw_operator::is_restored()
 }
+
+/// Broadcast state (Flink's broadcast `MapState`): a map from `K` to `V` that every
+/// subtask of the operator holds in full. Only the broadcast input may change it (in
+/// [`crate::Operator::process_element_2`] on an edge with `partition = "broadcast"`);
+/// anywhere else it is read-only and a write traps, as Flink enforces. Checkpointed
+/// and restored to every subtask at any parallelism.
+pub struct BroadcastState<K, V> {
+    name: String,
+    handle: OnceCell<raw_operator::BroadcastState>,
+    _type: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> BroadcastState<K, V>
+where
+    K: Serialize + DeserializeOwned,
+    V: Serialize + DeserializeOwned,
+{
+    /// The broadcast state called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        BroadcastState { name: name.into(), handle: OnceCell::new(), _type: PhantomData }
+    }
+
+    fn raw(&self) -> &raw_operator::BroadcastState {
+        self.handle.get_or_init(|| raw_operator::BroadcastState::new(&self.name))
+    }
+
+    pub fn get(&self, key: &K) -> Result<Option<V>> {
+        self.raw().get(&encode(key)?).map(|bytes| decode(&bytes)).transpose()
+    }
+
+    pub fn contains(&self, key: &K) -> Result<bool> {
+        Ok(self.raw().contains(&encode(key)?))
+    }
+
+    /// Every entry, ordered by the JSON encoding of `K`.
+    pub fn entries(&self) -> Result<Vec<(K, V)>> {
+        self.raw().entries().iter().map(|(k, v)| Ok((decode(k)?, decode(v)?))).collect()
+    }
+
+    /// Stores `value` under `key` (broadcast input only).
+    pub fn put(&self, key: &K, value: &V) -> Result<()> {
+        self.raw().put(&encode(key)?, &encode(value)?);
+        Ok(())
+    }
+
+    /// Removes `key` (broadcast input only).
+    pub fn remove(&self, key: &K) -> Result<()> {
+        self.raw().remove(&encode(key)?);
+        Ok(())
+    }
+
+    /// Removes every entry (broadcast input only).
+    pub fn clear(&self) {
+        self.raw().clear();
+    }
+}

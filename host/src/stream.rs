@@ -225,6 +225,9 @@ pub enum Partitioning {
     Keyed,
     /// Round robin.
     Rebalance,
+    /// Every record to every subtask (Flink's `broadcast()`): for low-volume streams
+    /// such as rules or reference data, usually into an operator's second input.
+    Broadcast,
 }
 
 /// One message on a channel between two tasks.

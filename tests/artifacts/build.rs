@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("session-summary", "session_summary"),
     ("tumbling-count", "tumbling_count"),
     ("buffering", "buffering"),
+    ("enrichment", "enrichment"),
     ("faulty", "faulty"),
     ("passthrough", "passthrough"),
     ("not-an-operator", "not_an_operator"),

@@ -161,6 +161,8 @@ impl Coordinator {
         let mut next_trigger = interval.map(|i| Instant::now() + i);
         let mut failures = 0u32;
         let mut finished = false;
+        // Sources that ended, with where they ended.
+        let mut finished_sources: BTreeMap<String, TaskState> = BTreeMap::new();
         while !stop.load(Ordering::Relaxed) && !self.control.is_cancelled() {
             let wait = next_trigger
                 .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(Instant::now()))
@@ -169,18 +171,8 @@ impl Coordinator {
                 Ok(CoordinatorMessage::Ack { id, task, state }) => {
                     let Some(p) = pending.as_mut().filter(|p| p.id == id) else { continue };
                     p.acks.insert(task, state);
-                    if p.acks.len() == self.tasks {
-                        let p = pending.take().expect("present");
-                        let periodic = p.kind.is_checkpoint();
-                        match self.complete(p) {
-                            Ok(()) if periodic => {
-                                completed = id;
-                                failures = 0;
-                            }
-                            Ok(()) => {}
-                            Err(reason) if periodic => failures = self.declined(id, &reason, failures + 1),
-                            Err(_) => {}
-                        }
+                    self.complete_if_acked(&mut pending, &mut completed, &mut failures);
+                    if pending.is_none() {
                         next_trigger = next_trigger.map(|t| (Instant::now() + min_pause).max(t));
                     }
                 }
@@ -195,15 +187,29 @@ impl Coordinator {
                         next_trigger = next_trigger.map(|t| (Instant::now() + min_pause).max(t));
                     }
                 }
-                Ok(CoordinatorMessage::Finished { task }) => {
-                    // As in Flink before FLIP-147: once a task has finished, no further
-                    // checkpoint can complete, so none is started.
-                    tracing::debug!(%task, "a task finished; no further checkpoints");
-                    finished = true;
-                    if let Some(p) = pending.take() {
-                        if !p.kind.is_checkpoint() {
+                Ok(CoordinatorMessage::Finished { task, state: Some(state) }) => {
+                    // A source ended: where it ended is its part of this and every later
+                    // checkpoint; checkpoints go on while other sources still run.
+                    tracing::debug!(%task, "a source finished; its end position stands in for it");
+                    if let Some(p) = pending.as_mut() {
+                        p.acks.entry(task.clone()).or_insert_with(|| state.clone());
+                    }
+                    finished_sources.insert(task, state);
+                    if finished_sources.len() >= self.sources.len() {
+                        finished = true;
+                        if let Some(p) = pending.take_if(|p| !p.kind.is_checkpoint()) {
                             self.abort(p, "the job's input ended first".into());
                         }
+                    }
+                    self.complete_if_acked(&mut pending, &mut completed, &mut failures);
+                }
+                Ok(CoordinatorMessage::Finished { task, state: None }) => {
+                    // As in Flink before FLIP-147: once a task other than a source has
+                    // finished, no further checkpoint can complete, so none is started.
+                    tracing::debug!(%task, "a task finished; no further checkpoints");
+                    finished = true;
+                    if let Some(p) = pending.take_if(|p| !p.kind.is_checkpoint()) {
+                        self.abort(p, "the job's input ended first".into());
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -225,6 +231,9 @@ impl Coordinator {
                 let id = next_id;
                 next_id += 1;
                 pending = self.trigger_request(id, request, finished);
+                if let Some(p) = pending.as_mut() {
+                    p.acks.extend(finished_sources.clone());
+                }
                 continue;
             }
             if !finished && next_trigger.is_some_and(|t| Instant::now() >= t) {
@@ -235,7 +244,7 @@ impl Coordinator {
                 pending = Some(Pending {
                     id,
                     started: Instant::now(),
-                    acks: BTreeMap::new(),
+                    acks: finished_sources.clone(),
                     kind: BarrierKind::Checkpoint,
                     stop: false,
                     reply: None,
@@ -249,6 +258,24 @@ impl Coordinator {
             let _ = reply.send(Err("the job has stopped".into()));
         }
         completed
+    }
+
+    /// Completes the pending checkpoint or savepoint once every task has acknowledged it.
+    fn complete_if_acked(&self, pending: &mut Option<Pending>, completed: &mut u64, failures: &mut u32) {
+        if pending.as_ref().is_none_or(|p| p.acks.len() < self.tasks) {
+            return;
+        }
+        let p = pending.take().expect("present");
+        let (id, periodic) = (p.id, p.kind.is_checkpoint());
+        match self.complete(p) {
+            Ok(()) if periodic => {
+                *completed = id;
+                *failures = 0;
+            }
+            Ok(()) => {}
+            Err(reason) if periodic => *failures = self.declined(id, &reason, *failures + 1),
+            Err(_) => {}
+        }
     }
 
     fn trigger(&self, barrier: CheckpointBarrier) {

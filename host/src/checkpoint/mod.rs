@@ -170,11 +170,11 @@ pub fn read_operator_lists(
     tasks: &BTreeMap<String, TaskState>,
     uid: &str,
     path: impl Fn(&FileEntry) -> PathBuf,
-) -> Result<Vec<Vec<crate::state::operator::OperatorList>>, String> {
+) -> Result<Vec<crate::state::operator::Saved>, String> {
     operator_state_files(tasks, uid)
         .into_iter()
         .map(|file| {
-            let Some(file) = file else { return Ok(Vec::new()) };
+            let Some(file) = file else { return Ok(Default::default()) };
             let mut entries = Vec::new();
             crate::state::snapshot::read_entries(&path(file), |k, v| entries.push((k, v)))?;
             crate::state::operator::OperatorState::decode(entries).map_err(|e| e.to_string())
@@ -204,6 +204,8 @@ pub enum CoordinatorMessage {
     Ack { id: u64, task: String, state: TaskState },
     /// `task` could not write its part of checkpoint `id`.
     Decline { id: u64, task: String, reason: String },
-    /// `task` reached the end of its input.
-    Finished { task: String },
+    /// `task` reached the end of its input. A source says where it ended (`state`), which
+    /// stands for its part of every later checkpoint (Flink's checkpoints after tasks
+    /// finished, FLIP-147, for sources); any other task ends checkpointing.
+    Finished { task: String, state: Option<TaskState> },
 }

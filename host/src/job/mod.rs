@@ -454,6 +454,7 @@ impl Job {
                 };
                 let task_metrics = Arc::new(TaskMetrics::default());
                 metrics.push(task_metrics.clone());
+                let second_inputs = wiring.second_inputs(&op.uid, subtask);
                 let (inputs, mut router) = wiring.take(&op.uid, subtask);
                 router.measure(task_metrics.clone());
                 let (commands_tx, commands) = unbounded();
@@ -474,6 +475,8 @@ impl Job {
                 task_runner.limits = op.limits;
                 task_runner.drop_late = op.late == LateHandling::Drop;
                 task_runner.migrate_from = migrate_from;
+                task_runner.second_inputs = second_inputs;
+                task_runner.second_input = spec.second_input(&op.uid);
                 operator_tasks.push((format!("{}#{subtask}", op.uid), task_runner));
             }
             node_metrics.push((op.uid.clone(), NodeKind::Operator, metrics));
@@ -764,6 +767,8 @@ fn resolve_component(
 struct Wiring {
     /// Per node: per subtask, its input receivers.
     inputs: HashMap<String, Vec<Vec<ChannelReceiver>>>,
+    /// Per node: per subtask, per input receiver, whether it feeds input 2.
+    second: HashMap<String, Vec<Vec<bool>>>,
     /// Per node: per subtask, per port, its outgoing edges.
     outputs: HashMap<String, Vec<Vec<Vec<EdgeOutput>>>>,
     /// Per node: its side output names, in port order (port = index + 1).
@@ -782,6 +787,7 @@ impl Wiring {
         let side_outputs: HashMap<String, Vec<String>> =
             side_outputs.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
         let mut inputs: HashMap<String, Vec<Vec<ChannelReceiver>>> = HashMap::new();
+        let mut second: HashMap<String, Vec<Vec<bool>>> = HashMap::new();
         let mut outputs: HashMap<String, Vec<Vec<Vec<EdgeOutput>>>> = HashMap::new();
         for edge in &spec.edges {
             let (_, up) = spec.node(&edge.from).expect("validated");
@@ -795,7 +801,7 @@ impl Wiring {
             for u in 0..up as usize {
                 let targets: Vec<usize> = match partitioning {
                     Partitioning::Forward => vec![u],
-                    Partitioning::Keyed | Partitioning::Rebalance => (0..down as usize).collect(),
+                    Partitioning::Keyed | Partitioning::Rebalance | Partitioning::Broadcast => (0..down as usize).collect(),
                 };
                 let mut senders = Vec::with_capacity(targets.len());
                 for d in targets {
@@ -805,6 +811,10 @@ impl Wiring {
                         .entry(edge.to.clone())
                         .or_insert_with(|| (0..down).map(|_| Vec::new()).collect())[d]
                         .push(rx);
+                    second
+                        .entry(edge.to.clone())
+                        .or_insert_with(|| (0..down).map(|_| Vec::new()).collect())[d]
+                        .push(edge.input == Some(2));
                 }
                 let node_outputs = outputs
                     .entry(edge.from.clone())
@@ -818,7 +828,7 @@ impl Wiring {
                 ));
             }
         }
-        Wiring { inputs, outputs, side_outputs, batching: spec.batching() }
+        Wiring { inputs, second, outputs, side_outputs, batching: spec.batching() }
     }
 
     /// Side output name → router port, for the operator `uid`.
@@ -827,6 +837,12 @@ impl Wiring {
             .get(uid)
             .map(|names| names.iter().enumerate().map(|(i, n)| (n.clone(), i + 1)).collect())
             .unwrap_or_default()
+    }
+
+    /// Per input receiver of one subtask (in [`Wiring::take`]'s order): whether it feeds
+    /// input 2.
+    fn second_inputs(&self, uid: &str, subtask: u32) -> Vec<bool> {
+        self.second.get(uid).map(|per_subtask| per_subtask[subtask as usize].clone()).unwrap_or_default()
     }
 
     /// The input receivers and output router of one subtask.
@@ -848,7 +864,7 @@ impl Wiring {
 /// The operator lists of new subtask `subtask` of `parallelism` from those of every
 /// saved subtask (none saved: empty, and not restored).
 fn restore_operator_state(
-    old: &[Vec<crate::state::operator::OperatorList>],
+    old: &[crate::state::operator::Saved],
     subtask: u32,
     parallelism: u32,
 ) -> Result<crate::state::operator::OperatorState, String> {

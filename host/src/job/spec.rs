@@ -1,7 +1,7 @@
 //! The job file: a TOML description of sources, operators, sinks and the edges
 //! between them. See `docs/jobs.md` for every key.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -331,6 +331,9 @@ pub struct EdgeSpec {
     pub output: Option<String>,
     /// Defaults to `forward` between equal parallelism and `rebalance` otherwise.
     pub partition: Option<Partitioning>,
+    /// Which input of a two-input operator the edge feeds: 1 (the default) or 2
+    /// (Flink's `connect`; with `partition = "broadcast"`, the broadcast side).
+    pub input: Option<u8>,
 }
 
 /// What a uid names.
@@ -424,12 +427,19 @@ impl JobSpec {
         })
     }
 
-    /// Whether the operator `uid` is keyed: its inputs arrive on keyed edges.
+    /// Whether the operator `uid` is keyed: its (first) input arrives on keyed edges.
     pub fn is_keyed(&self, uid: &str) -> bool {
         self.edges
             .iter()
-            .filter(|e| e.to == uid)
+            .filter(|e| e.to == uid && e.input.unwrap_or(1) == 1)
             .any(|e| self.partitioning(e) == Partitioning::Keyed)
+    }
+
+    /// How the second input of operator `uid` arrives, if it has one: keyed (state and
+    /// timers scoped to each element's key), broadcast (every subtask sees every
+    /// element, and may write broadcast state) or otherwise.
+    pub fn second_input(&self, uid: &str) -> Option<Partitioning> {
+        self.edges.iter().find(|e| e.to == uid && e.input == Some(2)).map(|e| self.partitioning(e))
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -549,17 +559,39 @@ impl JobSpec {
                 return Err(format!("{what}: sinks take forward or rebalance edges"));
             }
         }
+        for edge in &self.edges {
+            let what = format!("edge `{}` -> `{}`", edge.from, edge.to);
+            match edge.input {
+                None | Some(1) => {}
+                Some(2) if self.operators.iter().any(|op| op.uid == edge.to) => {}
+                Some(2) => return Err(format!("{what}: only operators have a second input")),
+                Some(other) => return Err(format!("{what}: input must be 1 or 2, not {other}")),
+            }
+        }
         for op in &self.operators {
             let inputs: Vec<_> = self.edges.iter().filter(|e| e.to == op.uid).collect();
             if inputs.is_empty() {
                 return Err(format!("operator `{}` has no input edge", op.uid));
             }
-            let keyed = inputs.iter().filter(|e| self.partitioning(e) == Partitioning::Keyed).count();
-            if keyed != 0 && keyed != inputs.len() {
-                return Err(format!(
-                    "operator `{}` mixes keyed and unkeyed inputs; make every input keyed",
-                    op.uid
-                ));
+            for side in [1, 2] {
+                let edges: Vec<_> = inputs.iter().filter(|e| e.input.unwrap_or(1) == side).collect();
+                if side == 1 && edges.is_empty() {
+                    return Err(format!("operator `{}` has edges into input 2 but none into input 1", op.uid));
+                }
+                let partitionings: BTreeSet<_> = edges.iter().map(|e| format!("{:?}", self.partitioning(e))).collect();
+                let keyed = edges.iter().filter(|e| self.partitioning(e) == Partitioning::Keyed).count();
+                if keyed != 0 && keyed != edges.len() {
+                    return Err(format!(
+                        "operator `{}` mixes keyed and unkeyed edges into input {side}; make every edge of an input keyed",
+                        op.uid
+                    ));
+                }
+                if side == 2 && partitionings.contains("Broadcast") && partitionings.len() > 1 {
+                    return Err(format!("operator `{}`: every edge into a broadcast input must be broadcast", op.uid));
+                }
+            }
+            if self.second_input(&op.uid).is_some() && op.component.is_none() {
+                return Err(format!("operator `{}`: only component operators take a second input", op.uid));
             }
         }
         for sink in &self.sinks {

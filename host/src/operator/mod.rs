@@ -541,6 +541,13 @@ pub trait OperatorLogic: Send {
         let _ = from_version;
         Ok(())
     }
+    /// Processes one element of the second input (Flink's `processElement2`, or
+    /// `processBroadcastElement` on a broadcast input); the runtime has set the current
+    /// key (none on a broadcast input).
+    fn process_element_2(&mut self, event: Event) -> Result<(), OperatorFailure> {
+        let _ = event;
+        Err(OperatorFailure::Contract("this operator takes one input, but an element arrived on input 2".into()))
+    }
     /// A checkpoint or savepoint barrier `checkpoint_id` arrived: the logic writes
     /// what it keeps in its own memory into its state (Flink's `snapshotState`).
     fn snapshot_state(&mut self, checkpoint_id: u64) -> Result<(), OperatorFailure> {

@@ -10,6 +10,9 @@ pub struct StateHandle(pub(super) crate::state::StateId);
 /// The host object behind a guest's operator `list-state` handle (contract 0.2).
 pub struct OperatorListHandle(pub(super) crate::state::operator::ListId);
 
+/// The host object behind a guest's `broadcast-state` handle (contract 0.2).
+pub struct BroadcastHandle(pub(super) crate::state::operator::MapId);
+
 /// Longest guest log message kept; longer ones are cut.
 pub const MAX_LOG_MESSAGE: usize = 64 * 1024;
 

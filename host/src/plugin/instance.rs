@@ -23,7 +23,15 @@ pub struct WasmOperator {
     /// `checkpointed.snapshot-state`, when the component exports it (the
     /// `checkpointed-operator` world of contract 0.2).
     snapshot_state: Option<wasmtime::component::TypedFunc<(u64,), (Result<(), String>,)>>,
+    /// `co-handler.process-element-2`, when the component exports it (`co-operator`).
+    process_element_2: Option<ProcessElement2>,
 }
+
+type ProcessElement2 =
+    wasmtime::component::TypedFunc<(v0_2::bindings::weir::operator::types::Event,), (Result<(), String>,)>;
+
+/// The export of the `co-operator` world.
+const CO_HANDLER: &str = "weir:operator/co-handler@0.2.0";
 
 /// The export of the `checkpointed-operator` world.
 const CHECKPOINTED: &str = "weir:operator/checkpointed@0.2.0";
@@ -47,6 +55,7 @@ impl WasmOperator {
         };
         let (mut store, stderr) = guest_store(engine, &plugin.ticks, ctx, limits);
         let mut snapshot_state = None;
+        let mut process_element_2 = None;
         let instantiated = match &plugin.pre {
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Guest::V0_1),
             Pre::V0_2(pre) => pre.instance_pre().instantiate(&mut store).and_then(|instance| {
@@ -56,6 +65,12 @@ impl WasmOperator {
                         .ok_or_else(|| wasmtime::Error::msg(format!("{CHECKPOINTED} lacks snapshot-state")))?;
                     snapshot_state = Some(instance.get_typed_func::<(u64,), (Result<(), String>,)>(&mut store, func)?);
                 }
+                if let Some(interface) = instance.get_export_index(&mut store, None, CO_HANDLER) {
+                    let func = instance
+                        .get_export_index(&mut store, Some(&interface), "process-element-2")
+                        .ok_or_else(|| wasmtime::Error::msg(format!("{CO_HANDLER} lacks process-element-2")))?;
+                    process_element_2 = Some(instance.get_typed_func(&mut store, func)?);
+                }
                 v0_2::bindings::Operator::new(&mut store, &instance).map(Guest::V0_2)
             }),
         };
@@ -64,7 +79,7 @@ impl WasmOperator {
             path: plugin.path().into(),
             reason: format!("{e:#}"),
         })?;
-        Ok(WasmOperator { store, guest, limits, stderr, batch: Vec::new(), snapshot_state })
+        Ok(WasmOperator { store, guest, limits, stderr, batch: Vec::new(), snapshot_state, process_element_2 })
     }
 
     /// Turns the outcome of a call into the runtime's terms: a trap is classified and
@@ -338,6 +353,19 @@ impl OperatorLogic for WasmOperator {
     fn migrate(&mut self, from_version: u32) -> Result<(), OperatorFailure> {
         self.arm_deadline();
         let result = call!(self, call_migrate, from_version);
+        self.outcome(result)
+    }
+
+    fn process_element_2(&mut self, event: Event) -> Result<(), OperatorFailure> {
+        let Some(func) = self.process_element_2 else {
+            return Err(OperatorFailure::Contract(
+                "an element arrived on input 2, but the component is not a two-input operator \
+                 (it does not export weir:operator/co-handler: build it for the co-operator world)"
+                    .into(),
+            ));
+        };
+        self.arm_deadline();
+        let result = func.call(&mut self.store, (v0_2::guest_event(event),)).map(|(result,)| result);
         self.outcome(result)
     }
 

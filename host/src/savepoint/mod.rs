@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use crate::state::snapshot::{EMPTY_SIZE, read_entries};
 use crate::checkpoint::storage::{read_manifest, verify_file, write_manifest};
 use crate::checkpoint::{FileEntry, TaskState, operator_state_files, read_operator_lists};
-use crate::state::operator::OperatorList;
 use crate::keygroup::KeyGroupRange;
 use crate::state::{DeclaredState, key};
 
@@ -180,7 +179,7 @@ impl Savepoint {
     }
 
     /// The operator lists of every saved subtask of operator `uid`, in subtask order.
-    pub fn read_operator_lists(&self, uid: &str) -> Result<Vec<Vec<OperatorList>>, SavepointError> {
+    pub fn read_operator_lists(&self, uid: &str) -> Result<Vec<crate::state::operator::Saved>, SavepointError> {
         let error = |message: String| SavepointError { dir: self.dir.clone(), message };
         read_operator_lists(&self.manifest.tasks, uid, |file| self.dir.join(&file.path)).map_err(error)
     }
@@ -229,7 +228,7 @@ impl Savepoint {
             }
             writeln!(out, "    timers: {}, keys: {}", restored.timers.len(), restored.keys.len())?;
             let mut lists: Vec<(String, &'static str, u64, u64)> = Vec::new();
-            for list in self.read_operator_lists(uid).map_err(std::io::Error::other)?.into_iter().flatten() {
+            for list in self.read_operator_lists(uid).map_err(std::io::Error::other)?.into_iter().flat_map(|s| s.lists) {
                 let mode = match list.redistribution {
                     crate::state::operator::Redistribution::Split => "split",
                     crate::state::operator::Redistribution::Union => "union",

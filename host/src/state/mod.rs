@@ -43,6 +43,10 @@ pub enum StateError {
     /// A write would take the state past its budget ([`StateBudget`]).
     #[error("state budget exceeded: {0}")]
     Budget(String),
+    /// A write to state that is read-only where it was made (broadcast state off the
+    /// broadcast input).
+    #[error("{0}")]
+    ReadOnly(String),
 }
 
 /// How much keyed state one operator subtask may hold: the job file's `limits`

@@ -52,10 +52,28 @@ pub struct OperatorList {
     pub items: Vec<Vec<u8>>,
 }
 
-/// The operator lists of one subtask.
+/// One named broadcast map (Flink's broadcast state): the same on every subtask.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BroadcastMap {
+    pub name: String,
+    pub entries: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// What one old subtask saved: its lists and its broadcast maps.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Saved {
+    pub lists: Vec<OperatorList>,
+    pub maps: Vec<BroadcastMap>,
+}
+
+/// The operator lists and broadcast maps of one subtask.
 #[derive(Debug, Default, Clone)]
 pub struct OperatorState {
     lists: Vec<OperatorList>,
+    maps: Vec<BroadcastMap>,
+    /// Whether broadcast maps may be written now: only while the task processes an
+    /// element of its broadcast input.
+    pub broadcast_writable: bool,
     bytes: u64,
     /// Most bytes the lists may hold together (0: no limit).
     limit: u64,
@@ -64,6 +82,11 @@ pub struct OperatorState {
 
 /// A list's index in its [`OperatorState`], as handed to guests.
 pub type ListId = usize;
+/// A broadcast map's index in its [`OperatorState`], as handed to guests.
+pub type MapId = usize;
+
+/// The snapshot tag of broadcast maps (lists use their redistribution's).
+const BROADCAST_TAG: u8 = 2;
 
 /// Longest list name, as for keyed state.
 const MAX_NAME_BYTES: usize = 256;
@@ -136,6 +159,71 @@ impl OperatorState {
         }
     }
 
+    /// Declares (or re-attaches to) the broadcast map called `name`.
+    pub fn declare_broadcast(&mut self, name: &str) -> Result<MapId, StateError> {
+        let bad = |reason| StateError::BadName { name: name.into(), reason };
+        if name.is_empty() {
+            return Err(bad("broadcast state needs a name"));
+        }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(bad("longer than 256 bytes"));
+        }
+        if let Some(id) = self.maps.iter().position(|m| m.name == name) {
+            return Ok(id);
+        }
+        self.maps.push(BroadcastMap { name: name.into(), entries: Default::default() });
+        Ok(self.maps.len() - 1)
+    }
+
+    pub fn broadcast(&self, id: MapId) -> Option<&BroadcastMap> {
+        self.maps.get(id)
+    }
+
+    fn writable(&self, id: MapId) -> Result<&str, StateError> {
+        let name = self.maps.get(id).map_or("", |m| m.name.as_str());
+        if !self.broadcast_writable {
+            return Err(StateError::ReadOnly(format!(
+                "broadcast state `{name}` is read-only here: only the broadcast input (process-element-2 \
+                 on a broadcast edge) may change it, so that every subtask holds the same state (as in Flink)"
+            )));
+        }
+        Ok(name)
+    }
+
+    /// Stores `value` under `key` in broadcast map `id` (broadcast input only).
+    pub fn broadcast_put(&mut self, id: MapId, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.writable(id)?;
+        let old = self.maps.get(id).and_then(|m| m.entries.get(&key)).map_or(0, |v| (key.len() + v.len()) as u64);
+        self.bytes -= old;
+        if let Err(e) = self.reserve((key.len() + value.len()) as u64) {
+            self.bytes += old;
+            return Err(e);
+        }
+        if let Some(map) = self.maps.get_mut(id) {
+            map.entries.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// Removes `key` from broadcast map `id` (broadcast input only).
+    pub fn broadcast_remove(&mut self, id: MapId, key: &[u8]) -> Result<(), StateError> {
+        self.writable(id)?;
+        if let Some(value) = self.maps.get_mut(id).and_then(|m| m.entries.remove(key)) {
+            self.bytes -= (key.len() + value.len()) as u64;
+        }
+        Ok(())
+    }
+
+    /// Removes every entry of broadcast map `id` (broadcast input only).
+    pub fn broadcast_clear(&mut self, id: MapId) -> Result<(), StateError> {
+        self.writable(id)?;
+        if let Some(map) = self.maps.get_mut(id) {
+            self.bytes -= map.entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+            map.entries.clear();
+        }
+        Ok(())
+    }
+
     fn reserve(&mut self, bytes: u64) -> Result<(), StateError> {
         if self.limit > 0 && self.bytes + bytes > self.limit {
             return Err(StateError::Budget(format!(
@@ -148,9 +236,9 @@ impl OperatorState {
         Ok(())
     }
 
-    /// Whether no list was declared.
+    /// Whether no list or broadcast map was declared.
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty()
+        self.lists.is_empty() && self.maps.is_empty()
     }
 
     /// The entries of a snapshot: per list, a declaration (name length, name,
@@ -170,39 +258,68 @@ impl OperatorState {
             }
             entries.insert(entries.len() - list.items.len(), (declaration, Vec::new()));
         }
+        for map in &self.maps {
+            let mut declaration = Vec::with_capacity(map.name.len() + 3);
+            declaration.extend_from_slice(&(map.name.len() as u16).to_be_bytes());
+            declaration.extend_from_slice(map.name.as_bytes());
+            declaration.push(BROADCAST_TAG);
+            entries.push((declaration.clone(), Vec::new()));
+            for (key, value) in &map.entries {
+                let mut entry = declaration.clone();
+                entry.push(1);
+                entry.extend_from_slice(key);
+                entries.push((entry, value.clone()));
+            }
+        }
         entries
     }
 
-    /// The lists of one old subtask from the entries of its snapshot.
-    pub fn decode(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<OperatorList>, StateError> {
+    /// What one old subtask saved, from the entries of its snapshot.
+    pub fn decode(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Saved, StateError> {
         let corrupt = || StateError::Corrupt { what: "operator state".into() };
-        let mut lists: Vec<OperatorList> = Vec::new();
+        let mut saved = Saved::default();
         for (key, item) in entries {
             let len = u16::from_be_bytes(key.get(..2).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?) as usize;
             let name = std::str::from_utf8(key.get(2..2 + len).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
             let tag = *key.get(2 + len).ok_or_else(corrupt)?;
-            let redistribution = Redistribution::from_tag(tag).ok_or_else(corrupt)?;
             let declaration = key.len() == 2 + len + 1;
+            if tag == BROADCAST_TAG {
+                match saved.maps.iter_mut().find(|m| m.name == name) {
+                    None if declaration => saved.maps.push(BroadcastMap { name: name.into(), entries: Default::default() }),
+                    Some(map) if !declaration && key[2 + len + 1] == 1 => {
+                        map.entries.insert(key[2 + len + 2..].to_vec(), item);
+                    }
+                    _ => return Err(corrupt()),
+                }
+                continue;
+            }
+            let redistribution = Redistribution::from_tag(tag).ok_or_else(corrupt)?;
             if !declaration && key.len() != 2 + len + 1 + 4 {
                 return Err(corrupt());
             }
-            match lists.iter_mut().find(|l| l.name == name) {
+            match saved.lists.iter_mut().find(|l| l.name == name) {
                 Some(list) if list.redistribution == redistribution && !declaration => list.items.push(item),
                 Some(_) => return Err(corrupt()),
-                None if declaration => lists.push(OperatorList { name: name.into(), redistribution, items: Vec::new() }),
+                None if declaration => saved.lists.push(OperatorList { name: name.into(), redistribution, items: Vec::new() }),
                 None => return Err(corrupt()),
             }
         }
-        Ok(lists)
+        Ok(saved)
     }
 
     /// The state of new subtask `subtask` of `parallelism`, from the lists of every old
     /// subtask (in old-subtask order), redistributed as Flink does.
-    pub fn restore(old: &[Vec<OperatorList>], subtask: u32, parallelism: u32) -> Result<OperatorState, StateError> {
+    /// Broadcast maps, the same on every old subtask, come from old subtask
+    /// `subtask % old parallelism` (as Flink's broadcast state does).
+    pub fn restore(old: &[Saved], subtask: u32, parallelism: u32) -> Result<OperatorState, StateError> {
         let mut state = OperatorState { restored: true, ..Default::default() };
+        if let Some(from) = old.get(subtask as usize % old.len().max(1)) {
+            state.maps = from.maps.clone();
+            state.bytes += state.maps.iter().flat_map(|m| &m.entries).map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+        }
         // Every name, in the order the old subtasks first have it.
         let mut names: Vec<(String, Redistribution)> = Vec::new();
-        for list in old.iter().flatten() {
+        for list in old.iter().flat_map(|s| &s.lists) {
             match names.iter().find(|(n, _)| *n == list.name) {
                 Some((_, r)) if *r != list.redistribution => {
                     return Err(StateError::Corrupt {
@@ -215,7 +332,7 @@ impl OperatorState {
         }
         let unchanged = old.len() == parallelism as usize;
         for (name, redistribution) in names {
-            let of = |s: &Vec<OperatorList>| s.iter().find(|l| l.name == name).map(|l| l.items.clone()).unwrap_or_default();
+            let of = |s: &Saved| s.lists.iter().find(|l| l.name == name).map(|l| l.items.clone()).unwrap_or_default();
             let items = match redistribution {
                 Redistribution::Union => old.iter().flat_map(of).collect(),
                 Redistribution::Split if unchanged => old.get(subtask as usize).map(of).unwrap_or_default(),
@@ -239,7 +356,7 @@ impl OperatorState {
 mod tests {
     use super::*;
 
-    fn subtask(lists: &[(&str, Redistribution, &[&str])]) -> Vec<OperatorList> {
+    fn subtask(lists: &[(&str, Redistribution, &[&str])]) -> Saved {
         let mut state = OperatorState::default();
         for (name, r, items) in lists {
             let id = state.declare(name, *r).unwrap();
@@ -300,5 +417,23 @@ mod tests {
         state.clear(id);
         state.add(id, vec![0; 10]).unwrap();
         assert!(OperatorState::decode(vec![(vec![0, 9, b'x'], vec![])]).is_err(), "a truncated key is corrupt");
+    }
+
+    #[test]
+    fn broadcast_maps_are_written_only_from_the_broadcast_input_and_restored_everywhere() {
+        let mut state = OperatorState::default();
+        let id = state.declare_broadcast("tiers").unwrap();
+        let refused = state.broadcast_put(id, b"c1".to_vec(), b"gold".to_vec()).unwrap_err();
+        assert!(refused.to_string().contains("broadcast state `tiers` is read-only here"), "{refused}");
+        state.broadcast_writable = true;
+        state.broadcast_put(id, b"c1".to_vec(), b"gold".to_vec()).unwrap();
+        state.broadcast_put(id, vec![], b"empty key".to_vec()).unwrap();
+        state.broadcast_remove(id, b"nope").unwrap();
+        let saved = OperatorState::decode(state.entries()).unwrap();
+        assert_eq!(saved.maps[0].entries.len(), 2);
+        for (subtask, parallelism) in [(0, 1), (2, 3), (4, 5)] {
+            let restored = OperatorState::restore(&[saved.clone(), saved.clone()], subtask, parallelism).unwrap();
+            assert_eq!(restored.broadcast(0).unwrap().entries.get(&b"c1"[..]).unwrap(), b"gold");
+        }
     }
 }

@@ -59,6 +59,10 @@ pub struct OperatorTask {
     pub staged: Option<(u64, Arc<Plugin>)>,
     /// When the watermark, state size and timer gauges were last published.
     pub gauges_published: std::time::Instant,
+    /// Per input channel: whether it feeds the operator's second input.
+    pub second_inputs: Vec<bool>,
+    /// How the second input arrives (keyed, broadcast, ...), if there is one.
+    pub second_input: Option<crate::stream::Partitioning>,
 }
 
 /// An element of a run, in input order.
@@ -199,6 +203,8 @@ impl OperatorTask {
             previous: None,
             staged: None,
             gauges_published: std::time::Instant::now() - GAUGE_INTERVAL,
+            second_inputs: Vec::new(),
+            second_input: None,
         }
     }
 
@@ -242,6 +248,13 @@ impl OperatorTask {
                 }
             };
             match next {
+                Next::Message(input, Message::Batch(batch)) if self.second_inputs.get(input) == Some(&true) => {
+                    self.on_second_input(input, batch, watermarks, &timer_source)?;
+                    self.publish_counts();
+                    if self.router.flush_if_due().is_err() {
+                        self.control.cancel();
+                    }
+                }
                 Next::Message(input, Message::Batch(batch)) => {
                     self.on_batch(input, batch, watermarks, &timer_source)?;
                     self.publish_counts();
@@ -561,6 +574,56 @@ impl OperatorTask {
         Ok(())
     }
 
+    /// Processes a batch from a channel of the second input: each record in its own
+    /// call (`process-element-2`), with its key current on a keyed input and broadcast
+    /// state writable on a broadcast one; watermarks count towards the operator's as
+    /// any input's do (the least over both inputs, idle ones aside).
+    fn on_second_input(
+        &mut self,
+        input: usize,
+        batch: Batch,
+        watermarks: &mut InputWatermarks,
+        timer_source: &Label,
+    ) -> Result<(), TaskError> {
+        self.metrics.add_in(batch.records as u64);
+        let keyed = self.second_input == Some(crate::stream::Partitioning::Keyed);
+        let broadcast = self.second_input == Some(crate::stream::Partitioning::Broadcast);
+        for element in batch.elements {
+            match element {
+                Element::Record(record) => {
+                    self.before_call(1)?;
+                    let Record { event, position, ingested, .. } = record;
+                    let ctx = self.logic.context();
+                    ctx.set_current_key(if keyed { event.key.as_deref() } else { None });
+                    ctx.operator_state.broadcast_writable = broadcast;
+                    let call = std::time::Instant::now();
+                    let result = self.logic.process_element_2(event);
+                    self.metrics.add_call(call.elapsed());
+                    let ctx = self.logic.context();
+                    ctx.operator_state.broadcast_writable = false;
+                    ctx.set_current_key(None);
+                    let mut emitted = std::mem::take(&mut self.emitted);
+                    ctx.swap_emitted(&mut emitted);
+                    for (port, event) in emitted.drain(..) {
+                        let port = match port {
+                            Port::Main => 0,
+                            Port::Side(index) => index,
+                        };
+                        self.send(port, Record { event, position, key_group: 0, ingested }, &position)?;
+                    }
+                    self.emitted = emitted;
+                    result.map_err(|failure| self.failure(Doing::Element(&position), failure))?;
+                }
+                Element::Watermark(incoming) => {
+                    if let Some(advanced) = watermarks.update(input, incoming) {
+                        self.advance(advanced, timer_source)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Hands `events` (the records among `items`) to the operator, as many calls as
     /// timers falling due require, and routes what they emitted interleaved with the
     /// late records and watermarks of `items`, in input order.
@@ -695,6 +758,9 @@ impl OperatorTask {
     }
 
     fn finish(&mut self) -> Result<(), TaskError> {
+        if let Some(cp) = &self.checkpointing {
+            let _ = cp.coordinator.send(CoordinatorMessage::Finished { task: cp.task.clone(), state: None });
+        }
         self.logic.context().set_current_key(None);
         self.logic.close().map_err(|f| self.failure(Doing::Closing, f))?;
         let closing = Position { source: Label::intern(&format!("close of `{}`", self.uid)), unit: "at", offset: 0 };

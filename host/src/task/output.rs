@@ -84,6 +84,7 @@ impl EdgeOutput {
                 self.next = (self.next + 1) % self.senders.len();
                 (self.next, record.key_group)
             }
+            Partitioning::Broadcast => unreachable!("broadcast edges are routed to every subtask in Router::send"),
         })
     }
 
@@ -141,6 +142,20 @@ impl Router {
         let mut record = Some(record);
         let (max_records, max_bytes) = (self.batching.max_records, self.batching.max_bytes);
         for (i, edge) in edges.iter_mut().enumerate() {
+            if edge.partitioning == Partitioning::Broadcast {
+                let source = record.as_ref().expect("present");
+                for target in 0..edge.pending.len() {
+                    edge.pending[target].push_record(source.clone());
+                    let batch = &edge.pending[target];
+                    if batch.records >= max_records || batch.bytes >= max_bytes {
+                        edge.flush_one(target, max_records, &self.metrics)?;
+                    }
+                }
+                if i == last {
+                    record = None;
+                }
+                continue;
+            }
             let (target, key_group) = edge.target(record.as_ref().expect("present"))?;
             let mut copy = if i == last { record.take().expect("present") } else { record.clone().expect("present") };
             copy.key_group = key_group;

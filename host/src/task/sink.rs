@@ -124,7 +124,12 @@ impl SinkTask {
                         self.pre_commit(aligned)?;
                     }
                 }
-                Next::Ended => return Ok(true),
+                Next::Ended => {
+                    if let Some(cp) = &self.checkpointing {
+                        let _ = cp.coordinator.send(CoordinatorMessage::Finished { task: cp.task.clone(), state: None });
+                    }
+                    return Ok(true);
+                }
                 Next::Disconnected => return Ok(false),
             }
         }

@@ -143,7 +143,11 @@ impl SourceTask {
                 }
                 SourcePoll::End => {
                     if let Some(cp) = &self.checkpointing {
-                        let _ = cp.coordinator.send(CoordinatorMessage::Finished { task: cp.task.clone() });
+                        let state = TaskState::Source {
+                            position: self.source.position(),
+                            max_timestamps: watermarks.max_timestamps(),
+                        };
+                        let _ = cp.coordinator.send(CoordinatorMessage::Finished { task: cp.task.clone(), state: Some(state) });
                     }
                     let _ = self.broadcast(Message::EndOfData);
                     return Ok(());

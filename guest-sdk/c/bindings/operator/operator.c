@@ -73,6 +73,27 @@ extern void __wasm_import_weir_operator_operator_state_method_list_state_update(
 __attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.clear")))
 extern void __wasm_import_weir_operator_operator_state_method_list_state_clear(int32_t);
 
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[constructor]broadcast-state")))
+extern int32_t __wasm_import_weir_operator_operator_state_constructor_broadcast_state(uint8_t *, size_t);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.get")))
+extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_get(int32_t, uint8_t *, size_t, uint8_t *);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.contains")))
+extern int32_t __wasm_import_weir_operator_operator_state_method_broadcast_state_contains(int32_t, uint8_t *, size_t);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.entries")))
+extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_entries(int32_t, uint8_t *);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.put")))
+extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_put(int32_t, uint8_t *, size_t, uint8_t *, size_t);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.remove")))
+extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_remove(int32_t, uint8_t *, size_t);
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.clear")))
+extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_clear(int32_t);
+
 __attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("is-restored")))
 extern int32_t __wasm_import_weir_operator_operator_state_is_restored(void);
 
@@ -325,6 +346,21 @@ void weir_operator_operator_state_list_state_drop_borrow(weir_operator_operator_
 
 weir_operator_operator_state_borrow_list_state_t weir_operator_operator_state_borrow_list_state(weir_operator_operator_state_own_list_state_t arg) {
   return (weir_operator_operator_state_borrow_list_state_t) { arg.__handle };
+}
+
+__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[resource-drop]broadcast-state")))
+extern void __wasm_import_weir_operator_operator_state_broadcast_state_drop(int32_t handle);
+
+void weir_operator_operator_state_broadcast_state_drop_own(weir_operator_operator_state_own_broadcast_state_t handle) {
+  __wasm_import_weir_operator_operator_state_broadcast_state_drop(handle.__handle);
+}
+
+void weir_operator_operator_state_broadcast_state_drop_borrow(weir_operator_operator_state_borrow_broadcast_state_t handle) {
+  __wasm_import_weir_operator_operator_state_broadcast_state_drop(handle.__handle);
+}
+
+weir_operator_operator_state_borrow_broadcast_state_t weir_operator_operator_state_borrow_broadcast_state(weir_operator_operator_state_own_broadcast_state_t arg) {
+  return (weir_operator_operator_state_borrow_broadcast_state_t) { arg.__handle };
 }
 
 void weir_operator_types_header_free(weir_operator_types_header_t *ptr) {
@@ -628,6 +664,57 @@ void weir_operator_operator_state_method_list_state_update(weir_operator_operato
 
 void weir_operator_operator_state_method_list_state_clear(weir_operator_operator_state_borrow_list_state_t self) {
   __wasm_import_weir_operator_operator_state_method_list_state_clear((self).__handle);
+}
+
+weir_operator_operator_state_own_broadcast_state_t weir_operator_operator_state_constructor_broadcast_state(operator_string_t *name) {
+  int32_t ret = __wasm_import_weir_operator_operator_state_constructor_broadcast_state((uint8_t *) (*name).ptr, (*name).len);
+  return (weir_operator_operator_state_own_broadcast_state_t) { ret };
+}
+
+bool weir_operator_operator_state_method_broadcast_state_get(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_u8_t *key, operator_list_u8_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(3*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_weir_operator_operator_state_method_broadcast_state_get((self).__handle, (uint8_t *) (*key).ptr, (*key).len, ptr);
+  operator_option_list_u8_t option;
+  switch ((int32_t) *((uint8_t*) (ptr + 0))) {
+    case 0: {
+      option.is_some = false;
+      break;
+    }
+    case 1: {
+      option.is_some = true;
+      option.val = (operator_list_u8_t) { (uint8_t*)(*((uint8_t **) (ptr + sizeof(void*)))), (*((size_t*) (ptr + (2*sizeof(void*))))) };
+      break;
+    }
+  }
+  *ret = option.val;
+  return option.is_some;
+}
+
+bool weir_operator_operator_state_method_broadcast_state_contains(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_u8_t *key) {
+  int32_t ret = __wasm_import_weir_operator_operator_state_method_broadcast_state_contains((self).__handle, (uint8_t *) (*key).ptr, (*key).len);
+  return ret;
+}
+
+void weir_operator_operator_state_method_broadcast_state_entries(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_tuple2_list_u8_list_u8_t *ret) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(2*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  __wasm_import_weir_operator_operator_state_method_broadcast_state_entries((self).__handle, ptr);
+  *ret = (operator_list_tuple2_list_u8_list_u8_t) { (operator_tuple2_list_u8_list_u8_t*)(*((uint8_t **) (ptr + 0))), (*((size_t*) (ptr + sizeof(void*)))) };
+}
+
+void weir_operator_operator_state_method_broadcast_state_put(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_u8_t *key, operator_list_u8_t *value) {
+  __wasm_import_weir_operator_operator_state_method_broadcast_state_put((self).__handle, (uint8_t *) (*key).ptr, (*key).len, (uint8_t *) (*value).ptr, (*value).len);
+}
+
+void weir_operator_operator_state_method_broadcast_state_remove(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_u8_t *key) {
+  __wasm_import_weir_operator_operator_state_method_broadcast_state_remove((self).__handle, (uint8_t *) (*key).ptr, (*key).len);
+}
+
+void weir_operator_operator_state_method_broadcast_state_clear(weir_operator_operator_state_borrow_broadcast_state_t self) {
+  __wasm_import_weir_operator_operator_state_method_broadcast_state_clear((self).__handle);
 }
 
 bool weir_operator_operator_state_is_restored(void) {

@@ -98,6 +98,14 @@ typedef struct weir_operator_operator_state_borrow_list_state_t {
   int32_t __handle;
 } weir_operator_operator_state_borrow_list_state_t;
 
+typedef struct weir_operator_operator_state_own_broadcast_state_t {
+  int32_t __handle;
+} weir_operator_operator_state_own_broadcast_state_t;
+
+typedef struct weir_operator_operator_state_borrow_broadcast_state_t {
+  int32_t __handle;
+} weir_operator_operator_state_borrow_broadcast_state_t;
+
 // One header of an event: a name and opaque bytes.
 typedef struct weir_operator_types_header_t {
   operator_string_t   name;
@@ -244,6 +252,19 @@ extern void weir_operator_operator_state_method_list_state_add(weir_operator_ope
 extern void weir_operator_operator_state_method_list_state_update(weir_operator_operator_state_borrow_list_state_t self, operator_list_list_u8_t *items);
 // Removes every item.
 extern void weir_operator_operator_state_method_list_state_clear(weir_operator_operator_state_borrow_list_state_t self);
+// Declares (or re-attaches to) the broadcast state called `name`; traps as
+// `list-state` does.
+extern weir_operator_operator_state_own_broadcast_state_t weir_operator_operator_state_constructor_broadcast_state(operator_string_t *name);
+extern bool weir_operator_operator_state_method_broadcast_state_get(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_u8_t *key, operator_list_u8_t *ret);
+extern bool weir_operator_operator_state_method_broadcast_state_contains(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_u8_t *key);
+// Every entry, ordered by key bytes.
+extern void weir_operator_operator_state_method_broadcast_state_entries(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_tuple2_list_u8_list_u8_t *ret);
+// Stores `value` under `key` (broadcast input only).
+extern void weir_operator_operator_state_method_broadcast_state_put(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_u8_t *key, operator_list_u8_t *value);
+// Removes `key` (broadcast input only).
+extern void weir_operator_operator_state_method_broadcast_state_remove(weir_operator_operator_state_borrow_broadcast_state_t self, operator_list_u8_t *key);
+// Removes every entry (broadcast input only).
+extern void weir_operator_operator_state_method_broadcast_state_clear(weir_operator_operator_state_borrow_broadcast_state_t self);
 // Whether this subtask's operator state came from a checkpoint or savepoint
 // (Flink's `FunctionInitializationContext.isRestored`).
 extern bool weir_operator_operator_state_is_restored(void);
@@ -347,6 +368,12 @@ extern void weir_operator_operator_state_list_state_drop_own(weir_operator_opera
 extern void weir_operator_operator_state_list_state_drop_borrow(weir_operator_operator_state_borrow_list_state_t handle);
 
 extern weir_operator_operator_state_borrow_list_state_t weir_operator_operator_state_borrow_list_state(weir_operator_operator_state_own_list_state_t handle);
+
+extern void weir_operator_operator_state_broadcast_state_drop_own(weir_operator_operator_state_own_broadcast_state_t handle);
+
+extern void weir_operator_operator_state_broadcast_state_drop_borrow(weir_operator_operator_state_borrow_broadcast_state_t handle);
+
+extern weir_operator_operator_state_borrow_broadcast_state_t weir_operator_operator_state_borrow_broadcast_state(weir_operator_operator_state_own_broadcast_state_t handle);
 
 void weir_operator_types_header_free(weir_operator_types_header_t *ptr);
 

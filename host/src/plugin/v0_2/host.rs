@@ -11,7 +11,7 @@ impl super::bindings::weir::operator::batch::Host for HostState {
 }
 
 use super::bindings::weir::operator::operator_state;
-use crate::plugin::host::OperatorListHandle;
+use crate::plugin::host::{BroadcastHandle, OperatorListHandle};
 use crate::state::operator::Redistribution;
 
 impl operator_state::Host for HostState {
@@ -61,6 +61,50 @@ impl operator_state::HostListState for HostState {
 
     fn drop(&mut self, list: Resource<OperatorListHandle>) -> wasmtime::Result<()> {
         self.table.delete(list)?;
+        Ok(())
+    }
+}
+
+impl operator_state::HostBroadcastState for HostState {
+    fn new(&mut self, name: String) -> wasmtime::Result<Resource<BroadcastHandle>> {
+        let id = self.ctx.operator_state.declare_broadcast(&name)?;
+        Ok(self.table.push(BroadcastHandle(id))?)
+    }
+
+    fn get(&mut self, map: Resource<BroadcastHandle>, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        let id = self.table.get(&map)?.0;
+        Ok(self.ctx.operator_state.broadcast(id).and_then(|m| m.entries.get(&key).cloned()))
+    }
+
+    fn contains(&mut self, map: Resource<BroadcastHandle>, key: Vec<u8>) -> wasmtime::Result<bool> {
+        let id = self.table.get(&map)?.0;
+        Ok(self.ctx.operator_state.broadcast(id).is_some_and(|m| m.entries.contains_key(&key)))
+    }
+
+    fn entries(&mut self, map: Resource<BroadcastHandle>) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let id = self.table.get(&map)?.0;
+        let map = self.ctx.operator_state.broadcast(id);
+        Ok(map.map(|m| m.entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default())
+    }
+
+    fn put(&mut self, map: Resource<BroadcastHandle>, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        check_value_size(&value)?;
+        let id = self.table.get(&map)?.0;
+        Ok(self.ctx.operator_state.broadcast_put(id, key, value)?)
+    }
+
+    fn remove(&mut self, map: Resource<BroadcastHandle>, key: Vec<u8>) -> wasmtime::Result<()> {
+        let id = self.table.get(&map)?.0;
+        Ok(self.ctx.operator_state.broadcast_remove(id, &key)?)
+    }
+
+    fn clear(&mut self, map: Resource<BroadcastHandle>) -> wasmtime::Result<()> {
+        let id = self.table.get(&map)?.0;
+        Ok(self.ctx.operator_state.broadcast_clear(id)?)
+    }
+
+    fn drop(&mut self, map: Resource<BroadcastHandle>) -> wasmtime::Result<()> {
+        self.table.delete(map)?;
         Ok(())
     }
 }

@@ -1,0 +1,147 @@
+//! Two-input operators with broadcast state (Flink's broadcast state pattern), through
+//! `examples/enrichment`: orders keyed by customer on input 1, customer tiers broadcast
+//! on input 2.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn read_json(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The example job with its outputs and checkpoints in `out`.
+fn enrichment(out: &Path) -> weir::JobSpec {
+    let mut spec = example("enrichment", out);
+    spec.checkpoint.as_mut().unwrap().dir = Some(out.join("checkpoints"));
+    spec
+}
+
+/// Per customer, its tiers in the order the broadcast stream sends them.
+fn tier_updates() -> BTreeMap<String, Vec<String>> {
+    let mut updates: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in read_json(&root().join("examples/enrichment/tiers.jsonl")) {
+        updates.entry(t["customer"].as_str().unwrap().into()).or_default().push(t["tier"].as_str().unwrap().into());
+    }
+    updates
+}
+
+#[test]
+fn orders_carry_the_tier_broadcast_so_far_and_tier_changes_apply_mid_run() {
+    let out = tempfile::tempdir().unwrap();
+    let summary = run(enrichment(out.path())).unwrap();
+    // Each subtask of `enrich` (3) got every tier; the orders were split among them.
+    assert_eq!(summary.node("enrich").unwrap().records_in, 3000 + 3 * 44);
+    let enriched = read_json(&out.path().join("enriched.jsonl"));
+    let mut orders: Vec<u64> = enriched.iter().map(|e| e["order"].as_u64().unwrap()).collect();
+    orders.sort();
+    assert_eq!(orders, (1..=3000).collect::<Vec<_>>(), "every order once");
+    // Per customer, in order, the tiers seen follow the customer's updates: never one it
+    // never had, never back to an older one.
+    let updates = tier_updates();
+    let mut seen: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for e in &enriched {
+        seen.entry(e["customer"].as_str().unwrap().into()).or_default().push((e["order"].as_u64().unwrap(), e["tier"].as_str().unwrap().into()));
+    }
+    let mut changed = 0;
+    for (customer, mut orders) in seen {
+        orders.sort();
+        let sent = &updates[&customer];
+        let mut at: Option<usize> = None;
+        for (order, tier) in &orders {
+            if tier == "unknown" {
+                assert!(at.is_none(), "{customer}: order {order} lost its tier");
+                continue;
+            }
+            if at.is_some_and(|i| sent[i] == *tier) {
+                continue;
+            }
+            let from = at.map_or(0, |i| i + 1);
+            let next = sent[from..].iter().position(|t| t == tier).unwrap_or_else(|| {
+                panic!("{customer}: order {order} has tier {tier}, not one of {:?} after {at:?}", sent)
+            });
+            at = Some(from + next);
+        }
+        let known: std::collections::BTreeSet<_> = orders.iter().filter(|(_, t)| t != "unknown").map(|(_, t)| t).collect();
+        changed += usize::from(known.len() > 1);
+    }
+    assert!(changed > 0, "some customer's tier changed mid-run and its later orders show it");
+}
+
+#[test]
+fn a_write_to_broadcast_state_from_the_keyed_side_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = enrichment(out.path());
+    spec.operators[0].config.insert("misbehave".into(), toml::Value::String("true".into()));
+    let error = run(spec).unwrap_err().to_string();
+    assert!(error.contains("operator `enrich`"), "{error}");
+    assert!(error.contains("broadcast state `tiers` is read-only here"), "{error}");
+    assert!(error.contains("orders.jsonl line"), "the order that tried it: {error}");
+}
+
+#[test]
+fn broadcast_state_is_whole_on_every_subtask_after_restore_at_a_new_parallelism() {
+    // Tiers all read at once; orders slow. A savepoint at parallelism 2, restored at 4:
+    // every new subtask reports the same tiers, the last of each customer's, and every
+    // order after the restore carries that tier.
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["orders.jsonl", "tiers.jsonl"] {
+        std::fs::copy(root().join("examples/enrichment").join(file), dir.path().join(file)).unwrap();
+    }
+    let job = std::fs::read_to_string(root().join("examples/enrichment/job.toml")).unwrap();
+    let job = job.replace("rate = 1500", "rate = 600").replace("rate = 25\n", "");
+    let write = |parallelism: u32| {
+        std::fs::write(dir.path().join("job.toml"), job.replace("parallelism = 3", &format!("parallelism = {parallelism}"))).unwrap();
+    };
+    let weir = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir.path()).output().unwrap();
+    write(2);
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "job.toml", "--plugin-dir", guests::GUEST_DIR])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let enriched = dir.path().join("out/enriched.jsonl");
+    for _ in 0..2000 {
+        if dir.path().join(".weir/enrichment/control.addr").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The tiers are read at once; a second of orders at 600/s.
+    std::thread::sleep(Duration::from_millis(1000));
+    let stop = weir(&["stop", "job.toml", "--savepoint", "sp"]);
+    let first = child.wait_with_output().unwrap();
+    assert!(stop.status.success(), "{}\n{}", String::from_utf8_lossy(&stop.stderr), String::from_utf8_lossy(&first.stderr));
+    let before = read_json(&enriched).len();
+    assert!(before < 3000, "stopped mid-stream");
+
+    write(4);
+    let run = weir(&["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let last: BTreeMap<String, String> =
+        tier_updates().into_iter().map(|(customer, tiers)| (customer, tiers.last().unwrap().clone())).collect();
+    let reports = read_json(&dir.path().join("out/restored.jsonl"));
+    let mut subtasks: Vec<u64> = reports.iter().map(|r| r["subtask"].as_u64().unwrap()).collect();
+    subtasks.sort();
+    assert_eq!(subtasks, [0, 1, 2, 3], "{reports:?}");
+    for report in &reports {
+        let tiers: BTreeMap<String, String> = serde_json::from_value(report["tiers"].clone()).unwrap();
+        assert_eq!(tiers, last, "subtask {} holds every customer's last tier", report["subtask"]);
+    }
+    let all = read_json(&enriched);
+    assert_eq!(all.len(), 3000, "every order once across the restore");
+    for e in &all[before..] {
+        assert_eq!(e["tier"].as_str().unwrap(), last[e["customer"].as_str().unwrap()], "{e}");
+    }
+}
