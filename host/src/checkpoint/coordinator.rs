@@ -190,16 +190,22 @@ impl Coordinator {
                 Ok(CoordinatorMessage::Finished { task, state: Some(state) }) => {
                     // A source ended: where it ended is its part of this and every later
                     // checkpoint; checkpoints go on while other sources still run.
-                    tracing::debug!(%task, "a source finished; its end position stands in for it");
-                    if let Some(p) = pending.as_mut() {
-                        p.acks.entry(task.clone()).or_insert_with(|| state.clone());
-                    }
-                    finished_sources.insert(task, state);
+                    // Once every source has ended, the job is draining to its end: as
+                    // before FLIP-147, nothing further completes (the tasks downstream
+                    // finish and would not take a checkpoint's commit).
+                    finished_sources.insert(task.clone(), state.clone());
                     if finished_sources.len() >= self.sources.len() {
+                        tracing::debug!(%task, "the last source finished; no further checkpoints");
                         finished = true;
-                        if let Some(p) = pending.take_if(|p| !p.kind.is_checkpoint()) {
+                        // What is pending cannot complete before the tasks finish.
+                        if let Some(p) = pending.take().filter(|p| !p.kind.is_checkpoint()) {
                             self.abort(p, "the job's input ended first".into());
                         }
+                        continue;
+                    }
+                    tracing::debug!(%task, "a source finished; its end position stands in for it");
+                    if let Some(p) = pending.as_mut() {
+                        p.acks.entry(task).or_insert(state);
                     }
                     self.complete_if_acked(&mut pending, &mut completed, &mut failures);
                 }
@@ -208,7 +214,7 @@ impl Coordinator {
                     // finished, no further checkpoint can complete, so none is started.
                     tracing::debug!(%task, "a task finished; no further checkpoints");
                     finished = true;
-                    if let Some(p) = pending.take_if(|p| !p.kind.is_checkpoint()) {
+                    if let Some(p) = pending.take().filter(|p| !p.kind.is_checkpoint()) {
                         self.abort(p, "the job's input ended first".into());
                     }
                 }
