@@ -145,3 +145,77 @@ fn broadcast_state_is_whole_on_every_subtask_after_restore_at_a_new_parallelism(
         assert_eq!(e["tier"].as_str().unwrap(), last[e["customer"].as_str().unwrap()], "{e}");
     }
 }
+
+/// A two-input job: generated events (event time 0, 10, 20, ... ms) into input 1 of a
+/// pass-through operator, and an empty Kafka topic, broadcast, into input 2.
+fn idle_second_input(broker: &common::kafka::Broker, idle_timeout: &str, dir: &Path) -> weir::JobSpec {
+    let text = format!(
+        r#"
+        name = "two-watermarks"
+        [[source]]
+        type = "generator"
+        uid = "events"
+        count = 1000000
+        keys = 10
+        step_ms = 10
+        rate = 2000
+
+        [[source]]
+        type = "kafka"
+        uid = "rules"
+        brokers = "{addr}"
+        topics = ["rules"]
+        {idle_timeout}
+
+        [[operator]]
+        uid = "pass"
+        component = "{pass}"
+
+        [[sink]]
+        type = "discard"
+        uid = "out"
+
+        [[edge]]
+        from = "events"
+        to = "pass"
+
+        [[edge]]
+        from = "rules"
+        to = "pass"
+        input = 2
+        partition = "broadcast"
+
+        [[edge]]
+        from = "pass"
+        to = "out"
+        "#,
+        addr = broker.addr(),
+        pass = guests::PASSTHROUGH,
+    );
+    job(&text, dir)
+}
+
+/// The operator's watermark after the job ran `for_ms`.
+fn watermark_after(spec: weir::JobSpec, for_ms: u64) -> i64 {
+    let job = weir::Job::new(spec, &options()).unwrap();
+    let (control, live) = (job.control(), job.live_metrics());
+    let running = std::thread::spawn(move || job.run());
+    std::thread::sleep(Duration::from_millis(for_ms));
+    let watermark = live.snapshot().node("pass").unwrap().watermark.unwrap();
+    control.stop();
+    running.join().unwrap().unwrap();
+    watermark
+}
+
+#[test]
+fn an_idle_second_input_does_not_hold_back_the_watermark() {
+    let broker = common::kafka::Broker::start();
+    broker.create_topic("rules", 1);
+    // The second input idle after 300 ms: the watermark follows the first input.
+    let dir = tempfile::tempdir().unwrap();
+    let idle = watermark_after(idle_second_input(&broker, "watermark = { idle_timeout_ms = 300 }", dir.path()), 2500);
+    assert!(idle > 1000, "the watermark follows input 1 (10 ms per event at 2000/s): {idle}");
+    // Without idleness, the silent second input holds it at its start, as in Flink.
+    let held = watermark_after(idle_second_input(&broker, "", dir.path()), 1500);
+    assert_eq!(held, i64::MIN, "the least over both inputs");
+}
