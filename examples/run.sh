@@ -9,7 +9,7 @@ job="examples/$example/job.toml"
 bash scripts/setup
 # Every example guest, so that jobs which combine them (word-count) find them all.
 cargo build --quiet --release --target wasm32-wasip2 \
-  -p keyed-count -p word-count -p login-anomaly -p sessions -p session-summary -p buffering -p enrichment
+  -p keyed-count -p word-count -p login-anomaly -p sessions -p session-summary -p buffering -p enrichment -p dynamic-rules
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 cargo build --quiet -p weir-host
 weir="$target_dir/debug/weir"

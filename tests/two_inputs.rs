@@ -219,3 +219,44 @@ fn an_idle_second_input_does_not_hold_back_the_watermark() {
     let held = watermark_after(idle_second_input(&broker, "", dir.path()), 1500);
     assert_eq!(held, i64::MIN, "the least over both inputs");
 }
+
+#[test]
+fn dynamic_rules_alert_on_the_rule_in_force_when_each_reading_came() {
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = example("dynamic-rules", out.path());
+    spec.checkpoint.as_mut().unwrap().dir = Some(out.path().join("checkpoints"));
+    run(spec).unwrap();
+    let rules: Vec<(String, f64)> = read_json(&root().join("examples/dynamic-rules/rules.jsonl"))
+        .iter()
+        .map(|r| (r["sensor"].as_str().unwrap().to_string(), r["threshold"].as_f64().unwrap()))
+        .collect();
+    let readings: BTreeMap<u64, f64> = read_json(&root().join("examples/dynamic-rules/readings.jsonl"))
+        .iter()
+        .map(|r| (r["seq"].as_u64().unwrap(), r["value"].as_f64().unwrap()))
+        .collect();
+    let mut alerts = read_json(&out.path().join("alerts.jsonl"));
+    alerts.sort_by_key(|a| a["seq"].as_u64().unwrap());
+    assert!(!alerts.is_empty());
+    // Each alert: a reading above a threshold some rule for its sensor (or `*`) set;
+    // per sensor, in reading order, the rules applied never go back to an older one.
+    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
+    let mut thresholds = std::collections::BTreeSet::new();
+    for alert in &alerts {
+        let (sensor, rule) = (alert["sensor"].as_str().unwrap(), alert["rule"].as_str().unwrap());
+        let threshold = alert["threshold"].as_f64().unwrap();
+        let value = readings[&alert["seq"].as_u64().unwrap()];
+        assert_eq!(alert["value"].as_f64().unwrap(), value);
+        assert!(value > threshold, "{alert}");
+        assert!(rule == sensor || rule == "*", "{alert}");
+        let index = rules
+            .iter()
+            .enumerate()
+            .skip(applied.get(&format!("{sensor}/{rule}")).copied().unwrap_or(0))
+            .find(|(_, (s, t))| s == rule && *t == threshold)
+            .unwrap_or_else(|| panic!("{alert}: no rule {rule} = {threshold} at or after the last one applied"))
+            .0;
+        applied.insert(format!("{sensor}/{rule}"), index);
+        thresholds.insert(format!("{rule}={threshold}"));
+    }
+    assert!(thresholds.len() > 1, "rules changed mid-run and later alerts used them: {thresholds:?}");
+}

@@ -19,6 +19,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("tumbling-count", "tumbling_count"),
     ("buffering", "buffering"),
     ("enrichment", "enrichment"),
+    ("dynamic-rules", "dynamic_rules"),
     ("faulty", "faulty"),
     ("passthrough", "passthrough"),
     ("not-an-operator", "not_an_operator"),
