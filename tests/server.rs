@@ -115,6 +115,36 @@ impl Client {
     }
 }
 
+/// A bundle of the paced counting job with the counter guest `guest` (as `component`),
+/// writing `out`, its job text changed by `edit`.
+fn counter_bundle(out: &Path, component: &str, guest: &str, version: &str, edit: impl Fn(String) -> String) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let job = paced_job(dir.path(), out);
+    std::fs::copy(guest, dir.path().join(component)).unwrap();
+    let text = std::fs::read_to_string(&job).unwrap().replace("keyed_count.wasm", component);
+    std::fs::write(&job, edit(text)).unwrap();
+    let file = dir.path().join("bundle.weir");
+    weir::bundle::pack(&job, version, &file, &Runtime::new().unwrap()).unwrap();
+    std::fs::read(file).unwrap()
+}
+
+/// Per key, the (version, count) of every line the counters wrote to `out`, checked to
+/// count 1, 2, 3, ... in order and never go from v2 back to v1.
+fn counts_per_key(out: &Path) -> std::collections::BTreeMap<String, Vec<(u64, u64)>> {
+    let text = std::fs::read_to_string(out).unwrap();
+    let mut per_key: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        per_key.entry(v["key"].as_str().unwrap().into()).or_default().push((v["v"].as_u64().unwrap(), v["count"].as_u64().unwrap()));
+    }
+    for (key, seen) in &per_key {
+        let counts: Vec<u64> = seen.iter().map(|(_, c)| *c).collect();
+        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}: every event counted once, in order");
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "key {key}: v2 never before v1");
+    }
+    per_key
+}
+
 #[test]
 fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
     let data = tempfile::tempdir().unwrap();
@@ -314,19 +344,8 @@ fn an_operator_is_upgraded_live_from_another_uploaded_bundle() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let out = out.path().join("out.jsonl");
-    let runtime = Runtime::new().unwrap();
-    let bundle_of = |component: &str, guest: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let job = paced_job(dir.path(), &out);
-        std::fs::copy(guest, dir.path().join(component)).unwrap();
-        let text = std::fs::read_to_string(&job).unwrap().replace("keyed_count.wasm", component);
-        std::fs::write(&job, text).unwrap();
-        let file = dir.path().join("bundle.weir");
-        weir::bundle::pack(&job, "1.0.0", &file, &runtime).unwrap();
-        std::fs::read(file).unwrap()
-    };
-    let v1 = bundle_of("counter_v1.wasm", guests::COUNTER_V1);
-    let v2 = bundle_of("counter_v2.wasm", guests::COUNTER_V2);
+    let v1 = counter_bundle(&out, "counter_v1.wasm", guests::COUNTER_V1, "1.0.0", |t| t);
+    let v2 = counter_bundle(&out, "counter_v2.wasm", guests::COUNTER_V2, "1.0.0", |t| t);
     let server = RunningServer::start(&ServerConfig {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -349,19 +368,8 @@ fn an_operator_is_upgraded_live_from_another_uploaded_bundle() {
     let finished = client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] != "RUNNING");
     assert_eq!(finished["state"], "FINISHED", "{finished}");
     // Per key, counts 1, 2, 3, ... in order, first from v1 and then from v2.
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut per_key: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        per_key.entry(v["key"].as_str().unwrap().into()).or_default().push((v["v"].as_u64().unwrap(), v["count"].as_u64().unwrap()));
-    }
-    let mut upgraded = 0;
-    for (key, seen) in &per_key {
-        let counts: Vec<u64> = seen.iter().map(|(_, c)| *c).collect();
-        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
-        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "key {key}: v2 never before v1");
-        upgraded += seen.iter().filter(|(v, _)| *v == 2).count();
-    }
+    let per_key = counts_per_key(&out);
+    let upgraded = per_key.values().flatten().filter(|(v, _)| *v == 2).count();
     assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 4000);
     assert!(upgraded > 0 && upgraded < 4000, "the switch happened mid-stream: {upgraded} lines from v2");
     server.stop();
@@ -525,16 +533,8 @@ fn the_whole_deployment_flow_loses_and_repeats_nothing() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let out = out.path().join("out.jsonl");
-    let runtime = Runtime::new().unwrap();
     let bundle_of = |component: &str, guest: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let job = paced_job(dir.path(), &out);
-        std::fs::copy(guest, dir.path().join(component)).unwrap();
-        let text = std::fs::read_to_string(&job).unwrap().replace("keyed_count.wasm", component).replace("count = 4000", "count = 20000");
-        std::fs::write(&job, text).unwrap();
-        let file = dir.path().join("bundle.weir");
-        weir::bundle::pack(&job, "1.0.0", &file, &runtime).unwrap();
-        std::fs::read(file).unwrap()
+        counter_bundle(&out, component, guest, "1.0.0", |t| t.replace("count = 4000", "count = 20000"))
     };
     let server = RunningServer::start(&ServerConfig {
         data_dir: data.path().to_path_buf(),
@@ -563,18 +563,8 @@ fn the_whole_deployment_flow_loses_and_repeats_nothing() {
     let finished = client.wait_for(&format!("/jobs/{again}"), |a| a["state"] != "RUNNING");
     assert_eq!(finished["state"], "FINISHED", "{finished}");
 
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut per_key: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        per_key.entry(v["key"].as_str().unwrap().into()).or_default().push((v["v"].as_u64().unwrap(), v["count"].as_u64().unwrap()));
-    }
+    let per_key = counts_per_key(&out);
     assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 20000, "every event once");
-    for (key, seen) in &per_key {
-        let counts: Vec<u64> = seen.iter().map(|(_, c)| *c).collect();
-        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
-        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "key {key}: v1, then v2");
-    }
     let versions: std::collections::BTreeSet<u64> = per_key.values().flatten().map(|(v, _)| *v).collect();
     assert_eq!(versions, [1, 2].into(), "both versions wrote");
     server.stop();
@@ -849,19 +839,9 @@ fn the_dashboards_buttons_upgrade_an_operator_and_take_a_savepoint() {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let out = out.path().join("out.jsonl");
-    let runtime = Runtime::new().unwrap();
-    let bundle_of = |component: &str, guest: &str, version: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let job = paced_job(dir.path(), &out);
-        std::fs::copy(guest, dir.path().join(component)).unwrap();
-        let text = std::fs::read_to_string(&job).unwrap().replace("keyed_count.wasm", component).replace("rate = 2000", "rate = 400");
-        std::fs::write(&job, text).unwrap();
-        let file = dir.path().join("bundle.weir");
-        weir::bundle::pack(&job, version, &file, &runtime).unwrap();
-        std::fs::read(file).unwrap()
-    };
-    let v1 = bundle_of("counter_v1.wasm", guests::COUNTER_V1, "1.0.0");
-    let v2 = bundle_of("counter_v2.wasm", guests::COUNTER_V2, "2.0.0");
+    let slower = |t: String| t.replace("rate = 2000", "rate = 400");
+    let v1 = counter_bundle(&out, "counter_v1.wasm", guests::COUNTER_V1, "1.0.0", slower);
+    let v2 = counter_bundle(&out, "counter_v2.wasm", guests::COUNTER_V2, "2.0.0", slower);
     let server = RunningServer::start(&ServerConfig {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -890,17 +870,7 @@ fn the_dashboards_buttons_upgrade_an_operator_and_take_a_savepoint() {
 
     let finished = client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] != "RUNNING");
     assert_eq!(finished["state"], "FINISHED", "{finished}");
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut per_key: std::collections::BTreeMap<String, Vec<(u64, u64)>> = Default::default();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        per_key.entry(v["key"].as_str().unwrap().into()).or_default().push((v["v"].as_u64().unwrap(), v["count"].as_u64().unwrap()));
-    }
-    for (key, seen) in &per_key {
-        let counts: Vec<u64> = seen.iter().map(|(_, c)| *c).collect();
-        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>(), "key {key}");
-    }
-    let upgraded = per_key.values().flatten().filter(|(v, _)| *v == 2).count();
+    let upgraded = counts_per_key(&out).values().flatten().filter(|(v, _)| *v == 2).count();
     assert!(upgraded > 0 && upgraded < 4000, "the click switched versions mid-stream: {upgraded} lines from v2");
     server.stop();
 }

@@ -602,16 +602,7 @@ impl OperatorTask {
                     let ctx = self.logic.context();
                     ctx.operator_state.broadcast_writable = false;
                     ctx.set_current_key(None);
-                    let mut emitted = std::mem::take(&mut self.emitted);
-                    ctx.swap_emitted(&mut emitted);
-                    for (port, event) in emitted.drain(..) {
-                        let port = match port {
-                            Port::Main => 0,
-                            Port::Side(index) => index,
-                        };
-                        self.send(port, Record { event, position, key_group: 0, ingested }, &position)?;
-                    }
-                    self.emitted = emitted;
+                    self.route_emitted(&position, ingested)?;
                     result.map_err(|failure| self.failure(Doing::Element(&position), failure))?;
                 }
                 Element::Watermark(incoming) => {
