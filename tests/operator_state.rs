@@ -137,3 +137,28 @@ fn operator_lists_are_redistributed_on_rescale_as_flink_does() {
     // Across both rescales, every event flushed exactly once.
     assert!(sorted_lines(&dir.path().join("out/flushed.jsonl")) == reference, "every event exactly once");
 }
+
+#[test]
+fn a_live_upgrade_hands_the_buffers_to_the_new_instance() {
+    // Nothing is flushed before the input ends, so at the upgrade the buffers hold every
+    // element read so far: the new instance must take them back (as from a savepoint).
+    let reference = uninterrupted();
+    let dir = tempfile::tempdir().unwrap();
+    buffering_job(dir.path(), 2, 100_000);
+    let child = start(dir.path(), &[]);
+    for _ in 0..2000 {
+        if dir.path().join(".weir/buffering/control.addr").exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let upgrade = weir(&["upgrade", "job.toml", "--operator", "buffer", "--component", guests::BUFFERING], dir.path());
+    assert!(upgrade.status.success(), "{}", String::from_utf8_lossy(&upgrade.stderr));
+    let run = child.wait_with_output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let reports = reports(dir.path(), 0);
+    assert_eq!(reports.len(), 2, "both new instances took state over: {reports:?}");
+    assert!(reports.iter().map(|r| r.1).sum::<u64>() > 0, "{reports:?}");
+    assert!(sorted_lines(&dir.path().join("out/flushed.jsonl")) == reference, "every event exactly once");
+}

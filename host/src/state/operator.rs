@@ -102,6 +102,11 @@ impl OperatorState {
         self.restored
     }
 
+    /// Marks the state as restored (a live upgrade hands it to a new instance).
+    pub fn mark_restored(&mut self) {
+        self.restored = true;
+    }
+
     /// Declares (or re-attaches to) the list called `name`.
     pub fn declare(&mut self, name: &str, redistribution: Redistribution) -> Result<ListId, StateError> {
         let bad = |reason| StateError::BadName { name: name.into(), reason };

@@ -319,9 +319,9 @@ impl OperatorTask {
 
     /// Captures what an operator snapshot holds (keyed state, timers, watermark, state
     /// version and declared states) as it is now; the slow part, writing the files, is
-    /// left to [`Capture::write`]. Savepoints use the portable format.
-    /// Captures the subtask's state for checkpoint, savepoint or upgrade `id`, after
-    /// the logic wrote what it keeps in memory (`snapshot-state`).
+    /// left to [`Capture::write`]. Savepoints use the portable format. First the logic
+    /// writes what it keeps in memory (`snapshot-state` for checkpoint, savepoint or
+    /// upgrade `id`).
     fn capture(&mut self, id: u64, target: SnapshotTarget, portable: bool) -> Result<Capture, String> {
         self.logic.snapshot_state(id).map_err(|e| format!("snapshot-state of operator `{}` failed: {e}", self.uid))?;
         let state_version = self.logic.state_version().map_err(|e| e.to_string())?;
@@ -394,6 +394,9 @@ impl OperatorTask {
         std::mem::swap(self.logic.context(), new.context());
         let old = std::mem::replace(&mut self.logic, new);
         let operator_state = self.logic.context().operator_state.clone();
+        // The new instance takes over state as from a savepoint: its operator lists
+        // (the old instance's, written by its snapshot-state) count as restored.
+        self.logic.context().operator_state.mark_restored();
         let mut previous = Previous { id, logic: old, root: dir, state: files, timers, operator_state };
         let swapped = self.logic.open().and_then(|()| migrate(self.logic.as_mut(), from));
         if let Err(failure) = swapped {
