@@ -14,7 +14,13 @@ use common::*;
 /// The buffering example in `dir` at `parallelism`, flushing every `threshold`
 /// elements, checkpointing into `dir/checkpoints`.
 fn buffering_job(dir: &Path, parallelism: u32, threshold: u32) -> PathBuf {
+    buffering_job_of(dir, parallelism, threshold, "buffering.wasm")
+}
+
+/// The same with the operator's `component`.
+fn buffering_job_of(dir: &Path, parallelism: u32, threshold: u32, component: &str) -> PathBuf {
     let text = std::fs::read_to_string(root().join("examples/buffering/job.toml")).unwrap();
+    let text = text.replace("component = \"buffering.wasm\"", &format!("component = {component:?}"));
     let text = text
         .replace("checkpoint = { interval_ms = 200 }", "checkpoint = { dir = \"checkpoints\", interval_ms = 100 }")
         .replace("parallelism = 2", &format!("parallelism = {parallelism}"))
@@ -27,8 +33,14 @@ fn buffering_job(dir: &Path, parallelism: u32, threshold: u32) -> PathBuf {
 
 /// What one uninterrupted run writes.
 fn uninterrupted() -> Vec<String> {
+    uninterrupted_of("buffering.wasm")
+}
+
+/// What one uninterrupted run of the job with `component` writes (which also has its
+/// compiled code cached for the runs after).
+fn uninterrupted_of(component: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let output = weir_run(&buffering_job(dir.path(), 2, 10)).output().unwrap();
+    let output = weir_run(&buffering_job_of(dir.path(), 2, 10, component)).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let lines = sorted_lines(&dir.path().join("out/flushed.jsonl"));
     assert_eq!(lines.len(), 10_000);
@@ -37,9 +49,20 @@ fn uninterrupted() -> Vec<String> {
 
 #[test]
 fn buffered_elements_survive_sigkill_exactly_once() {
-    let reference = uninterrupted();
+    survives_sigkill("buffering.wasm");
+}
+
+#[test]
+fn the_python_port_survives_sigkill_exactly_once() {
+    // examples/python-buffering: get_operator_list_state and snapshot_state in Python.
+    survives_sigkill(guests::PY_BUFFERING);
+}
+
+fn survives_sigkill(component: &str) {
+    let reference = uninterrupted_of(component);
+    assert!(reference == uninterrupted(), "the port flushes what the original does");
     let dir = tempfile::tempdir().unwrap();
-    let job = buffering_job(dir.path(), 2, 10);
+    let job = buffering_job_of(dir.path(), 2, 10, component);
     let resumed = run_with_kills(&job, &kill_moments(11, 3));
     assert!(resumed >= 3, "every run after a kill resumed from a checkpoint ({resumed})");
     // Elements buffered at a checkpoint are not before the source's saved position:

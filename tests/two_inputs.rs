@@ -41,7 +41,34 @@ fn orders_carry_the_tier_broadcast_so_far_and_tier_changes_apply_mid_run() {
     let summary = run(enrichment(out.path())).unwrap();
     // Each subtask of `enrich` (3) got every tier; the orders were split among them.
     assert_eq!(summary.node("enrich").unwrap().records_in, 3000 + 3 * 44);
-    let enriched = read_json(&out.path().join("enriched.jsonl"));
+    check_enriched(&out.path().join("enriched.jsonl"));
+}
+
+#[test]
+fn the_python_port_enriches_the_same_way() {
+    // examples/python-enrichment: a PyFlink KeyedBroadcastProcessFunction.
+    let out = tempfile::tempdir().unwrap();
+    run(python_enrichment(out.path())).unwrap();
+    check_enriched(&out.path().join("enriched.jsonl"));
+    let mut spec = python_enrichment(out.path());
+    spec.operators[0].config.insert("misbehave".into(), toml::Value::String("true".into()));
+    let error = run(spec).unwrap_err().to_string();
+    assert!(error.contains("broadcast state `tiers` is read-only here"), "{error}");
+}
+
+/// The Python port with its outputs and checkpoints in `out`.
+fn python_enrichment(out: &Path) -> weir::JobSpec {
+    let mut spec = example("python-enrichment", out);
+    spec.checkpoint.as_mut().unwrap().dir = Some(out.join("checkpoints"));
+    spec.operators[0].component = Some(guests::PY_ENRICHMENT.into());
+    spec
+}
+
+/// Every order once, each with a tier its customer had when it was processed: per
+/// customer, in order, never one it never had and never back to an older one; and some
+/// customer's tier changed mid-run.
+fn check_enriched(path: &Path) {
+    let enriched = read_json(path);
     let mut orders: Vec<u64> = enriched.iter().map(|e| e["order"].as_u64().unwrap()).collect();
     orders.sort();
     assert_eq!(orders, (1..=3000).collect::<Vec<_>>(), "every order once");

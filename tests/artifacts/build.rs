@@ -43,6 +43,8 @@ const SDK_GUESTS: &[(&str, &str, &str, &[&str])] = &[
     ("PY", "anomaly", "examples/python-log-analyzer/anomaly.py", &[]),
     ("PY", "metrics", "examples/python-log-analyzer/metrics.py", &[]),
     ("PY", "profiler", "examples/python-recommendations/profiler.py", &[]),
+    ("PY", "enrichment", "examples/python-enrichment/enrichment.py", &[]),
+    ("PY", "buffering", "examples/python-buffering/buffering.py", &[]),
     ("JS", "conformance", "tests/conformance/js/app.js", &[]),
     ("JS", "anomaly", "examples/js-log-analyzer/anomaly.js", &[]),
     ("JS", "average", "tests/conformance/js/average.js", &[]),

@@ -13,7 +13,11 @@ Python operator reads the same from a Rust one.
 """
 
 from .api import (
+    BroadcastProcessFunction,
     Collector,
+    CoProcessFunction,
+    KeyedBroadcastProcessFunction,
+    KeyedCoProcessFunction,
     Context,
     Event,
     KeyedProcessFunction,
@@ -34,10 +38,18 @@ from .window_api import AggregateFunction, ProcessWindowFunction, ReduceFunction
 
 def export(function_class):
     """The ``Handler`` class componentize-py exports for an operator:
-    ``Handler = export(MyFunction)`` at the top level of the app module."""
+    ``Handler = export(MyFunction)`` at the top level of the app module. The app module
+    also gets the ``CoHandler`` (second input) and ``Checkpointed`` (snapshot) exports of
+    the `co-operator` world."""
+    import sys
+
     from .operator import handler_for
 
-    return handler_for(function_class)
+    handler, co_handler, checkpointed = handler_for(function_class)
+    module = sys._getframe(1).f_globals
+    module.setdefault("CoHandler", co_handler)
+    module.setdefault("Checkpointed", checkpointed)
+    return handler
 
 
 def export_aggregate(function_class):

@@ -308,6 +308,19 @@ class RuntimeContext:
     def get_map_state(self, descriptor):
         return self._runtime.map_state(descriptor)
 
+    # Operator state (weir's, as Flink's CheckpointedFunction in Java): lists of this
+    # subtask, not of a key, checkpointed by the host. Split lists are divided evenly
+    # among the subtasks on rescale; union lists go whole to every subtask.
+    def get_operator_list_state(self, descriptor):
+        return self._runtime.operator_list_state(descriptor, union=False)
+
+    def get_union_list_state(self, descriptor):
+        return self._runtime.operator_list_state(descriptor, union=True)
+
+    def is_restored(self):
+        """Whether the operator state came from a checkpoint or savepoint."""
+        return self._runtime.is_restored()
+
     def get_index_of_this_subtask(self):
         return self._runtime.subtask_index()
 
@@ -381,6 +394,11 @@ class Context(Collector):
     def output(self, output_tag, value):
         self._runtime.emit(output_tag.tag_id, value)
 
+    def get_broadcast_state(self, descriptor):
+        """PyFlink's broadcast state (a ``MapStateDescriptor``): read-only here, writable
+        in ``process_broadcast_element``."""
+        return self._runtime.broadcast_state(descriptor)
+
 
 class OnTimerContext(Context):
     """The context of ``on_timer``: also the time domain of the timer that fired."""
@@ -415,6 +433,42 @@ class ProcessFunction:
     def migrate(self, from_version):
         pass
 
+    # Called at every checkpoint and savepoint (Flink's CheckpointedFunction
+    # snapshotState): write what the function keeps in memory into operator state.
+    def snapshot_state(self, checkpoint_id):
+        pass
+
 
 class KeyedProcessFunction(ProcessFunction):
     """PyFlink's ``KeyedProcessFunction``: keyed state and timers per key."""
+
+
+class CoProcessFunction(ProcessFunction):
+    """PyFlink's ``CoProcessFunction``: two inputs (``input = 2`` edges in the job file),
+    ``process_element1(value, ctx)`` and ``process_element2(value, ctx)``."""
+
+    def process_element(self, value, ctx):
+        return self.process_element1(value, ctx)
+
+    def process_element1(self, value, ctx):
+        raise NotImplementedError("process_element1")
+
+    def process_element2(self, value, ctx):
+        raise NotImplementedError("process_element2")
+
+
+class KeyedCoProcessFunction(CoProcessFunction):
+    """PyFlink's ``KeyedCoProcessFunction``: both inputs keyed, state and timers per key."""
+
+
+class BroadcastProcessFunction(ProcessFunction):
+    """PyFlink's ``BroadcastProcessFunction``: ``process_element(value, ctx)`` for the
+    main input (broadcast state read-only through ``ctx.get_broadcast_state``) and
+    ``process_broadcast_element(value, ctx)`` for the broadcast one (writable)."""
+
+    def process_broadcast_element(self, value, ctx):
+        raise NotImplementedError("process_broadcast_element")
+
+
+class KeyedBroadcastProcessFunction(BroadcastProcessFunction):
+    """PyFlink's ``KeyedBroadcastProcessFunction``: the main input keyed."""

@@ -1,6 +1,6 @@
 """Builds a Python operator or window function into a weir component.
 
-    python -m weir.build app.py -o app.wasm [--world operator|aggregate-function|reduce-function|process-window-function]
+    python -m weir.build app.py -o app.wasm [--world co-operator|aggregate-function|reduce-function|process-window-function]
 
 The world is detected from what the app exports (``Handler``, ``Aggregate``, ``Reduce``,
 ``ProcessWindow``) when not given. Runs componentize-py against weir's WIT (found next to
@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 WORLDS = {
-    "Handler": "operator",
+    "Handler": "co-operator",
     "Aggregate": "aggregate-function",
     "Reduce": "reduce-function",
     "ProcessWindow": "process-window-function",

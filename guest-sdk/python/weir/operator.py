@@ -1,4 +1,5 @@
-"""The `operator` world of `wit/operator.wit`, run for a PyFlink-style function.
+"""The `co-operator` world of `wit/operator.wit` (an operator, its second input and its
+checkpoint hook), run for a PyFlink-style function.
 
 componentize-py makes a new ``Handler`` object for every call, so the function instance
 and its state handles live at module level: attributes set in ``open`` stay, as a Python
@@ -10,7 +11,7 @@ exception, with the element's position added by the host.
 from componentize_py_types import Err
 from wit_world import exports
 from wit_world.exports.handler import ElementError
-from wit_world.imports import batch, collector, context, state, timers, types
+from wit_world.imports import batch, collector, context, operator_state, state, timers, types
 
 from .api import (
     error_message,
@@ -131,12 +132,84 @@ class MapState:
         self._handle.clear()
 
 
+class OperatorListState:
+    """Operator list state (this subtask's, not a key's): ``get()``, ``add(v)``,
+    ``add_all(vs)``, ``update(vs)``, ``clear()``."""
+
+    def __init__(self, descriptor, union):
+        mode = operator_state.Redistribution.UNION if union else operator_state.Redistribution.SPLIT
+        self._handle = operator_state.ListState(descriptor.name, mode)
+        self._type = descriptor.type_info
+
+    def get(self):
+        return [_load(item, self._type) for item in self._handle.get()]
+
+    def add(self, value):
+        self._handle.add(encode_state(value))
+
+    def add_all(self, values):
+        for value in values:
+            self.add(value)
+
+    def update(self, values):
+        self._handle.update([encode_state(v) for v in values])
+
+    def clear(self):
+        self._handle.clear()
+
+    def __iter__(self):
+        return iter(self.get())
+
+
+class BroadcastState:
+    """PyFlink's broadcast state: ``get``, ``contains``, ``items``, ``keys``, ``values``,
+    ``is_empty``; ``put``, ``put_all``, ``remove``, ``clear`` in
+    ``process_broadcast_element`` only (elsewhere the host refuses them)."""
+
+    def __init__(self, descriptor):
+        self._handle = operator_state.BroadcastState(descriptor.name)
+        self._key_type = descriptor.key_type_info
+        self._type = descriptor.type_info
+
+    def get(self, key):
+        return _load(self._handle.get(encode_state(key)), self._type)
+
+    def contains(self, key):
+        return self._handle.contains(encode_state(key))
+
+    def items(self):
+        return [(_load(k, self._key_type), _load(v, self._type)) for k, v in self._handle.entries()]
+
+    def keys(self):
+        return [k for k, _ in self.items()]
+
+    def values(self):
+        return [v for _, v in self.items()]
+
+    def is_empty(self):
+        return not self._handle.entries()
+
+    def put(self, key, value):
+        self._handle.put(encode_state(key), encode_state(value))
+
+    def put_all(self, entries):
+        for key, value in dict(entries).items():
+            self.put(key, value)
+
+    def remove(self, key):
+        self._handle.remove(encode_state(key))
+
+    def clear(self):
+        self._handle.clear()
+
+
 class _Runtime:
     """What the API objects call: weir's host interfaces."""
 
     def __init__(self):
         self.input_timestamp = None
         self._config = None
+        self._broadcast = {}
 
     def value_state(self, descriptor):
         return ValueState(descriptor)
@@ -146,6 +219,17 @@ class _Runtime:
 
     def map_state(self, descriptor):
         return MapState(descriptor)
+
+    def operator_list_state(self, descriptor, union):
+        return OperatorListState(descriptor, union)
+
+    def broadcast_state(self, descriptor):
+        if descriptor.name not in self._broadcast:
+            self._broadcast[descriptor.name] = BroadcastState(descriptor)
+        return self._broadcast[descriptor.name]
+
+    def is_restored(self):
+        return operator_state.is_restored()
 
     def subtask_index(self):
         return context.subtask_index()
@@ -242,7 +326,8 @@ def handler_for(function_class):
 
         def close(self):
             try:
-                _function.close()
+                # What close yields is emitted (a weir extension: PyFlink's close emits nothing).
+                _runtime.drain(_function.close())
             except Exception as error:
                 raise Err(error_message(error))
 
@@ -255,5 +340,25 @@ def handler_for(function_class):
             except Exception as error:
                 raise Err(error_message(error))
 
+    class CoHandler(exports.CoHandler):
+        def process_element_2(self, event):
+            second = getattr(_function, "process_broadcast_element", None) or getattr(_function, "process_element2", None)
+            if second is None:
+                raise Err(f"{function_class.__name__} takes one input, but an element arrived on input 2 "
+                          "(subclass CoProcessFunction or KeyedBroadcastProcessFunction)")
+            try:
+                _runtime.input_timestamp = event.timestamp
+                _ctx._timestamp = event.timestamp
+                _runtime.drain(second(decode_value(event.value), _ctx))
+            except Exception as error:
+                raise Err(error_message(error))
+
+    class Checkpointed(exports.Checkpointed):
+        def snapshot_state(self, checkpoint_id):
+            try:
+                _function.snapshot_state(checkpoint_id)
+            except Exception as error:
+                raise Err(error_message(error))
+
     Handler.__name__ = "Handler"
-    return Handler
+    return Handler, CoHandler, Checkpointed
