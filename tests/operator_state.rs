@@ -58,6 +58,12 @@ fn the_python_port_survives_sigkill_exactly_once() {
     survives_sigkill(guests::PY_BUFFERING);
 }
 
+#[test]
+fn the_javascript_port_survives_sigkill_exactly_once() {
+    // examples/js-buffering: getOperatorListState and snapshotState in JavaScript.
+    survives_sigkill(guests::JS_BUFFERING);
+}
+
 fn survives_sigkill(component: &str) {
     let reference = uninterrupted_of(component);
     assert!(reference == uninterrupted(), "the port flushes what the original does");

@@ -47,21 +47,30 @@ fn orders_carry_the_tier_broadcast_so_far_and_tier_changes_apply_mid_run() {
 #[test]
 fn the_python_port_enriches_the_same_way() {
     // examples/python-enrichment: a PyFlink KeyedBroadcastProcessFunction.
+    port_enriches_the_same_way("python-enrichment", guests::PY_ENRICHMENT);
+}
+
+#[test]
+fn the_javascript_port_enriches_the_same_way() {
+    // examples/js-enrichment: a KeyedBroadcastProcessFunction in JavaScript.
+    port_enriches_the_same_way("js-enrichment", guests::JS_ENRICHMENT);
+}
+
+fn port_enriches_the_same_way(example_name: &str, component: &str) {
+    let port = |out: &Path| {
+        let mut spec = example(example_name, out);
+        spec.checkpoint.as_mut().unwrap().dir = Some(out.join("checkpoints"));
+        spec.operators[0].component = Some(component.into());
+        spec
+    };
     let out = tempfile::tempdir().unwrap();
-    run(python_enrichment(out.path())).unwrap();
+    run(port(out.path())).unwrap();
     check_enriched(&out.path().join("enriched.jsonl"));
-    let mut spec = python_enrichment(out.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut spec = port(out.path());
     spec.operators[0].config.insert("misbehave".into(), toml::Value::String("true".into()));
     let error = run(spec).unwrap_err().to_string();
     assert!(error.contains("broadcast state `tiers` is read-only here"), "{error}");
-}
-
-/// The Python port with its outputs and checkpoints in `out`.
-fn python_enrichment(out: &Path) -> weir::JobSpec {
-    let mut spec = example("python-enrichment", out);
-    spec.checkpoint.as_mut().unwrap().dir = Some(out.join("checkpoints"));
-    spec.operators[0].component = Some(guests::PY_ENRICHMENT.into());
-    spec
 }
 
 /// Every order once, each with a tier its customer had when it was processed: per

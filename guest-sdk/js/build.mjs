@@ -22,14 +22,14 @@ if (args.length !== 1 || !output) {
 }
 const app = await readFile(resolve(args[0]), 'utf8');
 // The world follows from the export: an operator's `handler`, or a window function.
-const worlds = { handler: 'operator', aggregate: 'aggregate-function', reduce: 'reduce-function', processWindow: 'process-window-function' };
+const worlds = { handler: 'co-operator', aggregate: 'aggregate-function', reduce: 'reduce-function', processWindow: 'process-window-function' };
 const found = Object.keys(worlds).filter((name) => new RegExp(`^export\\s+const\\s+${name}\\s*=`, 'm').test(app));
 if (found.length !== 1) {
   console.error(`${args[0]}: export exactly one of handler, aggregate, reduce, processWindow`);
   process.exit(2);
 }
 const world = worlds[found[0]];
-const sdk = await readFile(join(here, world === 'operator' ? 'index.js' : 'window.js'), 'utf8');
+const sdk = await readFile(join(here, world === 'co-operator' ? 'index.js' : 'window.js'), 'utf8');
 // The SDK's names are in scope in the bundle: drop the app's imports of them.
 const body = app.replace(/^import\s*\{[^}]*\}\s*from\s*['"]@weir\/guest['"];?\s*$/gm, '');
 const { componentize } = await import(join(tool, 'src', 'componentize.js'));

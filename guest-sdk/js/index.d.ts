@@ -73,6 +73,27 @@ export interface Context {
   collect(value: unknown): void;
   /** Emits to a side output. */
   output(tag: OutputTag, value: unknown): void;
+  /** Broadcast state `name`: writable in processBroadcastElement only. */
+  getBroadcastState<K = Json, V = Json>(name: string): BroadcastState<K, V>;
+}
+
+/** Operator list state: this subtask's, split on rescale (or whole to every subtask: union). */
+export class OperatorListState<T = Json> {
+  get(): T[];
+  add(value: T): void;
+  addAll(values: T[]): void;
+  update(values: T[]): void;
+  clear(): void;
+}
+
+/** Broadcast state: the same map on every subtask; writes only from the broadcast input. */
+export class BroadcastState<K = Json, V = Json> {
+  get(key: K): V | undefined;
+  contains(key: K): boolean;
+  entries(): [K, V][];
+  put(key: K, value: V): void;
+  remove(key: K): void;
+  clear(): void;
 }
 
 export interface RuntimeContext {
@@ -84,6 +105,10 @@ export interface RuntimeContext {
   operatorUid(): string;
   /** The operator's `config` entry, or `fallback`. */
   config(key: string, fallback?: string): string | undefined;
+  getOperatorListState<T = Json>(name: string): OperatorListState<T>;
+  getUnionListState<T = Json>(name: string): OperatorListState<T>;
+  /** Whether the operator state came from a checkpoint or savepoint. */
+  isRestored(): boolean;
 }
 
 /** Flink's KeyedProcessFunction. Throwing (an Error or anything else) is a clean operator error. */
@@ -94,9 +119,27 @@ export class KeyedProcessFunction {
   /** `value` is the element's JSON, or its text when it is not JSON. */
   processElement(value: any, ctx: Context): void;
   onTimer(timestamp: number, ctx: Context): void;
-  close(): void;
+  /** At every checkpoint: write what the function keeps in memory into operator state. */
+  snapshotState(checkpointId: number): void;
+  /** After the input ended; may still emit through `ctx`. */
+  close(ctx: Context): void;
   migrate?(fromVersion: number): void;
 }
+
+export class ProcessFunction extends KeyedProcessFunction {}
+
+/** Flink's CoProcessFunction: two inputs (`input = 2` edges). */
+export class CoProcessFunction extends KeyedProcessFunction {
+  processElement1(value: any, ctx: Context): void;
+  processElement2(value: any, ctx: Context): void;
+}
+export class KeyedCoProcessFunction extends CoProcessFunction {}
+
+/** Flink's KeyedBroadcastProcessFunction: the main input and a broadcast one. */
+export class KeyedBroadcastProcessFunction extends KeyedProcessFunction {
+  processBroadcastElement(value: any, ctx: Context): void;
+}
+export class BroadcastProcessFunction extends KeyedBroadcastProcessFunction {}
 
 /** The `handler` export of an operator component: `export const handler = operator(MyFunction);` */
 export function operator(functionClass: new () => KeyedProcessFunction): unknown;

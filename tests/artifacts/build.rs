@@ -47,6 +47,8 @@ const SDK_GUESTS: &[(&str, &str, &str, &[&str])] = &[
     ("PY", "buffering", "examples/python-buffering/buffer.py", &[]),
     ("JS", "conformance", "tests/conformance/js/app.js", &[]),
     ("JS", "anomaly", "examples/js-log-analyzer/anomaly.js", &[]),
+    ("JS", "enrichment", "examples/js-enrichment/enrich.js", &[]),
+    ("JS", "buffering", "examples/js-buffering/buffer.js", &[]),
     ("JS", "average", "tests/conformance/js/average.js", &[]),
     ("JS", "summary", "tests/conformance/js/summary.js", &[]),
     // componentize-js's defaults import `wasi:http`: the host's error must say so.
