@@ -64,6 +64,12 @@ fn the_javascript_port_survives_sigkill_exactly_once() {
     survives_sigkill(guests::JS_BUFFERING);
 }
 
+#[test]
+fn the_c_port_survives_sigkill_exactly_once() {
+    // examples/c-buffering: weir_operator_list_* and snapshot_state in C.
+    survives_sigkill(guests::C_BUFFERING);
+}
+
 fn survives_sigkill(component: &str) {
     let reference = uninterrupted_of(component);
     assert!(reference == uninterrupted(), "the port flushes what the original does");

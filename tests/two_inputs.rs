@@ -56,6 +56,12 @@ fn the_javascript_port_enriches_the_same_way() {
     port_enriches_the_same_way("js-enrichment", guests::JS_ENRICHMENT);
 }
 
+#[test]
+fn the_c_port_enriches_the_same_way() {
+    // examples/c-enrichment: process_element_2 and weir_broadcast_* in C.
+    port_enriches_the_same_way("c-enrichment", guests::C_ENRICHMENT);
+}
+
 fn port_enriches_the_same_way(example_name: &str, component: &str) {
     let port = |out: &Path| {
         let mut spec = example(example_name, out);

@@ -11,7 +11,7 @@ bindgen="$tools/wit-bindgen/bin/wit-bindgen"
 if ! "$bindgen" --version 2>/dev/null | grep -q "$version"; then
   cargo install --locked wit-bindgen-cli --version "$version" --root "$tools/wit-bindgen"
 fi
-for world in operator aggregate-function reduce-function process-window-function; do
+for world in co-operator aggregate-function reduce-function process-window-function; do
   out="guest-sdk/c/bindings/${world//-/_}"
   rm -rf "$out"
   mkdir -p "$out"

@@ -57,6 +57,8 @@ const SDK_GUESTS: &[(&str, &str, &str, &[&str])] = &[
     ("C", "average", "tests/conformance/c/average.c", &[]),
     ("C", "summary", "tests/conformance/c/summary.c", &[]),
     ("C", "anomaly", "examples/c-log-analyzer/anomaly.c", &[]),
+    ("C", "buffering", "examples/c-buffering/buffer.c", &[]),
+    ("C", "enrichment", "examples/c-enrichment/enrich.c", &[]),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -27,7 +27,7 @@ impl World {
         (World::Aggregate, "weir_aggregate.h", "aggregate_function"),
         (World::Reduce, "weir_reduce.h", "reduce_function"),
         (World::ProcessWindow, "weir_process_window.h", "process_window_function"),
-        (World::Operator, "weir.h", "operator"),
+        (World::Operator, "weir.h", "co_operator"),
     ];
 
     fn bindings(self) -> &'static str {

@@ -14,7 +14,7 @@
 #ifndef WEIR_H
 #define WEIR_H
 
-#include "operator.h"
+#include "co_operator.h"
 #include "weir_common.h"
 
 /* ---- the operator ------------------------------------------------------------- */
@@ -40,6 +40,13 @@ typedef struct weir_operator {
      * (called per restored key after open; see docs/upgrades.md). */
     uint32_t state_version;
     int (*migrate)(uint32_t from_version);
+    /* An element of the second input (edges with `input = 2`): Flink's processElement2,
+     * or processBroadcastElement on a broadcast input (where weir_broadcast_* may write).
+     * Optional: without it, an element on input 2 fails the job. */
+    int (*process_element_2)(const weir_event *element);
+    /* At every checkpoint and savepoint: write what the operator keeps in memory into
+     * operator state (Flink's CheckpointedFunction.snapshotState). Optional. */
+    int (*snapshot_state)(uint64_t checkpoint_id);
 } weir_operator;
 
 /* What the SDK tracks during one call (defined once by WEIR_EXPORT_OPERATOR). */
@@ -49,11 +56,11 @@ typedef struct weir__call {
     bool in_timer;
     int64_t timer_timestamp;
     bool key_loaded; /* the timer's key, read from the host on first use */
-    operator_list_u8_t timer_key;
+    co_operator_list_u8_t timer_key;
     bool has_timer_key;
 } weir__call;
 extern weir__call weir__now;
-extern operator_list_tuple2_string_string_t weir__config;
+extern co_operator_list_tuple2_string_string_t weir__config;
 
 /* ---- state ---------------------------------------------------------------------- */
 /* Keyed state, scoped to the current key, stored by the host. Declare handles in open;
@@ -70,10 +77,10 @@ typedef struct weir_ttl {
     bool refresh_on_read;
 } weir_ttl;
 
-#define WEIR__NAME(name) operator_string_t n_ = {(uint8_t *)(name), strlen(name)}
+#define WEIR__NAME(name) co_operator_string_t n_ = {(uint8_t *)(name), strlen(name)}
 #define WEIR__TTL(ttl)                                                                          \
     weir_operator_state_ttl_t t_ = {(ttl) ? (ttl)->ttl_ms : 0, (ttl) ? (ttl)->refresh_on_read : false}
-#define WEIR__LIST(var, p, n) operator_list_u8_t var = {(uint8_t *)(p), (n)}
+#define WEIR__LIST(var, p, n) co_operator_list_u8_t var = {(uint8_t *)(p), (n)}
 
 static inline weir_value_state weir_value_state_with_ttl(const char *name, const weir_ttl *ttl) {
     WEIR__NAME(name);
@@ -85,7 +92,7 @@ static inline weir_value_state weir_value_state_new(const char *name) { return w
 
 /* The current key's value into `out` (which you free with weir_buf_free); false when unset. */
 static inline bool weir_value_get(weir_value_state s, weir_buf *out) {
-    operator_list_u8_t v;
+    co_operator_list_u8_t v;
     if (!weir_operator_state_method_value_state_get(weir_operator_state_borrow_value_state(s.own), &v)) return false;
     out->ptr = v.ptr;
     out->len = out->cap = v.len;
@@ -115,13 +122,13 @@ static inline void weir_value_set_i64(weir_value_state s, int64_t value) {
 
 /* A list read from list state, or the keys of a map: free with weir_list_free. */
 typedef struct weir_list {
-    operator_list_list_u8_t items;
+    co_operator_list_list_u8_t items;
 } weir_list;
 static inline size_t weir_list_len(const weir_list *l) { return l->items.len; }
 static inline weir_bytes weir_list_at(const weir_list *l, size_t i) {
     return weir_bytes_of(l->items.ptr[i].ptr, l->items.ptr[i].len);
 }
-static inline void weir_list_free(weir_list *l) { operator_list_list_u8_free(&l->items); }
+static inline void weir_list_free(weir_list *l) { co_operator_list_list_u8_free(&l->items); }
 
 static inline weir_list_state weir_list_state_with_ttl(const char *name, const weir_ttl *ttl) {
     WEIR__NAME(name);
@@ -145,7 +152,7 @@ static inline void weir_list_clear(weir_list_state s) {
 
 /* The entries of a map, ordered by user key bytes: free with weir_entries_free. */
 typedef struct weir_entries {
-    operator_list_tuple2_list_u8_list_u8_t items;
+    co_operator_list_tuple2_list_u8_list_u8_t items;
 } weir_entries;
 static inline size_t weir_entries_len(const weir_entries *e) { return e->items.len; }
 static inline weir_bytes weir_entries_key(const weir_entries *e, size_t i) {
@@ -154,7 +161,7 @@ static inline weir_bytes weir_entries_key(const weir_entries *e, size_t i) {
 static inline weir_bytes weir_entries_value(const weir_entries *e, size_t i) {
     return weir_bytes_of(e->items.ptr[i].f1.ptr, e->items.ptr[i].f1.len);
 }
-static inline void weir_entries_free(weir_entries *e) { operator_list_tuple2_list_u8_list_u8_free(&e->items); }
+static inline void weir_entries_free(weir_entries *e) { co_operator_list_tuple2_list_u8_list_u8_free(&e->items); }
 
 static inline weir_map_state weir_map_state_with_ttl(const char *name, const weir_ttl *ttl) {
     WEIR__NAME(name);
@@ -167,7 +174,7 @@ static inline weir_map_state weir_map_state_new(const char *name) { return weir_
 /* The value under `key` into `out` (free with weir_buf_free); false when absent. */
 static inline bool weir_map_get(weir_map_state s, weir_bytes key, weir_buf *out) {
     WEIR__LIST(k, key.ptr, key.len);
-    operator_list_u8_t v;
+    co_operator_list_u8_t v;
     if (!weir_operator_state_method_map_state_get(WEIR__MAP(s), &k, &v)) return false;
     out->ptr = v.ptr;
     out->len = out->cap = v.len;
@@ -199,6 +206,93 @@ static inline weir_list weir_map_keys(weir_map_state s) {
 static inline bool weir_map_is_empty(weir_map_state s) { return weir_operator_state_method_map_state_is_empty(WEIR__MAP(s)); }
 static inline void weir_map_clear(weir_map_state s) { weir_operator_state_method_map_state_clear(WEIR__MAP(s)); }
 
+/* ---- operator state and broadcast state -------------------------------------------- */
+/* Operator state is this subtask's, not a key's (Flink's CheckpointedFunction): usable
+ * in every callback, open included. A split list is divided evenly among the subtasks
+ * on rescale, a union list goes whole to every subtask. Broadcast state is a map every
+ * subtask holds in full, written only from a broadcast second input. */
+
+typedef struct { weir_operator_operator_state_own_list_state_t own; } weir_operator_list;
+typedef struct { weir_operator_operator_state_own_broadcast_state_t own; } weir_broadcast_state;
+
+static inline weir_operator_list weir__operator_list(const char *name, weir_operator_operator_state_redistribution_t mode) {
+    WEIR__NAME(name);
+    weir_operator_list l = {weir_operator_operator_state_constructor_list_state(&n_, mode)};
+    return l;
+}
+static inline weir_operator_list weir_operator_list_new(const char *name) {
+    return weir__operator_list(name, WEIR_OPERATOR_OPERATOR_STATE_REDISTRIBUTION_SPLIT);
+}
+static inline weir_operator_list weir_union_list_new(const char *name) {
+    return weir__operator_list(name, WEIR_OPERATOR_OPERATOR_STATE_REDISTRIBUTION_UNION);
+}
+#define WEIR__OPLIST(l) weir_operator_operator_state_borrow_list_state((l).own)
+/* Every item (free with weir_list_free). */
+static inline weir_list weir_operator_list_get(weir_operator_list l) {
+    weir_list out;
+    weir_operator_operator_state_method_list_state_get(WEIR__OPLIST(l), &out.items);
+    return out;
+}
+static inline void weir_operator_list_add(weir_operator_list l, const void *item, size_t len) {
+    WEIR__LIST(v, item, len);
+    weir_operator_operator_state_method_list_state_add(WEIR__OPLIST(l), &v);
+}
+/* Replaces every item with the `count` items of `items` (the bytes stay yours). */
+static inline void weir_operator_list_update(weir_operator_list l, const weir_bytes *items, size_t count) {
+    co_operator_list_u8_t *lists = count ? (co_operator_list_u8_t *)malloc(count * sizeof *lists) : NULL;
+    if (count && !lists) abort();
+    for (size_t i = 0; i < count; i++) {
+        lists[i].ptr = (uint8_t *)items[i].ptr;
+        lists[i].len = items[i].len;
+    }
+    co_operator_list_list_u8_t all = {lists, count};
+    weir_operator_operator_state_method_list_state_update(WEIR__OPLIST(l), &all);
+    free(lists);
+}
+static inline void weir_operator_list_clear(weir_operator_list l) {
+    weir_operator_operator_state_method_list_state_clear(WEIR__OPLIST(l));
+}
+/* Whether the operator state came from a checkpoint or savepoint (Flink's isRestored). */
+static inline bool weir_is_restored(void) { return weir_operator_operator_state_is_restored(); }
+
+static inline weir_broadcast_state weir_broadcast_state_new(const char *name) {
+    WEIR__NAME(name);
+    weir_broadcast_state b = {weir_operator_operator_state_constructor_broadcast_state(&n_)};
+    return b;
+}
+#define WEIR__BROADCAST(b) weir_operator_operator_state_borrow_broadcast_state((b).own)
+/* The value under `key` into `out` (free with weir_buf_free); false when absent. */
+static inline bool weir_broadcast_get(weir_broadcast_state b, weir_bytes key, weir_buf *out) {
+    WEIR__LIST(k, key.ptr, key.len);
+    co_operator_list_u8_t v;
+    if (!weir_operator_operator_state_method_broadcast_state_get(WEIR__BROADCAST(b), &k, &v)) return false;
+    out->ptr = v.ptr;
+    out->len = out->cap = v.len;
+    return true;
+}
+static inline bool weir_broadcast_contains(weir_broadcast_state b, weir_bytes key) {
+    WEIR__LIST(k, key.ptr, key.len);
+    return weir_operator_operator_state_method_broadcast_state_contains(WEIR__BROADCAST(b), &k);
+}
+static inline weir_entries weir_broadcast_entries(weir_broadcast_state b) {
+    weir_entries e;
+    weir_operator_operator_state_method_broadcast_state_entries(WEIR__BROADCAST(b), &e.items);
+    return e;
+}
+/* Writes: from the broadcast input only (elsewhere the host stops the guest, as Flink). */
+static inline void weir_broadcast_put(weir_broadcast_state b, weir_bytes key, const void *value, size_t len) {
+    WEIR__LIST(k, key.ptr, key.len);
+    WEIR__LIST(v, value, len);
+    weir_operator_operator_state_method_broadcast_state_put(WEIR__BROADCAST(b), &k, &v);
+}
+static inline void weir_broadcast_remove(weir_broadcast_state b, weir_bytes key) {
+    WEIR__LIST(k, key.ptr, key.len);
+    weir_operator_operator_state_method_broadcast_state_remove(WEIR__BROADCAST(b), &k);
+}
+static inline void weir_broadcast_clear(weir_broadcast_state b) {
+    weir_operator_operator_state_method_broadcast_state_clear(WEIR__BROADCAST(b));
+}
+
 /* ---- timers and time -------------------------------------------------------------- */
 
 static inline void weir_register_event_time_timer(int64_t t) { weir_operator_timers_register(WEIR_EVENT_TIME, t); }
@@ -228,7 +322,7 @@ static inline bool weir_current_key(weir_bytes *key) {
 /* The value of the job file's `config` entry `name` (NUL-terminated), or NULL. */
 static inline const char *weir_config_get(const char *name) {
     for (size_t i = 0; i < weir__config.len; i++) {
-        operator_tuple2_string_string_t *e = &weir__config.ptr[i];
+        co_operator_tuple2_string_string_t *e = &weir__config.ptr[i];
         if (e->f0.len == strlen(name) && memcmp(e->f0.ptr, name, e->f0.len) == 0) return (const char *)e->f1.ptr;
     }
     return NULL;
@@ -250,7 +344,7 @@ __attribute__((format(printf, 2, 3))) static inline void weir_log(weir_level lev
     va_start(args, fmt);
     weir_buf_vprintf(&b, fmt, args);
     va_end(args);
-    operator_string_t m = {b.ptr, b.len};
+    co_operator_string_t m = {b.ptr, b.len};
     weir_operator_logging_log((weir_operator_logging_level_t)level, &m);
     weir_buf_free(&b);
 }
@@ -306,14 +400,14 @@ static inline void weir_output(const char *tag, const void *value, size_t len) {
 
 /* ---- the exports ---------------------------------------------------------------- */
 
-static inline bool weir__result(int rc, operator_string_t *err) {
+static inline bool weir__result(int rc, co_operator_string_t *err) {
     if (rc == WEIR_OK) return true;
     weir__take_error(&err->ptr, &err->len);
     return false;
 }
 
 static inline void weir__end_call(void) {
-    if (weir__now.key_loaded && weir__now.has_timer_key) operator_list_u8_free(&weir__now.timer_key);
+    if (weir__now.key_loaded && weir__now.has_timer_key) co_operator_list_u8_free(&weir__now.timer_key);
     memset(&weir__now, 0, sizeof weir__now);
 }
 
@@ -321,13 +415,13 @@ static inline void weir__end_call(void) {
 #define WEIR_EXPORT_OPERATOR(...)                                                                       \
     char *weir__error;                                                                                  \
     weir__call weir__now;                                                                               \
-    operator_list_tuple2_string_string_t weir__config;                                                  \
+    co_operator_list_tuple2_string_string_t weir__config;                                                  \
     static const weir_operator weir__operator = __VA_ARGS__;                                            \
-    bool exports_weir_operator_handler_open(operator_list_tuple2_string_string_t *config, operator_string_t *err) { \
+    bool exports_weir_operator_handler_open(co_operator_list_tuple2_string_string_t *config, co_operator_string_t *err) { \
         /* Kept for weir_config_get, each value NUL-terminated. */                                      \
         weir__config = *config;                                                                         \
         for (size_t i = 0; i < config->len; i++) {                                                      \
-            operator_string_t *v = &weir__config.ptr[i].f1;                                             \
+            co_operator_string_t *v = &weir__config.ptr[i].f1;                                             \
             uint8_t *p = (uint8_t *)malloc(v->len + 1);                                                 \
             if (!p) abort();                                                                            \
             memcpy(p, v->ptr, v->len);                                                                  \
@@ -360,7 +454,7 @@ static inline void weir__end_call(void) {
         return ok;                                                                                      \
     }                                                                                                   \
     bool exports_weir_operator_handler_on_timer(int64_t timestamp, exports_weir_operator_handler_time_domain_t domain, \
-                                                operator_string_t *err) {                               \
+                                                co_operator_string_t *err) {                               \
         if (!weir__operator.on_timer) return true;                                                      \
         weir__now.keyed = weir__now.in_timer = true;                                                    \
         weir__now.timer_timestamp = timestamp;                                                          \
@@ -368,16 +462,35 @@ static inline void weir__end_call(void) {
         weir__end_call();                                                                               \
         return weir__result(rc, err);                                                                   \
     }                                                                                                   \
-    bool exports_weir_operator_handler_close(operator_string_t *err) {                                  \
+    bool exports_weir_operator_handler_close(co_operator_string_t *err) {                                  \
         return weir__result(weir__operator.close ? weir__operator.close() : WEIR_OK, err);             \
     }                                                                                                   \
     uint32_t exports_weir_operator_handler_state_version(void) { return weir__operator.state_version; } \
-    bool exports_weir_operator_handler_migrate(uint32_t from_version, operator_string_t *err) {         \
+    bool exports_weir_operator_handler_migrate(uint32_t from_version, co_operator_string_t *err) {         \
         if (!weir__operator.migrate) return true;                                                       \
         weir__now.keyed = true;                                                                         \
         int rc = weir__operator.migrate(from_version);                                                  \
         weir__end_call();                                                                               \
         return weir__result(rc, err);                                                                   \
+    }                                                                                                   \
+    bool exports_weir_operator_co_handler_process_element_2(exports_weir_operator_co_handler_event_t *event, \
+                                                            co_operator_string_t *err) {                \
+        int rc;                                                                                         \
+        if (!weir__operator.process_element_2) {                                                        \
+            rc = weir_fail("this operator takes one input, but an element arrived on input 2 "          \
+                           "(set process_element_2 in WEIR_EXPORT_OPERATOR)");                          \
+        } else {                                                                                        \
+            weir_event view;                                                                            \
+            WEIR__EVENT_VIEW(&view, event);                                                             \
+            weir__now.element = &view;                                                                  \
+            rc = weir__operator.process_element_2(&view);                                               \
+            weir__now.element = NULL;                                                                   \
+        }                                                                                               \
+        exports_weir_operator_co_handler_event_free(event);                                             \
+        return weir__result(rc, err);                                                                   \
+    }                                                                                                   \
+    bool exports_weir_operator_checkpointed_snapshot_state(uint64_t checkpoint_id, co_operator_string_t *err) { \
+        return weir__result(weir__operator.snapshot_state ? weir__operator.snapshot_state(checkpoint_id) : WEIR_OK, err); \
     }
 
 #endif /* WEIR_H */
