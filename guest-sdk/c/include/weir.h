@@ -1,6 +1,6 @@
 /*
- * weir C SDK: operators (the `operator` world of wit/operator.wit), over the bindings
- * `wit-bindgen c` generates (guest-sdk/c/bindings/operator). Header-only.
+ * weir C SDK: operators (the `co-operator` world of wit/operator.wit: an operator, a second input, a checkpoint hook), over the bindings
+ * `wit-bindgen c` generates (guest-sdk/c/bindings/co_operator). Header-only.
  *
  *   #include "weir.h"
  *   static weir_value_state count;
