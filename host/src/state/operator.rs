@@ -318,9 +318,16 @@ impl OperatorState {
     /// `subtask % old parallelism` (as Flink's broadcast state does).
     pub fn restore(old: &[Saved], subtask: u32, parallelism: u32) -> Result<OperatorState, StateError> {
         let mut state = OperatorState { restored: true, ..Default::default() };
-        if let Some(from) = old.get(subtask as usize % old.len().max(1)) {
-            state.maps = from.maps.clone();
-            state.bytes += state.maps.iter().flat_map(|m| &m.entries).map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+        // Each map from old subtask `subtask % old parallelism`, or, should that one
+        // never have declared it (the SDKs declare on first use), from the first that did.
+        let preferred = old.get(subtask as usize % old.len().max(1));
+        for map in old.iter().flat_map(|s| &s.maps) {
+            if state.maps.iter().any(|m| m.name == map.name) {
+                continue;
+            }
+            let chosen = preferred.and_then(|p| p.maps.iter().find(|m| m.name == map.name)).unwrap_or(map);
+            state.bytes += chosen.entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+            state.maps.push(chosen.clone());
         }
         // Every name, in the order the old subtasks first have it.
         let mut names: Vec<(String, Redistribution)> = Vec::new();
@@ -440,5 +447,8 @@ mod tests {
             let restored = OperatorState::restore(&[saved.clone(), saved.clone()], subtask, parallelism).unwrap();
             assert_eq!(restored.broadcast(0).unwrap().entries.get(&b"c1"[..]).unwrap(), b"gold");
         }
+        // An old subtask that never declared the map: the others' copy is restored.
+        let restored = OperatorState::restore(&[Saved::default(), saved.clone()], 2, 3).unwrap();
+        assert_eq!(restored.broadcast(0).unwrap().entries.len(), 2);
     }
 }
