@@ -167,6 +167,9 @@ fn broadcast_state_is_whole_on_every_subtask_after_restore_at_a_new_parallelism(
     assert!(stop.status.success(), "{}\n{}", String::from_utf8_lossy(&stop.stderr), String::from_utf8_lossy(&first.stderr));
     let before = read_json(&enriched).len();
     assert!(before < 3000, "stopped mid-stream");
+    let inspect = weir(&["savepoint", "inspect", "sp"]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("broadcast state `tiers`: 20 entries"), "{text}");
 
     write(4);
     let run = weir(&["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp"]);

@@ -227,8 +227,20 @@ impl Savepoint {
                 writeln!(out, "    {kind} state `{name}`: {entries} entries, {bytes} bytes")?;
             }
             writeln!(out, "    timers: {}, keys: {}", restored.timers.len(), restored.keys.len())?;
+            let saved = self.read_operator_lists(uid).map_err(std::io::Error::other)?;
+            // Broadcast state is the same on every subtask: the first copy stands for all.
+            let mut maps: Vec<&crate::state::operator::BroadcastMap> = Vec::new();
+            for map in saved.iter().flat_map(|s| &s.maps) {
+                if !maps.iter().any(|m| m.name == map.name) {
+                    maps.push(map);
+                }
+            }
+            for map in maps {
+                let bytes: usize = map.entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+                writeln!(out, "    broadcast state `{}`: {} entries, {bytes} bytes (on every subtask)", map.name, map.entries.len())?;
+            }
             let mut lists: Vec<(String, &'static str, u64, u64)> = Vec::new();
-            for list in self.read_operator_lists(uid).map_err(std::io::Error::other)?.into_iter().flat_map(|s| s.lists) {
+            for list in saved.into_iter().flat_map(|s| s.lists) {
                 let mode = match list.redistribution {
                     crate::state::operator::Redistribution::Split => "split",
                     crate::state::operator::Redistribution::Union => "union",
