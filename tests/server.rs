@@ -49,6 +49,17 @@ fn paced_job(dir: &Path, out: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A server on a free loopback port (plain HTTP) with its data in `data`.
+fn local_server(data: &Path) -> RunningServer {
+    RunningServer::start(&ServerConfig {
+        data_dir: data.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        insecure: false,
+        tls: None,
+    })
+    .unwrap()
+}
+
 /// The Python of the tools `scripts/setup` installs (with prometheus_client).
 fn weir_toolchain_python() -> std::path::PathBuf {
     weir::toolchain::tools_dir().join("py/bin/python")
@@ -154,13 +165,7 @@ fn a_bundle_is_uploaded_run_savepointed_and_stopped_over_rest() {
     let file = work.path().join("counting.weir");
     weir::bundle::pack(&job, "1.0.0", &file, &Runtime::new().unwrap()).unwrap();
 
-    let server = RunningServer::start(&ServerConfig {
-        data_dir: data.path().join("weir"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        insecure: false,
-        tls: None,
-    })
-    .unwrap();
+    let server = local_server(&data.path().join("weir"));
     let token = std::fs::read_to_string(&server.token_file).unwrap();
     #[cfg(unix)]
     {
@@ -346,13 +351,7 @@ fn an_operator_is_upgraded_live_from_another_uploaded_bundle() {
     let out = out.path().join("out.jsonl");
     let v1 = counter_bundle(&out, "counter_v1.wasm", guests::COUNTER_V1, "1.0.0", |t| t);
     let v2 = counter_bundle(&out, "counter_v2.wasm", guests::COUNTER_V2, "1.0.0", |t| t);
-    let server = RunningServer::start(&ServerConfig {
-        data_dir: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        insecure: false,
-        tls: None,
-    })
-    .unwrap();
+    let server = local_server(data.path());
     let client = Client { base: format!("http://{}", server.address), token: std::fs::read_to_string(&server.token_file).unwrap() };
     let upload = |bytes: &[u8]| client.call("POST", "/bundles", Some(bytes), &[]).1["id"].as_str().unwrap().to_string();
     let (first, second) = (upload(&v1), upload(&v2));
@@ -428,13 +427,7 @@ fn every_operation_of_the_openapi_description_is_served() {
     // The checked-in description and the router agree: each documented operation
     // reaches a handler (a JSON answer, even if "no job"), not the router's 404 or 405.
     let data = tempfile::tempdir().unwrap();
-    let server = RunningServer::start(&ServerConfig {
-        data_dir: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        insecure: false,
-        tls: None,
-    })
-    .unwrap();
+    let server = local_server(data.path());
     let client = Client { base: format!("http://{}", server.address), token: std::fs::read_to_string(&server.token_file).unwrap() };
     let (status, served) = client.get("/openapi.json");
     assert_eq!(status, 200);
@@ -488,13 +481,7 @@ fn the_dashboard_shows_what_the_rest_api_says() {
     std::fs::write(&job, text).unwrap();
     let file = work.path().join("counting.weir");
     weir::bundle::pack(&job, "1.0.0", &file, &Runtime::new().unwrap()).unwrap();
-    let server = RunningServer::start(&ServerConfig {
-        data_dir: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        insecure: false,
-        tls: None,
-    })
-    .unwrap();
+    let server = local_server(data.path());
     let token = std::fs::read_to_string(&server.token_file).unwrap();
     let client = Client { base: format!("http://{}", server.address), token: token.clone() };
     let id = client.call("POST", "/bundles", Some(&std::fs::read(&file).unwrap()), &[]).1["id"].as_str().unwrap().to_string();
@@ -536,13 +523,7 @@ fn the_whole_deployment_flow_loses_and_repeats_nothing() {
     let bundle_of = |component: &str, guest: &str| {
         counter_bundle(&out, component, guest, "1.0.0", |t| t.replace("count = 4000", "count = 20000"))
     };
-    let server = RunningServer::start(&ServerConfig {
-        data_dir: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        insecure: false,
-        tls: None,
-    })
-    .unwrap();
+    let server = local_server(data.path());
     let client = Client { base: format!("http://{}", server.address), token: std::fs::read_to_string(&server.token_file).unwrap() };
     let upload = |bytes: &[u8]| client.call("POST", "/bundles", Some(bytes), &[]).1["id"].as_str().unwrap().to_string();
     let (v1, v2) = (upload(&bundle_of("counter_v1.wasm", guests::COUNTER_V1)), upload(&bundle_of("counter_v2.wasm", guests::COUNTER_V2)));
@@ -635,13 +616,7 @@ fn back_pressure_and_guest_traps_show_in_the_job_and_in_metrics() {
     let data = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let runtime = Runtime::new().unwrap();
-    let server = RunningServer::start(&ServerConfig {
-        data_dir: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        insecure: false,
-        tls: None,
-    })
-    .unwrap();
+    let server = local_server(data.path());
     let token = std::fs::read_to_string(&server.token_file).unwrap();
     let client = Client { base: server.url(), token };
     let deploy = |name: &str, job: &Path| {
@@ -842,13 +817,7 @@ fn the_dashboards_buttons_upgrade_an_operator_and_take_a_savepoint() {
     let slower = |t: String| t.replace("rate = 2000", "rate = 400");
     let v1 = counter_bundle(&out, "counter_v1.wasm", guests::COUNTER_V1, "1.0.0", slower);
     let v2 = counter_bundle(&out, "counter_v2.wasm", guests::COUNTER_V2, "2.0.0", slower);
-    let server = RunningServer::start(&ServerConfig {
-        data_dir: data.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        insecure: false,
-        tls: None,
-    })
-    .unwrap();
+    let server = local_server(data.path());
     let token = std::fs::read_to_string(&server.token_file).unwrap();
     let client = Client { base: server.url(), token: token.clone() };
     let upload = |bytes: &[u8]| client.call("POST", "/bundles", Some(bytes), &[]).1["id"].as_str().unwrap().to_string();

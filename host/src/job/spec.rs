@@ -1,7 +1,7 @@
 //! The job file: a TOML description of sources, operators, sinks and the edges
 //! between them. See `docs/jobs.md` for every key.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -578,15 +578,16 @@ impl JobSpec {
                 if side == 1 && edges.is_empty() {
                     return Err(format!("operator `{}` has edges into input 2 but none into input 1", op.uid));
                 }
-                let partitionings: BTreeSet<_> = edges.iter().map(|e| format!("{:?}", self.partitioning(e))).collect();
-                let keyed = edges.iter().filter(|e| self.partitioning(e) == Partitioning::Keyed).count();
+                let count = |p: Partitioning| edges.iter().filter(|e| self.partitioning(e) == p).count();
+                let keyed = count(Partitioning::Keyed);
                 if keyed != 0 && keyed != edges.len() {
                     return Err(format!(
                         "operator `{}` mixes keyed and unkeyed edges into input {side}; make every edge of an input keyed",
                         op.uid
                     ));
                 }
-                if side == 2 && partitionings.contains("Broadcast") && partitionings.len() > 1 {
+                let broadcast = count(Partitioning::Broadcast);
+                if side == 2 && broadcast != 0 && broadcast != edges.len() {
                     return Err(format!("operator `{}`: every edge into a broadcast input must be broadcast", op.uid));
                 }
             }

@@ -59,18 +59,8 @@ impl WasmOperator {
         let instantiated = match &plugin.pre {
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Guest::V0_1),
             Pre::V0_2(pre) => pre.instance_pre().instantiate(&mut store).and_then(|instance| {
-                if let Some(interface) = instance.get_export_index(&mut store, None, CHECKPOINTED) {
-                    let func = instance
-                        .get_export_index(&mut store, Some(&interface), "snapshot-state")
-                        .ok_or_else(|| wasmtime::Error::msg(format!("{CHECKPOINTED} lacks snapshot-state")))?;
-                    snapshot_state = Some(instance.get_typed_func::<(u64,), (Result<(), String>,)>(&mut store, func)?);
-                }
-                if let Some(interface) = instance.get_export_index(&mut store, None, CO_HANDLER) {
-                    let func = instance
-                        .get_export_index(&mut store, Some(&interface), "process-element-2")
-                        .ok_or_else(|| wasmtime::Error::msg(format!("{CO_HANDLER} lacks process-element-2")))?;
-                    process_element_2 = Some(instance.get_typed_func(&mut store, func)?);
-                }
+                snapshot_state = optional_export(&instance, &mut store, CHECKPOINTED, "snapshot-state")?;
+                process_element_2 = optional_export(&instance, &mut store, CO_HANDLER, "process-element-2")?;
                 v0_2::bindings::Operator::new(&mut store, &instance).map(Guest::V0_2)
             }),
         };
@@ -111,6 +101,25 @@ impl WasmOperator {
     fn arm_deadline(&mut self) {
         arm_deadline(&mut self.store, self.limits);
     }
+}
+
+/// Function `func` of the exported interface `interface`, typed, when the component
+/// exports that interface (the optional exports of contract 0.2's larger worlds).
+fn optional_export<P, R>(
+    instance: &wasmtime::component::Instance,
+    store: &mut Store<HostState>,
+    interface: &str,
+    func: &str,
+) -> wasmtime::Result<Option<wasmtime::component::TypedFunc<P, R>>>
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower + Send + Sync,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift + Send + Sync,
+{
+    let Some(exported) = instance.get_export_index(&mut *store, None, interface) else { return Ok(None) };
+    let index = instance
+        .get_export_index(&mut *store, Some(&exported), func)
+        .ok_or_else(|| wasmtime::Error::msg(format!("{interface} lacks {func}")))?;
+    instance.get_typed_func(&mut *store, index).map(Some)
 }
 
 /// A store for one guest instance with its memory limit, call deadline and captured

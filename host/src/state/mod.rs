@@ -220,6 +220,15 @@ pub struct StateId(u32);
 /// The longest accepted state name, in bytes.
 pub const MAX_STATE_NAME: usize = 256;
 
+/// A state's name (keyed, operator or broadcast): 1 to [`MAX_STATE_NAME`] bytes. The
+/// error quotes at most 64 characters of it.
+pub fn check_state_name(name: &str) -> Result<(), StateError> {
+    if name.is_empty() || name.len() > MAX_STATE_NAME {
+        return Err(StateError::BadName { name: name.chars().take(64).collect(), reason: "must be 1 to 256 bytes long" });
+    }
+    Ok(())
+}
+
 /// The declared states of one operator subtask over its backend.
 pub struct KeyedState {
     uid: String,
@@ -253,12 +262,7 @@ impl KeyedState {
 
     /// Declares a state (or returns the id of the same declaration made earlier).
     pub fn declare(&mut self, kind: StateKind, name: &str, ttl: Option<Ttl>) -> Result<StateId, StateError> {
-        if name.is_empty() || name.len() > MAX_STATE_NAME {
-            return Err(StateError::BadName {
-                name: name.chars().take(64).collect(),
-                reason: "must be 1 to 256 bytes long",
-            });
-        }
+        check_state_name(name)?;
         if let Some(id) = self.by_name.get(&(kind, name.to_string())) {
             if self.ttls[id.0 as usize] != ttl {
                 return Err(StateError::BadName {

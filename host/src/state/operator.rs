@@ -88,8 +88,6 @@ pub type MapId = usize;
 /// The snapshot tag of broadcast maps (lists use their redistribution's).
 const BROADCAST_TAG: u8 = 2;
 
-/// Longest list name, as for keyed state.
-const MAX_NAME_BYTES: usize = 256;
 
 impl OperatorState {
     /// Bounds the bytes of every item of every list together.
@@ -110,12 +108,7 @@ impl OperatorState {
     /// Declares (or re-attaches to) the list called `name`.
     pub fn declare(&mut self, name: &str, redistribution: Redistribution) -> Result<ListId, StateError> {
         let bad = |reason| StateError::BadName { name: name.into(), reason };
-        if name.is_empty() {
-            return Err(bad("an operator list needs a name"));
-        }
-        if name.len() > MAX_NAME_BYTES {
-            return Err(bad("longer than 256 bytes"));
-        }
+        super::check_state_name(name)?;
         if let Some(id) = self.lists.iter().position(|l| l.name == name) {
             if self.lists[id].redistribution != redistribution {
                 return Err(bad(match redistribution {
@@ -166,13 +159,7 @@ impl OperatorState {
 
     /// Declares (or re-attaches to) the broadcast map called `name`.
     pub fn declare_broadcast(&mut self, name: &str) -> Result<MapId, StateError> {
-        let bad = |reason| StateError::BadName { name: name.into(), reason };
-        if name.is_empty() {
-            return Err(bad("broadcast state needs a name"));
-        }
-        if name.len() > MAX_NAME_BYTES {
-            return Err(bad("longer than 256 bytes"));
-        }
+        super::check_state_name(name)?;
         if let Some(id) = self.maps.iter().position(|m| m.name == name) {
             return Ok(id);
         }

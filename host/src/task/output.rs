@@ -143,16 +143,19 @@ impl Router {
         let (max_records, max_bytes) = (self.batching.max_records, self.batching.max_bytes);
         for (i, edge) in edges.iter_mut().enumerate() {
             if edge.partitioning == Partitioning::Broadcast {
-                let source = record.as_ref().expect("present");
-                for target in 0..edge.pending.len() {
-                    edge.pending[target].push_record(source.clone());
+                // A copy to every subtask; the last one of the last edge takes the record.
+                let targets = edge.pending.len();
+                for target in 0..targets {
+                    let copy = if i == last && target + 1 == targets {
+                        record.take().expect("present")
+                    } else {
+                        record.clone().expect("present")
+                    };
+                    edge.pending[target].push_record(copy);
                     let batch = &edge.pending[target];
                     if batch.records >= max_records || batch.bytes >= max_bytes {
                         edge.flush_one(target, max_records, &self.metrics)?;
                     }
-                }
-                if i == last {
-                    record = None;
                 }
                 continue;
             }
