@@ -39,6 +39,7 @@ fn crash_job(name: &str, dir: &Path, backend: BackendKind, parallelism: u32, rat
         min_pause_ms: 0,
         retained: 2,
         tolerable_failures: 3,
+        ..Default::default()
     });
     let path = dir.join("job.toml");
     std::fs::write(&path, toml::to_string(&spec).unwrap()).unwrap();
@@ -279,4 +280,146 @@ fn restarting_faulty_job(dir: &std::path::Path, mode: &str) -> weir::JobSpec {
                config = {{ mode = "{mode}" }}"#
         ),
     )
+}
+
+/// generator → keyed count (native) → the faulty guest sleeping `delay_ms` per element
+/// → file sink, with small channels (16 batches of 4 records), so that a slow last
+/// stage backs the whole job up; checkpoints as `checkpoint` says.
+fn backpressured_job(dir: &Path, count: u64, delay_ms: u64, checkpoint: &str) -> JobSpec {
+    backpressured_job_at(dir, count, delay_ms, checkpoint, 1)
+}
+
+/// [`backpressured_job`] with both operators at `parallelism`.
+fn backpressured_job_at(dir: &Path, count: u64, delay_ms: u64, checkpoint: &str, parallelism: u32) -> JobSpec {
+    std::fs::copy(guests::FAULTY, dir.join("faulty.wasm")).unwrap();
+    job(
+        &format!(
+            r#"
+            name = "backpressured"
+            channel_capacity = 16
+            batch_records = 4
+            checkpoint = {{ dir = "checkpoints", retained = 1000, {checkpoint} }}
+            [[source]]
+            type = "generator"
+            uid = "gen"
+            count = {count}
+            keys = 7
+            seed = 3
+            [[operator]]
+            uid = "count"
+            native = "keyed-count"
+            parallelism = {parallelism}
+            [[operator]]
+            uid = "slow"
+            parallelism = {parallelism}
+            component = "faulty.wasm"
+            config = {{ mode = "slow", delay_ms = "{delay_ms}" }}
+            [[sink]]
+            type = "file"
+            uid = "out"
+            path = "out.jsonl"
+            [[edge]]
+            from = "gen"
+            to = "count"
+            partition = "keyed"
+            [[edge]]
+            from = "count"
+            to = "slow"
+            [[edge]]
+            from = "slow"
+            to = "out"
+            "#
+        ),
+        dir,
+    )
+}
+
+/// The ids of the checkpoints a job directory holds complete.
+fn completed_checkpoints(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(dir.join("checkpoints"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn under_backpressure_unaligned_checkpoints_complete_while_aligned_ones_time_out() {
+    // 250 elements at 20 ms behind a backlog of ~128 records (2.5 s): an aligned barrier
+    // waits behind the backlog and the 1 s checkpoint timeout fails the job (no failure
+    // tolerated); unaligned barriers overtake it, and so do aligned ones whose
+    // alignment times out after 100 ms.
+    let settings = [
+        ("aligned", r#"interval_ms = 100, timeout_ms = 1000, tolerable_failures = 0"#),
+        ("unaligned", r#"interval_ms = 100, timeout_ms = 1000, tolerable_failures = 0, mode = "unaligned""#),
+        ("alignment timeout", r#"interval_ms = 100, timeout_ms = 1000, tolerable_failures = 0, alignment_timeout_ms = 100"#),
+    ];
+    let runs: Vec<_> = settings
+        .iter()
+        .map(|(name, checkpoint)| {
+            let dir = tempfile::tempdir().unwrap();
+            let spec = backpressured_job(dir.path(), 250, 20, checkpoint);
+            (name, dir, std::thread::spawn(move || run(spec)))
+        })
+        .collect();
+    for (name, dir, handle) in runs {
+        let result = handle.join().unwrap();
+        let completed = completed_checkpoints(dir.path());
+        if *name == "aligned" {
+            let error = result.expect_err("aligned checkpoints wait behind the backlog");
+            assert!(error.to_string().contains("not complete after"), "{error}");
+            assert!(completed.is_empty(), "aligned: {completed:?}");
+            continue;
+        }
+        result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(completed.len() >= 3, "{name}: only {completed:?} completed");
+        // The checkpoints hold the data their barriers overtook.
+        let with_channel_state = completed
+            .iter()
+            .filter(|id| {
+                let metadata = std::fs::read_to_string(dir.path().join(format!("checkpoints/chk-{id:08}/_metadata"))).unwrap();
+                metadata.contains("channels.ent")
+            })
+            .count();
+        assert!(with_channel_state > 0, "{name}: no checkpoint stored in-flight data");
+        let lines = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 250, "{name}");
+    }
+}
+
+#[test]
+fn unaligned_checkpoints_are_exactly_once_across_crashes() {
+    // Killed while the slow stage is backed up: the restored runs replay what the
+    // barriers overtook before anything new, and commit exactly the output of an
+    // uninterrupted run: byte for byte at parallelism 1; at parallelism 2 (a keyed
+    // exchange, and a sink with two inputs) the same lines, as the subtasks interleave.
+    let unaligned = r#"interval_ms = 50, timeout_ms = 10000, mode = "unaligned""#;
+    let timing_out = r#"interval_ms = 50, timeout_ms = 10000, alignment_timeout_ms = 20"#;
+    for (backend, parallelism, checkpoint) in
+        [(BackendKind::Memory, 1, unaligned), (BackendKind::Rocksdb, 1, timing_out), (BackendKind::Rocksdb, 2, unaligned)]
+    {
+        let straight = tempfile::tempdir().unwrap();
+        run(backpressured_job_at(straight.path(), 600, 0, checkpoint, parallelism)).unwrap();
+        let expected = std::fs::read(straight.path().join("out.jsonl")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&expected).lines().count(), 600);
+        let crashed = tempfile::tempdir().unwrap();
+        let mut spec = backpressured_job_at(crashed.path(), 600, 4, checkpoint, parallelism);
+        spec.state.backend = backend;
+        let job = crashed.path().join("job.toml");
+        std::fs::write(&job, toml::to_string(&spec).unwrap()).unwrap();
+        let (resumes, logs) = run_with_kills_logged(&job, &kill_moments(5 + parallelism as u64, 3));
+        let case = format!("{backend:?} at parallelism {parallelism} with {checkpoint}");
+        assert!(resumes > 0, "{case}: no run resumed from a checkpoint");
+        assert!(logs.contains("replaying in-flight data"), "{case}: no restore had in-flight data to replay");
+        let output = std::fs::read(crashed.path().join("out.jsonl")).unwrap();
+        if parallelism == 1 {
+            assert!(output == expected, "{case}: the output differs from an uninterrupted run");
+        } else {
+            assert_eq!(sorted_lines(&crashed.path().join("out.jsonl")), sorted_lines(&straight.path().join("out.jsonl")), "{case}");
+        }
+    }
 }

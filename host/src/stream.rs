@@ -179,6 +179,24 @@ impl Batch {
 pub struct CheckpointBarrier {
     pub id: u64,
     pub kind: BarrierKind,
+    /// From when on the barrier overtakes the data queued ahead of it (an unaligned
+    /// checkpoint, which stores that data as channel state): `None` for an aligned
+    /// barrier (always so for savepoints), the trigger time in `unaligned` mode, the
+    /// trigger time plus `alignment_timeout_ms` for an aligned checkpoint that turns
+    /// unaligned when alignment takes longer (Flink's aligned checkpoint timeout).
+    pub unaligned_from: Option<Instant>,
+}
+
+impl CheckpointBarrier {
+    /// An aligned barrier.
+    pub fn aligned(id: u64, kind: BarrierKind) -> Self {
+        CheckpointBarrier { id, kind, unaligned_from: None }
+    }
+
+    /// Whether the barrier overtakes queued data at `now`.
+    pub fn is_unaligned_at(&self, now: Instant) -> bool {
+        self.unaligned_from.is_some_and(|from| now >= from)
+    }
 }
 
 /// What a barrier asks of the tasks.

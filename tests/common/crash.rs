@@ -35,8 +35,14 @@ pub fn newest_checkpoint(job: &Path) -> u64 {
 /// however slow the machine), plus the given number of ms. Returns how many runs
 /// resumed from a checkpoint.
 pub fn run_with_kills(job: &Path, kills: &[u64]) -> usize {
+    run_with_kills_logged(job, kills).0
+}
+
+/// As [`run_with_kills`], also returning what every run logged.
+pub fn run_with_kills_logged(job: &Path, kills: &[u64]) -> (usize, String) {
     let resumed = |stderr: &[u8]| String::from_utf8_lossy(stderr).contains("restoring from checkpoint");
     let mut resumes = 0;
+    let mut logs = String::new();
     for &after in kills {
         let before = newest_checkpoint(job);
         let mut child = weir_run(job).arg("--log=weir=info").spawn().unwrap();
@@ -50,12 +56,14 @@ pub fn run_with_kills(job: &Path, kills: &[u64]) -> usize {
         let _ = child.kill(); // SIGKILL
         let output = child.wait_with_output().unwrap();
         resumes += resumed(&output.stderr) as usize;
+        logs.push_str(&String::from_utf8_lossy(&output.stderr));
     }
     for _ in 0..5 {
         let output = weir_run(job).arg("--log=weir=info").output().unwrap();
         resumes += resumed(&output.stderr) as usize;
+        logs.push_str(&String::from_utf8_lossy(&output.stderr));
         if output.status.success() {
-            return resumes;
+            return (resumes, logs);
         }
         eprintln!("run failed, retrying: {}", String::from_utf8_lossy(&output.stderr));
     }

@@ -15,7 +15,9 @@ pub use weir_test_guests as guests;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    // At run time: a build cache shared between checkouts may hold a binary compiled
+    // in another one, which `env!` would point at.
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo test")).join("..")
 }
 
 /// Options that find every built guest.

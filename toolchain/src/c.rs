@@ -138,7 +138,7 @@ mod tests {
         // guest-sdk/c/generate.sh records the digests of the WIT files it generated
         // the bindings from; a contract change without regenerating them fails here.
         use sha2::Digest as _;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = crate::tests::manifest_dir().join("..");
         let recorded = std::fs::read_to_string(root.join("guest-sdk/c/bindings/wit.sha256")).unwrap();
         let mut files = 0;
         for line in recorded.lines() {

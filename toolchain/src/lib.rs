@@ -169,14 +169,20 @@ pub fn build_with(source: &Path, output: Option<&Path>, sdk_args: &[&str]) -> an
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// This crate's directory, read at run time: a build cache shared between
+    /// checkouts may hold a test binary compiled in another one.
+    pub(crate) fn manifest_dir() -> std::path::PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo test").into()
+    }
 
     #[test]
     fn languages_are_told_by_the_source() {
         assert_eq!(Language::detect(Path::new("app.py")).unwrap(), Language::Python);
         assert_eq!(Language::detect(Path::new("app.mjs")).unwrap(), Language::JavaScript);
-        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/keyed-count");
+        let crate_dir = manifest_dir().join("../examples/keyed-count");
         assert_eq!(Language::detect(&crate_dir).unwrap(), Language::Rust);
         assert_eq!(Language::detect(Path::new("app.c")).unwrap(), Language::C);
         let error = Language::detect(Path::new("app.go")).unwrap_err().to_string();

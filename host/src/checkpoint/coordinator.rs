@@ -246,7 +246,8 @@ impl Coordinator {
                 let id = next_id;
                 next_id += 1;
                 tracing::debug!(checkpoint = id, "triggering");
-                self.trigger(CheckpointBarrier { id, kind: BarrierKind::Checkpoint });
+                let unaligned_from = self.settings.as_ref().and_then(|s| s.unaligned_from(Instant::now()));
+                self.trigger(CheckpointBarrier { id, kind: BarrierKind::Checkpoint, unaligned_from });
                 pending = Some(Pending {
                     id,
                     started: Instant::now(),
@@ -316,7 +317,7 @@ impl Coordinator {
             return None;
         }
         tracing::info!(id, dir = ?kind.savepoint_dir(), "triggering a savepoint");
-        self.trigger(CheckpointBarrier { id, kind: kind.clone() });
+        self.trigger(CheckpointBarrier::aligned(id, kind.clone()));
         Some(Pending { id, started: Instant::now(), acks: BTreeMap::new(), kind, stop, reply: Some(reply) })
     }
 

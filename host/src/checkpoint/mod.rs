@@ -7,6 +7,7 @@
 //! checkpoint's metadata is written atomically and sinks commit their output for it.
 //! See `docs/checkpoints.md` for the protocol, the on-disk layout and the guarantees.
 
+pub mod channels;
 pub mod coordinator;
 pub mod storage;
 
@@ -41,6 +42,55 @@ pub struct CheckpointSettings {
     /// Declined checkpoints in a row the job tolerates before it fails.
     #[serde(default = "CheckpointSettings::default_tolerable")]
     pub tolerable_failures: u32,
+    /// `aligned` (the default) or `unaligned`: whether barriers wait behind the data
+    /// queued in the channels or overtake it, storing it in the checkpoint (Flink's
+    /// `execution.checkpointing.unaligned`). Savepoints are always aligned.
+    #[serde(default)]
+    pub mode: CheckpointMode,
+    /// In `aligned` mode: a checkpoint still aligning this long after it started turns
+    /// unaligned (Flink's `execution.checkpointing.aligned-checkpoint-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment_timeout_ms: Option<u64>,
+}
+
+/// How checkpoint barriers travel (see `docs/checkpoints.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointMode {
+    /// Barriers travel with the data: a task snapshots once the barrier has arrived on
+    /// every input, holding back the inputs it has arrived on.
+    #[default]
+    Aligned,
+    /// Barriers overtake the data queued in channels and output buffers; a task
+    /// snapshots when the first barrier arrives, and the data that was ahead of the
+    /// barriers is stored with the checkpoint and replayed first on restore.
+    Unaligned,
+}
+
+impl CheckpointSettings {
+    /// When a checkpoint triggered at `now` turns unaligned, if ever.
+    pub fn unaligned_from(&self, now: std::time::Instant) -> Option<std::time::Instant> {
+        match (self.mode, self.alignment_timeout_ms) {
+            (CheckpointMode::Unaligned, _) => Some(now),
+            (CheckpointMode::Aligned, Some(ms)) => Some(now + std::time::Duration::from_millis(ms)),
+            (CheckpointMode::Aligned, None) => None,
+        }
+    }
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        CheckpointSettings {
+            dir: None,
+            interval_ms: 1000,
+            timeout_ms: Self::default_timeout(),
+            min_pause_ms: 0,
+            retained: Self::default_retained(),
+            tolerable_failures: Self::default_tolerable(),
+            mode: CheckpointMode::Aligned,
+            alignment_timeout_ms: None,
+        }
+    }
 }
 
 impl CheckpointSettings {
@@ -92,10 +142,17 @@ pub enum TaskState {
         /// nothing.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         operator_state: Option<FileEntry>,
+        /// The data an unaligned checkpoint's barriers overtook on the subtask's input
+        /// channels ([`channels`]); none when aligned or nothing was in flight.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_state: Option<FileEntry>,
     },
     Sink {
         /// The sink's own transaction state.
         state: serde_json::Value,
+        /// As for operators: the data an unaligned checkpoint's barriers overtook.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_state: Option<FileEntry>,
     },
 }
 
@@ -113,10 +170,14 @@ impl CheckpointMetadata {
     /// Every file the checkpoint refers to.
     pub fn files(&self) -> impl Iterator<Item = &FileEntry> {
         self.tasks.values().flat_map(|t| match t {
-            TaskState::Operator { state, timers, .. } => {
-                state.iter().chain(std::iter::once(timers)).collect::<Vec<_>>()
-            }
-            _ => Vec::new(),
+            TaskState::Operator { state, timers, operator_state, channel_state, .. } => state
+                .iter()
+                .chain(std::iter::once(timers))
+                .chain(operator_state)
+                .chain(channel_state)
+                .collect::<Vec<_>>(),
+            TaskState::Sink { channel_state, .. } => channel_state.iter().collect(),
+            TaskState::Source { .. } => Vec::new(),
         })
     }
 }

@@ -89,7 +89,7 @@ impl CheckpointStorage {
             .tasks
             .iter()
             .filter(|(_, state)| {
-                matches!(state, TaskState::Sink { state } if requires_commit_record(state))
+                matches!(state, TaskState::Sink { state, .. } if requires_commit_record(state))
             })
             .filter(|(task, _)| !dir.join(commit_record(task)).exists())
             .map(|(task, _)| task.clone())
@@ -309,7 +309,7 @@ mod tests {
     use super::*;
 
     fn metadata(id: u64, sink_state: serde_json::Value) -> CheckpointMetadata {
-        let tasks = BTreeMap::from([("out#0".to_string(), TaskState::Sink { state: sink_state })]);
+        let tasks = BTreeMap::from([("out#0".to_string(), TaskState::Sink { state: sink_state, channel_state: None })]);
         CheckpointMetadata { format: 1, job: "j".into(), id, created_ms: 0, tasks }
     }
 

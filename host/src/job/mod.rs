@@ -41,6 +41,7 @@ use crate::sink::SinkError;
 use crate::source::SourceError;
 use crate::sink::Delivery;
 use crate::state::{KeyedState, MemoryBackend, RocksBackend, StateBackend};
+use crate::checkpoint::channels::ChannelState;
 use crate::task::inputs::Inputs;
 use crate::task::operator::OperatorTask;
 use crate::task::channel::{ChannelReceiver, channel};
@@ -459,11 +460,13 @@ impl Job {
                 router.measure(task_metrics.clone());
                 let (commands_tx, commands) = unbounded();
                 operator_commands.entry(op.uid.clone()).or_default().push(commands_tx);
+                let mut inputs = Inputs::new(inputs);
+                self.restore_channels(&task, &mut inputs, restore)?;
                 let mut task_runner = OperatorTask::new(
                     op.uid.as_str().into(),
                     subtask,
                     logic,
-                    Inputs::new(inputs),
+                    inputs,
                     router,
                     keyed,
                     late_port,
@@ -497,7 +500,7 @@ impl Job {
             let task = task_id(uid, 0);
             let delivery = match (storage, task_state(&task)) {
                 (None, _) => Delivery::Direct { append: restore.is_some() },
-                (Some(_), Some(TaskState::Sink { state })) => Delivery::Restore(state),
+                (Some(_), Some(TaskState::Sink { state, .. })) => Delivery::Restore(state),
                 (Some(_), _) => Delivery::Fresh,
             };
             let sink = connectors::open_sink(sink_spec, &spec.name, &spec.base_dir, delivery)?;
@@ -506,13 +509,16 @@ impl Job {
             let metrics = Arc::new(TaskMetrics::default());
             node_metrics.push((uid.to_string(), NodeKind::Sink, vec![metrics.clone()]));
             let (inputs, _) = wiring.take(uid, 0);
+            let mut inputs = Inputs::new(inputs);
+            self.restore_channels(&task, &mut inputs, restore)?;
             sink_tasks.push(SinkTask {
                 uid: uid.into(),
                 sink,
-                inputs: Inputs::new(inputs),
+                inputs,
                 metrics,
                 checkpointing: checkpointing(task, Some(commands)),
                 records_commits: false,
+                awaiting_channels: None,
             });
         }
         let mut source_tasks = Vec::new();
@@ -656,6 +662,34 @@ impl Job {
         }
         let migrate_from = savepoint.manifest.operators.get(&op.uid).map(|m| m.state_version);
         Ok((ctx, migrate_from))
+    }
+
+    /// Queues the data an unaligned checkpoint's barriers overtook on `task`'s input
+    /// channels, to be processed before anything new arrives.
+    fn restore_channels(&self, task: &str, inputs: &mut Inputs, restore: Option<Restore<'_>>) -> Result<(), JobError> {
+        let Some(Restore::Checkpoint(checkpoint)) = restore else { return Ok(()) };
+        let file = match checkpoint.metadata.tasks.get(task) {
+            Some(TaskState::Operator { channel_state: Some(file), .. } | TaskState::Sink { channel_state: Some(file), .. }) => file,
+            _ => return Ok(()),
+        };
+        let error = |message: String| JobError::Restore { job: self.spec.name.clone(), message: format!("{task}: {message}") };
+        let channels = ChannelState::read(&checkpoint.path(file)).map_err(error)?;
+        let mut records = 0;
+        for channel in channels {
+            let Some(index) = inputs.index_of(&channel.name) else {
+                return Err(error(format!(
+                    "checkpoint {} holds in-flight data of the channel from {}, which the job no longer \
+                     has; restore it with the job it was taken of",
+                    checkpoint.metadata.id, channel.name
+                )));
+            };
+            for batch in channel.batches {
+                records += batch.records;
+                inputs.replay(index, batch);
+            }
+        }
+        tracing::info!(task, records, "replaying in-flight data of an unaligned checkpoint");
+        Ok(())
     }
 
     /// The keyed state backend of one operator subtask, restored if `saved` says so.
@@ -806,6 +840,7 @@ impl Wiring {
                 let mut senders = Vec::with_capacity(targets.len());
                 for d in targets {
                     let (tx, rx) = channel(spec.channel_capacity, spec.channel_bytes());
+                    let rx = rx.named(channel_name(edge, u));
                     senders.push(tx);
                     inputs
                         .entry(edge.to.clone())
@@ -859,6 +894,20 @@ impl Wiring {
             .unwrap_or_default();
         (inputs, Router::new(ports, self.batching))
     }
+}
+
+/// Names the channel from subtask `upstream` over `edge` in checkpoints (channel state):
+/// `from#0`, with `:output` for a side output and ` input 2` for a second input.
+fn channel_name(edge: &spec::EdgeSpec, upstream: usize) -> String {
+    let mut name = format!("{}#{upstream}", edge.from);
+    if let Some(output) = &edge.output {
+        name.push(':');
+        name.push_str(output);
+    }
+    if edge.input == Some(2) {
+        name.push_str(" input 2");
+    }
+    name
 }
 
 /// The operator lists of new subtask `subtask` of `parallelism` from those of every

@@ -456,6 +456,12 @@ impl JobSpec {
             if c.interval_ms == 0 || c.timeout_ms == 0 || c.retained == 0 {
                 return Err("[checkpoint] interval_ms, timeout_ms and retained must be positive".into());
             }
+            if c.mode == crate::checkpoint::CheckpointMode::Unaligned && c.alignment_timeout_ms.is_some() {
+                return Err("[checkpoint] alignment_timeout_ms turns aligned checkpoints unaligned when they \
+                            take longer; with mode = \"unaligned\" they are unaligned from the start, so \
+                            remove one of the two"
+                    .into());
+            }
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err("name must be non-empty, without path separators or a leading dot".into());

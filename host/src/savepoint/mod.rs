@@ -258,7 +258,7 @@ impl Savepoint {
         for (task, state) in &m.tasks {
             match state {
                 TaskState::Source { position, .. } => writeln!(out, "  source {task}: position {position}")?,
-                TaskState::Sink { state } => writeln!(out, "  sink {task}: {state}")?,
+                TaskState::Sink { state, .. } => writeln!(out, "  sink {task}: {state}")?,
                 TaskState::Operator { .. } => {}
             }
         }

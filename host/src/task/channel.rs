@@ -1,51 +1,81 @@
 //! # Channels between tasks
 //!
-//! A channel is bounded twice: in messages (batches, barriers, end-of-data markers), as
-//! crossbeam's bounded channel, and in the bytes of the records it holds. A sender
-//! waits while the bytes in flight exceed the budget, so a stream of 20 MB events holds
-//! at most about one budget plus one batch in the channel, whatever the message count.
+//! A channel is bounded twice: in batches and in the bytes of the records they hold. A
+//! sender waits while either is used up, so a stream of 20 MB events holds at most about
+//! one budget plus one batch in the channel, whatever the message count. A batch counts
+//! until the receiving task takes delivery of it ([`ChannelReceiver::delivered`]), not
+//! when it leaves the queue: batches a task has taken out ahead of processing them (see
+//! `inputs`) still hold their upstream back.
 //!
 //! A batch larger than the whole budget is still let through when the channel is
 //! empty, so an oversized record slows the job down rather than blocking it forever.
+//!
+//! Beside the data lane, a channel has a priority lane for barriers of unaligned
+//! checkpoints ([`Overtaking`]): such a barrier overtakes the messages queued in the
+//! data lane, and says how many messages sent before it it overtook, so that the
+//! receiver knows which data belongs before the checkpoint. Each channel has one
+//! sender (one upstream subtask), so counting the messages sent orders them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError};
 
-use crate::stream::Message;
+use crate::stream::{CheckpointBarrier, Message};
 
-/// The bytes a channel holds, shared by its two ends.
+/// A barrier sent on the priority lane: it follows the first `after` messages sent on
+/// the data lane, which may still be queued.
+#[derive(Debug, Clone)]
+pub struct Overtaking {
+    pub barrier: CheckpointBarrier,
+    pub after: u64,
+}
+
+/// The batches and bytes a channel holds, shared by its two ends.
 #[derive(Debug)]
 struct Budget {
+    /// Most bytes of records.
     limit: usize,
-    used: Mutex<usize>,
+    /// Most batches.
+    capacity: usize,
+    used: Mutex<Used>,
     drained: Condvar,
     /// The receiver is gone: senders must not wait for it.
     closed: AtomicBool,
+    /// Messages sent on the data lane so far.
+    sent: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Used {
+    bytes: usize,
+    batches: usize,
 }
 
 impl Budget {
-    /// Waits until `bytes` more fit (or the channel is empty), then takes them. How long
-    /// it waited (zero without a clock read when they fit at once).
+    /// Waits until a batch of `bytes` more fits (bytes always fit into an empty channel),
+    /// then takes its room. How long it waited (zero without a clock read when it fit
+    /// at once).
     fn acquire(&self, bytes: usize) -> Result<Duration, ()> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let mut waiting: Option<Instant> = None;
-        while *used > 0 && *used + bytes > self.limit {
+        while used.batches >= self.capacity || (used.bytes > 0 && used.bytes + bytes > self.limit) {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(());
             }
             waiting.get_or_insert_with(Instant::now);
             used = self.drained.wait_timeout(used, Duration::from_millis(50)).unwrap_or_else(|e| e.into_inner()).0;
         }
-        *used += bytes;
+        used.bytes += bytes;
+        used.batches += 1;
         Ok(waiting.map(|w| w.elapsed()).unwrap_or_default())
     }
 
     fn release(&self, bytes: usize) {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        *used = used.saturating_sub(bytes);
+        used.bytes = used.bytes.saturating_sub(bytes);
+        used.batches = used.batches.saturating_sub(1);
         self.drained.notify_all();
     }
 }
@@ -54,6 +84,7 @@ impl Budget {
 #[derive(Debug, Clone)]
 pub struct ChannelSender {
     tx: Sender<Message>,
+    priority: Sender<Overtaking>,
     budget: Arc<Budget>,
 }
 
@@ -61,19 +92,33 @@ pub struct ChannelSender {
 #[derive(Debug)]
 pub struct ChannelReceiver {
     rx: Receiver<Message>,
+    priority: Receiver<Overtaking>,
     budget: Arc<Budget>,
+    /// Messages taken from the data lane so far.
+    taken: u64,
+    /// Names the channel in checkpoints (`upstream#subtask`, with the output and input
+    /// it connects when not the main ones).
+    name: Arc<str>,
 }
 
-/// A channel holding at most `capacity` messages and about `max_bytes` bytes of records.
+/// A channel holding at most `capacity` batches and about `max_bytes` bytes of records.
 pub fn channel(capacity: usize, max_bytes: usize) -> (ChannelSender, ChannelReceiver) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    // The queue also has room for the few messages that are not batches (barriers,
+    // the end-of-data marker); the budget bounds the batches.
+    let (tx, rx) = crossbeam_channel::bounded(capacity + 4);
+    let (priority_tx, priority) = crossbeam_channel::unbounded();
     let budget = Arc::new(Budget {
         limit: max_bytes,
-        used: Mutex::new(0),
+        capacity,
+        used: Mutex::new(Used::default()),
         drained: Condvar::new(),
         closed: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
     });
-    (ChannelSender { tx, budget: budget.clone() }, ChannelReceiver { rx, budget })
+    (
+        ChannelSender { tx, priority: priority_tx, budget: budget.clone() },
+        ChannelReceiver { rx, priority, budget, taken: 0, name: "".into() },
+    )
 }
 
 impl ChannelSender {
@@ -88,41 +133,89 @@ impl ChannelSender {
     pub fn send_timed(&self, message: Message) -> Result<Duration, SendError<Message>> {
         let bytes = message.bytes();
         let mut waited = Duration::ZERO;
-        if bytes > 0 {
+        if let Message::Batch(_) = message {
             match self.budget.acquire(bytes) {
                 Ok(w) => waited = w,
                 Err(()) => return Err(SendError(message)),
             }
         }
-        match self.tx.try_send(message) {
-            Ok(()) => Ok(waited),
+        let waited = match self.tx.try_send(message) {
+            Ok(()) => waited,
             Err(TrySendError::Disconnected(message)) => {
                 self.budget.release(bytes);
-                Err(SendError(message))
+                return Err(SendError(message));
             }
             Err(TrySendError::Full(message)) => {
                 let start = Instant::now();
                 self.tx.send(message).inspect_err(|_| self.budget.release(bytes))?;
-                Ok(waited + start.elapsed())
+                waited + start.elapsed()
             }
+        };
+        self.budget.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(waited)
+    }
+
+    /// How many messages were sent on the data lane so far.
+    pub fn sent(&self) -> u64 {
+        self.budget.sent.load(Ordering::Relaxed)
+    }
+
+    /// Sends `barrier` on the priority lane, ahead of what is queued: it belongs after
+    /// the first `after` messages of the data lane (those sent so far, plus any the
+    /// sender will send before anything else, such as its partly filled batch).
+    pub fn overtake(&self, barrier: CheckpointBarrier, after: u64) -> Result<(), ()> {
+        if self.budget.closed.load(Ordering::Relaxed) {
+            return Err(());
         }
+        self.priority.send(Overtaking { barrier, after }).map_err(|_| ())
     }
 }
 
 impl ChannelReceiver {
-    fn received(&self, message: Message) -> Message {
-        let bytes = message.bytes();
-        if bytes > 0 {
-            self.budget.release(bytes);
-        }
+    /// Names the channel (see [`ChannelReceiver::name`]).
+    pub fn named(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The channel's name in checkpoints.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// How many messages were taken from the data lane so far.
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    fn received(&mut self, message: Message) -> Message {
+        self.taken += 1;
         message
     }
 
-    pub fn try_recv(&self) -> Result<Message, TryRecvError> {
+    /// The task took delivery of `message`, which it received from this channel: a
+    /// batch frees its room for the sender.
+    pub fn delivered(&self, message: &Message) {
+        if let Message::Batch(batch) = message {
+            self.budget.release(batch.bytes);
+        }
+    }
+
+    /// A barrier waiting on the priority lane, if any.
+    pub fn try_overtaking(&self) -> Option<Overtaking> {
+        self.priority.try_recv().ok()
+    }
+
+    /// The priority lane, for waiting on several channels at once.
+    pub fn priority(&self) -> &Receiver<Overtaking> {
+        &self.priority
+    }
+
+    pub fn try_recv(&mut self) -> Result<Message, TryRecvError> {
         self.rx.try_recv().map(|m| self.received(m))
     }
 
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
         self.rx.recv_timeout(timeout).map(|m| self.received(m))
     }
 
@@ -133,7 +226,7 @@ impl ChannelReceiver {
     }
 
     /// Accounts for a message received through [`ChannelReceiver::inner`].
-    pub fn accept(&self, message: Message) -> Message {
+    pub fn accept(&mut self, message: Message) -> Message {
         self.received(message)
     }
 }
@@ -163,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_sender_waits_while_the_bytes_in_flight_exceed_the_budget() {
-        let (tx, rx) = channel(1000, 1 << 20);
+        let (tx, mut rx) = channel(1000, 1 << 20);
         tx.send(batch(700 << 10)).unwrap();
         let sent = Arc::new(AtomicBool::new(false));
         let sender = {
@@ -175,13 +268,40 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(200));
         assert!(!sent.load(Ordering::SeqCst), "the second batch must wait for the first to drain");
-        rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        let first = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!sent.load(Ordering::SeqCst), "taken out of the queue is not yet delivered");
+        rx.delivered(&first);
         sender.join().unwrap();
         assert!(sent.load(Ordering::SeqCst));
         // An oversized batch still passes through an empty channel.
-        rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        let second = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        rx.delivered(&second);
         tx.send(batch(3 << 20)).unwrap();
         assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn a_channel_holds_at_most_its_capacity_in_batches_and_counts_what_was_sent() {
+        let (tx, mut rx) = channel(2, 1 << 20);
+        tx.send(batch(10)).unwrap();
+        tx.send(Message::EndOfData).unwrap(); // not a batch: does not count
+        tx.send(batch(10)).unwrap();
+        assert_eq!(tx.sent(), 3);
+        let blocked = std::thread::spawn({
+            let tx = tx.clone();
+            move || tx.send(batch(10)).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!blocked.is_finished());
+        let first = rx.try_recv().unwrap();
+        rx.delivered(&first);
+        blocked.join().unwrap();
+        assert_eq!(rx.taken(), 1);
+        // A barrier overtakes the queue and says how much it follows.
+        let barrier = crate::stream::CheckpointBarrier::aligned(1, crate::stream::BarrierKind::Checkpoint);
+        tx.overtake(barrier, tx.sent()).unwrap();
+        assert_eq!(rx.try_overtaking().unwrap().after, 4);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::inputs::{Inputs, Next};
 use super::output::{RouteError, Router};
 use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
+use crate::checkpoint::channels::ChannelState;
 use crate::checkpoint::coordinator::Command;
 use crate::state::snapshot::{read_entries, write_file};
 use crate::checkpoint::{BarrierKind, CheckpointBarrier, CheckpointStorage, CoordinatorMessage, FileEntry, TaskState};
@@ -63,6 +64,9 @@ pub struct OperatorTask {
     pub second_inputs: Vec<bool>,
     /// How the second input arrives (keyed, broadcast, ...), if there is one.
     pub second_input: Option<crate::stream::Partitioning>,
+    /// The unaligned checkpoint whose snapshot thread waits for the data its barriers
+    /// overtook, and where to send it.
+    awaiting_channels: Option<(u64, crossbeam_channel::Sender<ChannelState>)>,
 }
 
 /// An element of a run, in input order.
@@ -111,6 +115,7 @@ impl Capture {
             state,
             timers,
             operator_state,
+            channel_state: None,
         })
     }
 }
@@ -205,6 +210,7 @@ impl OperatorTask {
             gauges_published: std::time::Instant::now() - GAUGE_INTERVAL,
             second_inputs: Vec::new(),
             second_input: None,
+            awaiting_channels: None,
         }
     }
 
@@ -262,20 +268,19 @@ impl OperatorTask {
                         self.control.cancel();
                     }
                 }
-                Next::Message(input, Message::Barrier(barrier)) => {
-                    if let Some(aligned) = self.inputs.on_barrier(input, barrier) {
-                        self.complete_alignment(aligned)?;
+                Next::Barrier { barrier, unaligned } => self.on_barrier(barrier, unaligned)?,
+                Next::ChannelState(id, state) => {
+                    tracing::debug!(operator = %self.uid, subtask = self.subtask, checkpoint = id, records = state.records(), "in-flight data recorded");
+                    if let Some((_, channels)) = self.awaiting_channels.take_if(|(awaited, _)| *awaited == id) {
+                        let _ = channels.send(state);
                     }
                 }
                 Next::Message(input, Message::EndOfData) => {
-                    let aligned = self.inputs.on_end(input);
                     if let Some(advanced) = watermarks.finish(input) {
                         self.advance(advanced, &timer_source)?;
                     }
-                    if let Some(aligned) = aligned {
-                        self.complete_alignment(aligned)?;
-                    }
                 }
+                Next::Message(_, Message::Barrier(_)) => unreachable!("the inputs handle barriers"),
                 Next::Timeout => {}
                 Next::Ended => return self.finish(),
                 Next::Disconnected => return Ok(()),
@@ -285,9 +290,10 @@ impl OperatorTask {
         }
     }
 
-    /// The barrier has arrived on every open input: snapshot (or upgrade), then
-    /// forward the barrier.
-    fn complete_alignment(&mut self, barrier: CheckpointBarrier) -> Result<(), TaskError> {
+    /// The barrier has arrived on every open input (or the first one, unaligned):
+    /// snapshot (or upgrade), then forward the barrier.
+    fn on_barrier(&mut self, barrier: CheckpointBarrier, unaligned: bool) -> Result<(), TaskError> {
+        tracing::debug!(operator = %self.uid, subtask = self.subtask, checkpoint = barrier.id, unaligned, "barrier");
         match &barrier.kind {
             BarrierKind::Upgrade { dir, operator } if **operator == *self.uid => {
                 let dir = (**dir).clone();
@@ -297,9 +303,12 @@ impl OperatorTask {
                     None => self.decline(barrier.id, "no component was installed for this upgrade".into()),
                 }
             }
-            _ => self.snapshot(&barrier),
+            _ => self.snapshot(&barrier, unaligned),
         }
-        self.broadcast(Message::Barrier(barrier))
+        if self.router.barrier(&barrier).is_err() {
+            self.control.cancel();
+        }
+        Ok(())
     }
 
     /// Where this subtask's part of a checkpoint or savepoint goes.
@@ -346,16 +355,34 @@ impl OperatorTask {
     }
 
     /// Snapshots for a checkpoint or savepoint: captured now, written on another
-    /// thread, which then acknowledges (or declines) it.
-    fn snapshot(&mut self, barrier: &CheckpointBarrier) {
+    /// thread, which then acknowledges (or declines) it. An unaligned checkpoint's
+    /// thread also waits for the data its barriers overtook (`awaiting_channels`) and
+    /// writes it beside the state.
+    fn snapshot(&mut self, barrier: &CheckpointBarrier, unaligned: bool) {
         let Some((task, target)) = self.target(barrier) else { return };
         let Some(coordinator) = self.checkpointing.as_ref().map(|cp| cp.coordinator.clone()) else { return };
         let id = barrier.id;
+        let channels = unaligned.then(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<ChannelState>(1);
+            self.awaiting_channels = Some((id, tx));
+            rx
+        });
+        let channels_file = format!("{}/channels.ent", target.task_dir);
+        let root = target.root.clone();
         let capture = self.capture(id, target, barrier.kind.savepoint_dir().is_some());
         let reply = coordinator.clone();
         let decline_task = task.clone();
         let spawned = std::thread::Builder::new().name(format!("snapshot {task}")).spawn(move || {
-            let message = match capture.and_then(Capture::write) {
+            let written = capture.and_then(Capture::write).and_then(|mut state| {
+                let Some(channels) = channels else { return Ok(state) };
+                let in_flight = channels
+                    .recv()
+                    .map_err(|_| "the subtask stopped before the barrier arrived on all its inputs".to_string())?;
+                let TaskState::Operator { channel_state, .. } = &mut state else { unreachable!("an operator's state") };
+                *channel_state = in_flight.write(&root, &channels_file)?;
+                Ok(state)
+            });
+            let message = match written {
                 Ok(state) => CoordinatorMessage::Ack { id, task, state },
                 Err(reason) => CoordinatorMessage::Decline { id, task, reason },
             };

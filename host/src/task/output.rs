@@ -13,7 +13,7 @@ use super::channel::ChannelSender;
 use crate::metrics::TaskMetrics;
 use crate::stream::Partitioning;
 use crate::keygroup::{assign_key_group, subtask_for_key_group};
-use crate::stream::{Batch, Message, Record};
+use crate::stream::{Batch, CheckpointBarrier, Message, Record};
 use crate::watermark::Watermark;
 
 /// When output batches are sent.
@@ -200,6 +200,29 @@ impl Router {
         match self.oldest {
             Some(oldest) if oldest.elapsed() >= self.batching.timeout => self.flush(),
             _ => Ok(()),
+        }
+    }
+
+    /// Sends a checkpoint barrier to every downstream subtask. An aligned one goes
+    /// after everything routed before it. An unaligned one overtakes: it goes on each
+    /// channel's priority lane, saying how many messages it follows (those sent, plus
+    /// the partly filled batch sent right after it), so the receiver can store them as
+    /// channel state. An aligned barrier with an alignment timeout goes both ways: on
+    /// the data lane, and announced on the priority lane with its place there, so that
+    /// a receiver whose alignment times out knows what to record.
+    pub fn barrier(&mut self, barrier: &CheckpointBarrier) -> Result<(), RouteError> {
+        if barrier.unaligned_from.is_none() {
+            return self.broadcast(&Message::Barrier(barrier.clone()));
+        }
+        for edge in self.ports.iter().flatten() {
+            for (target, sender) in edge.senders.iter().enumerate() {
+                let after = sender.sent() + u64::from(!edge.pending[target].is_empty());
+                sender.overtake(barrier.clone(), after).map_err(|()| RouteError::Disconnected)?;
+            }
+        }
+        match barrier.is_unaligned_at(Instant::now()) {
+            true => self.flush(),
+            false => self.broadcast(&Message::Barrier(barrier.clone())),
         }
     }
 

@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 
 use super::inputs::{Inputs, Next};
 use super::{Checkpointing, POLL_INTERVAL, TaskError};
+use crate::checkpoint::channels::ChannelState;
 use crate::checkpoint::coordinator::Command;
 use crate::checkpoint::storage::{CheckpointStorage, requires_commit_record};
 use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
@@ -24,6 +25,9 @@ pub struct SinkTask {
     pub checkpointing: Option<Checkpointing>,
     /// The sink's last checkpoint state asked for its commits to be recorded.
     pub records_commits: bool,
+    /// The unaligned checkpoint whose acknowledgement waits for the data its barriers
+    /// overtook, with the sink's state for it.
+    pub awaiting_channels: Option<(u64, TaskState)>,
 }
 
 impl SinkTask {
@@ -70,19 +74,43 @@ impl SinkTask {
         Ok(())
     }
 
-    /// Phase one of the sink's commit, once the barrier arrived on every open input.
-    fn pre_commit(&mut self, barrier: CheckpointBarrier) -> Result<(), TaskError> {
+    /// Phase one of the sink's commit, once the barrier arrived on every open input
+    /// (or on the first, unaligned: then the acknowledgement waits for the data the
+    /// barriers overtook, [`SinkTask::channel_state`]).
+    fn pre_commit(&mut self, barrier: CheckpointBarrier, unaligned: bool) -> Result<(), TaskError> {
         let id = barrier.id;
         let Some(cp) = &self.checkpointing else { return Ok(()) };
         let message = match self.sink.pre_commit(id) {
             Ok(state) => {
                 self.records_commits = requires_commit_record(&state);
-                CoordinatorMessage::Ack { id, task: cp.task.clone(), state: TaskState::Sink { state } }
+                let state = TaskState::Sink { state, channel_state: None };
+                if unaligned {
+                    self.awaiting_channels = Some((id, state));
+                    return Ok(());
+                }
+                CoordinatorMessage::Ack { id, task: cp.task.clone(), state }
             }
             Err(e) => CoordinatorMessage::Decline { id, task: cp.task.clone(), reason: e.to_string() },
         };
         let _ = cp.coordinator.send(message);
         Ok(())
+    }
+
+    /// The data unaligned checkpoint `id`'s barriers overtook: written beside the
+    /// sink's state, which is then acknowledged.
+    fn channel_state(&mut self, id: u64, in_flight: ChannelState) {
+        let Some(cp) = &self.checkpointing else { return };
+        let Some((_, mut state)) = self.awaiting_channels.take_if(|(awaited, _)| *awaited == id) else { return };
+        let relative = format!("{}/{}/channels.ent", CheckpointStorage::checkpoint_dir(id), cp.task);
+        let message = match in_flight.write(&cp.root, &relative) {
+            Ok(file) => {
+                let TaskState::Sink { channel_state, .. } = &mut state else { unreachable!("a sink's state") };
+                *channel_state = file;
+                CoordinatorMessage::Ack { id, task: cp.task.clone(), state }
+            }
+            Err(reason) => CoordinatorMessage::Decline { id, task: cp.task.clone(), reason },
+        };
+        let _ = cp.coordinator.send(message);
     }
 
     /// Returns whether the input ended (rather than the job stopping).
@@ -114,16 +142,9 @@ impl SinkTask {
                     self.sink.flush_periodically()?;
                     last_flush = std::time::Instant::now();
                 }
-                Next::Message(input, Message::Barrier(barrier)) => {
-                    if let Some(aligned) = self.inputs.on_barrier(input, barrier) {
-                        self.pre_commit(aligned)?;
-                    }
-                }
-                Next::Message(input, Message::EndOfData) => {
-                    if let Some(aligned) = self.inputs.on_end(input) {
-                        self.pre_commit(aligned)?;
-                    }
-                }
+                Next::Barrier { barrier, unaligned } => self.pre_commit(barrier, unaligned)?,
+                Next::ChannelState(id, in_flight) => self.channel_state(id, in_flight),
+                Next::Message(_, Message::EndOfData | Message::Barrier(_)) => {}
                 Next::Ended => {
                     if let Some(cp) = &self.checkpointing {
                         let _ = cp.coordinator.send(CoordinatorMessage::Finished { task: cp.task.clone(), state: None });

@@ -193,7 +193,7 @@ impl SourceTask {
                         let _ = cp.coordinator.send(CoordinatorMessage::Ack { id, task: cp.task.clone(), state });
                     }
                     let pause = barrier.kind.pauses_sources();
-                    self.broadcast(Message::Barrier(barrier))?;
+                    self.router.barrier(&barrier)?;
                     if pause {
                         // Emit nothing after a stop-with-savepoint barrier, and hold
                         // still while an upgraded operator swaps its component.

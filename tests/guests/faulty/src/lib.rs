@@ -2,12 +2,13 @@
 //! says: `panic`, `error`, `loop`, `oom`, `unkeyed-state`, `flood`, `sleep` (an hour,
 //! in a blocking WASI call), `recurse` (without end), `timers` (a million per element),
 //! `state-bomb` (15 MB list items without end), `map-bomb` (1 MB map entries without
-//! end); `slow` sleeps 20 ms on every element. Other elements pass through unchanged.
+//! end); `slow` sleeps `delay_ms` (20) on every element. Other elements pass through unchanged.
 
 use weir_guest::{Context, Event, ListState, MapState, Operator, Result, ValueState, export};
 
 struct Faulty {
     mode: String,
+    delay_ms: u64,
     state: ValueState<u64>,
     list: ListState<String>,
     map: MapState<u64, String>,
@@ -15,7 +16,7 @@ struct Faulty {
 
 impl Default for Faulty {
     fn default() -> Self {
-        Faulty { mode: String::new(), state: ValueState::new("state"), list: ListState::new("list"), map: MapState::new("map") }
+        Faulty { mode: String::new(), delay_ms: 20, state: ValueState::new("state"), list: ListState::new("list"), map: MapState::new("map") }
     }
 }
 
@@ -31,6 +32,7 @@ fn recurse(depth: u64, pad: &mut [u64; 16]) -> u64 {
 impl Operator for Faulty {
     fn open(&mut self, ctx: &mut Context) -> Result<()> {
         self.mode = ctx.config("mode").unwrap_or("panic").to_string();
+        self.delay_ms = ctx.config("delay_ms").and_then(|d| d.parse().ok()).unwrap_or(20);
         if self.mode == "fail-open" {
             return Err("refusing to open: mode = fail-open".into());
         }
@@ -40,7 +42,7 @@ impl Operator for Faulty {
     fn process_element(&mut self, event: Event, ctx: &mut Context) -> Result<()> {
         if self.mode == "slow" {
             // Every element, not only `boom`: a slow operator for back-pressure tests.
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(std::time::Duration::from_millis(self.delay_ms));
         }
         let boom = event.value.windows(4).any(|w| w == b"boom");
         if boom {
