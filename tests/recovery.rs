@@ -362,11 +362,12 @@ fn under_backpressure_unaligned_checkpoints_complete_while_aligned_ones_time_out
         .iter()
         .map(|(name, checkpoint)| {
             let dir = tempfile::tempdir().unwrap();
-            let spec = backpressured_job(dir.path(), 250, 20, checkpoint);
-            (name, dir, std::thread::spawn(move || run(spec)))
+            let job = weir::Job::new(backpressured_job(dir.path(), 250, 20, checkpoint), &options()).unwrap();
+            let stats = job.checkpoint_stats();
+            (name, dir, stats, std::thread::spawn(move || job.run()))
         })
         .collect();
-    for (name, dir, handle) in runs {
+    for (name, dir, stats, handle) in runs {
         let result = handle.join().unwrap();
         let completed = completed_checkpoints(dir.path());
         if *name == "aligned" {
@@ -377,6 +378,8 @@ fn under_backpressure_unaligned_checkpoints_complete_while_aligned_ones_time_out
         }
         result.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(completed.len() >= 3, "{name}: only {completed:?} completed");
+        let latest = stats.lock().unwrap().latest_completed.clone().expect("statistics of the latest checkpoint");
+        assert!(latest.is_unaligned, "{name}: {latest:?}");
         // The checkpoints hold the data their barriers overtook.
         let with_channel_state = completed
             .iter()

@@ -21,6 +21,11 @@ fn stderr(output: &Output) -> String {
 
 /// A counting job: generated values, keyed by `key-N`, counted by `component`.
 fn counting_job(dir: &Path, component: &str, parallelism: u32, rate: Option<u32>) -> PathBuf {
+    counting_job_with(dir, component, parallelism, rate, 20, 6000, "")
+}
+
+/// [`counting_job`] with `keys` keys, `count` events and `settings` at the top.
+fn counting_job_with(dir: &Path, component: &str, parallelism: u32, rate: Option<u32>, keys: u64, count: u64, settings: &str) -> PathBuf {
     let rate = rate.map_or(String::new(), |r| format!("rate = {r}"));
     let path = dir.join("job.toml");
     std::fs::write(
@@ -28,11 +33,12 @@ fn counting_job(dir: &Path, component: &str, parallelism: u32, rate: Option<u32>
         format!(
             r#"
             name = "counting"
+            {settings}
             [[source]]
             type = "generator"
             uid = "events"
-            count = 6000
-            keys = 20
+            count = {count}
+            keys = {keys}
             seed = 5
             {rate}
             [[operator]]
@@ -297,7 +303,8 @@ fn a_migration_that_fails_on_restore_aborts_it_and_leaves_the_savepoint_alone() 
     let output = weir(&["run", "job.toml", "--plugin-dir", guests::GUEST_DIR, "--from-savepoint", "sp"], dir.path());
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("failed while migrating restored state from version 0")
+        stderr(&output).contains("failed while migrating the state of key")
+            && stderr(&output).contains("from version 0")
             && stderr(&output).contains("cannot read state version 0"),
         "{}",
         stderr(&output)
@@ -484,4 +491,82 @@ fn the_control_api_answers_only_its_owner() {
     assert!(stop.status.success(), "{}", stderr(&stop));
     assert_eq!(child.wait().unwrap().code(), Some(130), "stopped, as by Ctrl-C");
     assert!(!work.join("control.token").exists());
+}
+
+#[test]
+fn a_live_upgrade_migrates_keys_lazily_on_first_access() {
+    // 30 000 keys: the upgrade migrates what it can in 50 ms and acknowledges; every
+    // other key migrates before its next element reaches v2, or in the background.
+    // Nothing is lost, repeated or migrated twice (a second migration would reset the
+    // key's count).
+    let (keys, count) = (30_000, 60_000);
+    let reference = tempfile::tempdir().unwrap();
+    let job = counting_job_with(reference.path(), "counter_v2.wasm", 1, None, keys, count, "");
+    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], reference.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(15_000), keys, count, "");
+    let child = start(&job, &["--log=weir=info"]);
+    wait_running(dir.path(), "out.jsonl", 35_000);
+    let upgrade = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2],
+        dir.path(),
+    );
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    let run = child.wait_with_output().unwrap();
+    let log = stderr(&run);
+    assert!(run.status.success(), "{log}");
+    let left: u64 = log
+        .lines()
+        .find(|l| l.contains("swapped component"))
+        .and_then(|l| l.split("left=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no swap logged: {log}"));
+    assert!(left > 0, "every key migrated within the upgrade: make the state larger");
+    assert!(log.contains("state migration complete"), "{log}");
+    let v2_lines = assert_upgraded(&dir.path().join("out.jsonl"), &reference.path().join("out.jsonl"));
+    assert!(v2_lines > 0, "v2 took over");
+}
+
+#[test]
+fn a_lazy_migration_in_progress_survives_a_crash() {
+    // v1 stops with a savepoint of 30 000 keys; v2 restores it and migrates lazily,
+    // slowly (2 000 events/s), with checkpoints every 50 ms: killed mid-migration, the
+    // restart resumes the migration from the checkpoint's list of keys still to migrate.
+    let (keys, count) = (30_000, 45_000);
+    let reference = tempfile::tempdir().unwrap();
+    let job = counting_job_with(reference.path(), "counter_v2.wasm", 1, None, keys, count, "");
+    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], reference.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(10_000), keys, count, "");
+    let child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 30_000);
+    let stop = weir(&["stop", "job.toml", "--savepoint", "sp"], dir.path());
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    child.wait_with_output().unwrap();
+    let settings = r#"checkpoint = { interval_ms = 50, dir = "checkpoints" }"#;
+    let job = counting_job_with(dir.path(), "counter_v2.wasm", 1, Some(300), keys, count, settings);
+    let mut first = start(&job, &["--from-savepoint", "sp", "--log=weir=info"]);
+    // Killed once a checkpoint holds keys still to migrate.
+    let in_progress = |dir: &Path| {
+        std::fs::read_dir(dir.join("checkpoints")).into_iter().flatten().flatten().any(|e| {
+            e.path().join("_metadata").exists() && e.path().join("count#0/migration.ent").exists()
+        })
+    };
+    for _ in 0..2000 {
+        if in_progress(dir.path()) || first.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = first.kill(); // SIGKILL, mid-migration
+    let first = first.wait_with_output().unwrap();
+    assert!(in_progress(dir.path()), "no checkpoint during the migration: {}", stderr(&first));
+    // The rest at full speed.
+    let job = counting_job_with(dir.path(), "counter_v2.wasm", 1, None, keys, count, settings);
+    let resumed = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--log=weir=info"], dir.path());
+    let log = stderr(&resumed);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("restoring from checkpoint") && log.contains("resuming a state migration"), "{log}");
+    assert_upgraded(&dir.path().join("out.jsonl"), &reference.path().join("out.jsonl"));
 }

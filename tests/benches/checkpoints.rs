@@ -45,7 +45,7 @@ fn checkpoint(root: &Path, files: &[FileEntry]) -> CompletedCheckpoint {
     let timers = FileEntry { path: String::new(), size: 0, crc32: 0 };
     metadata.tasks.insert(
         "count#0".into(),
-        TaskState::Operator { watermark: 0, state_version: 0, states: vec![], backend: String::new(), state: files.to_vec(), timers, operator_state: None, channel_state: None },
+        TaskState::Operator { watermark: 0, state_version: 0, states: vec![], backend: String::new(), state: files.to_vec(), timers, operator_state: None, channel_state: None, migration: None },
     );
     CompletedCheckpoint { root: root.to_path_buf(), metadata }
 }

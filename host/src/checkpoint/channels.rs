@@ -102,11 +102,14 @@ impl ChannelState {
         if let Some((index, _)) = data.iter().find(|(i, _)| !names.iter().any(|(n, _)| n == i)) {
             return Err(format!("{}: channel state holds data of unnamed channel {index}", path.display()));
         }
-        let mut channels: Vec<RestoredChannel> = Vec::new();
-        for (index, name) in names {
-            let batches = data.iter().filter(|(i, _)| *i == index).map(|(_, b)| b.clone()).collect();
-            channels.push(RestoredChannel { name, batches });
+        // Entries come in key order: by channel, then in the order they were sent.
+        let mut channels: Vec<(u32, RestoredChannel)> =
+            names.into_iter().map(|(index, name)| (index, RestoredChannel { name, batches: Vec::new() })).collect();
+        for (index, batch) in data {
+            let (_, channel) = channels.iter_mut().find(|(i, _)| *i == index).expect("named, checked above");
+            channel.batches.push(batch);
         }
+        let channels: Vec<RestoredChannel> = channels.into_iter().map(|(_, c)| c).collect();
         Ok(channels)
     }
 }

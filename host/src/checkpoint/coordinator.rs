@@ -66,6 +66,8 @@ pub enum Request {
 struct Pending {
     id: u64,
     started: Instant,
+    /// From when its barriers overtake in-flight data, if ever.
+    unaligned_from: Option<Instant>,
     acks: BTreeMap<String, TaskState>,
     kind: BarrierKind,
     stop: bool,
@@ -115,6 +117,12 @@ pub struct CompletedStats {
     pub duration_ms: u64,
     /// Bytes of the state files it refers to.
     pub state_size: u64,
+    /// Of those, the bytes of in-flight data its barriers overtook (Flink's
+    /// `persisted_data`).
+    pub persisted_data: u64,
+    /// Whether its barriers overtook data (it was unaligned, or its alignment timed
+    /// out, on some task).
+    pub is_unaligned: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -251,6 +259,7 @@ impl Coordinator {
                 pending = Some(Pending {
                     id,
                     started: Instant::now(),
+                    unaligned_from,
                     acks: finished_sources.clone(),
                     kind: BarrierKind::Checkpoint,
                     stop: false,
@@ -318,7 +327,8 @@ impl Coordinator {
         }
         tracing::info!(id, dir = ?kind.savepoint_dir(), "triggering a savepoint");
         self.trigger(CheckpointBarrier::aligned(id, kind.clone()));
-        Some(Pending { id, started: Instant::now(), acks: BTreeMap::new(), kind, stop, reply: Some(reply) })
+        let started = Instant::now();
+        Some(Pending { id, started, unaligned_from: None, acks: BTreeMap::new(), kind, stop, reply: Some(reply) })
     }
 
     /// A savepoint or upgrade that cannot complete: tell whoever asked, resume paused
@@ -399,7 +409,9 @@ impl Coordinator {
             storage.retain(settings.retained);
         }
         let duration_ms = pending.started.elapsed().as_millis() as u64;
-        tracing::info!(checkpoint = pending.id, duration_ms, "checkpoint complete");
+        let persisted_data = metadata.in_flight_bytes();
+        let is_unaligned = pending.unaligned_from.is_some_and(|from| Instant::now() >= from);
+        tracing::info!(checkpoint = pending.id, duration_ms, is_unaligned, persisted_data, "checkpoint complete");
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.completed += 1;
         stats.latest_completed = Some(CompletedStats {
@@ -407,6 +419,8 @@ impl Coordinator {
             completed_ms: metadata.created_ms,
             duration_ms,
             state_size: metadata.files().map(|f| f.size).sum(),
+            persisted_data,
+            is_unaligned,
         });
         Ok(())
     }

@@ -146,6 +146,9 @@ pub enum TaskState {
         /// channels ([`channels`]); none when aligned or nothing was in flight.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel_state: Option<FileEntry>,
+        /// A state migration still in progress: the keys not yet migrated.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        migration: Option<PendingMigration>,
     },
     Sink {
         /// The sink's own transaction state.
@@ -154,6 +157,14 @@ pub enum TaskState {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel_state: Option<FileEntry>,
     },
+}
+
+/// The keys of an operator subtask whose state is still at version `from` (see
+/// `task::migration`), as an entry file of keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingMigration {
+    pub from: u32,
+    pub keys: FileEntry,
 }
 
 /// The metadata of a completed checkpoint, written last and atomically.
@@ -170,15 +181,30 @@ impl CheckpointMetadata {
     /// Every file the checkpoint refers to.
     pub fn files(&self) -> impl Iterator<Item = &FileEntry> {
         self.tasks.values().flat_map(|t| match t {
-            TaskState::Operator { state, timers, operator_state, channel_state, .. } => state
+            TaskState::Operator { state, timers, operator_state, channel_state, migration, .. } => state
                 .iter()
                 .chain(std::iter::once(timers))
                 .chain(operator_state)
                 .chain(channel_state)
+                .chain(migration.as_ref().map(|m| &m.keys))
                 .collect::<Vec<_>>(),
             TaskState::Sink { channel_state, .. } => channel_state.iter().collect(),
             TaskState::Source { .. } => Vec::new(),
         })
+    }
+}
+
+impl CheckpointMetadata {
+    /// The bytes of in-flight data (channel state) the checkpoint holds.
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.tasks
+            .values()
+            .filter_map(|t| match t {
+                TaskState::Operator { channel_state, .. } | TaskState::Sink { channel_state, .. } => channel_state.as_ref(),
+                TaskState::Source { .. } => None,
+            })
+            .map(|f| f.size)
+            .sum()
     }
 }
 

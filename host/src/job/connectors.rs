@@ -54,6 +54,12 @@ pub fn open_sink(spec: &SinkSpec, job: &str, base: &Path, delivery: Delivery<'_>
                 Delivery::Restore(state) => {
                     Ok(Box::new(TransactionalFileSink::open(uid, path, *format, Some(state))?))
                 }
+                Delivery::Continue => {
+                    // Everything already in the file counts as committed.
+                    let committed = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    let state = serde_json::json!({ "committed": committed, "pending": [] });
+                    Ok(Box::new(TransactionalFileSink::open(uid, path, *format, Some(&state))?))
+                }
             }
         }
         SinkSpec::Stdout { uid, format } => Ok(Box::new(LineSink::stdout(uid, *format))),

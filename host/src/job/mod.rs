@@ -43,6 +43,7 @@ use crate::sink::Delivery;
 use crate::state::{KeyedState, MemoryBackend, RocksBackend, StateBackend};
 use crate::checkpoint::channels::ChannelState;
 use crate::task::inputs::Inputs;
+use crate::task::migration::Migration;
 use crate::task::operator::OperatorTask;
 use crate::task::channel::{ChannelReceiver, channel};
 use crate::task::output::{Batching, EdgeOutput, Router};
@@ -430,7 +431,7 @@ impl Job {
                     config: op.config_strings(),
                 };
                 let task = task_id(&op.uid, subtask);
-                let (mut ctx, migrate_from) = self.restore_operator(op, subtask, info, side_outputs.clone(), restore)?;
+                let (mut ctx, migrate_from, migration) = self.restore_operator(op, subtask, info, side_outputs.clone(), restore)?;
                 ctx.interrupt = self.control.interrupt();
                 ctx.timer_budget = op.limits.timer_budget();
                 ctx.state.backend_mut().set_budget(op.limits.state_budget());
@@ -478,6 +479,7 @@ impl Job {
                 task_runner.limits = op.limits;
                 task_runner.drop_late = op.late == LateHandling::Drop;
                 task_runner.migrate_from = migrate_from;
+                task_runner.migration = migration;
                 task_runner.second_inputs = second_inputs;
                 task_runner.second_input = spec.second_input(&op.uid);
                 operator_tasks.push((format!("{}#{subtask}", op.uid), task_runner));
@@ -500,6 +502,7 @@ impl Job {
             let task = task_id(uid, 0);
             let delivery = match (storage, task_state(&task)) {
                 (None, _) => Delivery::Direct { append: restore.is_some() },
+                (Some(_), Some(TaskState::Sink { state, .. })) if state.is_null() => Delivery::Continue,
                 (Some(_), Some(TaskState::Sink { state, .. })) => Delivery::Restore(state),
                 (Some(_), _) => Delivery::Fresh,
             };
@@ -611,7 +614,7 @@ impl Job {
         info: OperatorInfo,
         side_outputs: Arc<HashMap<String, usize>>,
         restore: Option<Restore<'_>>,
-    ) -> Result<(OperatorContext, Option<u32>), JobError> {
+    ) -> Result<(OperatorContext, Option<u32>, Option<Migration>), JobError> {
         let task = task_id(&op.uid, subtask);
         let error = |message: String| JobError::Restore { job: self.spec.name.clone(), message: format!("{task}: {message}") };
         let Some(Restore::Savepoint(savepoint)) = restore else {
@@ -627,6 +630,13 @@ impl Job {
                     .map_err(error)?;
                 ctx.operator_state = restore_operator_state(&old, subtask, op.parallelism).map_err(error)?;
             }
+            let mut migration = None;
+            if let (Some(checkpoint), Some(TaskState::Operator { migration: Some(pending), .. })) = (checkpoint, saved) {
+                let mut keys = Vec::new();
+                crate::state::snapshot::read_entries(&checkpoint.path(&pending.keys), |key, _| keys.push(key)).map_err(error)?;
+                tracing::info!(task, from = pending.from, keys = keys.len(), "resuming a state migration");
+                migration = Migration::restored(pending.from, keys);
+            }
             if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (checkpoint, saved) {
                 ctx.watermark = *watermark;
                 let mut malformed = false;
@@ -638,7 +648,7 @@ impl Job {
                     return Err(error("malformed timers".into()));
                 }
             }
-            return Ok((ctx, None));
+            return Ok((ctx, None, migration));
         };
         let range = KeyGroupRange::for_subtask(subtask, self.spec.max_parallelism, op.parallelism);
         let restored = savepoint.read_operator(&op.uid, range)?;
@@ -661,7 +671,7 @@ impl Job {
             }
         }
         let migrate_from = savepoint.manifest.operators.get(&op.uid).map(|m| m.state_version);
-        Ok((ctx, migrate_from))
+        Ok((ctx, migrate_from, None))
     }
 
     /// Queues the data an unaligned checkpoint's barriers overtook on `task`'s input

@@ -482,7 +482,8 @@ async fn checkpoints(State(server): State<Server>, UrlPath(jid): UrlPath<String>
     let stats = job.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let completed = stats.latest_completed.map(|c| {
         json!({ "id": c.id, "latest_ack_timestamp": c.completed_ms, "end_to_end_duration": c.duration_ms,
-                "state_size": c.state_size, "status": "COMPLETED" })
+                "state_size": c.state_size, "persisted_data": c.persisted_data, "is_unaligned": c.is_unaligned,
+                "status": "COMPLETED" })
     });
     let failed = stats.latest_failed.map(|f| {
         json!({ "id": f.id, "failure_timestamp": f.failed_ms, "failure_message": f.cause, "status": "FAILED" })

@@ -73,6 +73,9 @@ pub enum Delivery<'a> {
     Fresh,
     /// Restoring from a checkpoint's sink state.
     Restore(&'a serde_json::Value),
+    /// Checkpoints, resuming from a savepoint taken without them (the sink wrote
+    /// straight through): transactional, after the output already there.
+    Continue,
 }
 
 /// Writes one line per event to a file or stdout.

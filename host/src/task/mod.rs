@@ -8,6 +8,7 @@
 pub mod channel;
 pub mod harness;
 pub mod inputs;
+pub mod migration;
 pub mod operator;
 pub mod output;
 pub mod sink;

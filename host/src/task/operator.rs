@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::inputs::{Inputs, Next};
+use super::migration::Migration;
 use super::output::{RouteError, Router};
 use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
 use crate::checkpoint::channels::ChannelState;
 use crate::checkpoint::coordinator::Command;
 use crate::state::snapshot::{read_entries, write_file};
-use crate::checkpoint::{BarrierKind, CheckpointBarrier, CheckpointStorage, CoordinatorMessage, FileEntry, TaskState};
+use crate::checkpoint::{BarrierKind, CheckpointBarrier, CheckpointStorage, CoordinatorMessage, FileEntry, PendingMigration, TaskState};
 use crate::plugin::{Limits, Plugin};
 use crate::state::SnapshotTarget;
 use crate::metrics::TaskMetrics;
@@ -51,8 +52,10 @@ pub struct OperatorTask {
     pub sent: u64,
     /// The operator's sandbox limits, for a component swapped in by an upgrade.
     pub limits: Limits,
-    /// A state layout to migrate from before the first element (after a restore).
+    /// A state layout to migrate from, key by key (after a restore from a savepoint).
     pub migrate_from: Option<u32>,
+    /// The migration in progress, if any (see [`super::migration`]).
+    pub migration: Option<Migration>,
     /// The logic an upgrade replaced, kept until the upgrade is known to have
     /// succeeded everywhere.
     pub previous: Option<Previous>,
@@ -89,6 +92,8 @@ struct Capture {
     backend: String,
     /// The operator lists' entries.
     operator_state: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The state version and keys of a migration in progress.
+    migration: Option<(u32, Vec<Vec<u8>>)>,
     target: SnapshotTarget,
 }
 
@@ -107,6 +112,15 @@ impl Capture {
                 Some(write_file(&self.target.root, &relative, entries)?)
             }
         };
+        let migration = match self.migration {
+            None => None,
+            Some((from, mut keys)) => {
+                keys.sort();
+                let relative = format!("{}/migration.ent", self.target.task_dir);
+                let entries = keys.iter().map(|k| (k.as_slice(), &[][..]));
+                Some(PendingMigration { from, keys: write_file(&self.target.root, &relative, entries)? })
+            }
+        };
         Ok(TaskState::Operator {
             watermark: self.watermark,
             state_version: self.state_version,
@@ -116,6 +130,7 @@ impl Capture {
             timers,
             operator_state,
             channel_state: None,
+            migration,
         })
     }
 }
@@ -132,6 +147,8 @@ pub struct Previous {
     operator_state: crate::state::operator::OperatorState,
 }
 
+/// How long an upgrade migrates keys before acknowledging; the rest migrate lazily.
+const UPGRADE_MIGRATION_BUDGET: Duration = Duration::from_millis(50);
 /// Every this many elements, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
 const SWEEP_EVERY: u64 = 256;
 /// How often an operator task publishes its watermark, state size and timer count.
@@ -146,6 +163,7 @@ enum Doing<'a> {
     Closing,
     Sweeping,
     Migrating(u32),
+    MigratingKey(u32, &'a [u8]),
 }
 
 impl std::fmt::Display for Doing<'_> {
@@ -166,6 +184,9 @@ impl std::fmt::Display for Doing<'_> {
             Doing::Closing => f.write_str("closing"),
             Doing::Sweeping => f.write_str("sweeping expired state"),
             Doing::Migrating(from) => write!(f, "migrating restored state from version {from}"),
+            Doing::MigratingKey(from, key) => {
+                write!(f, "migrating the state of key {:?} from version {from}", String::from_utf8_lossy(key))
+            }
         }
     }
 }
@@ -205,6 +226,7 @@ impl OperatorTask {
             sent: 0,
             limits: Limits::default(),
             migrate_from: None,
+            migration: None,
             previous: None,
             staged: None,
             gauges_published: std::time::Instant::now() - GAUGE_INTERVAL,
@@ -235,7 +257,7 @@ impl OperatorTask {
         self.logic.open().map_err(|f| self.failure(Doing::Opening, f))?;
         self.route_emitted(&opening, None)?;
         if let Some(from) = self.migrate_from {
-            migrate(self.logic.as_mut(), from).map_err(|f| self.failure(Doing::Migrating(from), f))?;
+            self.migration = Migration::start(self.logic.as_mut(), from).map_err(|f| self.failure(Doing::Migrating(from), f))?;
         }
         loop {
             if self.control.is_cancelled() {
@@ -333,6 +355,20 @@ impl OperatorTask {
     /// upgrade `id`).
     fn capture(&mut self, id: u64, target: SnapshotTarget, portable: bool) -> Result<Capture, String> {
         self.logic.snapshot_state(id).map_err(|e| format!("snapshot-state of operator `{}` failed: {e}", self.uid))?;
+        // A savepoint restores into any component: its state is all at one version.
+        if let Some(migration) = self.migration.as_mut().filter(|_| portable) {
+            tracing::info!(operator = %self.uid, subtask = self.subtask, keys = migration.remaining(), "completing the state migration for a savepoint");
+            let done = migration.all(self.logic.as_mut());
+            let from = migration.from;
+            self.migration = None;
+            if let Err(e) = done {
+                let error = self.failure(Doing::MigratingKey(from, &e.key), e.failure);
+                let reason = error.to_string();
+                self.control.fail(error);
+                return Err(reason);
+            }
+        }
+        let migration = self.migration.as_ref().map(|m| (m.from, m.keys().cloned().collect::<Vec<_>>()));
         let state_version = self.logic.state_version().map_err(|e| e.to_string())?;
         let ctx = self.logic.context();
         let backend = if portable { "portable".to_string() } else { ctx.state.backend().name().to_string() };
@@ -350,6 +386,7 @@ impl OperatorTask {
             states: ctx.state.declared(),
             backend,
             operator_state: ctx.operator_state.entries(),
+            migration,
             target,
         })
     }
@@ -425,16 +462,35 @@ impl OperatorTask {
         // (the old instance's, written by its snapshot-state) count as restored.
         self.logic.context().operator_state.mark_restored();
         let mut previous = Previous { id, logic: old, root: dir, state: files, timers, operator_state };
-        let swapped = self.logic.open().and_then(|()| migrate(self.logic.as_mut(), from));
-        if let Err(failure) = swapped {
-            let reason = format!("the new component failed: {failure}");
-            if let Err(e) = self.roll_back(&mut previous) {
-                self.control.fail(e);
+        // The first keys migrate now, within a short budget, so that a component whose
+        // migration fails is refused (and rolled back) here; the rest migrate lazily.
+        let swapped = self
+            .logic
+            .open()
+            .and_then(|()| Migration::start(self.logic.as_mut(), from))
+            .map_err(|failure| failure.to_string())
+            .and_then(|mut migration| {
+                if let Some(m) = migration.as_mut() {
+                    m.for_at_most(self.logic.as_mut(), UPGRADE_MIGRATION_BUDGET).map_err(|e| {
+                        format!("migrating the state of key {:?}: {}", String::from_utf8_lossy(&e.key), e.failure)
+                    })?;
+                }
+                Ok(migration)
+            });
+        let migration = match swapped {
+            Ok(migration) => migration,
+            Err(failure) => {
+                let reason = format!("the new component failed: {failure}");
+                if let Err(e) = self.roll_back(&mut previous) {
+                    self.control.fail(e);
+                }
+                self.logic = previous.logic;
+                return decline(reason);
             }
-            self.logic = previous.logic;
-            return decline(reason);
-        }
-        tracing::info!(operator = %self.uid, subtask = self.subtask, component = %plugin.path().display(), "swapped component");
+        };
+        let left = migration.as_ref().map_or(0, Migration::remaining);
+        self.migration = migration;
+        tracing::info!(operator = %self.uid, subtask = self.subtask, component = %plugin.path().display(), left, "swapped component; keys left migrate on first access");
         self.previous = Some(previous);
         let _ = coordinator.send(CoordinatorMessage::Ack { id, task, state: saved });
     }
@@ -480,6 +536,8 @@ impl OperatorTask {
     /// context back to the old instance.
     fn roll_back(&mut self, previous: &mut Previous) -> Result<(), TaskError> {
         let fail = |m: String| TaskError::Internal(format!("rolling back an upgrade: {m}"));
+        // The old state was written complete (see `capture`): nothing left to migrate.
+        self.migration = None;
         let mut entries = Vec::new();
         for file in &previous.state {
             read_entries(&previous.root.join(&file.path), |k, v| entries.push((k, v))).map_err(fail)?;
@@ -497,6 +555,16 @@ impl OperatorTask {
         ctx.swap_emitted(&mut discarded);
         std::mem::swap(self.logic.context(), previous.logic.context());
         Ok(())
+    }
+
+    /// Migrates `key`'s state before the operator sees it, if a migration is in
+    /// progress and the key has not been migrated yet.
+    fn migrate_key(&mut self, key: &[u8]) -> Result<(), TaskError> {
+        let Some(mut migration) = self.migration.take() else { return Ok(()) };
+        let migrated = migration.key(self.logic.as_mut(), key);
+        let from = migration.from;
+        self.migration = Some(migration);
+        migrated.map_err(|e| self.failure(Doing::MigratingKey(from, &e.key), e.failure))
     }
 
     /// Adds what was counted since the last time to the task's metrics.
@@ -532,6 +600,13 @@ impl OperatorTask {
     /// Gives state its clock for TTL decisions, and now and then sweeps a slice of it
     /// for expired entries.
     fn before_call(&mut self, elements: u64) -> Result<(), TaskError> {
+        if let Some(mut migration) = self.migration.take() {
+            match migration.background(self.logic.as_mut()) {
+                Ok(true) => self.migration = Some(migration),
+                Ok(false) => tracing::info!(operator = %self.uid, subtask = self.subtask, "state migration complete"),
+                Err(e) => return Err(self.failure(Doing::MigratingKey(migration.from, &e.key), e.failure)),
+            }
+        }
         let state = &mut self.logic.context().state;
         if !state.has_ttl() {
             return Ok(());
@@ -622,6 +697,9 @@ impl OperatorTask {
             match element {
                 Element::Record(record) => {
                     self.before_call(1)?;
+                    if keyed {
+                        self.migrate_key(record.event.key.as_deref().unwrap_or_default())?;
+                    }
                     let Record { event, position, ingested, .. } = record;
                     let ctx = self.logic.context();
                     ctx.set_current_key(if keyed { event.key.as_deref() } else { None });
@@ -656,6 +734,11 @@ impl OperatorTask {
     ) -> Result<(), TaskError> {
         while !events.is_empty() {
             self.before_call(events.len() as u64)?;
+            if self.keyed {
+                for event in &events {
+                    self.migrate_key(event.key.as_deref().unwrap_or_default())?;
+                }
+            }
             let ctx = self.logic.context();
             let watermark = ctx.watermark;
             ctx.start_run();
@@ -767,6 +850,7 @@ impl OperatorTask {
 
     fn fire(&mut self, domain: TimeDomain, timer: Timer, source: &Label) -> Result<(), TaskError> {
         self.before_call(1)?;
+        self.migrate_key(&timer.key)?;
         self.logic.context().set_current_key(Some(&timer.key));
         let call = std::time::Instant::now();
         let fired = self.logic.on_timer(timer.timestamp, domain, &timer.namespace);
@@ -844,23 +928,4 @@ impl OperatorTask {
             failure,
         }
     }
-}
-
-/// Runs the operator's migration over every key of its state when the state was
-/// written by an older layout version. Events emitted while migrating are discarded.
-fn migrate(logic: &mut dyn OperatorLogic, from: u32) -> Result<(), OperatorFailure> {
-    let to = logic.state_version()?;
-    if to <= from {
-        return Ok(());
-    }
-    let keys = logic.context().state.keys()?;
-    tracing::info!(operator = %logic.context().info.label(), from, to, keys = keys.len(), "migrating state");
-    for key in keys {
-        logic.context().set_current_key(Some(&key));
-        logic.migrate(from)?;
-    }
-    logic.context().set_current_key(None);
-    let mut discarded = Vec::new();
-    logic.context().swap_emitted(&mut discarded);
-    Ok(())
 }
