@@ -493,6 +493,13 @@ fn the_control_api_answers_only_its_owner() {
     assert!(!work.join("control.token").exists());
 }
 
+/// A v2-only run of the counting job with `keys` and `count`, into `dir`.
+fn v2_reference(dir: &Path, keys: u64, count: u64) {
+    let job = counting_job_with(dir, "counter_v2.wasm", 1, None, keys, count, "");
+    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
 #[test]
 fn a_live_upgrade_migrates_keys_lazily_on_first_access() {
     // 30 000 keys: the upgrade migrates what it can in 50 ms and acknowledges; every
@@ -501,9 +508,7 @@ fn a_live_upgrade_migrates_keys_lazily_on_first_access() {
     // key's count).
     let (keys, count) = (30_000, 60_000);
     let reference = tempfile::tempdir().unwrap();
-    let job = counting_job_with(reference.path(), "counter_v2.wasm", 1, None, keys, count, "");
-    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], reference.path());
-    assert!(output.status.success(), "{}", stderr(&output));
+    v2_reference(reference.path(), keys, count);
     let dir = tempfile::tempdir().unwrap();
     let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(15_000), keys, count, "");
     let child = start(&job, &["--log=weir=info"]);
@@ -534,9 +539,7 @@ fn a_lazy_migration_in_progress_survives_a_crash() {
     // restart resumes the migration from the checkpoint's list of keys still to migrate.
     let (keys, count) = (30_000, 45_000);
     let reference = tempfile::tempdir().unwrap();
-    let job = counting_job_with(reference.path(), "counter_v2.wasm", 1, None, keys, count, "");
-    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], reference.path());
-    assert!(output.status.success(), "{}", stderr(&output));
+    v2_reference(reference.path(), keys, count);
     let dir = tempfile::tempdir().unwrap();
     let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(10_000), keys, count, "");
     let child = start(&job, &[]);

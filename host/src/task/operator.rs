@@ -147,7 +147,8 @@ pub struct Previous {
     operator_state: crate::state::operator::OperatorState,
 }
 
-/// How long an upgrade migrates keys before acknowledging; the rest migrate lazily.
+/// How long an upgrade (or a restore from a savepoint) migrates keys before going on;
+/// the rest migrate lazily.
 const UPGRADE_MIGRATION_BUDGET: Duration = Duration::from_millis(50);
 /// Every this many elements, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
 const SWEEP_EVERY: u64 = 256;
@@ -257,7 +258,15 @@ impl OperatorTask {
         self.logic.open().map_err(|f| self.failure(Doing::Opening, f))?;
         self.route_emitted(&opening, None)?;
         if let Some(from) = self.migrate_from {
-            self.migration = Migration::start(self.logic.as_mut(), from).map_err(|f| self.failure(Doing::Migrating(from), f))?;
+            // As for an upgrade: the first keys now, so a failing migration fails the
+            // restore before anything is processed; the rest lazily.
+            let mut migration =
+                Migration::start(self.logic.as_mut(), from).map_err(|f| self.failure(Doing::Migrating(from), f))?;
+            if let Some(m) = migration.as_mut() {
+                m.for_at_most(self.logic.as_mut(), UPGRADE_MIGRATION_BUDGET)
+                    .map_err(|e| self.failure(Doing::MigratingKey(from, &e.key), e.failure))?;
+            }
+            self.migration = migration;
         }
         loop {
             if self.control.is_cancelled() {
