@@ -32,8 +32,9 @@ pub struct JobSpec {
     pub max_parallelism: u32,
     #[serde(default)]
     pub on_error: ErrorPolicy,
-    /// Capacity of each channel between two subtasks, in messages (a message is a
-    /// batch of records, a barrier or an end-of-data marker).
+    /// Capacity of each channel between two subtasks, in batches of records (a batch
+    /// counts until the receiving task processes it; barriers and end-of-data markers
+    /// do not count).
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
     /// Capacity of each channel in bytes of records (MiB); a sender waits while more
