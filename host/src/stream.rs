@@ -172,6 +172,29 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.elements.is_empty()
     }
+
+    /// Splits off what follows the first `records` records (`None` when there is no
+    /// record after them), keeping the order of records and watermarks.
+    pub fn split_after_records(&mut self, records: usize) -> Option<Batch> {
+        let mut seen = 0;
+        let at = self.elements.iter().position(|e| {
+            if let Element::Record(_) = e {
+                seen += 1;
+            }
+            seen > records
+        })?;
+        let rest = self.elements.split_off(at);
+        let mut tail = Batch { elements: rest, bytes: 0, records: 0 };
+        for element in &tail.elements {
+            if let Element::Record(record) = element {
+                tail.bytes += record.size();
+                tail.records += 1;
+            }
+        }
+        self.bytes = self.bytes.saturating_sub(tail.bytes);
+        self.records -= tail.records;
+        Some(tail)
+    }
 }
 
 /// The marker a source injects and every task forwards after snapshotting.
@@ -302,5 +325,12 @@ mod tests {
         assert!(matches!(batch.elements[0], Element::Watermark(Watermark::EventTime(2))));
         assert_eq!(batch.records, 1);
         assert!(batch.bytes >= 101);
+        let mut two = batch.clone();
+        two.push_record(record.clone());
+        two.push_watermark(Watermark::EventTime(4));
+        let tail = two.split_after_records(1).expect("a second record");
+        assert_eq!((two.records, two.elements.len(), tail.records, tail.elements.len()), (1, 4, 1, 2));
+        assert_eq!(two.bytes + tail.bytes, 2 * record.size());
+        assert!(two.split_after_records(1).is_none());
     }
 }

@@ -72,6 +72,20 @@ impl Budget {
         Ok(waiting.map(|w| w.elapsed()).unwrap_or_default())
     }
 
+    fn is_full(&self, used: &Used, bytes: usize) -> bool {
+        used.batches >= self.capacity || (used.bytes > 0 && used.bytes + bytes > self.limit)
+    }
+
+    /// Whether a batch of `bytes` would have to wait; with `wait`, waits up to that long
+    /// for room first.
+    fn full(&self, bytes: usize, wait: Option<Duration>) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(wait) = wait.filter(|_| self.is_full(&used, bytes)) {
+            used = self.drained.wait_timeout(used, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        self.is_full(&used, bytes) && !self.closed.load(Ordering::Relaxed)
+    }
+
     fn release(&self, bytes: usize) {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         used.bytes = used.bytes.saturating_sub(bytes);
@@ -153,6 +167,39 @@ impl ChannelSender {
         };
         self.budget.sent.fetch_add(1, Ordering::Relaxed);
         Ok(waited)
+    }
+
+    /// Whether the channel is full: a batch of `bytes` sent now would wait for room.
+    pub fn is_full(&self, bytes: usize) -> bool {
+        self.budget.full(bytes, None)
+    }
+
+    /// Waits up to `timeout` for room for a batch of `bytes`; whether there is still
+    /// none.
+    pub fn wait_for_room(&self, bytes: usize, timeout: Duration) -> bool {
+        self.budget.full(bytes, Some(timeout))
+    }
+
+    /// Sends a batch without waiting for room: the channel may hold one batch more than
+    /// its budget (Flink's overdraft buffers). For the partly filled batch an unaligned
+    /// barrier overtook, which the receiver must get without waiting for back-pressure.
+    pub fn send_overdraft(&self, message: Message) -> Result<(), SendError<Message>> {
+        let bytes = message.bytes();
+        {
+            let mut used = self.budget.used.lock().unwrap_or_else(|e| e.into_inner());
+            used.bytes += bytes;
+            used.batches += 1;
+        }
+        match self.tx.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(message)) => self.tx.send(message).inspect_err(|_| self.budget.release(bytes))?,
+            Err(TrySendError::Disconnected(message)) => {
+                self.budget.release(bytes);
+                return Err(SendError(message));
+            }
+        }
+        self.budget.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// How many messages were sent on the data lane so far.

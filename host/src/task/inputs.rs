@@ -56,13 +56,15 @@ struct Input {
     blocked: bool,
     /// Messages taken from the data lane ahead of their delivery.
     stash: VecDeque<Message>,
+    /// What the task handed back undone ([`Inputs::unread`]): delivered first, again.
+    returned: VecDeque<Batch>,
     /// The priority lane may still deliver.
     priority_open: bool,
 }
 
 impl Input {
     fn readable(&self) -> bool {
-        self.open && !self.blocked && (!self.stash.is_empty() || !self.lane_ended)
+        self.open && !self.blocked && (!self.returned.is_empty() || !self.stash.is_empty() || !self.lane_ended)
     }
 }
 
@@ -121,6 +123,7 @@ impl Inputs {
                 lane_ended: false,
                 blocked: false,
                 stash: VecDeque::new(),
+                returned: VecDeque::new(),
                 priority_open: true,
             })
             .collect();
@@ -148,6 +151,18 @@ impl Inputs {
     /// inputs receive (restored channel state).
     pub fn replay(&mut self, index: usize, batch: Batch) {
         self.replay.push_back((index, batch));
+    }
+
+    /// Hands the unprocessed rest of a batch from input `index` back, to be delivered
+    /// again before anything else from that input (a task processes a long batch of a
+    /// slow operator in parts, and serves barriers in between). Until then it counts as
+    /// received and not processed: ahead of any barrier that comes meanwhile.
+    pub fn unread(&mut self, index: usize, batch: Batch) {
+        match self.replay.is_empty() {
+            true => self.inputs[index].returned.push_front(batch),
+            // Restored data is delivered before anything else: so is its rest.
+            false => self.replay.push_front((index, batch)),
+        }
     }
 
     fn names(&self) -> Vec<Arc<str>> {
@@ -246,6 +261,9 @@ impl Inputs {
         }
         for (index, input) in self.inputs.iter_mut().enumerate() {
             input.blocked = false;
+            for batch in &input.returned {
+                state.record(index, batch);
+            }
             for message in &input.stash {
                 if let Message::Batch(batch) = message {
                     state.record(index, batch);
@@ -347,14 +365,13 @@ impl Inputs {
     }
 
     /// Completes the pending checkpoint once its barrier arrived on every input (and,
-    /// when unaligned, the data ahead of it was all recorded).
+    /// when unaligned, the data ahead of it was all recorded; an announced barrier need
+    /// not arrive itself then, and is passed over when it does).
     fn check_complete(&mut self) {
         let Some(pending) = &self.pending else { return };
-        if !pending.arrived.iter().all(|a| *a) {
-            return;
-        }
         match &pending.capture {
             Some((_, until)) if until.iter().any(|u| *u != Until::Done) => {}
+            None if !pending.arrived.iter().all(|a| *a) => {}
             Some(_) => {
                 let pending = self.pending.take().expect("present");
                 let (state, _) = pending.capture.expect("present");
@@ -381,6 +398,17 @@ impl Inputs {
     /// Events, restored data, barriers on the priority lanes, and an alignment that
     /// timed out: what comes before reading the data lanes.
     fn ready(&mut self) -> Option<Next> {
+        if let Some(event) = self.barriers() {
+            return Some(event);
+        }
+        let (index, batch) = self.replay.pop_front()?;
+        Some(Next::Message(index, Message::Batch(batch)))
+    }
+
+    /// Barriers, without reading any input: what a task whose output is back-pressured
+    /// still serves between two batches, so that unaligned barriers overtake the
+    /// back-pressure too ([`Next::Barrier`] and [`Next::ChannelState`] only).
+    pub fn barriers(&mut self) -> Option<Next> {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }
@@ -409,11 +437,7 @@ impl Inputs {
                 self.drain(index);
             }
         }
-        if let Some(event) = self.events.pop_front() {
-            return Some(event);
-        }
-        let (index, batch) = self.replay.pop_front()?;
-        Some(Next::Message(index, Message::Batch(batch)))
+        self.events.pop_front()
     }
 
     /// The next message if one is already queued on an open, unblocked input, without
@@ -435,6 +459,10 @@ impl Inputs {
                 let input = &mut self.inputs[index];
                 if !input.readable() {
                     continue;
+                }
+                if let Some(batch) = input.returned.pop_front() {
+                    self.cursor = index + 1;
+                    return Some(Next::Message(index, Message::Batch(batch)));
                 }
                 if let Some(message) = input.stash.pop_front() {
                     self.cursor = index + 1;
@@ -693,5 +721,32 @@ mod tests {
             other => panic!("{other:?}"),
         }).collect();
         assert_eq!(order, [1, 2, 3]);
+    }
+
+    #[test]
+    fn the_rest_of_a_batch_handed_back_comes_next_and_counts_as_in_flight() {
+        let (tx, mut inputs) = named(1);
+        let Message::Batch(old) = batch(&[1, 2, 3]) else { unreachable!() };
+        inputs.replay(0, old);
+        let Message::Batch(older) = batch(&[4]) else { unreachable!() };
+        inputs.replay(0, older);
+        tx[0].send(batch(&[5, 6])).unwrap();
+        // The task takes [1, 2, 3] but processes only [1] and hands [2, 3] back.
+        let Some(Next::Message(0, Message::Batch(mut first))) = inputs.try_next() else { panic!() };
+        let rest = first.split_after_records(1).unwrap();
+        inputs.unread(0, rest);
+        let Some(Next::Message(0, m)) = inputs.try_next() else { panic!() };
+        assert_eq!(values(&m), [2, 3], "restored data keeps its order");
+        let Some(Next::Message(0, m)) = inputs.try_next() else { panic!() };
+        assert_eq!(values(&m), [4]);
+        let Some(Next::Message(0, Message::Batch(mut live))) = inputs.try_next() else { panic!() };
+        inputs.unread(0, live.split_after_records(1).unwrap());
+        // A barrier now finds [6] received and not processed: in flight.
+        tx[0].overtake(unaligned(8), tx[0].sent()).unwrap();
+        assert!(matches!(inputs.try_next(), Some(Next::Barrier { unaligned: true, .. })));
+        let Some(Next::ChannelState(8, state)) = inputs.try_next() else { panic!("complete") };
+        assert_eq!(recorded(state), [("up#0".to_string(), vec![6])]);
+        let Some(Next::Message(0, m)) = inputs.try_next() else { panic!() };
+        assert_eq!(values(&m), [6]);
     }
 }

@@ -70,6 +70,10 @@ pub struct OperatorTask {
     /// The unaligned checkpoint whose snapshot thread waits for the data its barriers
     /// overtook, and where to send it.
     awaiting_channels: Option<(u64, crossbeam_channel::Sender<ChannelState>)>,
+    /// The most records handed to the operator in one call ([`OperatorTask::tune_runs`]).
+    run_limit: usize,
+    /// A running average of a call's cost per element, in ns.
+    element_ns: u64,
 }
 
 /// An element of a run, in input order.
@@ -147,6 +151,11 @@ pub struct Previous {
     operator_state: crate::state::operator::OperatorState,
 }
 
+/// About how long one call into an operator may take before a batch is split: a slow
+/// operator still serves barriers (and its timers and commands) every so often.
+const RUN_TARGET: Duration = Duration::from_millis(10);
+/// How long a back-pressured task waits for room before looking at barriers again.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(5);
 /// How long an upgrade (or a restore from a savepoint) migrates keys before going on;
 /// the rest migrate lazily.
 const UPGRADE_MIGRATION_BUDGET: Duration = Duration::from_millis(50);
@@ -234,6 +243,8 @@ impl OperatorTask {
             second_inputs: Vec::new(),
             second_input: None,
             awaiting_channels: None,
+            run_limit: usize::MAX,
+            element_ns: 0,
         }
     }
 
@@ -272,6 +283,22 @@ impl OperatorTask {
             if self.control.is_cancelled() {
                 return Ok(());
             }
+            // Back-pressure: the next batch is processed only when the output has room
+            // (as Flink's mailbox does), so that the task waits here, between batches and
+            // serving barriers, rather than inside a call; unaligned barriers then
+            // overtake back-pressure too.
+            if self.router.is_backpressured() {
+                match self.inputs.barriers() {
+                    Some(Next::Barrier { barrier, unaligned }) => self.on_barrier(barrier, unaligned)?,
+                    Some(Next::ChannelState(id, state)) => self.channel_state_ready(id, state),
+                    Some(_) => unreachable!("barriers() hands over barriers and channel state only"),
+                    None => {
+                        self.router.wait_for_room(BACKPRESSURE_WAIT);
+                    }
+                }
+                self.serve_commands();
+                continue;
+            }
             // Batch what is queued: partly filled output batches go as soon as there is
             // nothing more to read.
             let next = match self.inputs.try_next() {
@@ -300,12 +327,7 @@ impl OperatorTask {
                     }
                 }
                 Next::Barrier { barrier, unaligned } => self.on_barrier(barrier, unaligned)?,
-                Next::ChannelState(id, state) => {
-                    tracing::debug!(operator = %self.uid, subtask = self.subtask, checkpoint = id, records = state.records(), "in-flight data recorded");
-                    if let Some((_, channels)) = self.awaiting_channels.take_if(|(awaited, _)| *awaited == id) {
-                        let _ = channels.send(state);
-                    }
-                }
+                Next::ChannelState(id, state) => self.channel_state_ready(id, state),
                 Next::Message(input, Message::EndOfData) => {
                     if let Some(advanced) = watermarks.finish(input) {
                         self.advance(advanced, &timer_source)?;
@@ -340,6 +362,15 @@ impl OperatorTask {
             self.control.cancel();
         }
         Ok(())
+    }
+
+    /// The data unaligned checkpoint `id`'s barriers overtook: to the thread writing
+    /// the snapshot.
+    fn channel_state_ready(&mut self, id: u64, state: ChannelState) {
+        tracing::debug!(operator = %self.uid, subtask = self.subtask, checkpoint = id, records = state.records(), "in-flight data recorded");
+        if let Some((_, channels)) = self.awaiting_channels.take_if(|(awaited, _)| *awaited == id) {
+            let _ = channels.send(state);
+        }
     }
 
     /// Where this subtask's part of a checkpoint or savepoint goes.
@@ -643,6 +674,14 @@ impl OperatorTask {
         watermarks: &mut InputWatermarks,
         timer_source: &Label,
     ) -> Result<(), TaskError> {
+        // A slow operator takes a long batch in parts, so that a call takes about
+        // RUN_TARGET and barriers are served in between (the rest is handed back).
+        let mut batch = batch;
+        if batch.records > self.run_limit {
+            if let Some(rest) = batch.split_after_records(self.run_limit) {
+                self.inputs.unread(input, rest);
+            }
+        }
         self.metrics.add_in(batch.records as u64);
         let (keyed, drop_late) = (self.keyed, self.drop_late);
         let mut elements = batch.elements.into_iter().peekable();
@@ -686,6 +725,20 @@ impl OperatorTask {
             }
         }
         Ok(())
+    }
+
+    /// Sizes the runs of later batches so that one call takes about [`RUN_TARGET`],
+    /// from a running average of the cost per element.
+    fn tune_runs(&mut self, took: Duration, elements: usize) {
+        if elements == 0 {
+            return;
+        }
+        let cost = took.as_nanos() as u64 / elements as u64;
+        self.element_ns = (self.element_ns * 7 + cost) / 8;
+        self.run_limit = match RUN_TARGET.as_nanos() as u64 / self.element_ns.max(1) {
+            0 => 1,
+            limit => usize::try_from(limit).unwrap_or(usize::MAX),
+        };
     }
 
     /// Processes a batch from a channel of the second input: each record in its own
@@ -752,8 +805,11 @@ impl OperatorTask {
             let watermark = ctx.watermark;
             ctx.start_run();
             let call = std::time::Instant::now();
+            let elements = events.len();
             let result = self.logic.process_run(events);
-            self.metrics.add_call(call.elapsed());
+            let took = call.elapsed();
+            self.metrics.add_call(took);
+            self.tune_runs(took, elements);
             let ctx = self.logic.context();
             ctx.end_run();
             // The watermark moves on as the run's watermarks are routed.

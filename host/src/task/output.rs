@@ -209,21 +209,56 @@ impl Router {
     /// the partly filled batch sent right after it), so the receiver can store them as
     /// channel state. An aligned barrier with an alignment timeout goes both ways: on
     /// the data lane, and announced on the priority lane with its place there, so that
-    /// a receiver whose alignment times out knows what to record.
+    /// a receiver whose alignment times out knows what to record. Neither waits for
+    /// back-pressure.
     pub fn barrier(&mut self, barrier: &CheckpointBarrier) -> Result<(), RouteError> {
         if barrier.unaligned_from.is_none() {
             return self.broadcast(&Message::Barrier(barrier.clone()));
         }
-        for edge in self.ports.iter().flatten() {
-            for (target, sender) in edge.senders.iter().enumerate() {
-                let after = sender.sent() + u64::from(!edge.pending[target].is_empty());
-                sender.overtake(barrier.clone(), after).map_err(|()| RouteError::Disconnected)?;
+        let unaligned = barrier.is_unaligned_at(Instant::now());
+        for edge in self.ports.iter_mut().flatten() {
+            for target in 0..edge.senders.len() {
+                let partial = !edge.pending[target].is_empty();
+                let sender = &edge.senders[target];
+                sender.overtake(barrier.clone(), sender.sent() + u64::from(partial)).map_err(|()| RouteError::Disconnected)?;
+                // The partly filled batch goes at once, beyond the channel's budget if
+                // need be, so the receiver need not wait for back-pressure to complete
+                // its in-flight data; an aligned barrier follows it on the data lane (a
+                // barrier takes no room).
+                if partial {
+                    let batch = std::mem::take(&mut edge.pending[target]);
+                    sender.send_overdraft(Message::Batch(batch)).map_err(|_| RouteError::Disconnected)?;
+                }
+                if !unaligned {
+                    sender.send(Message::Barrier(barrier.clone())).map_err(|_| RouteError::Disconnected)?;
+                }
             }
         }
-        match barrier.is_unaligned_at(Instant::now()) {
-            true => self.flush(),
-            false => self.broadcast(&Message::Barrier(barrier.clone())),
-        }
+        self.oldest = None;
+        Ok(())
+    }
+
+    /// Whether some downstream channel is full: sending a full batch to it now would
+    /// wait.
+    pub fn is_backpressured(&self) -> bool {
+        let bytes = self.batching.max_bytes;
+        self.ports.iter().flatten().flat_map(|e| e.senders.iter()).any(|s| s.is_full(bytes))
+    }
+
+    /// Waits up to `timeout` for room in the full downstream channels (the time counts
+    /// as back-pressure); whether one is still full.
+    pub fn wait_for_room(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        let bytes = self.batching.max_bytes;
+        let full = self
+            .ports
+            .iter()
+            .flatten()
+            .flat_map(|e| e.senders.iter())
+            .find(|s| s.is_full(bytes))
+            .is_some_and(|s| s.wait_for_room(bytes, timeout) || self.is_backpressured());
+        self.metrics.add_backpressured(started.elapsed());
+        full
     }
 
     /// Sends a barrier or end-of-data marker to every downstream subtask, after

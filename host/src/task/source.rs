@@ -116,6 +116,14 @@ impl SourceTask {
                         if self.router.flush_if_due().is_err() {
                             return Ok(());
                         }
+                        // Back-pressure: wait for room here, serving the coordinator,
+                        // rather than inside a send, so that barriers are not held up.
+                        while self.router.is_backpressured() && !self.control.is_cancelled() {
+                            if self.serve_commands(&watermarks, &mut in_flight).is_err() {
+                                return Ok(());
+                            }
+                            self.router.wait_for_room(POLL_INTERVAL / 10);
+                        }
                     }
                 }
                 SourcePoll::Malformed { offset, split, reason } => {
