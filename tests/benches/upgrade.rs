@@ -62,11 +62,15 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 fn main() {
+    // `WEIR_BENCH_LOG=weir=info` shows where each swap's time went.
+    if let Ok(filter) = std::env::var("WEIR_BENCH_LOG") {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).init();
+    }
     let sizes: Vec<u64> = std::env::var("WEIR_BENCH_KEYS")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
-    println!("live upgrade counter v1 → v2 (migrating every key), then stop with savepoint and restore");
+    println!("live upgrade counter v1 → v2 (which migrates every key: 50 ms at the swap, the rest lazily), then stop with savepoint (completing the migration) and restore");
     println!(
         "{:<8} {:>9} {:>14} {:>12} {:>14} {:>14}",
         "backend", "keys", "swap pause ms", "savepoint MB", "write MB/s", "restore MB/s"

@@ -45,8 +45,10 @@ impl Migration {
         if to <= from {
             return Ok(None);
         }
-        let pending: HashSet<Vec<u8>> = logic.context().state.keys().map_err(OperatorFailure::State)?.into_iter().collect();
-        tracing::info!(operator = %logic.context().info.label(), from, to, keys = pending.len(), "migrating state, key by key");
+        let listing = Instant::now();
+        let pending = logic.context().state.distinct_keys().map_err(OperatorFailure::State)?;
+        let listed_ms = listing.elapsed().as_millis() as u64;
+        tracing::info!(operator = %logic.context().info.label(), from, to, keys = pending.len(), listed_ms, "migrating state, key by key");
         Ok((!pending.is_empty()).then_some(Migration { from, pending, sliced: Instant::now() }))
     }
 

@@ -484,10 +484,12 @@ impl OperatorTask {
         };
         let target = SnapshotTarget { root: dir.clone(), task_dir: task.clone(), shared_dir: String::new() };
         // Written before the swap: it is also the rollback point.
+        let started = Instant::now();
         let saved = match self.capture(id, target, true).and_then(Capture::write) {
             Ok(saved) => saved,
             Err(reason) => return decline(format!("writing the in-place savepoint: {reason}")),
         };
+        let saved_in = started.elapsed();
         let TaskState::Operator { state_version: from, state: files, timers, .. } = &saved else { unreachable!() };
         let (from, files, timers) = (*from, files.clone(), timers.clone());
         let placeholder = self.logic.context().placeholder();
@@ -530,7 +532,15 @@ impl OperatorTask {
         };
         let left = migration.as_ref().map_or(0, Migration::remaining);
         self.migration = migration;
-        tracing::info!(operator = %self.uid, subtask = self.subtask, component = %plugin.path().display(), left, "swapped component; keys left migrate on first access");
+        tracing::info!(
+            operator = %self.uid,
+            subtask = self.subtask,
+            component = %plugin.path().display(),
+            savepoint_ms = saved_in.as_millis() as u64,
+            swap_ms = (started.elapsed() - saved_in).as_millis() as u64,
+            left,
+            "swapped component; keys left migrate on first access"
+        );
         self.previous = Some(previous);
         let _ = coordinator.send(CoordinatorMessage::Ack { id, task, state: saved });
     }
