@@ -165,6 +165,13 @@ impl StateBackend for MemoryBackend {
         Ok(())
     }
 
+    fn scan_keys(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
+        for k in self.keys_from(prefix).take_while(|k| k.starts_with(prefix)) {
+            visit(k);
+        }
+        Ok(())
+    }
+
     fn scan_from(
         &self,
         start: &[u8],

@@ -126,6 +126,11 @@ pub trait StateBackend: Send {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StateError>;
+    /// Visits the key of every entry whose key starts with `prefix`, in key order
+    /// (backends that keep keys apart from values skip reading the values).
+    fn scan_keys(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
+        self.scan_prefix(prefix, &mut |k, _| visit(k))
+    }
     /// Visits entries in key order from `start` on, while `visit` returns `true`.
     fn scan_from(
         &self,
@@ -285,7 +290,7 @@ impl KeyedState {
     pub fn distinct_keys(&self) -> Result<std::collections::HashSet<Vec<u8>>, StateError> {
         let mut keys = std::collections::HashSet::new();
         let uid = self.uid.as_str();
-        self.backend.scan_prefix(&[], &mut |k, _| {
+        self.backend.scan_keys(&[], &mut |k| {
             if let Some(d) = key::decode(k).filter(|d| d.uid == uid) {
                 if !keys.contains(d.key) {
                     keys.insert(d.key.to_vec());
