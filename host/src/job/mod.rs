@@ -521,6 +521,7 @@ impl Job {
                 metrics,
                 checkpointing: checkpointing(task, Some(commands)),
                 records_commits: false,
+                uncommitted: None,
                 awaiting_channels: None,
             });
         }

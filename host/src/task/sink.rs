@@ -14,6 +14,10 @@ use crate::metrics::TaskMetrics;
 use crate::sink::Sink;
 use crate::stream::{Element, Message};
 
+/// How long a sink whose input ended waits for the commit of the checkpoint it
+/// acknowledged last: the coordinator sends it at once if the checkpoint completed, and
+/// never if the end of the input dropped it.
+const LAST_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// How often a sink flushes buffered output while records keep coming.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -25,6 +29,8 @@ pub struct SinkTask {
     pub checkpointing: Option<Checkpointing>,
     /// The sink's last checkpoint state asked for its commits to be recorded.
     pub records_commits: bool,
+    /// The last checkpoint this sink acknowledged, until it is committed.
+    pub uncommitted: Option<u64>,
     /// The unaligned checkpoint whose acknowledgement waits for the data its barriers
     /// overtook, with the sink's state for it.
     pub awaiting_channels: Option<(u64, TaskState)>,
@@ -37,8 +43,13 @@ impl SinkTask {
         let result = self.run_loop(&mut latency);
         self.metrics.set_latency(latency);
         match result {
-            // The input ended: everything received becomes visible.
-            Ok(true) => self.sink.finish()?,
+            // The input ended: everything received becomes visible, after the commit of
+            // a checkpoint acknowledged just before the end, if it comes soon (so that
+            // its commit is recorded beside it).
+            Ok(true) => {
+                self.await_last_commit(LAST_COMMIT_WAIT)?;
+                self.sink.finish()?
+            }
             // The job is stopping: commits already decided are made (a stop with
             // savepoint commits up to the savepoint), what was received is flushed, and
             // a transactional sink keeps the rest pending until a restore decides.
@@ -54,6 +65,18 @@ impl SinkTask {
         Ok(())
     }
 
+    /// Serves commits until the last checkpoint this sink acknowledged is committed, for
+    /// at most `wait` (the coordinator may instead have dropped it).
+    fn await_last_commit(&mut self, wait: std::time::Duration) -> Result<(), TaskError> {
+        let deadline = std::time::Instant::now() + wait;
+        self.serve_commits()?;
+        while self.uncommitted.is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            self.serve_commits()?;
+        }
+        Ok(())
+    }
+
     /// Commits the checkpoints the coordinator reports complete.
     fn serve_commits(&mut self) -> Result<(), TaskError> {
         let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.as_ref()) else {
@@ -61,6 +84,7 @@ impl SinkTask {
         };
         while let Ok(command) = commands.try_recv() {
             if let Command::Commit(id) = command {
+                self.uncommitted = self.uncommitted.filter(|acked| *acked > id);
                 self.sink.commit(id)?;
                 if self.records_commits {
                     let cp = self.checkpointing.as_ref().expect("commands come with checkpointing");
@@ -88,6 +112,7 @@ impl SinkTask {
                     self.awaiting_channels = Some((id, state));
                     return Ok(());
                 }
+                self.uncommitted = Some(id);
                 CoordinatorMessage::Ack { id, task: cp.task.clone(), state }
             }
             Err(e) => CoordinatorMessage::Decline { id, task: cp.task.clone(), reason: e.to_string() },
@@ -106,6 +131,7 @@ impl SinkTask {
             Ok(file) => {
                 let TaskState::Sink { channel_state, .. } = &mut state else { unreachable!("a sink's state") };
                 *channel_state = file;
+                self.uncommitted = Some(id);
                 CoordinatorMessage::Ack { id, task: cp.task.clone(), state }
             }
             Err(reason) => CoordinatorMessage::Decline { id, task: cp.task.clone(), reason },
