@@ -286,7 +286,7 @@ impl KeyedState {
     }
 
     /// Every key that has state in this subtask, for a migration pass.
-    /// Every key with state in this operator, unordered (cheaper than [`KeyedState::keys`]).
+    /// Every key with state in this operator, unordered.
     pub fn distinct_keys(&self) -> Result<std::collections::HashSet<Vec<u8>>, StateError> {
         let mut keys = std::collections::HashSet::new();
         let uid = self.uid.as_str();
@@ -295,17 +295,6 @@ impl KeyedState {
                 if !keys.contains(d.key) {
                     keys.insert(d.key.to_vec());
                 }
-            }
-        })?;
-        Ok(keys)
-    }
-
-    pub fn keys(&self) -> Result<std::collections::BTreeSet<Vec<u8>>, StateError> {
-        let mut keys = std::collections::BTreeSet::new();
-        let uid = self.uid.as_str();
-        self.backend.scan_prefix(&[], &mut |k, _| {
-            if let Some(d) = key::decode(k).filter(|d| d.uid == uid) {
-                keys.insert(d.key.to_vec());
             }
         })?;
         Ok(keys)
