@@ -24,7 +24,6 @@ pub struct ChannelState {
     /// Per channel: batches recorded so far.
     counts: Vec<u32>,
     records: u64,
-    bytes: usize,
 }
 
 /// What a channel state file holds for one channel, in order.
@@ -49,18 +48,12 @@ impl ChannelState {
         self.counts[channel] += 1;
         let value = encode_batch(batch);
         self.records += batch.records as u64;
-        self.bytes += value.len();
         self.entries.push((key, value));
     }
 
     /// How many records were recorded.
     pub fn records(&self) -> u64 {
         self.records
-    }
-
-    /// The encoded size of what was recorded.
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 
     /// Writes the file at `relative` under `root`; nothing when no data was in flight.

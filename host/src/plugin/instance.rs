@@ -142,6 +142,7 @@ pub(super) fn guest_store(
         HostState {
             ctx,
             started: ticks.load(std::sync::atomic::Ordering::Relaxed),
+            slept_past_deadline: false,
             ticks: ticks.clone(),
             deadline: std::time::Duration::from_millis(limits.call_timeout_ms),
             wasi,
@@ -159,7 +160,7 @@ pub(super) fn guest_store(
     store.epoch_deadline_callback(move |store| {
         let state = store.data();
         let elapsed = state.ticks.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(state.started);
-        if elapsed >= limit || state.ctx.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+        if elapsed >= limit || state.slept_past_deadline || state.ctx.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Trap::Interrupt.into());
         }
         Ok(wasmtime::UpdateDeadline::Continue((limit - elapsed).min(INTERRUPT_CHECK_TICKS)))
@@ -172,6 +173,7 @@ pub(super) fn guest_store(
 pub(super) fn arm_deadline(store: &mut Store<HostState>, limits: Limits) {
     let state = store.data_mut();
     state.started = state.ticks.load(std::sync::atomic::Ordering::Relaxed);
+    state.slept_past_deadline = false;
     store.set_epoch_deadline(deadline_ticks(limits).min(INTERRUPT_CHECK_TICKS));
 }
 

@@ -143,6 +143,10 @@ pub struct HostState {
     /// The epoch tick at which the current call, or element of a batch, began: the
     /// call deadline counts from there.
     started: u64,
+    /// A WASI sleep of the current call (or element) was cut at its deadline: the
+    /// deadline has passed, whatever the epoch ticker, which lags the wall clock on a
+    /// busy machine, says.
+    slept_past_deadline: bool,
     ticks: Arc<AtomicU64>,
     /// The call deadline (`limits.call_timeout_ms`).
     deadline: Duration,

@@ -44,10 +44,15 @@ impl Pollable for GuestSleep {
     }
 }
 
-/// A pollable for a sleep of `requested`, cut to what is left of the call's deadline.
+/// A pollable for a sleep of `requested`, cut to what is left of the call's deadline;
+/// a cut sleep marks the deadline passed, so the guest is stopped as soon as it runs
+/// again (its next epoch check: see `cut_short`).
 fn sleep(state: &mut HostState, requested: Duration) -> wasmtime::Result<Resource<DynPollable>> {
     let elapsed_ticks = state.ticks.load(Ordering::Relaxed).saturating_sub(state.started);
     let left = state.deadline.saturating_sub(EPOCH_TICK * elapsed_ticks as u32) + EPOCH_TICK;
+    if requested > left {
+        state.slept_past_deadline = true;
+    }
     let now = tokio::time::Instant::now();
     let until = now.checked_add(requested.min(left)).unwrap_or(now + left);
     let sleep = GuestSleep { until, interrupt: state.ctx.interrupt.clone() };
@@ -55,17 +60,29 @@ fn sleep(state: &mut HostState, requested: Duration) -> wasmtime::Result<Resourc
     subscribe(&mut state.table, resource)
 }
 
+/// After a sleep cut at the deadline, the guest's next epoch check runs the deadline
+/// callback, which stops it.
+fn cut_short(store: &mut wasmtime::StoreContextMut<'_, HostState>) {
+    if store.data().slept_past_deadline {
+        store.set_epoch_deadline(0);
+    }
+}
+
 /// Replaces the linked `subscribe-duration` and `subscribe-instant` with [`sleep`].
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut clock = linker.instance(MONOTONIC_CLOCK)?;
     clock.func_wrap("subscribe-duration", |mut store, (nanos,): (u64,)| {
-        Ok((sleep(store.data_mut(), Duration::from_nanos(nanos))?,))
+        let pollable = sleep(store.data_mut(), Duration::from_nanos(nanos))?;
+        cut_short(&mut store);
+        Ok((pollable,))
     })?;
     clock.func_wrap("subscribe-instant", |mut store, (when,): (u64,)| {
         let state: &mut HostState = store.data_mut();
         let now = monotonic_clock::Host::now(&mut state.clocks())?;
-        Ok((sleep(state, Duration::from_nanos(when.saturating_sub(now)))?,))
+        let pollable = sleep(state, Duration::from_nanos(when.saturating_sub(now)))?;
+        cut_short(&mut store);
+        Ok((pollable,))
     })?;
     linker.allow_shadowing(false);
     Ok(())

@@ -88,7 +88,6 @@ pub type MapId = usize;
 /// The snapshot tag of broadcast maps (lists use their redistribution's).
 const BROADCAST_TAG: u8 = 2;
 
-
 impl OperatorState {
     /// Bounds the bytes of every item of every list together.
     pub fn set_limit(&mut self, bytes: u64) {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, SendError, Sender, TryRecvError, TrySendError};
 
 use crate::stream::{CheckpointBarrier, Message};
 
@@ -54,13 +54,13 @@ struct Used {
 }
 
 impl Budget {
-    /// Waits until a batch of `bytes` more fits (bytes always fit into an empty channel),
-    /// then takes its room. How long it waited (zero without a clock read when it fit
-    /// at once).
-    fn acquire(&self, bytes: usize) -> Result<Duration, ()> {
+    /// Waits until a batch of `bytes` more fits (bytes always fit into an empty channel;
+    /// an `overdraft` does not wait), then takes its room. How long it waited (zero
+    /// without a clock read when it fit at once).
+    fn acquire(&self, bytes: usize, overdraft: bool) -> Result<Duration, ()> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         let mut waiting: Option<Instant> = None;
-        while used.batches >= self.capacity || (used.bytes > 0 && used.bytes + bytes > self.limit) {
+        while !overdraft && self.is_full(&used, bytes) {
             if self.closed.load(Ordering::Relaxed) {
                 return Err(());
             }
@@ -145,23 +145,35 @@ impl ChannelSender {
     /// for room: the time the sender was back-pressured (zero, without reading the
     /// clock, when there was room at once).
     pub fn send_timed(&self, message: Message) -> Result<Duration, SendError<Message>> {
+        self.enqueue(message, false)
+    }
+
+    /// Takes room for `message` if it is a batch (at once with `overdraft`, else once
+    /// there is room), queues it and counts it sent; how long it waited.
+    fn enqueue(&self, message: Message, overdraft: bool) -> Result<Duration, SendError<Message>> {
+        let batch = matches!(message, Message::Batch(_));
         let bytes = message.bytes();
         let mut waited = Duration::ZERO;
-        if let Message::Batch(_) = message {
-            match self.budget.acquire(bytes) {
+        if batch {
+            match self.budget.acquire(bytes, overdraft) {
                 Ok(w) => waited = w,
                 Err(()) => return Err(SendError(message)),
             }
         }
+        let give_back = || {
+            if batch {
+                self.budget.release(bytes);
+            }
+        };
         let waited = match self.tx.try_send(message) {
             Ok(()) => waited,
             Err(TrySendError::Disconnected(message)) => {
-                self.budget.release(bytes);
+                give_back();
                 return Err(SendError(message));
             }
             Err(TrySendError::Full(message)) => {
                 let start = Instant::now();
-                self.tx.send(message).inspect_err(|_| self.budget.release(bytes))?;
+                self.tx.send(message).inspect_err(|_| give_back())?;
                 waited + start.elapsed()
             }
         };
@@ -184,22 +196,7 @@ impl ChannelSender {
     /// its budget (Flink's overdraft buffers). For the partly filled batch an unaligned
     /// barrier overtook, which the receiver must get without waiting for back-pressure.
     pub fn send_overdraft(&self, message: Message) -> Result<(), SendError<Message>> {
-        let bytes = message.bytes();
-        {
-            let mut used = self.budget.used.lock().unwrap_or_else(|e| e.into_inner());
-            used.bytes += bytes;
-            used.batches += 1;
-        }
-        match self.tx.try_send(message) {
-            Ok(()) => {}
-            Err(TrySendError::Full(message)) => self.tx.send(message).inspect_err(|_| self.budget.release(bytes))?,
-            Err(TrySendError::Disconnected(message)) => {
-                self.budget.release(bytes);
-                return Err(SendError(message));
-            }
-        }
-        self.budget.sent.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.enqueue(message, true).map(|_| ())
     }
 
     /// How many messages were sent on the data lane so far.
@@ -248,11 +245,6 @@ impl ChannelReceiver {
         }
     }
 
-    /// A barrier waiting on the priority lane, if any.
-    pub fn try_overtaking(&self) -> Option<Overtaking> {
-        self.priority.try_recv().ok()
-    }
-
     /// The priority lane, for waiting on several channels at once.
     pub fn priority(&self) -> &Receiver<Overtaking> {
         &self.priority
@@ -262,9 +254,6 @@ impl ChannelReceiver {
         self.rx.try_recv().map(|m| self.received(m))
     }
 
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message, RecvTimeoutError> {
-        self.rx.recv_timeout(timeout).map(|m| self.received(m))
-    }
 
     /// The underlying receiver, for waiting on several channels at once; a message
     /// taken from it must be passed through [`ChannelReceiver::accept`].
@@ -315,14 +304,14 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(200));
         assert!(!sent.load(Ordering::SeqCst), "the second batch must wait for the first to drain");
-        let first = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        let first = rx.try_recv().unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert!(!sent.load(Ordering::SeqCst), "taken out of the queue is not yet delivered");
         rx.delivered(&first);
         sender.join().unwrap();
         assert!(sent.load(Ordering::SeqCst));
         // An oversized batch still passes through an empty channel.
-        let second = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        let second = rx.try_recv().unwrap();
         rx.delivered(&second);
         tx.send(batch(3 << 20)).unwrap();
         assert!(rx.try_recv().is_ok());
@@ -348,7 +337,7 @@ mod tests {
         // A barrier overtakes the queue and says how much it follows.
         let barrier = crate::stream::CheckpointBarrier::aligned(1, crate::stream::BarrierKind::Checkpoint);
         tx.overtake(barrier, tx.sent()).unwrap();
-        assert_eq!(rx.try_overtaking().unwrap().after, 4);
+        assert_eq!(rx.priority().try_recv().unwrap().after, 4);
     }
 
     #[test]

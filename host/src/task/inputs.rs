@@ -112,6 +112,13 @@ enum Lane {
     Priority,
 }
 
+/// What a select over the lanes found (`None`: the lane's sender is gone).
+enum Selected {
+    Data(usize, Option<Message>),
+    Priority(usize, Option<super::channel::Overtaking>),
+    Nothing,
+}
+
 impl Inputs {
     pub fn new(receivers: Vec<ChannelReceiver>) -> Self {
         let n = receivers.len();
@@ -507,44 +514,36 @@ impl Inputs {
                 }
             }
             if lanes.is_empty() {
-                None
-            } else {
-                match select.select_timeout(timeout) {
-                    Err(_) => Some(None),
-                    Ok(operation) => {
-                        let (index, lane) = lanes[operation.index()];
-                        let input = &self.inputs[index];
-                        Some(Some(match lane {
-                            Lane::Data => (index, operation.recv(input.receiver.inner()).map(Ok).map_err(|_| Lane::Data)),
-                            Lane::Priority => (index, operation.recv(input.receiver.priority()).map(Err).map_err(|_| Lane::Priority)),
-                        }))
+                std::thread::sleep(timeout);
+                return Next::Timeout;
+            }
+            match select.select_timeout(timeout) {
+                Err(_) => Selected::Nothing,
+                Ok(operation) => {
+                    let (index, lane) = lanes[operation.index()];
+                    let receiver = &self.inputs[index].receiver;
+                    match lane {
+                        Lane::Data => Selected::Data(index, operation.recv(receiver.inner()).ok()),
+                        Lane::Priority => Selected::Priority(index, operation.recv(receiver.priority()).ok()),
                     }
                 }
             }
         };
         match selected {
-            None => {
-                std::thread::sleep(timeout);
-                Next::Timeout
-            }
-            Some(None) => self.try_next().unwrap_or(Next::Timeout),
-            Some(Some((index, Ok(Ok(message))))) => {
+            Selected::Data(index, Some(message)) => {
                 let message = self.inputs[index].receiver.accept(message);
-                match self.on_data_lane(index, message) {
-                    Some(message) => self.deliver(index, message),
-                    None => self.try_next().unwrap_or(Next::Timeout),
+                if let Some(message) = self.on_data_lane(index, message) {
+                    return self.deliver(index, message);
                 }
             }
-            Some(Some((index, Ok(Err(overtaking))))) => {
-                self.on_barrier(index, overtaking.barrier, Some(overtaking.after));
-                self.try_next().unwrap_or(Next::Timeout)
+            Selected::Data(_, None) => return Next::Disconnected,
+            Selected::Priority(index, Some(overtaking)) => {
+                self.on_barrier(index, overtaking.barrier, Some(overtaking.after))
             }
-            Some(Some((_, Err(Lane::Data)))) => Next::Disconnected,
-            Some(Some((index, Err(Lane::Priority)))) => {
-                self.inputs[index].priority_open = false;
-                self.try_next().unwrap_or(Next::Timeout)
-            }
+            Selected::Priority(index, None) => self.inputs[index].priority_open = false,
+            Selected::Nothing => {}
         }
+        self.try_next().unwrap_or(Next::Timeout)
     }
 }
 

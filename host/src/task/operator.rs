@@ -769,7 +769,7 @@ impl OperatorTask {
             match element {
                 Element::Record(record) => {
                     self.before_call(1)?;
-                    if keyed {
+                    if keyed && self.migration.is_some() {
                         self.migrate_key(record.event.key.as_deref().unwrap_or_default())?;
                     }
                     let Record { event, position, ingested, .. } = record;
@@ -806,7 +806,7 @@ impl OperatorTask {
     ) -> Result<(), TaskError> {
         while !events.is_empty() {
             self.before_call(events.len() as u64)?;
-            if self.keyed {
+            if self.keyed && self.migration.is_some() {
                 for event in &events {
                     self.migrate_key(event.key.as_deref().unwrap_or_default())?;
                 }

@@ -6,6 +6,7 @@ impl super::bindings::weir::operator::batch::Host for HostState {
     fn begin_element(&mut self, index: u32) -> wasmtime::Result<bool> {
         // Each element of a batch gets the whole call deadline.
         self.started = self.ticks.load(std::sync::atomic::Ordering::Relaxed);
+        self.slept_past_deadline = false;
         Ok(self.ctx.begin_element(index)?)
     }
 }
