@@ -41,6 +41,7 @@ use crate::sink::SinkError;
 use crate::source::SourceError;
 use crate::sink::Delivery;
 use crate::state::{KeyedState, MemoryBackend, RocksBackend, StateBackend};
+use crate::timers::TimerService;
 use crate::checkpoint::channels::ChannelState;
 use crate::task::inputs::Inputs;
 use crate::task::migration::Migration;
@@ -626,6 +627,7 @@ impl Job {
             let saved = checkpoint.and_then(|c| c.metadata.tasks.get(&task));
             let backend = self.open_backend(&task, checkpoint, saved)?;
             let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs);
+            ctx.timers = self.timer_service(&task, ctx.info.max_parallelism).map_err(error)?;
             if let Some(checkpoint) = checkpoint {
                 let old = crate::checkpoint::read_operator_lists(&checkpoint.metadata.tasks, &op.uid, |f| checkpoint.path(f))
                     .map_err(error)?;
@@ -641,10 +643,17 @@ impl Job {
             if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (checkpoint, saved) {
                 ctx.watermark = *watermark;
                 let mut malformed = false;
+                let mut failed = None;
                 crate::state::snapshot::read_entries(&checkpoint.path(timers), |key, _| {
-                    malformed |= !ctx.timers.insert_encoded(&key);
+                    match ctx.timers.insert_encoded(&key) {
+                        Ok(fine) => malformed |= !fine,
+                        Err(e) => failed = Some(e),
+                    }
                 })
                 .map_err(error)?;
+                if let Some(e) = failed {
+                    return Err(error(format!("restoring timers: {e}")));
+                }
                 if malformed {
                     return Err(error("malformed timers".into()));
                 }
@@ -666,8 +675,9 @@ impl Job {
         if let Some(watermark) = restored.watermark {
             ctx.watermark = watermark;
         }
+        ctx.timers = self.timer_service(&task, ctx.info.max_parallelism).map_err(error)?;
         for timer in &restored.timers {
-            if !ctx.timers.insert_encoded(timer) {
+            if !ctx.timers.insert_encoded(timer).map_err(|e| error(format!("restoring timers: {e}")))? {
                 return Err(error("malformed timers in the savepoint".into()));
             }
         }
@@ -701,6 +711,22 @@ impl Job {
         }
         tracing::info!(task, records, "replaying in-flight data of an unaligned checkpoint");
         Ok(())
+    }
+
+    /// An empty timer store for `task` of the job's state backend kind: in memory, or a
+    /// fresh RocksDB database beside the state's (`<state dir>/<task>.timers`).
+    fn timer_service(&self, task: &str, max_parallelism: u32) -> Result<TimerService, String> {
+        let store: Box<dyn StateBackend> = match self.spec.state.backend {
+            BackendKind::Memory => Box::new(MemoryBackend::new()),
+            BackendKind::Rocksdb => {
+                let path = self.spec.state_dir().join(format!("{task}.timers"));
+                if path.exists() {
+                    std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                Box::new(RocksBackend::open(&path).map_err(|e| e.to_string())?)
+            }
+        };
+        TimerService::new(max_parallelism, store).map_err(|e| e.to_string())
     }
 
     /// The keyed state backend of one operator subtask, restored if `saved` says so.

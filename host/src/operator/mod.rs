@@ -201,10 +201,11 @@ impl OperatorContext {
         state: KeyedState,
         side_outputs: Arc<HashMap<String, usize>>,
     ) -> Self {
+        let timers = TimerService::in_memory(info.max_parallelism);
         OperatorContext {
             info,
             state,
-            timers: TimerService::default(),
+            timers,
             watermark: MIN_WATERMARK,
             key: Vec::new(),
             key_group: 0,
@@ -307,7 +308,7 @@ impl OperatorContext {
         }
         let budget = self.timer_budget;
         self.timers
-            .register_within(domain, &self.key, namespace, timestamp, budget.timers, budget.per_key)
+            .register_within(domain, &self.key, namespace, timestamp, budget.timers, budget.per_key)?
             .map_err(|over| match over {
                 crate::timers::OverBudget::Total => {
                     ContractError::TimerBudget { setting: "timers", limit: budget.timers, scope: "per subtask" }
@@ -392,7 +393,7 @@ impl OperatorContext {
         if !self.has_key {
             return Err(ContractError::NoCurrentKey { what: "a timer" });
         }
-        self.timers.delete(domain, &self.key, timestamp);
+        self.timers.delete(domain, &self.key, timestamp)?;
         Ok(())
     }
 

@@ -170,6 +170,8 @@ enum Doing<'a> {
     Opening,
     Element(&'a Position),
     Timer(TimeDomain, &'a Timer),
+    /// Taking the next due timer from the timer store.
+    DueTimers(TimeDomain),
     Closing,
     Sweeping,
     Migrating(u32),
@@ -190,6 +192,14 @@ impl std::fmt::Display for Doing<'_> {
                 },
                 timer.timestamp,
                 String::from_utf8_lossy(&timer.key)
+            ),
+            Doing::DueTimers(domain) => write!(
+                f,
+                "reading its due {} timers",
+                match domain {
+                    TimeDomain::EventTime => "event-time",
+                    TimeDomain::ProcessingTime => "processing-time",
+                }
             ),
             Doing::Closing => f.write_str("closing"),
             Doing::Sweeping => f.write_str("sweeping expired state"),
@@ -420,7 +430,7 @@ impl OperatorTask {
         .map_err(|e| e.to_string())?;
         Ok(Capture {
             writer,
-            timers: ctx.timers.encoded(ctx.info.max_parallelism),
+            timers: ctx.timers.encoded().map_err(|e| e.to_string())?,
             watermark: ctx.watermark,
             state_version,
             states: ctx.state.declared(),
@@ -592,14 +602,14 @@ impl OperatorTask {
         for file in &previous.state {
             read_entries(&previous.root.join(&file.path), |k, v| entries.push((k, v))).map_err(fail)?;
         }
-        let mut timers = crate::timers::TimerService::default();
-        read_entries(&previous.root.join(&previous.timers.path), |k, _| {
-            timers.insert_encoded(&k);
-        })
-        .map_err(fail)?;
+        let mut timers = Vec::new();
+        read_entries(&previous.root.join(&previous.timers.path), |k, _| timers.push(k)).map_err(fail)?;
         let ctx = self.logic.context();
         ctx.state.backend_mut().replace_all(entries).map_err(|e| fail(e.to_string()))?;
-        ctx.timers = timers;
+        ctx.timers.clear().map_err(|e| fail(e.to_string()))?;
+        for timer in timers {
+            ctx.timers.insert_encoded(&timer).map_err(|e| fail(e.to_string()))?;
+        }
         ctx.operator_state = previous.operator_state.clone();
         let mut discarded = Vec::new();
         ctx.swap_emitted(&mut discarded);
@@ -903,7 +913,7 @@ impl OperatorTask {
             // As in Flink: the operator sees the new watermark while its timers fire,
             // and downstream sees the watermark only after the timers' output.
             self.logic.context().watermark = time;
-            while let Some(timer) = self.logic.context().timers.pop_due(TimeDomain::EventTime, time) {
+            while let Some(timer) = self.due_timer(TimeDomain::EventTime, time)? {
                 self.fire(TimeDomain::EventTime, timer, timer_source)?;
             }
         }
@@ -917,10 +927,19 @@ impl OperatorTask {
             return Ok(());
         }
         let now = crate::clock::now_ms();
-        while let Some(timer) = self.logic.context().timers.pop_due(TimeDomain::ProcessingTime, now) {
+        while let Some(timer) = self.due_timer(TimeDomain::ProcessingTime, now)? {
             self.fire(TimeDomain::ProcessingTime, timer, timer_source)?;
         }
         Ok(())
+    }
+
+    /// Takes the earliest timer of `domain` due at `time` out of the timer store.
+    fn due_timer(&mut self, domain: TimeDomain, time: i64) -> Result<Option<Timer>, TaskError> {
+        self.logic
+            .context()
+            .timers
+            .pop_due(domain, time)
+            .map_err(|e| self.failure(Doing::DueTimers(domain), OperatorFailure::State(e)))
     }
 
     fn fire(&mut self, domain: TimeDomain, timer: Timer, source: &Label) -> Result<(), TaskError> {

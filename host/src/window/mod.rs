@@ -601,7 +601,7 @@ impl WindowOperator {
         let ns = window.encode();
         let per_window = if self.spec.lateness > 0 { 2 } else { 1 };
         if self.ctx.timers.len(domain) as u64 >= self.spec.max_open_windows * per_window
-            && !self.ctx.timers.contains_in(domain, &self.key, &ns, time)
+            && !self.ctx.timers.contains_in(domain, &self.key, &ns, time)?
         {
             return Err(self.fail(
                 Some(window),
@@ -624,16 +624,16 @@ impl WindowOperator {
     fn delete_timers(&mut self, window: &Window) -> Result<(), OperatorFailure> {
         let ns = window.encode();
         if let Some(at) = self.spec.cleanup_time(window) {
-            self.ctx.timers.delete_in(self.spec.time, &self.key, &ns, at);
+            self.ctx.timers.delete_in(self.spec.time, &self.key, &ns, at)?;
         }
-        self.ctx.timers.delete_in(TimeDomain::EventTime, &self.key, &ns, window.max_timestamp());
-        self.ctx.timers.delete_in(TimeDomain::ProcessingTime, &self.key, &ns, window.max_timestamp());
+        self.ctx.timers.delete_in(TimeDomain::EventTime, &self.key, &ns, window.max_timestamp())?;
+        self.ctx.timers.delete_in(TimeDomain::ProcessingTime, &self.key, &ns, window.max_timestamp())?;
         if let Some(at) = self.trigger_get(window, FIRE_AT)? {
             let domain = match self.spec.trigger {
                 Trigger::ContinuousProcessingTime(_) => TimeDomain::ProcessingTime,
                 _ => TimeDomain::EventTime,
             };
-            self.ctx.timers.delete_in(domain, &self.key, &ns, at);
+            self.ctx.timers.delete_in(domain, &self.key, &ns, at)?;
         }
         Ok(())
     }
