@@ -25,13 +25,14 @@
 //!
 //! Timers of the empty namespace use the first layout, which checkpoints written before
 //! namespaces existed use; the timestamp's sign bit is flipped so that the big-endian
-//! bytes sort like the `i64`s. A snapshot's `timers.ent` holds the timer entries in this
-//! order.
+//! bytes sort like the `i64`s. A snapshot's `timers.ent` holds the store's entries in
+//! this order.
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::keygroup::assign_key_group;
-use crate::state::{MemoryBackend, StateBackend, StateError};
+use crate::state::snapshot::FileEntry;
+use crate::state::{MemoryBackend, SnapshotTarget, SnapshotWriter, StateBackend, StateError};
 
 /// The clock a timer is registered against (the WIT `time-domain`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,6 +149,11 @@ fn decode(bytes: &[u8]) -> Option<(u16, u8, i64, &[u8], &[u8])> {
     let (key, namespace) = rest.split_at_checked(len)?;
     // An empty namespace is stored in the first layout only.
     (!namespace.is_empty()).then_some((key_group, tag, timestamp, key, namespace))
+}
+
+/// Whether an entry of a timer store or `timers.ent` is a timer (not a per-key count).
+pub fn is_timer_entry(bytes: &[u8]) -> bool {
+    decode(bytes).is_some()
 }
 
 fn count_key(out: &mut Vec<u8>, key_group: u16, key: &[u8]) {
@@ -361,6 +367,17 @@ impl TimerService {
         self.due[domain.index()].first().map(|t| t.0)
     }
 
+    /// Captures the timers as they are now, to be written to `<task dir>/timers.ent` by
+    /// the returned writer, on another thread: the store's own snapshot (a
+    /// copy-on-write copy in memory, a RocksDB checkpoint of hard links) is all the
+    /// barrier waits for. The file holds the store's entries (timers and per-key
+    /// counts) in key order; [`TimerService::insert_encoded`] reads it back.
+    pub fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
+        let staging = SnapshotTarget { task_dir: format!("{}/timers.staging", target.task_dir), ..target.clone() };
+        let inner = self.store.export(&staging)?;
+        Ok(Box::new(TimerSnapshot { inner, staging, target: target.clone() }))
+    }
+
     /// Every timer's entry key, in key-group order, for snapshots;
     /// [`TimerService::insert_encoded`] reverses it.
     pub fn encoded(&self) -> Result<Vec<Vec<u8>>, StateError> {
@@ -373,9 +390,12 @@ impl TimerService {
         Ok(all)
     }
 
-    /// Adds a timer encoded by [`TimerService::encoded`] (taking its key group from its
-    /// key); `false` if it is malformed.
+    /// Adds a timer read from a snapshot (taking its key group from its key; per-key
+    /// counts are skipped, registering counts anew); `false` if it is malformed.
     pub fn insert_encoded(&mut self, bytes: &[u8]) -> Result<bool, StateError> {
+        if bytes.get(2) == Some(&COUNT_TAG) {
+            return Ok(true);
+        }
         let Some((_, tag, timestamp, key, namespace)) = decode(bytes) else { return Ok(false) };
         let (key, namespace) = (key.to_vec(), namespace.to_vec());
         self.register_in(domain_of(tag), &key, &namespace, timestamp)?;
@@ -389,6 +409,28 @@ impl TimerService {
         self.due = [BTreeSet::new(), BTreeSet::new()];
         self.lens = [0, 0];
         Ok(())
+    }
+}
+
+/// A timer store's export, moved to `timers.ent` once written.
+struct TimerSnapshot {
+    inner: Box<dyn SnapshotWriter>,
+    staging: SnapshotTarget,
+    target: SnapshotTarget,
+}
+
+impl SnapshotWriter for TimerSnapshot {
+    fn write(self: Box<Self>) -> Result<Vec<FileEntry>, String> {
+        let files = self.inner.write()?;
+        let [file] = files.as_slice() else {
+            return Err(format!("the timer store wrote {} files, not one", files.len()));
+        };
+        let relative = format!("{}/timers.ent", self.target.task_dir);
+        let (from, to) = (self.target.root.join(&file.path), self.target.root.join(&relative));
+        std::fs::rename(&from, &to).map_err(|e| format!("moving {} to {}: {e}", from.display(), to.display()))?;
+        // The staging directory held only the file just moved.
+        let _ = std::fs::remove_dir(self.target.root.join(&self.staging.task_dir));
+        Ok(vec![FileEntry { path: relative, ..file.clone() }])
     }
 }
 
@@ -571,6 +613,33 @@ mod tests {
             assert_eq!(pop(&mut reopened, EventTime, 0).unwrap().timestamp, -5);
             reopened.clear().unwrap();
             assert_eq!((reopened.total(), reopened.encoded().unwrap().len()), (0, 0));
+        });
+    }
+
+    #[test]
+    fn a_snapshot_holds_the_timers_of_its_moment() {
+        on_every_store(|new| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut t = new();
+            for i in 0..1_000 {
+                t.register_in(ProcessingTime, format!("k{i}").as_bytes(), if i % 2 == 0 { b"" } else { b"w" }, i).unwrap();
+            }
+            let before = t.encoded().unwrap();
+            let target = SnapshotTarget { root: dir.path().to_path_buf(), task_dir: "op#0".into(), shared_dir: String::new() };
+            let writer = t.snapshot(&target).unwrap();
+            // Changes after the barrier are not in it.
+            t.register(EventTime, b"later", 5).unwrap();
+            while t.pop_due(ProcessingTime, 500).unwrap().is_some() {}
+            let files = writer.write().unwrap();
+            assert_eq!(files[0].path, "op#0/timers.ent");
+            assert_eq!(std::fs::read_dir(dir.path().join("op#0")).unwrap().count(), 1, "no staging left behind");
+            let mut restored = new();
+            crate::state::snapshot::read_entries(&dir.path().join(&files[0].path), |k, _| {
+                assert!(restored.insert_encoded(&k).unwrap());
+            })
+            .unwrap();
+            assert_eq!(restored.encoded().unwrap(), before);
+            assert_eq!((restored.total(), restored.count_for(b"k3").unwrap()), (1_000, 1));
         });
     }
 

@@ -714,12 +714,13 @@ impl Job {
     }
 
     /// An empty timer store for `task` of the job's state backend kind: in memory, or a
-    /// fresh RocksDB database beside the state's (`<state dir>/<task>.timers`).
+    /// fresh RocksDB database beside the state's (`<state dir>/<task>-timers`; not
+    /// `.timers`, since a database's staging directories take its path's extension).
     fn timer_service(&self, task: &str, max_parallelism: u32) -> Result<TimerService, String> {
         let store: Box<dyn StateBackend> = match self.spec.state.backend {
             BackendKind::Memory => Box::new(MemoryBackend::new()),
             BackendKind::Rocksdb => {
-                let path = self.spec.state_dir().join(format!("{task}.timers"));
+                let path = self.spec.state_dir().join(format!("{task}-timers"));
                 if path.exists() {
                     std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                 }

@@ -89,7 +89,7 @@ pub enum RunItem {
 /// An operator snapshot captured at a barrier, waiting to be written.
 struct Capture {
     writer: Box<dyn crate::state::SnapshotWriter>,
-    timers: Vec<Vec<u8>>,
+    timers: Box<dyn crate::state::SnapshotWriter>,
     watermark: i64,
     state_version: u32,
     states: Vec<crate::state::DeclaredState>,
@@ -105,9 +105,7 @@ impl Capture {
     /// Writes the state and timer files and describes them.
     fn write(self) -> Result<TaskState, String> {
         let state = self.writer.write()?;
-        let relative = format!("{}/timers.ent", self.target.task_dir);
-        let entries = self.timers.iter().map(|t| (t.as_slice(), &[][..]));
-        let timers = write_file(&self.target.root, &relative, entries)?;
+        let timers = self.timers.write()?.pop().ok_or("the timers' snapshot wrote no file")?;
         let operator_state = match self.operator_state.is_empty() {
             true => None,
             false => {
@@ -430,7 +428,7 @@ impl OperatorTask {
         .map_err(|e| e.to_string())?;
         Ok(Capture {
             writer,
-            timers: ctx.timers.encoded().map_err(|e| e.to_string())?,
+            timers: ctx.timers.snapshot(&target).map_err(|e| e.to_string())?,
             watermark: ctx.watermark,
             state_version,
             states: ctx.state.declared(),
