@@ -713,21 +713,19 @@ impl Job {
         Ok(())
     }
 
-    /// An empty timer store for `task` of the job's state backend kind: in memory, or a
-    /// fresh RocksDB database beside the state's (`<state dir>/<task>-timers`; not
+    /// Empty timers for `task` where the job's state lives: on the heap, or in a fresh
+    /// RocksDB database beside the state's (`<state dir>/<task>-timers`; not
     /// `.timers`, since a database's staging directories take its path's extension).
     fn timer_service(&self, task: &str, max_parallelism: u32) -> Result<TimerService, String> {
-        let store: Box<dyn StateBackend> = match self.spec.state.backend {
-            BackendKind::Memory => Box::new(MemoryBackend::new()),
-            BackendKind::Rocksdb => {
-                let path = self.spec.state_dir().join(format!("{task}-timers"));
-                if path.exists() {
-                    std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                }
-                Box::new(RocksBackend::open(&path).map_err(|e| e.to_string())?)
-            }
-        };
-        TimerService::new(max_parallelism, store).map_err(|e| e.to_string())
+        if self.spec.state.backend == BackendKind::Memory {
+            return Ok(TimerService::in_memory(max_parallelism));
+        }
+        let path = self.spec.state_dir().join(format!("{task}-timers"));
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let store = RocksBackend::open(&path).map_err(|e| e.to_string())?;
+        TimerService::new(max_parallelism, Box::new(store)).map_err(|e| e.to_string())
     }
 
     /// The keyed state backend of one operator subtask, restored if `saved` says so.

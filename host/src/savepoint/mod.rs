@@ -169,7 +169,7 @@ impl Savepoint {
             }
             read_entries(&self.dir.join(&timers.path), |k, _| {
                 let kg = k.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                if kg.is_some_and(|kg| range.contains(kg)) && crate::timers::is_timer_entry(&k) {
+                if kg.is_some_and(|kg| range.contains(kg)) {
                     restored.timers.push(k);
                 }
             })

@@ -137,6 +137,17 @@ pub trait StateBackend: Send {
         start: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StateError>;
+    /// Visits the entries whose key starts with `prefix`, in key order from `start` on,
+    /// while `visit` returns `true`. Backends that can, bound the scan to the prefix (so
+    /// that RocksDB does not skip deleted entries past it).
+    fn scan_prefix_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
+        self.scan_from(start, &mut |k, v| k.starts_with(prefix) && visit(k, v))
+    }
     /// Deletes every entry whose key starts with `prefix`.
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError>;
     /// How many entries are stored.

@@ -231,6 +231,26 @@ impl StateBackend for RocksBackend {
         Ok(())
     }
 
+    fn scan_prefix_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StateError> {
+        let mut read = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let start = start.max(prefix);
+        for entry in self.db.iterator_opt(IteratorMode::From(start, Direction::Forward), read) {
+            let (k, v) = entry.map_err(|e| error("scan", e))?;
+            if !k.starts_with(prefix) || !visit(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn delete_prefix(&mut self, prefix: &[u8]) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         for entry in self.prefix_iter(prefix) {
