@@ -474,3 +474,33 @@ fn a_failing_window_function_names_the_key_and_the_window() {
     let error = wrong.err().unwrap().to_string();
     assert!(error.contains("does not implement the weir:operator/aggregate-function world"), "{error}");
 }
+
+#[test]
+fn rocksdb_jobs_keep_timers_in_rocksdb_or_on_the_heap_as_configured() {
+    // The orders example (tumbling windows with allowed lateness and a late output, two
+    // subtasks) on RocksDB gives Flink's output with its timers in RocksDB (the
+    // default, a database per subtask beside the state's) and on the heap.
+    use weir::job::spec::{BackendKind, TimerStoreKind};
+    for timers in [TimerStoreKind::Backend, TimerStoreKind::Heap] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = common::example("orders", dir.path());
+        spec.state.backend = BackendKind::Rocksdb;
+        spec.state.dir = Some(dir.path().join("state"));
+        spec.state.timers = timers;
+        common::run(spec).unwrap();
+        let out = |file: &str| common::sorted_lines(&dir.path().join(file));
+        assert_eq!(out("revenue.jsonl"), common::expected("orders", "expected-revenue.jsonl"), "{timers:?}");
+        assert_eq!(out("late.jsonl"), common::expected("orders", "expected-late.jsonl"), "{timers:?}");
+        let mut timer_dbs: Vec<String> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with("-timers"))
+            .collect();
+        timer_dbs.sort();
+        let expected: &[&str] = match timers {
+            TimerStoreKind::Backend => &["revenue#0-timers", "revenue#1-timers"],
+            TimerStoreKind::Heap => &[],
+        };
+        assert_eq!(timer_dbs, expected);
+    }
+}

@@ -448,9 +448,7 @@ impl StoredTimers {
         self.remove((key_group, tag(domain, namespace)), &entry, key)
     }
 
-    /// Removes and returns the earliest timer of `domain` at or before `time`. Timers registered while firing are
-    /// seen by the next call, so a timer that registers another due timer is followed
-    /// by it in order.
+    /// Removes and returns the earliest timer of `domain` at or before `time`.
     fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Result<Option<Timer>, StateError> {
         let Some((timer, run)) = self.due[domain.index()].first() else { return Ok(None) };
         if timer.timestamp > time {

@@ -53,7 +53,7 @@ use crate::task::source::SourceTask;
 use crate::task::{Checkpointing, JobControl, TaskError};
 use metrics::TaskMetrics;
 use crate::error::Retry;
-use spec::{BackendKind, LateHandling, NodeKind, Partitioning, RestartStrategy};
+use spec::{BackendKind, LateHandling, TimerStoreKind, NodeKind, Partitioning, RestartStrategy};
 
 /// Why a job could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -713,11 +713,11 @@ impl Job {
         Ok(())
     }
 
-    /// Empty timers for `task` where the job's state lives: on the heap, or in a fresh
-    /// RocksDB database beside the state's (`<state dir>/<task>-timers`; not
+    /// Empty timers for `task` where the job's state lives (`state.timers`): on the
+    /// heap, or in a fresh RocksDB database beside the state's (`<state dir>/<task>-timers`; not
     /// `.timers`, since a database's staging directories take its path's extension).
     fn timer_service(&self, task: &str, max_parallelism: u32) -> Result<TimerService, String> {
-        if self.spec.state.backend == BackendKind::Memory {
+        if self.spec.state.backend == BackendKind::Memory || self.spec.state.timers == TimerStoreKind::Heap {
             return Ok(TimerService::in_memory(max_parallelism));
         }
         let path = self.spec.state_dir().join(format!("{task}-timers"));

@@ -89,6 +89,22 @@ pub struct StateSettings {
     /// Working directory of the RocksDB backend (relative to the job file).
     /// Default: `.weir/<job name>/state`.
     pub dir: Option<PathBuf>,
+    /// Where timers live (Flink's `state.backend.rocksdb.timer-service.factory`).
+    #[serde(default)]
+    pub timers: TimerStoreKind,
+}
+
+/// Where an operator's timers live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimerStoreKind {
+    /// Where the keyed state lives: on the heap with the memory backend, in RocksDB
+    /// with the RocksDB backend (millions of timers without heap).
+    #[default]
+    Backend,
+    /// On the heap whatever the backend: faster timer access, but every pending timer
+    /// takes heap (Flink's `HEAP` timer service).
+    Heap,
 }
 
 /// The job file's `[restart]` table: how the job restarts from its latest checkpoint

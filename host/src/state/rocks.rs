@@ -317,13 +317,18 @@ impl SnapshotWriter for RocksExport {
         let result = (|| {
             let db = DB::open_for_read_only(&RocksBackend::options(), &self.staging, false)
                 .map_err(|e| format!("reading {}: {e}", self.staging.display()))?;
-            let mut entries = Vec::new();
-            for entry in db.iterator(IteratorMode::Start) {
-                entries.push(entry.map_err(|e| e.to_string())?);
-            }
+            // Streamed from the database to the file: an export of any size takes no heap.
             let relative = format!("{}/state.ent", self.target.task_dir);
-            let pairs = entries.iter().map(|(k, v)| (&k[..], &v[..]));
-            Ok(vec![crate::state::snapshot::write_file(&self.target.root, &relative, pairs)?])
+            let path = self.target.root.join(&relative);
+            let io = |e: std::io::Error| format!("{}: {e}", path.display());
+            std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
+            let mut file = crate::state::snapshot::EntryWriter::create(&path).map_err(io)?;
+            for entry in db.iterator(IteratorMode::Start) {
+                let (k, v) = entry.map_err(|e| format!("reading {}: {e}", self.staging.display()))?;
+                file.entry(&k, &v).map_err(io)?;
+            }
+            let (size, crc32) = file.finish().map_err(io)?;
+            Ok(vec![FileEntry { path: relative, size, crc32 }])
         })();
         let _ = std::fs::remove_dir_all(&self.staging);
         result
