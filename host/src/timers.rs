@@ -258,6 +258,7 @@ fn decode(bytes: &[u8]) -> Option<(u16, u8, i64, &[u8], &[u8])> {
     (!namespace.is_empty()).then_some((key_group, tag, timestamp, key, namespace))
 }
 
+/// [`TimerService`]'s operations (documented there) over a store.
 impl StoredTimers {
     fn new(max_parallelism: u32, store: Box<dyn StateBackend>) -> Result<Self, StateError> {
         let mut service = StoredTimers {
@@ -289,19 +290,14 @@ impl StoredTimers {
         Ok(service)
     }
 
-    /// How many timers are pending, in both domains.
     fn total(&self) -> usize {
         self.lens[0] + self.lens[1]
     }
 
-    /// How many timers of `domain` are pending.
     fn len(&self, domain: TimeDomain) -> usize {
         self.lens[domain.index()]
     }
 
-    /// Registers a timer unless it is new and would make more than `max_total` pending
-    /// timers, or more than `max_per_key` for its key; then it is not registered and the
-    /// inner answer says which limit. Registering a pending timer again costs no count.
     fn register_within(
         &mut self,
         domain: TimeDomain,
@@ -427,7 +423,6 @@ impl StoredTimers {
         Ok(())
     }
 
-    /// Whether the timer is pending.
     fn contains_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) -> Result<bool, StateError> {
         let key_group = assign_key_group(key, self.max_parallelism);
         let mut entry = std::mem::take(&mut self.scratch);
@@ -437,7 +432,6 @@ impl StoredTimers {
         stored
     }
 
-    /// Deletes a pending timer of `namespace`; a no-op when there is none.
     fn delete_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) -> Result<(), StateError> {
         let key_group = assign_key_group(key, self.max_parallelism);
         let mut entry = Vec::with_capacity(15 + key.len() + namespace.len());
@@ -448,7 +442,6 @@ impl StoredTimers {
         self.remove((key_group, tag(domain, namespace)), &entry, key)
     }
 
-    /// Removes and returns the earliest timer of `domain` at or before `time`.
     fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Result<Option<Timer>, StateError> {
         let Some((timer, run)) = self.due[domain.index()].first() else { return Ok(None) };
         if timer.timestamp > time {
@@ -460,23 +453,16 @@ impl StoredTimers {
         Ok(Some(timer))
     }
 
-    /// The earliest pending timestamp of `domain`.
     fn next_timestamp(&self, domain: TimeDomain) -> Option<i64> {
         self.due[domain.index()].first().map(|t| t.0.timestamp)
     }
 
-    /// Captures the timers as they are now, to be written to `<task dir>/timers.ent` by
-    /// the returned writer, on another thread: the store's own snapshot (a
-    /// copy-on-write copy in memory, a RocksDB checkpoint of hard links) is all the
-    /// barrier waits for.
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
         let staging = SnapshotTarget { task_dir: format!("{}/timers.staging", target.task_dir), ..target.clone() };
         let inner = self.store.export(&staging)?;
         Ok(Box::new(TimerSnapshot { inner, staging, target: target.clone() }))
     }
 
-    /// Every timer's entry key, in key-group order, for snapshots;
-    /// [`TimerService::insert_encoded`] reverses it.
     fn encoded(&self) -> Result<Vec<Vec<u8>>, StateError> {
         let mut all = Vec::with_capacity(self.total());
         self.store.scan_keys(&[], &mut |k| {
@@ -487,7 +473,6 @@ impl StoredTimers {
         Ok(all)
     }
 
-    /// Deletes every timer (rolling back an upgrade).
     fn clear(&mut self) -> Result<(), StateError> {
         self.store.delete_prefix(&[])?;
         self.firsts.clear();
