@@ -217,7 +217,7 @@ fn tag(domain: TimeDomain, namespace: &[u8]) -> u8 {
 }
 
 fn domain_of(tag: u8) -> TimeDomain {
-    if tag % 2 == 0 { TimeDomain::EventTime } else { TimeDomain::ProcessingTime }
+    if tag.is_multiple_of(2) { TimeDomain::EventTime } else { TimeDomain::ProcessingTime }
 }
 
 fn encode_time(timestamp: i64) -> [u8; 8] {
@@ -240,7 +240,10 @@ fn encode(out: &mut Vec<u8>, key_group: u16, domain: TimeDomain, key: &[u8], nam
 }
 
 /// A timer entry key taken apart: key group, tag, timestamp, key, namespace.
-fn decode(bytes: &[u8]) -> Option<(u16, u8, i64, &[u8], &[u8])> {
+type Decoded<'a> = (u16, u8, i64, &'a [u8], &'a [u8]);
+
+/// Takes a timer entry key apart.
+fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
     let key_group = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?);
     let tag = *bytes.get(2)?;
     if tag > 3 {
