@@ -45,6 +45,15 @@ pub enum TimeDomain {
     ProcessingTime,
 }
 
+impl std::fmt::Display for TimeDomain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeDomain::EventTime => "event-time",
+            TimeDomain::ProcessingTime => "processing-time",
+        })
+    }
+}
+
 impl TimeDomain {
     fn index(self) -> usize {
         match self {
@@ -310,12 +319,11 @@ impl StoredTimers {
         max_total: u64,
         max_per_key: u64,
     ) -> Result<Result<(), OverBudget>, StateError> {
-        let key_group = assign_key_group(key, self.max_parallelism);
-        let mut entry = Vec::with_capacity(15 + key.len() + namespace.len());
-        encode(&mut entry, key_group, domain, key, namespace, timestamp);
-        if self.stored(&entry)? {
+        let (key_group, pending) = self.lookup(domain, key, namespace, timestamp)?;
+        if pending {
             return Ok(Ok(()));
         }
+        let entry = self.scratch.clone();
         if self.total() as u64 >= max_total {
             return Ok(Err(OverBudget::Total));
         }
@@ -330,6 +338,16 @@ impl StoredTimers {
         self.remember(&entry);
         self.added((key_group, tag(domain, namespace)), entry);
         Ok(Ok(()))
+    }
+
+    /// Encodes the timer into `scratch`: its key group, and whether it is stored.
+    fn lookup(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) -> Result<(u16, bool), StateError> {
+        let key_group = assign_key_group(key, self.max_parallelism);
+        let mut entry = std::mem::take(&mut self.scratch);
+        encode(&mut entry, key_group, domain, key, namespace, timestamp);
+        let stored = self.stored(&entry);
+        self.scratch = entry;
+        Ok((key_group, stored?))
     }
 
     /// Whether the timer `entry` is stored.
@@ -427,22 +445,18 @@ impl StoredTimers {
     }
 
     fn contains_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) -> Result<bool, StateError> {
-        let key_group = assign_key_group(key, self.max_parallelism);
-        let mut entry = std::mem::take(&mut self.scratch);
-        encode(&mut entry, key_group, domain, key, namespace, timestamp);
-        let stored = self.stored(&entry);
-        self.scratch = entry;
-        stored
+        Ok(self.lookup(domain, key, namespace, timestamp)?.1)
     }
 
     fn delete_in(&mut self, domain: TimeDomain, key: &[u8], namespace: &[u8], timestamp: i64) -> Result<(), StateError> {
-        let key_group = assign_key_group(key, self.max_parallelism);
-        let mut entry = Vec::with_capacity(15 + key.len() + namespace.len());
-        encode(&mut entry, key_group, domain, key, namespace, timestamp);
-        if !self.stored(&entry)? {
+        let (key_group, pending) = self.lookup(domain, key, namespace, timestamp)?;
+        if !pending {
             return Ok(());
         }
-        self.remove((key_group, tag(domain, namespace)), &entry, key)
+        let entry = std::mem::take(&mut self.scratch);
+        let removed = self.remove((key_group, tag(domain, namespace)), &entry, key);
+        self.scratch = entry;
+        removed
     }
 
     fn pop_due(&mut self, domain: TimeDomain, time: i64) -> Result<Option<Timer>, StateError> {
@@ -461,11 +475,10 @@ impl StoredTimers {
     }
 
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
-        let staging = SnapshotTarget { task_dir: format!("{}/timers.staging", target.task_dir), ..target.clone() };
-        let inner = self.store.export(&staging)?;
-        Ok(Box::new(TimerSnapshot { inner, staging, target: target.clone() }))
+        self.store.export(target, "timers.ent")
     }
 
+    #[cfg(test)]
     fn encoded(&self) -> Result<Vec<Vec<u8>>, StateError> {
         let mut all = Vec::with_capacity(self.total());
         self.store.scan_keys(&[], &mut |k| {
@@ -688,9 +701,8 @@ impl TimerService {
 
     /// Captures the timers as they are now, to be written to `<task dir>/timers.ent` by
     /// the returned writer, on another thread: the heap's sets (shared until the next
-    /// change copies them), or the
-    /// store's own snapshot (a RocksDB checkpoint of hard links), is all the barrier
-    /// waits for. The file holds the timers' entries in key order;
+    /// change copies them), or the store's export (a RocksDB checkpoint of hard links),
+    /// is all the barrier waits for. The file holds the timers' entries in key order;
     /// [`TimerService::insert_encoded`] reads it back.
     pub fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
         match &mut self.0 {
@@ -705,6 +717,7 @@ impl TimerService {
 
     /// Every timer's entry, in key-group order; [`TimerService::insert_encoded`]
     /// reverses it.
+    #[cfg(test)]
     pub fn encoded(&self) -> Result<Vec<Vec<u8>>, StateError> {
         match &self.0 {
             Timers::Heap(h) => Ok(HeapTimers::entries(&h.queues, h.max_parallelism)),
@@ -730,28 +743,6 @@ impl TimerService {
             }
             Timers::Stored(s) => s.clear(),
         }
-    }
-}
-
-/// A timer store's export, moved to `timers.ent` once written.
-struct TimerSnapshot {
-    inner: Box<dyn SnapshotWriter>,
-    staging: SnapshotTarget,
-    target: SnapshotTarget,
-}
-
-impl SnapshotWriter for TimerSnapshot {
-    fn write(self: Box<Self>) -> Result<Vec<FileEntry>, String> {
-        let files = self.inner.write()?;
-        let [file] = files.as_slice() else {
-            return Err(format!("the timer store wrote {} files, not one", files.len()));
-        };
-        let relative = format!("{}/timers.ent", self.target.task_dir);
-        let (from, to) = (self.target.root.join(&file.path), self.target.root.join(&relative));
-        std::fs::rename(&from, &to).map_err(|e| format!("moving {} to {}: {e}", from.display(), to.display()))?;
-        // The staging directory held only the file just moved.
-        let _ = std::fs::remove_dir(self.target.root.join(&self.staging.task_dir));
-        Ok(vec![FileEntry { path: relative, ..file.clone() }])
     }
 }
 

@@ -217,23 +217,24 @@ impl StateBackend for MemoryBackend {
     /// A copy of the state in constant time (the trie's and the set's nodes are shared
     /// until written); the file is written by the returned writer.
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
-        Ok(Box::new(MemorySnapshot { state: self.clone(), target: target.clone() }))
+        self.export(target, "state.ent")
     }
 
     /// Memory snapshots are already portable entry files.
-    fn export(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
-        self.snapshot(target)
+    fn export(&mut self, target: &SnapshotTarget, file: &str) -> Result<Box<dyn SnapshotWriter>, StateError> {
+        Ok(Box::new(MemorySnapshot { state: self.clone(), target: target.clone(), file: file.to_string() }))
     }
 }
 
 struct MemorySnapshot {
     state: MemoryBackend,
     target: SnapshotTarget,
+    file: String,
 }
 
 impl SnapshotWriter for MemorySnapshot {
     fn write(self: Box<Self>) -> Result<Vec<FileEntry>, String> {
-        let relative = format!("{}/state.ent", self.target.task_dir);
+        let relative = format!("{}/{}", self.target.task_dir, self.file);
         let entries = self.state.prefix_range(&[]).map(|(k, v)| (k.as_slice(), v.as_slice()));
         Ok(vec![write_file(&self.target.root, &relative, entries)?])
     }

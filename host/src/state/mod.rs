@@ -164,8 +164,8 @@ pub trait StateBackend: Send {
     /// files) and may run on another thread while processing goes on.
     fn snapshot(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError>;
     /// Like [`StateBackend::snapshot`], but in the portable entry-file format that
-    /// savepoints use, whatever the backend.
-    fn export(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError>;
+    /// savepoints use, whatever the backend: one file, `<task dir>/<file>`.
+    fn export(&mut self, target: &SnapshotTarget, file: &str) -> Result<Box<dyn SnapshotWriter>, StateError>;
     /// Replaces every entry with `entries` (rolling back a failed upgrade).
     fn replace_all(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StateError> {
         let mut keys = Vec::new();

@@ -142,15 +142,28 @@ impl RocksBackend {
         &self.db
     }
 
-    fn prefix_iter(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + '_ {
+    fn prefix_iter(&self, prefix: &[u8]) -> impl Iterator<Item = Entry> + '_ {
+        self.prefix_iter_from(prefix, prefix)
+    }
+
+    /// The entries whose key starts with `prefix`, from `start` on; bounded, so that
+    /// RocksDB does not walk deleted entries outside the prefix.
+    fn prefix_iter_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+    ) -> impl Iterator<Item = Entry> + '_ {
         let mut read = ReadOptions::default();
         read.set_iterate_lower_bound(prefix.to_vec());
         if let Some(upper) = prefix_upper_bound(prefix) {
             read.set_iterate_upper_bound(upper);
         }
-        self.db.iterator_opt(IteratorMode::From(prefix, Direction::Forward), read)
+        self.db.iterator_opt(IteratorMode::From(start.max(prefix), Direction::Forward), read)
     }
 }
+
+/// An entry read by an iterator.
+type Entry = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>;
 
 /// The smallest key greater than every key starting with `prefix`.
 fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -237,14 +250,9 @@ impl StateBackend for RocksBackend {
         start: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StateError> {
-        let mut read = ReadOptions::default();
-        if let Some(upper) = prefix_upper_bound(prefix) {
-            read.set_iterate_upper_bound(upper);
-        }
-        let start = start.max(prefix);
-        for entry in self.db.iterator_opt(IteratorMode::From(start, Direction::Forward), read) {
+        for entry in self.prefix_iter_from(prefix, start) {
             let (k, v) = entry.map_err(|e| error("scan", e))?;
-            if !k.starts_with(prefix) || !visit(&k, &v) {
+            if !visit(&k, &v) {
                 break;
             }
         }
@@ -294,7 +302,7 @@ impl StateBackend for RocksBackend {
 
     /// A RocksDB checkpoint taken now (fast), read back on the writer's thread into a
     /// portable entry file.
-    fn export(&mut self, target: &SnapshotTarget) -> Result<Box<dyn SnapshotWriter>, StateError> {
+    fn export(&mut self, target: &SnapshotTarget, file: &str) -> Result<Box<dyn SnapshotWriter>, StateError> {
         self.snapshots += 1;
         let staging = self.path.with_extension(format!("export-{}", self.snapshots));
         if staging.exists() {
@@ -303,13 +311,14 @@ impl StateBackend for RocksBackend {
         Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(&staging))
             .map_err(|e| error("checkpoint", e))?;
-        Ok(Box::new(RocksExport { staging, target: target.clone() }))
+        Ok(Box::new(RocksExport { staging, target: target.clone(), file: file.to_string() }))
     }
 }
 
 struct RocksExport {
     staging: PathBuf,
     target: SnapshotTarget,
+    file: String,
 }
 
 impl SnapshotWriter for RocksExport {
@@ -318,17 +327,15 @@ impl SnapshotWriter for RocksExport {
             let db = DB::open_for_read_only(&RocksBackend::options(), &self.staging, false)
                 .map_err(|e| format!("reading {}: {e}", self.staging.display()))?;
             // Streamed from the database to the file: an export of any size takes no heap.
-            let relative = format!("{}/state.ent", self.target.task_dir);
-            let path = self.target.root.join(&relative);
-            let io = |e: std::io::Error| format!("{}: {e}", path.display());
-            std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
-            let mut file = crate::state::snapshot::EntryWriter::create(&path).map_err(io)?;
-            for entry in db.iterator(IteratorMode::Start) {
-                let (k, v) = entry.map_err(|e| format!("reading {}: {e}", self.staging.display()))?;
-                file.entry(&k, &v).map_err(io)?;
-            }
-            let (size, crc32) = file.finish().map_err(io)?;
-            Ok(vec![FileEntry { path: relative, size, crc32 }])
+            let relative = format!("{}/{}", self.target.task_dir, self.file);
+            let file = crate::state::snapshot::write_file_with(&self.target.root, &relative, |put| {
+                for entry in db.iterator(IteratorMode::Start) {
+                    let (k, v) = entry.map_err(|e| format!("reading {}: {e}", self.staging.display()))?;
+                    put(&k, &v)?;
+                }
+                Ok(())
+            })?;
+            Ok(vec![file])
         })();
         let _ = std::fs::remove_dir_all(&self.staging);
         result

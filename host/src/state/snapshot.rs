@@ -88,13 +88,22 @@ pub fn write_file<'a>(
     relative: &str,
     entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Result<FileEntry, String> {
+    write_file_with(root, relative, |put| entries.into_iter().try_for_each(|(k, v)| put(k, v)))
+}
+
+/// Writes the entry file `root/relative` from what `fill` hands to the `put` it gets,
+/// in key order, and describes it: for entries read one at a time from a source that
+/// can fail (a database), so that none are collected first.
+pub fn write_file_with(
+    root: &Path,
+    relative: &str,
+    fill: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>) -> Result<(), String>,
+) -> Result<FileEntry, String> {
     let path = root.join(relative);
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
     std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
     let mut writer = EntryWriter::create(&path).map_err(io)?;
-    for (k, v) in entries {
-        writer.entry(k, v).map_err(io)?;
-    }
+    fill(&mut |k, v| writer.entry(k, v).map_err(io))?;
     let (size, crc32) = writer.finish().map_err(io)?;
     Ok(FileEntry { path: relative.to_string(), size, crc32 })
 }

@@ -183,22 +183,11 @@ impl std::fmt::Display for Doing<'_> {
             Doing::Element(position) => write!(f, "processing the element from {position}"),
             Doing::Timer(domain, timer) => write!(
                 f,
-                "firing the {} timer at {} for key {:?}",
-                match domain {
-                    TimeDomain::EventTime => "event-time",
-                    TimeDomain::ProcessingTime => "processing-time",
-                },
+                "firing the {domain} timer at {} for key {:?}",
                 timer.timestamp,
                 String::from_utf8_lossy(&timer.key)
             ),
-            Doing::DueTimers(domain) => write!(
-                f,
-                "reading its due {} timers",
-                match domain {
-                    TimeDomain::EventTime => "event-time",
-                    TimeDomain::ProcessingTime => "processing-time",
-                }
-            ),
+            Doing::DueTimers(domain) => write!(f, "reading its due {domain} timers"),
             Doing::Closing => f.write_str("closing"),
             Doing::Sweeping => f.write_str("sweeping expired state"),
             Doing::Migrating(from) => write!(f, "migrating restored state from version {from}"),
@@ -421,7 +410,7 @@ impl OperatorTask {
         let ctx = self.logic.context();
         let backend = if portable { "portable".to_string() } else { ctx.state.backend().name().to_string() };
         let writer = if portable {
-            ctx.state.backend_mut().export(&target)
+            ctx.state.backend_mut().export(&target, "state.ent")
         } else {
             ctx.state.backend_mut().snapshot(&target)
         }
