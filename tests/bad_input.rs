@@ -376,6 +376,18 @@ fn weir_never_deletes_files_it_did_not_write() {
     let settings = "checkpoint = { interval_ms = 50, dir = \"ckpt\" }\nstate = { backend = \"rocksdb\", dir = \"db\" }";
     Job::new(pipeline(settings), &fresh()).unwrap().run().unwrap();
     assert!(dir.path().join("ckpt/.weir-owned").is_file() && dir.path().join("db/.weir-owned").is_file());
+    // A finished job leaves no working database (nor RocksDB's LOCK files) behind, and
+    // no checkpoint that never completed.
+    let names = |d: &str| -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path().join(d)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("db"), [".weir-owned"]);
+    for checkpoint in names("ckpt").iter().filter(|n| n.starts_with("chk-")) {
+        assert!(dir.path().join("ckpt").join(checkpoint).join("_metadata").is_file(), "{checkpoint} is incomplete");
+    }
     std::fs::write(dir.path().join("ckpt/notes.txt"), "mine").unwrap();
     Job::new(pipeline(settings), &fresh()).unwrap().run().unwrap();
     assert_eq!(std::fs::read_to_string(dir.path().join("ckpt/notes.txt")).unwrap(), "mine");
@@ -405,8 +417,7 @@ fn a_control_address_left_by_a_killed_job_is_recognised_and_removed() {
     assert!(!address.exists());
 }
 
-/// Runs `weir run` on `job` and returns its peak resident memory (VmHWM) in MiB,
-/// read from /proc while it runs.
+/// Runs `weir run` on `job` to success and returns its peak resident memory in MiB.
 fn peak_rss_mib(job: &Path) -> u64 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "--fresh", "--plugin-dir", guests::GUEST_DIR])
@@ -414,22 +425,11 @@ fn peak_rss_mib(job: &Path) -> u64 {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&status) {
-            if let Some(kib) = text.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak_kib = peak_kib.max(kib.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
-            }
-        }
-        if let Some(exit) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-            assert!(exit.success(), "{stderr}");
-            return peak_kib / 1024;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let (peak, exit) = memory::wait_with_peak_rss_mib(&mut child, std::time::Duration::from_secs(300));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(exit.success(), "{stderr}");
+    peak
 }
 
 #[test]
@@ -437,9 +437,6 @@ fn large_records_into_a_slow_operator_keep_the_host_bounded() {
     // 160 MB of 4 MB records into an operator that takes 20 ms per record: channels
     // bounded in bytes hold the source back, so the host's peak memory grows by a few
     // channels' worth (channel_mib = 4), not by the input (as it once grew to 2.5 GB).
-    if !Path::new("/proc/self/status").exists() {
-        return; // VmHWM is Linux's
-    }
     let dir = tempfile::tempdir().unwrap();
     let job = |name: &str, records: usize| {
         let value = "x".repeat(4 << 20);
@@ -464,4 +461,66 @@ fn large_records_into_a_slow_operator_keep_the_host_bounded() {
     let large = peak_rss_mib(&job("many", 40));
     eprintln!("peak RSS: {baseline} MiB with one record, {large} MiB with 40");
     assert!(large < baseline + 80, "{large} MiB peak against {baseline} MiB for one record: the input is buffered");
+}
+
+#[test]
+fn a_guest_error_cannot_forge_log_lines() {
+    // The guest returns "x\nerror: FORGED by the guest": its text is escaped in the
+    // error, as its log lines are, so no line of weir's output starts with its forgery.
+    let (error, _) = fail_with("forge", "", "");
+    assert_contains(&error, &["operator `faulty` subtask 0", "x\\nerror: FORGED by the guest"]);
+    assert!(!error.contains('\n'), "{error}");
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let spec = faulty_job(dir.path(), "forge", "", "");
+    std::fs::write(dir.path().join("job.toml"), toml::to_string(&spec).unwrap()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "job.toml", "--plugin-dir", guests::GUEST_DIR])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("FORGED"), "{stderr}");
+    assert!(!stderr.lines().any(|l| l.contains("FORGED") && !l.contains("x\\nerror: FORGED")), "{stderr}");
+}
+
+#[test]
+fn a_guest_failing_in_snapshot_state_fails_the_job_naming_the_checkpoint_and_cause() {
+    // Once, such a job failed at its next element with wasmtime's "cannot enter
+    // component instance", the cause only in a warning.
+    for (mode, limits, cause) in [
+        ("snapshot-panic", "", "snapshot of checkpoint"),
+        ("snapshot-loop", "limits = { call_timeout_ms = 300 }", "ran longer than its deadline of 300 ms"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        write_input(dir.path(), "input.jsonl", INPUT);
+        let mut spec = faulty_job(dir.path(), mode, limits, "");
+        if let weir::job::spec::SourceSpec::File { rate, .. } = &mut spec.sources[0] {
+            *rate = Some(20.0);
+        }
+        spec.checkpoint = Some(weir::checkpoint::CheckpointSettings { interval_ms: 20, ..Default::default() });
+        let error = run(spec).expect_err("the job must fail").to_string();
+        assert_contains(&error, &["operator `faulty` subtask 0", "for checkpoint", "(snapshot-state)", cause]);
+        assert!(!error.contains("cannot enter component instance"), "{mode}: {error}");
+    }
+}
+
+#[test]
+fn a_guest_that_misreports_how_many_elements_it_processed_is_stopped() {
+    // process-batch returns how many elements it processed; the host checks that
+    // against the elements the guest began, or it would resend elements (processing
+    // them twice) or skip them.
+    for mode in ["more", "fewer", "none"] {
+        let dir = tempfile::tempdir().unwrap();
+        write_input(dir.path(), "input.jsonl", INPUT);
+        let operator = format!("uid = \"liar\"\ncomponent = \"liar.wasm\"\nconfig = {{ mode = \"{mode}\" }}");
+        let error = run(file_pipeline(dir.path(), "liar", "", &operator)).expect_err("the job must fail").to_string();
+        assert_contains(&error, &["operator `liar` subtask 0", "broke the contract", "process-batch reported", "but began"]);
+    }
+    // The same component telling the truth runs through.
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    run(file_pipeline(dir.path(), "liar", "", "uid = \"liar\"\ncomponent = \"liar.wasm\"")).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines().collect::<Vec<_>>(), INPUT);
 }

@@ -124,6 +124,15 @@ fn a_bundle_that_fails_any_check_is_refused_with_the_reason() {
     let manifest_text = toml::to_string(&manifest).unwrap();
     let job_text = std::fs::read(&job).unwrap();
     let component = std::fs::read(guests::KEYED_COUNT).unwrap();
+    let outside_component = out.path().join("keyed_count.wasm");
+    std::fs::write(&outside_component, &component).unwrap();
+    // The good bundle's manifest and job, with the component named by `path`.
+    let outside_entries = |manifest: &str, job: &[u8], path: &Path| -> Vec<(&'static str, u8, u64, Vec<u8>)> {
+        let path = path.display().to_string();
+        let manifest = manifest.replace("\"keyed_count.wasm\"", &format!("{path:?}"));
+        let job = String::from_utf8_lossy(job).replace("\"keyed_count.wasm\"", &format!("{path:?}"));
+        vec![("weir-bundle.toml", b'0', 0, manifest.into_bytes()), ("job.toml", b'0', 0, job.into_bytes())]
+    };
     let cases: Vec<(&str, Vec<(&str, u8, u64, Vec<u8>)>)> = vec![
         // A component that is not the one the manifest's digest names.
         ("does not match its sha256", {
@@ -145,6 +154,10 @@ fn a_bundle_that_fails_any_check_is_refused_with_the_reason() {
             ("extra.sh", b'0', 0, b"rm -rf /".to_vec()),
         ]),
         ("no weir-bundle.toml", vec![("job.toml", b'0', 0, job_text.clone())]),
+        // A manifest and job that name a component outside the bundle (an attacker could
+        // swap it later, or probe which files exist), and a device (read without end).
+        ("its path escapes the bundle", outside_entries(&manifest_text, &job_text, &outside_component)),
+        ("its path escapes the bundle", outside_entries(&manifest_text, &job_text, Path::new("/dev/zero"))),
     ];
     for (i, (reason, entries)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad-{i}.weir"));

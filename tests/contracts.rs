@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use weir::plugin::{CompileCache, Compiled, Runtime};
@@ -65,8 +65,8 @@ fn components_built_for_contract_0_1_run_unchanged_beside_0_2_ones() {
             let out = tempfile::tempdir().unwrap();
             run(login_job(component, parallelism, out.path())).unwrap();
             assert_eq!(
-                sorted_lines(&out.path().join("alerts.jsonl")),
-                expected("login-anomaly", "expected.jsonl"),
+                per_key_sequences(&out.path().join("alerts.jsonl")),
+                per_key_sequences(&root().join("examples/login-anomaly/expected.jsonl")),
                 "{} at parallelism {parallelism}",
                 component.display()
             );
@@ -79,15 +79,18 @@ fn components_built_for_contract_0_1_run_unchanged_beside_0_2_ones() {
         let mut spec = example("keyed-count", out.path());
         spec.operators[0].component = Some(component.display().to_string());
         run(spec).unwrap();
-        outputs.push(sorted_lines(&out.path().join("counts.jsonl")));
+        outputs.push(per_key_sequences(&out.path().join("counts.jsonl")));
     }
-    assert_eq!(outputs[0].len(), 10_000);
+    assert_eq!(outputs[0].values().map(Vec::len).sum::<usize>(), 10_000);
     assert_eq!(outputs[0], outputs[1]);
 }
 
+/// Every key's output records, in order.
+type PerKey = std::collections::BTreeMap<String, Vec<String>>;
+
 /// Runs `example` with batches of at most `batch_records` records and returns its
-/// outputs and the late counts of `count`.
-fn run_batched(example_name: &str, files: &[&str], batch_records: usize, parallelism: u32) -> (Vec<Vec<String>>, (u64, u64)) {
+/// outputs (each key's records in order) and the late counts of `count`.
+fn run_batched(example_name: &str, files: &[&str], batch_records: usize, parallelism: u32) -> (Vec<PerKey>, (u64, u64)) {
     let out = tempfile::tempdir().unwrap();
     let spec = match example_name {
         "tumbling-count-guest" => hand_built_tumbling(out.path()),
@@ -97,7 +100,7 @@ fn run_batched(example_name: &str, files: &[&str], batch_records: usize, paralle
     spec.batch_records = batch_records;
     let summary = run(spec).unwrap();
     let late = summary.node("count").map_or((0, 0), |n| (n.late_routed, n.late_dropped));
-    (files.iter().map(|f| sorted_lines(&out.path().join(f))).collect(), late)
+    (files.iter().map(|f| per_key_sequences(&out.path().join(f))).collect(), late)
 }
 
 #[test]
@@ -121,30 +124,7 @@ fn the_batch_size_never_changes_what_a_job_outputs() {
     for name in ["tumbling-count", "tumbling-count-guest"] {
         let (outputs, late) = run_batched(name, &["windows.jsonl"], 512, 1);
         assert_eq!(late, (3, 0), "{name}");
-        assert_eq!(outputs[0], expected("tumbling-count", "expected.jsonl"), "{name}");
-    }
-}
-
-/// The peak resident memory of a process, in MiB, polled until it exits.
-fn peak_rss_mib(child: &mut std::process::Child, timeout: Duration) -> (u64, std::process::ExitStatus) {
-    let started = Instant::now();
-    let mut peak = 0;
-    loop {
-        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
-            if let Some(kib) = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                peak = peak.max(kib / 1024);
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            return (peak, status);
-        }
-        assert!(started.elapsed() < timeout, "the job did not finish in {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(outputs[0], per_key_sequences(&root().join("examples/tumbling-count/expected.jsonl")), "{name}");
     }
 }
 
@@ -197,7 +177,7 @@ fn twenty_megabyte_events_into_a_slow_operator_keep_host_memory_bounded() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (peak, status) = peak_rss_mib(&mut child, Duration::from_secs(120));
+    let (peak, status) = memory::wait_with_peak_rss_mib(&mut child, Duration::from_secs(120));
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{stderr}");
@@ -321,5 +301,31 @@ fn the_call_deadline_holds_per_element_of_a_batch() {
         ),
     );
     run(spec).unwrap();
-    assert_eq!(sorted_lines(&dir.path().join("out.jsonl")).len(), 8);
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(out.lines().collect::<Vec<_>>(), lines, "the passthrough's output, in input order");
+}
+
+#[test]
+fn a_run_that_emits_past_the_per_call_cap_is_split_and_loses_nothing() {
+    // Eight lines of 30 000 words in one batch: the tokenizer emits 30 000 events per
+    // element, so the run stops before the element that would begin past 100 000
+    // events in one call (after four) and the rest goes in a second call. Every word
+    // comes out, in order.
+    let words = |line: usize| (0..30_000).map(move |i| format!("l{line}w{i}"));
+    let mut harness = weir::task::harness::OperatorHarness::wasm(Path::new(guests::WORD_COUNT), &[]).unwrap();
+    for line in 0..8 {
+        let text = words(line).collect::<Vec<_>>().join(" ");
+        let value = serde_json::to_vec(&serde_json::json!({ "text": text })).unwrap();
+        harness.element(weir::Event { key: None, value, timestamp: Some(line as i64), headers: vec![] });
+    }
+    let output = harness.finish().unwrap();
+    let got: Vec<String> = output
+        .records()
+        .iter()
+        .map(|e| serde_json::from_slice::<serde_json::Value>(&e.value).unwrap()["word"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..8).flat_map(words).collect();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "the words came out of order or changed");
+    assert_eq!(output.metrics.calls(), 2, "eight elements of 30 000 emits each: two calls of four");
 }

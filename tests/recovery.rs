@@ -426,3 +426,167 @@ fn unaligned_checkpoints_are_exactly_once_across_crashes() {
         }
     }
 }
+
+/// The names under a directory, recursively, with their sizes.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            entries.extend(tree(&path));
+        } else {
+            entries.push((path.clone(), entry.metadata().unwrap().len()));
+        }
+    }
+    entries.sort();
+    entries
+}
+
+/// Waits until the job has completed a checkpoint of its own.
+fn wait_for_checkpoint(job: &Path, child: &mut std::process::Child) {
+    let started = std::time::Instant::now();
+    while newest_checkpoint(job) == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the job ended before its first checkpoint");
+        assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_fresh_start_of_a_running_job_is_refused_before_it_touches_anything() {
+    // Once, `weir run --fresh` cleared a running job's checkpoints and only then found
+    // the job running. The running job is stopped (SIGSTOP) so that nothing else
+    // changes its directory while the second start is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let job = crash_job("login-anomaly", dir.path(), BackendKind::Rocksdb, 1, 20.0);
+    let mut running = weir_run(&job).spawn().unwrap();
+    wait_for_checkpoint(&job, &mut running);
+    let pid = running.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let before = tree(dir.path());
+    let second = weir_run(&job).arg("--fresh").output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(stderr.contains("job `login-anomaly` is already running"), "{stderr}");
+    assert_eq!(tree(dir.path()), before, "the refused start changed the running job's files");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    running.kill().unwrap();
+    running.wait().unwrap();
+}
+
+#[test]
+fn a_killed_job_that_is_not_reaped_yet_does_not_block_its_restart() {
+    // A SIGKILLed weir whose parent has not waited for it stays a zombie, its pid
+    // still in /proc: liveness is the job's lock, which the kernel released.
+    let dir = tempfile::tempdir().unwrap();
+    let job = crash_job("login-anomaly", dir.path(), BackendKind::Memory, 1, 20.0);
+    let mut zombie = weir_run(&job).spawn().unwrap();
+    wait_for_checkpoint(&job, &mut zombie);
+    let pid = zombie.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z ") {
+        assert!(started.elapsed() < Duration::from_secs(10), "process {pid} did not become a zombie");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let restart = weir_run(&job).arg("--log=weir=info").output().unwrap();
+    let stderr = String::from_utf8_lossy(&restart.stderr);
+    assert!(restart.status.success(), "{stderr}");
+    assert!(stderr.contains("restoring from checkpoint"), "{stderr}");
+    zombie.wait().unwrap();
+    assert_eq!(
+        per_key_sequences(&dir.path().join("alerts.jsonl")),
+        per_key_sequences(&root().join("examples/login-anomaly/expected.jsonl"))
+    );
+}
+
+#[test]
+fn state_ttl_survives_a_crash_and_expires_on_time_after_the_restore() {
+    // The conformance operator (Rust) on the test clock: `recent` is written at 1000
+    // with a time to live of 100 ms, read at 1050, then the job is killed right after a
+    // checkpoint that covers that read. The restored job reads it at 1090 (still there)
+    // and at 1100 (expired): a restore that dropped the value, or its expiry, shows.
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(
+        dir.path(),
+        "input.jsonl",
+        &[
+            r#"{"op":"ttl","k":"k1","v":7,"ts":1000}"#,
+            r#"{"op":"recall","k":"k1","v":0,"ts":1050}"#,
+            r#"{"op":"side","k":"k2","v":2,"ts":1060}"#,
+            r#"{"op":"side","k":"k2","v":4,"ts":1070}"#,
+            r#"{"op":"recall","k":"k1","v":0,"ts":1090}"#,
+            r#"{"op":"recall","k":"k1","v":0,"ts":1100}"#,
+        ],
+    );
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"
+            name = "ttl-restore"
+            processing_clock = "records"
+            checkpoint = {{ interval_ms = 20 }}
+            [[source]]
+            type = "file"
+            uid = "input"
+            path = {input:?}
+            key_field = "k"
+            timestamp_field = "ts"
+            rate = 4.0
+            [[operator]]
+            uid = "op"
+            component = {:?}
+            [[sink]]
+            type = "file"
+            uid = "main"
+            path = "main.jsonl"
+            [[edge]]
+            from = "input"
+            to = "op"
+            partition = "keyed"
+            [[edge]]
+            from = "op"
+            to = "main"
+            "#,
+            guests::CONFORMANCE
+        ),
+    )
+    .unwrap();
+    let storage = weir::checkpoint::CheckpointStorage::new(dir.path().join(".weir/ttl-restore/checkpoints"));
+    let covered = |storage: &weir::checkpoint::CheckpointStorage| -> i64 {
+        let Ok(Some(latest)) = storage.latest() else { return i64::MIN };
+        latest
+            .metadata
+            .tasks
+            .values()
+            .filter_map(|t| match t {
+                weir::checkpoint::TaskState::Source { max_timestamps, .. } => max_timestamps.values().max().copied(),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(i64::MIN)
+    };
+    let mut child = weir_run(&job).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while covered(&storage) < 1050 {
+        assert!(child.try_wait().unwrap().is_none(), "the job ended before a checkpoint covered the first read");
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let restored_from = covered(&storage);
+    assert!((1050..1090).contains(&restored_from), "the checkpoint covers input up to {restored_from}");
+    let restart = weir_run(&job).arg("--log=weir=info").output().unwrap();
+    let stderr = String::from_utf8_lossy(&restart.stderr);
+    assert!(restart.status.success(), "{stderr}");
+    assert!(stderr.contains("restoring from checkpoint"), "{stderr}");
+    let per_key = per_key_sequences(&dir.path().join("main.jsonl"));
+    assert_eq!(
+        per_key["k1"],
+        [r#"{"k":"k1","recent":7}"#, r#"{"k":"k1","recent":7}"#, r#"{"k":"k1","recent":null}"#],
+        "written at 1000 with 100 ms to live: there at 1050 and 1090, expired at 1100"
+    );
+    assert_eq!(per_key["k2"], [r#"{"k":"k2","v":2}"#, r#"{"k":"k2","v":4}"#]);
+}

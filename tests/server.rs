@@ -56,6 +56,7 @@ fn local_server(data: &Path) -> RunningServer {
         listen: "127.0.0.1:0".parse().unwrap(),
         insecure: false,
         tls: None,
+        connections: Default::default(),
     })
     .unwrap()
 }

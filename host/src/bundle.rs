@@ -282,8 +282,10 @@ pub fn check(
             return Err(refused(file, format!("the job names component `{name}`, which the manifest does not list")));
         };
         if named.insert(name.clone()) {
-            let path = dir.join(&entry.path);
-            let bytes = std::fs::read(&path).map_err(|_| refused(file, format!("component `{name}` is missing")))?;
+            let relative = inner_path(&entry.path)
+                .ok_or_else(|| refused(file, format!("component `{name}`: its path escapes the bundle")))?;
+            let (path, bytes) = read_inside(dir, &relative, MAX_COMPONENT_BYTES)
+                .map_err(|reason| refused(file, format!("component `{name}` {reason}")))?;
             if bytes.len() as u64 != entry.bytes || sha256_hex(&bytes) != entry.sha256 {
                 return Err(refused(file, format!("component `{name}` does not match its sha256 in the manifest")));
             }
@@ -313,6 +315,32 @@ pub fn check(
         return Err(refused(file, format!("asks for more than this host allows: {}", exceeded.join(", "))));
     }
     Ok(spec)
+}
+
+/// Reads the regular file `relative` of the bundle directory `dir`, at most `cap`
+/// bytes: the path must resolve inside `dir` after symlinks, and a device, pipe or
+/// directory is refused before a byte of it is read. Returns the resolved path too.
+fn read_inside(dir: &Path, relative: &Path, cap: u64) -> Result<(PathBuf, Vec<u8>), String> {
+    let root = dir.canonicalize().map_err(|e| format!("cannot be read: the bundle directory: {e}"))?;
+    let path = dir.join(relative).canonicalize().map_err(|_| "is missing".to_string())?;
+    if !path.starts_with(&root) {
+        return Err("resolves outside the bundle".into());
+    }
+    let mut reader = std::fs::File::open(&path).map_err(|e| format!("cannot be read: {e}"))?;
+    let metadata = reader.metadata().map_err(|e| format!("cannot be read: {e}"))?;
+    if !metadata.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if metadata.len() > cap {
+        return Err(format!("is {} bytes, more than {cap}", metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut reader, cap + 1), &mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > cap {
+        return Err(format!("grew past {cap} bytes while read"));
+    }
+    Ok((path, bytes))
 }
 
 /// Every file under `dir`, relative to it.
@@ -348,6 +376,25 @@ mod tests {
         for bad in ["", "/etc/passwd", "../a.wasm", "lib/../../a", "./a"] {
             assert!(inner_path(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_regular_files_inside_the_bundle_are_read() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.wasm"), b"not yours").unwrap();
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::write(bundle.path().join("a.wasm"), b"mine").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.wasm"), bundle.path().join("link.wasm")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", bundle.path().join("zero.wasm")).unwrap();
+        std::fs::create_dir(bundle.path().join("dir.wasm")).unwrap();
+        let read = |name: &str| read_inside(bundle.path(), Path::new(name), 16);
+        assert_eq!(read("a.wasm").unwrap().1, b"mine");
+        assert_eq!(read("link.wasm").unwrap_err(), "resolves outside the bundle");
+        assert_eq!(read("zero.wasm").unwrap_err(), "resolves outside the bundle");
+        assert_eq!(read("dir.wasm").unwrap_err(), "is not a regular file");
+        assert_eq!(read("gone.wasm").unwrap_err(), "is missing");
+        std::fs::write(bundle.path().join("big.wasm"), [0u8; 17]).unwrap();
+        assert_eq!(read("big.wasm").unwrap_err(), "is 17 bytes, more than 16");
     }
 
     #[test]

@@ -90,6 +90,13 @@ enum Command {
         /// The private key (PEM) of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Connections served at once; more wait to be accepted.
+        #[arg(long, default_value_t = 256)]
+        max_connections: usize,
+        /// Longest wait for a request's headers, or for the next request on an idle
+        /// connection, in ms.
+        #[arg(long, default_value_t = 10_000)]
+        header_timeout_ms: u64,
     },
     /// Upload a bundle to a running `weir serve` (and with --run, run its job).
     Deploy {
@@ -321,10 +328,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { data_dir, listen, insecure, tls_cert, tls_key } => {
+        Command::Serve { data_dir, listen, insecure, tls_cert, tls_key, max_connections, header_timeout_ms } => {
             let data_dir = data_dir.unwrap_or_else(default_data_dir);
             let tls = tls_cert.zip(tls_key).map(|(cert, key)| weir::api::tls::TlsFiles { cert, key });
-            match serve(weir::server::ServerConfig { data_dir, listen, insecure, tls }) {
+            let connections = weir::api::served::ConnectionLimits {
+                max_connections,
+                header_timeout: std::time::Duration::from_millis(header_timeout_ms),
+            };
+            match serve(weir::server::ServerConfig { data_dir, listen, insecure, tls, connections }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error:#}");

@@ -22,6 +22,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("dynamic-rules", "dynamic_rules"),
     ("faulty", "faulty"),
     ("passthrough", "passthrough"),
+    ("liar", "liar"),
     ("not-an-operator", "not_an_operator"),
     ("counter-v1", "counter_v1"),
     ("counter-v2", "counter_v2"),

@@ -5,6 +5,7 @@
 
 pub mod crash;
 pub mod kafka;
+pub mod memory;
 
 use std::path::{Path, PathBuf};
 
@@ -77,6 +78,50 @@ pub fn sorted_lines(path: &Path) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     lines.sort();
     lines
+}
+
+/// The lines of a file grouped by their key (the first of `key`, `user`, `sensor`, `k`,
+/// `from` that the record has), each key's lines in the order the file has them. Jobs at
+/// parallelism > 1 interleave keys, but each key's records keep their order (Flink's
+/// per-key ordering), which sorting every line would hide.
+pub fn per_key_sequences(path: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut keys = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for line in text.lines() {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display()));
+        let key = ["key", "user", "sensor", "k", "from"]
+            .iter()
+            .find_map(|field| record.get(field))
+            .unwrap_or_else(|| panic!("{}: a record without a key field: {line}", path.display()));
+        let key = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+        keys.entry(key).or_default().push(line.to_string());
+    }
+    keys
+}
+
+/// Asserts that two outputs grouped by key ([`per_key_sequences`]) are equal, naming
+/// the first key and position where they differ rather than printing both.
+pub fn assert_same_per_key(
+    got: &std::collections::BTreeMap<String, Vec<String>>,
+    expected: &std::collections::BTreeMap<String, Vec<String>>,
+    what: &str,
+) {
+    for (key, want) in expected {
+        let Some(have) = got.get(key) else { panic!("{what}: no records of key {key:?}") };
+        if let Some(i) = (0..want.len().max(have.len())).find(|i| want.get(*i) != have.get(*i)) {
+            panic!(
+                "{what}: key {key:?}, record {i} of {} (expected {}):\n  got      {:?}\n  expected {:?}",
+                have.len(),
+                want.len(),
+                have.get(i),
+                want.get(i)
+            );
+        }
+    }
+    if let Some(extra) = got.keys().find(|k| !expected.contains_key(*k)) {
+        panic!("{what}: records of unexpected key {extra:?}: {:?}", got[extra]);
+    }
 }
 
 /// The expected output of an example, as committed (sorted).

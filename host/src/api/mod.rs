@@ -181,7 +181,7 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Serves the API on `bind` (port 0 picks a free port) and writes the address to
-    /// `<work_dir>/control.addr` for the CLI to find.
+    /// `<work_dir>/control.addr` for the CLI to find. The caller holds the job's lock.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         bind: SocketAddr,
@@ -218,16 +218,11 @@ impl ControlServer {
             .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(api);
-        let served = served::Served::spawn(tokio, listener, app, "control API");
+        let served = served::Served::spawn(tokio, listener, app, "control API", served::ConnectionLimits::default());
         std::fs::create_dir_all(work_dir)?;
         let address_file = work_dir.join(ADDRESS_FILE);
-        if let Some(running) = ControlAddress::read(&address_file).filter(|a| a.is_live() && a.pid != Some(std::process::id())) {
-            return Err(std::io::Error::other(format!(
-                "job `{job_name}` is already running (process {}, control API on {})",
-                running.pid.unwrap_or_default(),
-                running.address
-            )));
-        }
+        // The caller holds the job's lock (`job::lock`): a file left here belongs to a
+        // run that has ended, and is replaced.
         let token_file = work_dir.join(TOKEN_FILE);
         access::write_token(&token_file, &token)?;
         std::fs::write(&address_file, format!("{address}\n{}\n", std::process::id()))?;
@@ -261,15 +256,6 @@ impl ControlAddress {
         let pid = lines.next().and_then(|p| p.trim().parse().ok());
         Some(ControlAddress { address, pid })
     }
-
-    /// Whether the process that wrote it is still running (assumed so when the file
-    /// does not say, or the system has no `/proc`).
-    fn is_live(&self) -> bool {
-        match self.pid {
-            Some(pid) if Path::new("/proc/self").exists() => Path::new("/proc").join(pid.to_string()).exists(),
-            _ => true,
-        }
-    }
 }
 
 /// The client side, for the CLI: sends a request to the job whose work directory is
@@ -279,7 +265,7 @@ pub fn call(work_dir: &Path, route: &str, body: &impl Serialize) -> Result<Answe
     let address = ControlAddress::read(&address_file).ok_or_else(|| {
         format!("no running job found ({} is missing; is the job running on this machine?)", address_file.display())
     })?;
-    if !address.is_live() {
+    if !crate::job::lock::JobLock::is_held(work_dir) {
         // Left by a job that was killed (SIGKILL skips the clean-up): not a job.
         let _ = std::fs::remove_file(&address_file);
         return Err(format!(

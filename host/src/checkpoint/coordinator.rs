@@ -31,6 +31,10 @@ pub enum Command {
     /// Operator subtasks: the component to swap in at upgrade `id`'s barrier. Sent
     /// before the barrier is triggered.
     Install { id: u64, component: Staged },
+    /// Sources whose input has ended: a checkpoint taken since has completed with
+    /// nothing in flight, so every task has processed everything; send end of data
+    /// (the job finishes).
+    Finish,
 }
 
 /// A component staged for an upgrade. Checkpointing moves it to the operator tasks
@@ -171,6 +175,12 @@ impl Coordinator {
         let mut finished = false;
         // Sources that ended, with where they ended.
         let mut finished_sources: BTreeMap<String, TaskState> = BTreeMap::new();
+        // Once every source has ended: the first checkpoint id triggered after that.
+        // As Flink since FLIP-147, checkpoints go on while the tasks downstream drain
+        // what is still in flight; the sources hold back their end of data until one
+        // of these completes with nothing in flight (every task has processed
+        // everything), then the job finishes.
+        let mut draining_from: Option<u64> = None;
         while !stop.load(Ordering::Relaxed) && !self.control.is_cancelled() {
             let wait = next_trigger
                 .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(Instant::now()))
@@ -179,7 +189,8 @@ impl Coordinator {
                 Ok(CoordinatorMessage::Ack { id, task, state }) => {
                     let Some(p) = pending.as_mut().filter(|p| p.id == id) else { continue };
                     p.acks.insert(task, state);
-                    self.complete_if_acked(&mut pending, &mut completed, &mut failures);
+                    let done = self.complete_if_acked(&mut pending, &mut completed, &mut failures);
+                    finished |= self.release_if_drained(done, draining_from);
                     if pending.is_none() {
                         next_trigger = next_trigger.map(|t| (Instant::now() + min_pause).max(t));
                     }
@@ -197,25 +208,26 @@ impl Coordinator {
                 }
                 Ok(CoordinatorMessage::Finished { task, state: Some(state) }) => {
                     // A source ended: where it ended is its part of this and every later
-                    // checkpoint; checkpoints go on while other sources still run.
-                    // Once every source has ended, the job is draining to its end: as
-                    // before FLIP-147, nothing further completes (the tasks downstream
-                    // finish and would not take a checkpoint's commit).
+                    // checkpoint; checkpoints go on while other sources still run, and
+                    // (FLIP-147) after the last one ended, while the job drains.
                     finished_sources.insert(task.clone(), state.clone());
-                    if finished_sources.len() >= self.sources.len() {
-                        tracing::debug!(%task, "the last source finished; no further checkpoints");
-                        finished = true;
-                        // What is pending cannot complete before the tasks finish.
-                        if let Some(p) = pending.take().filter(|p| !p.kind.is_checkpoint()) {
-                            self.abort(p, "the job's input ended first".into());
-                        }
-                        continue;
-                    }
-                    tracing::debug!(%task, "a source finished; its end position stands in for it");
                     if let Some(p) = pending.as_mut() {
-                        p.acks.entry(task).or_insert(state);
+                        p.acks.entry(task.clone()).or_insert(state);
                     }
-                    self.complete_if_acked(&mut pending, &mut completed, &mut failures);
+                    let done = self.complete_if_acked(&mut pending, &mut completed, &mut failures);
+                    finished |= self.release_if_drained(done, draining_from);
+                    if finished_sources.len() >= self.sources.len() && draining_from.is_none() {
+                        if interval.is_none() {
+                            // No periodic checkpoints to cover the drain: end at once.
+                            tracing::debug!(%task, "the last source finished");
+                            self.release_sources();
+                            finished = true;
+                        } else {
+                            tracing::debug!(%task, "the last source finished; checkpoints go on while the job drains");
+                            draining_from = Some(next_id);
+                            next_trigger = Some(Instant::now());
+                        }
+                    }
                 }
                 Ok(CoordinatorMessage::Finished { task, state: None }) => {
                     // As in Flink before FLIP-147: once a task other than a source has
@@ -276,21 +288,46 @@ impl Coordinator {
         completed
     }
 
-    /// Completes the pending checkpoint or savepoint once every task has acknowledged it.
-    fn complete_if_acked(&self, pending: &mut Option<Pending>, completed: &mut u64, failures: &mut u32) {
+    /// Completes the pending checkpoint or savepoint once every task has acknowledged
+    /// it. Returns a periodic checkpoint that completed: its id, and whether its
+    /// barriers overtook data (then not everything before them was processed).
+    fn complete_if_acked(&self, pending: &mut Option<Pending>, completed: &mut u64, failures: &mut u32) -> Option<(u64, bool)> {
         if pending.as_ref().is_none_or(|p| p.acks.len() < self.tasks) {
-            return;
+            return None;
         }
         let p = pending.take().expect("present");
         let (id, periodic) = (p.id, p.kind.is_checkpoint());
+        let overtook = p.acks.values().any(TaskState::has_channel_state);
         match self.complete(p) {
             Ok(()) if periodic => {
                 *completed = id;
                 *failures = 0;
+                return Some((id, overtook));
             }
             Ok(()) => {}
             Err(reason) if periodic => *failures = self.declined(id, &reason, *failures + 1),
             Err(_) => {}
+        }
+        None
+    }
+
+    /// Lets the sources end once a checkpoint triggered after every source ended has
+    /// completed without overtaking data: every task has processed everything, and
+    /// that checkpoint covers it. Returns whether it did.
+    fn release_if_drained(&self, completed: Option<(u64, bool)>, draining_from: Option<u64>) -> bool {
+        match (completed, draining_from) {
+            (Some((id, false)), Some(from)) if id >= from => {
+                tracing::debug!(checkpoint = id, "the job has drained; the sources end");
+                self.release_sources();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn release_sources(&self) {
+        for source in &self.sources {
+            let _ = source.send(Command::Finish);
         }
     }
 

@@ -177,6 +177,16 @@ pub struct CheckpointMetadata {
     pub tasks: BTreeMap<String, TaskState>,
 }
 
+impl TaskState {
+    /// Whether it records in-flight data its barriers overtook (unaligned).
+    pub fn has_channel_state(&self) -> bool {
+        match self {
+            TaskState::Operator { channel_state, .. } | TaskState::Sink { channel_state, .. } => channel_state.is_some(),
+            TaskState::Source { .. } => false,
+        }
+    }
+}
+
 impl CheckpointMetadata {
     /// Every file the checkpoint refers to.
     pub fn files(&self) -> impl Iterator<Item = &FileEntry> {

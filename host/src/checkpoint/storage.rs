@@ -215,9 +215,16 @@ impl CheckpointStorage {
         serde_json::from_slice(&text[newline + 1..]).map_err(|e| e.to_string())
     }
 
-    /// Records that the job ran to completion: the next run starts fresh.
+    /// Records that the job ran to completion: the next run starts fresh. Checkpoints
+    /// that never completed (no `_metadata`: none is in progress once the job has
+    /// finished) are removed; the completed ones stay for inspection.
     pub fn mark_finished(&self) -> std::io::Result<()> {
         fs::create_dir_all(&self.root)?;
+        for (_, dir) in self.checkpoint_dirs() {
+            if !dir.join(METADATA).exists() {
+                if dir.is_dir() { fs::remove_dir_all(&dir)? } else { fs::remove_file(&dir)? }
+            }
+        }
         fs::write(self.root.join(FINISHED), b"")
     }
 
@@ -336,5 +343,20 @@ mod tests {
         assert_eq!(storage.latest().unwrap().unwrap().metadata.id, 4);
         storage.record_commit(99, "out#0").unwrap();
         assert!(!dir.path().join("chk-00000099").exists());
+    }
+
+    #[test]
+    fn a_finished_job_leaves_no_incomplete_checkpoint_and_nothing_of_anyone_else_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::new(dir.path().to_path_buf());
+        storage.write_metadata(&metadata(3, serde_json::Value::Null)).unwrap();
+        fs::create_dir_all(dir.path().join("chk-00000004/op#0")).unwrap();
+        fs::write(dir.path().join("chk-00000004/op#0/state.ent"), b"partial").unwrap();
+        fs::write(dir.path().join("notes.txt"), b"the user's").unwrap();
+        storage.mark_finished().unwrap();
+        assert!(storage.is_finished());
+        assert!(dir.path().join("chk-00000003/_metadata").is_file(), "completed checkpoints stay");
+        assert!(!dir.path().join("chk-00000004").exists(), "the incomplete one is gone");
+        assert_eq!(fs::read(dir.path().join("notes.txt")).unwrap(), b"the user's");
     }
 }

@@ -14,6 +14,7 @@
 //! ```
 
 mod connectors;
+pub mod lock;
 pub mod metrics;
 pub mod spec;
 
@@ -84,6 +85,9 @@ pub enum JobError {
     /// A task failed; the job was stopped and what it had accepted was flushed.
     #[error("{error}")]
     Failed { error: TaskError, summary: Box<JobSummary> },
+    /// Another process (or this one) runs the job: nothing was touched.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -252,6 +256,9 @@ impl Job {
     /// the latest completed checkpoint (unless `fresh`), and restarts from the latest
     /// checkpoint after a task failure as the restart strategy allows.
     pub fn run(self) -> Result<JobSummary, JobError> {
+        // First of all: a second start of a running job is refused before it reads or
+        // clears anything (checkpoints, state, the control API's files).
+        let _lock = lock::JobLock::acquire(&self.spec.work_dir(), &self.spec.name)?;
         let restore_error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
         let storage = self.spec.checkpoint_dir().map(CheckpointStorage::new);
         let savepoint = match &self.options.from_savepoint {
@@ -311,6 +318,14 @@ impl Job {
                     if let Some(storage) = storage.as_ref().filter(|_| !summary.cancelled) {
                         if let Err(e) = storage.mark_finished() {
                             tracing::warn!(error = %e, "could not mark the job finished");
+                        }
+                    }
+                    // A finished job's working databases are of no further use (a
+                    // restart starts fresh, a restore rebuilds them from a checkpoint):
+                    // weir's own entries of the state directory go, nothing else.
+                    if !summary.cancelled && self.spec.state.backend == BackendKind::Rocksdb {
+                        if let Err(e) = RocksBackend::OWNED.clear(&self.spec.state_dir()) {
+                            tracing::warn!(error = %e, "could not remove the finished job's working databases");
                         }
                     }
                     return Ok(summary);
@@ -627,6 +642,7 @@ impl Job {
             let saved = checkpoint.and_then(|c| c.metadata.tasks.get(&task));
             let backend = self.open_backend(&task, checkpoint, saved)?;
             let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs);
+            ctx.clock = crate::clock::Clock::new(self.spec.processing_clock);
             ctx.timers = self.timer_service(&task, ctx.info.max_parallelism).map_err(error)?;
             if let Some(checkpoint) = checkpoint {
                 let old = crate::checkpoint::read_operator_lists(&checkpoint.metadata.tasks, &op.uid, |f| checkpoint.path(f))
@@ -670,6 +686,7 @@ impl Job {
             ),
         };
         let mut ctx = OperatorContext::new(info, KeyedState::new(&op.uid, backend), side_outputs);
+        ctx.clock = crate::clock::Clock::new(self.spec.processing_clock);
         let old = savepoint.read_operator_lists(&op.uid)?;
         ctx.operator_state = restore_operator_state(&old, subtask, op.parallelism).map_err(error)?;
         if let Some(watermark) = restored.watermark {

@@ -48,6 +48,11 @@ pub struct JobSpec {
     /// task with nothing more queued sends at once, as Flink's buffer timeout).
     #[serde(default = "default_buffer_timeout_ms")]
     pub buffer_timeout_ms: u64,
+    /// Which clock processing time reads: `"wall"` (the default) or, for tests,
+    /// `"records"` (each subtask's processing time follows the timestamps of the records
+    /// it receives; see [`crate::clock::ClockKind`]).
+    #[serde(default, skip_serializing_if = "is_wall_clock")]
+    pub processing_clock: crate::clock::ClockKind,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceSpec>,
     #[serde(default, rename = "operator")]
@@ -151,6 +156,10 @@ impl RestartStrategy {
         };
         Some(std::time::Duration::from_millis(ms))
     }
+}
+
+fn is_wall_clock(kind: &crate::clock::ClockKind) -> bool {
+    *kind == crate::clock::ClockKind::Wall
 }
 
 fn default_max_parallelism() -> u32 {

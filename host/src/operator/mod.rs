@@ -163,6 +163,8 @@ pub struct OperatorContext {
     pub timers: TimerService,
     /// The subtask's current event-time watermark.
     pub watermark: i64,
+    /// The subtask's processing time.
+    pub clock: crate::clock::Clock,
     key: Vec<u8>,
     key_group: u16,
     has_key: bool,
@@ -207,6 +209,7 @@ impl OperatorContext {
             state,
             timers,
             watermark: MIN_WATERMARK,
+            clock: crate::clock::Clock::default(),
             key: Vec::new(),
             key_group: 0,
             has_key: false,
@@ -234,6 +237,7 @@ impl OperatorContext {
         let mut placeholder = OperatorContext::new(self.info.clone(), state, self.side_outputs.clone());
         placeholder.interrupt = self.interrupt.clone();
         placeholder.timer_budget = self.timer_budget;
+        placeholder.clock = self.clock;
         placeholder
     }
 
@@ -460,14 +464,14 @@ pub fn check_value_size(value: &[u8]) -> Result<(), ContractError> {
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorFailure {
     /// The operator returned an error of its own.
-    #[error("the operator returned an error: {0}")]
+    #[error("the operator returned an error: {}", crate::error::printable(.0))]
     Returned(String),
     /// The guest trapped (a panic, an out-of-bounds access).
-    #[error("the guest trapped: {0}")]
+    #[error("the guest trapped: {}", crate::error::printable(.0))]
     Trapped(String),
     /// The operator broke a rule of the contract (state without a current key, an
     /// oversized value, an emit flood, a batch begun out of order).
-    #[error("the operator broke the contract: {0}")]
+    #[error("the operator broke the contract: {}", crate::error::printable(.0))]
     Contract(String),
     /// The call ran past its deadline (an infinite loop?).
     #[error("the call ran longer than its deadline of {deadline_ms} ms (an endless loop?)")]

@@ -16,36 +16,7 @@ pub struct BroadcastHandle(pub(super) crate::state::operator::MapId);
 /// Longest guest log message kept; longer ones are cut.
 pub const MAX_LOG_MESSAGE: usize = 64 * 1024;
 
-/// Guest text as it goes into the host's log: control characters (newlines, carriage
-/// returns, terminal escapes) escaped, so that a guest cannot forge host log lines.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push('\t'),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn guest_text_cannot_forge_log_lines() {
-        assert_eq!(super::printable("plain text"), "plain text");
-        assert_eq!(
-            super::printable("ok\nERROR weir: job failed\r\u{1b}[31m"),
-            "ok\\nERROR weir: job failed\\r\\u{1b}[31m"
-        );
-    }
-}
+pub use crate::error::printable;
 
 /// Implements the shared interfaces (`types`, `state`, `timers`, `collector`,
 /// `context`, `logging`) for [`HostState`](super::HostState) over the bindings module
@@ -220,7 +191,7 @@ impl timers::Host for HostState {
     }
 
     fn current_processing_time(&mut self) -> wasmtime::Result<i64> {
-        Ok(crate::clock::now_ms())
+        Ok(self.ctx.clock.now())
     }
 }
 

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub insecure: bool,
     /// Serve HTTPS with this certificate and key.
     pub tls: Option<crate::api::tls::TlsFiles>,
+    /// How many connections it holds at once and how long it waits for a request.
+    pub connections: crate::api::served::ConnectionLimits,
 }
 
 /// The data directory as the server owns it.
@@ -735,9 +737,9 @@ impl RunningServer {
                     let _entered = tokio.enter();
                     crate::api::tls::TlsListener::new(listener, acceptor)?
                 };
-                crate::api::served::Served::spawn(tokio, listener, app, "the server")
+                crate::api::served::Served::spawn(tokio, listener, app, "the server", config.connections)
             }
-            None => crate::api::served::Served::spawn(tokio, listener, app, "the server"),
+            None => crate::api::served::Served::spawn(tokio, listener, app, "the server", config.connections),
         };
         let server = RunningServer { served, state, address, token_file, tls: config.tls.is_some() };
         tracing::info!(url = %server.url(), token = %server.token_file.display(), "weir serve listening");

@@ -276,9 +276,15 @@ impl StateBackend for RocksBackend {
         self.budget = budget;
     }
 
+    /// What the guest wrote, uncompressed: the raw key and value bytes of the SST files
+    /// (RocksDB's aggregated table properties; versions not yet compacted away count
+    /// until they are) and the memtables. The files' size on disk would let well
+    /// compressible data pass a budget many times over.
     fn size_bytes(&self) -> u64 {
         let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
-        property("rocksdb.total-sst-files-size") + property("rocksdb.cur-size-all-mem-tables")
+        let tables = self.db.property_value("rocksdb.aggregated-table-properties").ok().flatten();
+        let raw = tables.as_deref().and_then(raw_table_bytes);
+        raw.unwrap_or_else(|| property("rocksdb.total-sst-files-size")) + property("rocksdb.cur-size-all-mem-tables")
     }
 
     fn name(&self) -> &'static str {
@@ -407,6 +413,15 @@ fn move_into(staged: &Path, root: &Path, relative: &str) -> Result<FileEntry, St
     Ok(FileEntry { path: relative.to_string(), size, crc32 })
 }
 
+/// The raw (uncompressed) key and value bytes in RocksDB's table properties text
+/// (`...; raw key size=N; ...; raw value size=M; ...`).
+fn raw_table_bytes(properties: &str) -> Option<u64> {
+    let field = |name: &str| {
+        properties.split(';').find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('=')?.trim().parse::<u64>().ok())
+    };
+    Some(field("raw key size")? + field("raw value size")?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +434,22 @@ mod tests {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Box::new(RocksBackend::open(&dir.path().join(n.to_string())).unwrap())
         });
+    }
+
+    #[test]
+    fn the_size_counts_what_was_written_not_what_it_compresses_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut backend = RocksBackend::open(dir.path()).unwrap();
+        let value = vec![b'x'; 1 << 20];
+        for i in 0u32..64 {
+            backend.put(&i.to_be_bytes(), &value).unwrap();
+        }
+        backend.db.flush().unwrap();
+        let on_disk = backend.db.property_int_value("rocksdb.total-sst-files-size").unwrap().unwrap();
+        assert!(on_disk < 8 << 20, "lz4 compresses 64 MiB of one byte to {on_disk} bytes");
+        assert!(backend.size_bytes() >= 64 << 20, "{} bytes counted for 64 MiB written", backend.size_bytes());
+        assert_eq!(raw_table_bytes("# entries=2; raw key size=10; raw average key size=5; raw value size=32; "), Some(42));
+        assert_eq!(raw_table_bytes("garbage"), None);
     }
 
     #[test]

@@ -174,6 +174,8 @@ enum Doing<'a> {
     Sweeping,
     Migrating(u32),
     MigratingKey(u32, &'a [u8]),
+    /// The logic's `snapshot-state` for a checkpoint, savepoint or upgrade.
+    SnapshotState(u64),
 }
 
 impl std::fmt::Display for Doing<'_> {
@@ -194,6 +196,7 @@ impl std::fmt::Display for Doing<'_> {
             Doing::MigratingKey(from, key) => {
                 write!(f, "migrating the state of key {:?} from version {from}", String::from_utf8_lossy(key))
             }
+            Doing::SnapshotState(id) => write!(f, "writing its state for checkpoint {id} (snapshot-state)"),
         }
     }
 }
@@ -391,7 +394,17 @@ impl OperatorTask {
     /// writes what it keeps in memory (`snapshot-state` for checkpoint, savepoint or
     /// upgrade `id`).
     fn capture(&mut self, id: u64, target: SnapshotTarget, portable: bool) -> Result<Capture, String> {
-        self.logic.snapshot_state(id).map_err(|e| format!("snapshot-state of operator `{}` failed: {e}", self.uid))?;
+        if let Err(failure) = self.logic.snapshot_state(id) {
+            let reason = format!("snapshot-state of operator `{}` failed: {failure}", self.uid);
+            // A guest that trapped, ran past its deadline or out of memory cannot be
+            // called again: the task fails now, naming the cause, instead of at its next
+            // element with wasmtime's "cannot enter component instance". One that
+            // returned an error only declines this checkpoint.
+            if matches!(failure, OperatorFailure::Trapped(_) | OperatorFailure::Deadline { .. } | OperatorFailure::OutOfMemory { .. }) {
+                self.control.fail(self.failure(Doing::SnapshotState(id), failure));
+            }
+            return Err(reason);
+        }
         // A savepoint restores into any component: its state is all at one version.
         if let Some(migration) = self.migration.as_mut().filter(|_| portable) {
             tracing::info!(operator = %self.uid, subtask = self.subtask, keys = migration.remaining(), "completing the state migration for a savepoint");
@@ -567,7 +580,7 @@ impl OperatorTask {
                     }
                     self.logic = previous.logic;
                 }
-                Command::Trigger(_) | Command::Commit(_) | Command::Resume(_) => {}
+                Command::Trigger(_) | Command::Commit(_) | Command::Resume(_) | Command::Finish => {}
             }
         }
     }
@@ -635,10 +648,15 @@ impl OperatorTask {
     /// Waits no longer than the next processing-time timer, nor than the poll interval.
     fn timeout(&mut self) -> Duration {
         let ctx = self.logic.context();
+        if ctx.clock.follows_records() {
+            // Processing time moves only as records arrive: nothing falls due by waiting.
+            return POLL_INTERVAL;
+        }
         match ctx.timers.next_timestamp(TimeDomain::ProcessingTime) {
             None => POLL_INTERVAL,
             Some(due) => {
-                let wait = due.saturating_sub(crate::clock::now_ms()).max(0) as u64;
+                // A timer at T fires once the clock has passed T (see below).
+                let wait = due.saturating_add(1).saturating_sub(ctx.clock.now()).max(0) as u64;
                 Duration::from_millis(wait).min(POLL_INTERVAL)
             }
         }
@@ -654,11 +672,15 @@ impl OperatorTask {
                 Err(e) => return Err(self.failure(Doing::MigratingKey(migration.from, &e.key), e.failure)),
             }
         }
-        let state = &mut self.logic.context().state;
+        // Always: a state with a time to live may be declared during this very call
+        // (guests declare on first use), and its first write is stamped with `now`.
+        let ctx = self.logic.context();
+        let now = ctx.clock.now();
+        let state = &mut ctx.state;
+        state.set_now(now);
         if !state.has_ttl() {
             return Ok(());
         }
-        state.set_now(crate::clock::now_ms());
         let before = self.calls;
         self.calls += elements;
         if self.calls / SWEEP_EVERY != before / SWEEP_EVERY {
@@ -691,6 +713,9 @@ impl OperatorTask {
         }
         self.metrics.add_in(batch.records as u64);
         let (keyed, drop_late) = (self.keyed, self.drop_late);
+        // A clock that follows the records moves before each record: every record is a
+        // run of its own, after the processing-time timers its timestamp passes.
+        let records_clock = self.logic.context().clock.follows_records();
         let mut elements = batch.elements.into_iter().peekable();
         while elements.peek().is_some() {
             let mut items = std::mem::take(&mut self.run_items);
@@ -711,6 +736,9 @@ impl OperatorTask {
                         ctx.run.push(key, watermark);
                         items.push_back(RunItem::Record { position: record.position, ingested: record.ingested });
                         events.push(std::mem::take(&mut record.event));
+                        if records_clock {
+                            break;
+                        }
                     }
                     Element::Watermark(incoming) => {
                         let Some(advanced) = watermarks.update(input, incoming) else { continue };
@@ -724,6 +752,9 @@ impl OperatorTask {
                         items.push_back(RunItem::Watermark(advanced));
                     }
                 }
+            }
+            if let Some(timestamp) = events.first().and_then(|e| e.timestamp).filter(|_| records_clock) {
+                self.advance_clock(timestamp, timer_source)?;
             }
             self.process_run(&mut items, events, timer_source)?;
             self.run_items = items;
@@ -765,6 +796,9 @@ impl OperatorTask {
         for element in batch.elements {
             match element {
                 Element::Record(record) => {
+                    if let Some(timestamp) = record.event.timestamp {
+                        self.advance_clock(timestamp, timer_source)?;
+                    }
                     self.before_call(1)?;
                     if keyed && self.migration.is_some() {
                         self.migrate_key(record.event.key.as_deref().unwrap_or_default())?;
@@ -908,13 +942,27 @@ impl OperatorTask {
         Ok(())
     }
 
+    /// Moves a records clock on to `timestamp`, firing the processing-time timers it
+    /// passes (a wall clock ignores it).
+    fn advance_clock(&mut self, timestamp: i64, timer_source: &Label) -> Result<(), TaskError> {
+        let clock = &mut self.logic.context().clock;
+        if !clock.follows_records() || timestamp <= clock.now() {
+            return Ok(());
+        }
+        clock.advance_to(timestamp);
+        self.fire_processing_timers(timer_source)
+    }
+
     fn fire_processing_timers(&mut self, timer_source: &Label) -> Result<(), TaskError> {
         let ctx = self.logic.context();
         if ctx.timers.len(TimeDomain::ProcessingTime) == 0 {
             return Ok(());
         }
-        let now = crate::clock::now_ms();
-        while let Some(timer) = self.due_timer(TimeDomain::ProcessingTime, now)? {
+        // As Flink's processing-time service: a timer at T fires once the clock has
+        // passed T (at T + 1), so an element processed at T still belongs to a window
+        // whose last moment is T.
+        let due = ctx.clock.now().saturating_sub(1);
+        while let Some(timer) = self.due_timer(TimeDomain::ProcessingTime, due)? {
             self.fire(TimeDomain::ProcessingTime, timer, timer_source)?;
         }
         Ok(())

@@ -272,3 +272,118 @@ impl Router {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{BarrierKind, Element, Event, Label, Position};
+    use crate::task::channel::{ChannelReceiver, channel};
+
+    const MAX_PARALLELISM: u32 = 128;
+
+    fn record(key: Option<&str>, offset: i64) -> Record {
+        Record {
+            event: Event { key: key.map(|k| k.as_bytes().to_vec()), value: offset.to_string().into_bytes(), timestamp: None, headers: vec![] },
+            position: Position { source: Label::intern("router-test"), unit: "seq", offset },
+            key_group: 0,
+            ingested: None,
+        }
+    }
+
+    /// An edge to `n` subtasks and the receivers at its other end.
+    fn edge(partitioning: Partitioning, n: usize) -> (EdgeOutput, Vec<ChannelReceiver>) {
+        let (senders, receivers) = (0..n).map(|_| channel(1000, 64 << 20)).unzip();
+        (EdgeOutput::new("down".into(), partitioning, senders, MAX_PARALLELISM, 0), receivers)
+    }
+
+    /// Everything a receiver holds now: records as (value, key group), watermarks as
+    /// `wm:<t>`, barriers as `barrier:<id>`, and how many batches carried them.
+    fn drain(receiver: &mut ChannelReceiver) -> (Vec<String>, usize) {
+        let (mut seen, mut batches) = (Vec::new(), 0);
+        while let Ok(message) = receiver.try_recv() {
+            match message {
+                Message::Batch(batch) => {
+                    batches += 1;
+                    for element in batch.elements {
+                        seen.push(match element {
+                            Element::Record(r) => format!("{}@{}", String::from_utf8_lossy(&r.event.value), r.key_group),
+                            Element::Watermark(Watermark::EventTime(t)) => format!("wm:{t}"),
+                            Element::Watermark(other) => format!("{other:?}"),
+                        });
+                    }
+                }
+                Message::Barrier(b) => seen.push(format!("barrier:{}", b.id)),
+                Message::EndOfData => seen.push("end".into()),
+            }
+        }
+        (seen, batches)
+    }
+
+    #[test]
+    fn a_keyed_edge_sends_each_key_to_the_subtask_of_its_key_group_in_order() {
+        let (edge, mut receivers) = edge(Partitioning::Keyed, 3);
+        let mut router = Router::new(vec![vec![edge]], Batching::default());
+        let keys = ["a", "b", "c", "d", "e", "f", "a", "b"];
+        for (offset, key) in keys.iter().enumerate() {
+            assert!(router.send(0, record(Some(key), offset as i64)).unwrap());
+        }
+        router.watermark(Watermark::EventTime(5));
+        router.flush().unwrap();
+        let mut expected = vec![Vec::new(); 3];
+        for (offset, key) in keys.iter().enumerate() {
+            let kg = assign_key_group(key.as_bytes(), MAX_PARALLELISM);
+            expected[subtask_for_key_group(kg, MAX_PARALLELISM, 3) as usize].push(format!("{offset}@{kg}"));
+        }
+        for (subtask, receiver) in receivers.iter_mut().enumerate() {
+            let mut want = expected[subtask].clone();
+            // Every subtask gets the watermark, after the records before it.
+            want.push("wm:5".into());
+            assert_eq!(drain(receiver), (want, 1), "subtask {subtask}");
+        }
+    }
+
+    #[test]
+    fn a_batch_goes_when_full_and_the_rest_when_flushed() {
+        let (edge, mut receivers) = edge(Partitioning::Forward, 1);
+        let batching = Batching { max_records: 3, ..Batching::default() };
+        let mut router = Router::new(vec![vec![edge]], batching);
+        for offset in 0..7 {
+            router.send(0, record(None, offset)).unwrap();
+        }
+        // Two full batches went without a flush; the seventh record waits for one.
+        let (seen, batches) = drain(&mut receivers[0]);
+        assert_eq!((seen.len(), batches), (6, 2));
+        router.flush().unwrap();
+        assert_eq!(drain(&mut receivers[0]), (vec!["6@0".to_string()], 1));
+        // A barrier goes after everything routed before it.
+        router.send(0, record(None, 7)).unwrap();
+        router.barrier(&CheckpointBarrier::aligned(9, BarrierKind::Checkpoint)).unwrap();
+        assert_eq!(drain(&mut receivers[0]).0, ["7@0", "barrier:9"]);
+    }
+
+    #[test]
+    fn rebalance_deals_round_robin_and_broadcast_copies_to_every_subtask() {
+        let (rebalance, mut dealt) = edge(Partitioning::Rebalance, 2);
+        let (broadcast, mut copied) = edge(Partitioning::Broadcast, 3);
+        let mut router = Router::new(vec![vec![rebalance, broadcast]], Batching::default());
+        for offset in 0..4 {
+            router.send(0, record(None, offset)).unwrap();
+        }
+        router.flush().unwrap();
+        assert_eq!(drain(&mut dealt[0]).0, ["1@0", "3@0"]);
+        assert_eq!(drain(&mut dealt[1]).0, ["0@0", "2@0"]);
+        for receiver in &mut copied {
+            assert_eq!(drain(receiver).0, ["0@0", "1@0", "2@0", "3@0"]);
+        }
+    }
+
+    #[test]
+    fn a_keyless_record_on_a_keyed_edge_and_an_unrouted_port_are_reported() {
+        let (edge, _receivers) = edge(Partitioning::Keyed, 2);
+        let mut router = Router::new(vec![vec![edge], vec![]], Batching::default());
+        assert!(matches!(router.send(0, record(None, 0)), Err(RouteError::MissingKey { to }) if &*to == "down"));
+        assert!(!router.is_routed(1));
+        assert!(!router.send(1, record(Some("a"), 1)).unwrap(), "a side output nobody consumes drops the record");
+        assert!(!router.send(5, record(Some("a"), 2)).unwrap());
+    }
+}

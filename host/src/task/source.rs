@@ -13,10 +13,13 @@ use crate::metrics::TaskMetrics;
 use crate::error::ErrorPolicy;
 use crate::source::{Source, SourcePoll};
 use crate::stream::{LATENCY_SAMPLE, Label, Message, Position, Record};
-use crate::watermark::{SplitWatermarks, WatermarkStrategy};
+use crate::watermark::{MAX_WATERMARK, SplitWatermarks, Watermark, WatermarkStrategy};
 
 /// How many records the source reads between looks at the batch timeout.
 const FLUSH_CHECK_EVERY: i64 = 64;
+
+/// How often an ended source looks for the coordinator's commands while the job drains.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The interned label of each split the source has read from.
 #[derive(Default)]
@@ -157,6 +160,26 @@ impl SourceTask {
                         };
                         let _ = cp.coordinator.send(CoordinatorMessage::Finished { task: cp.task.clone(), state: Some(state) });
                     }
+                    if self.checkpointing.as_ref().is_some_and(|cp| cp.commands.is_some()) {
+                        // As Flink since FLIP-147: checkpoints go on until every task has
+                        // processed everything. Event time ends now (timers fire
+                        // downstream); end of data waits for the coordinator, while this
+                        // task goes on injecting barriers at its end position.
+                        self.router.watermark(Watermark::EventTime(MAX_WATERMARK));
+                        if self.router.flush().is_err() {
+                            return Ok(());
+                        }
+                        loop {
+                            if self.control.is_cancelled() {
+                                return Ok(());
+                            }
+                            match self.serve_commands(&watermarks, &mut in_flight) {
+                                Err(_) => return Ok(()),
+                                Ok(true) => break,
+                                Ok(false) => std::thread::sleep(DRAIN_POLL),
+                            }
+                        }
+                    }
                     let _ = self.broadcast(Message::EndOfData);
                     return Ok(());
                 }
@@ -167,17 +190,19 @@ impl SourceTask {
     /// Serves the coordinator: a trigger saves the position and then sends the barrier,
     /// so that every record before the barrier is covered by the saved position; a
     /// completed checkpoint is reported to the source (Kafka commits its offsets).
+    /// Returns whether the coordinator let the ended source finish.
     fn serve_commands(
         &mut self,
         watermarks: &SplitWatermarks,
         in_flight: &mut BTreeMap<u64, serde_json::Value>,
-    ) -> Result<(), RouteError> {
+    ) -> Result<bool, RouteError> {
         let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.as_ref()) else {
-            return Ok(());
+            return Ok(false);
         };
         if commands.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let mut finish = false;
         // A handle of our own, as serving a command needs `self` mutably.
         let commands = commands.clone();
         while let Ok(command) = commands.try_recv() {
@@ -215,10 +240,11 @@ impl SourceTask {
                     }
                 }
                 Command::Commit(id) => self.complete(id, in_flight),
+                Command::Finish => finish = true,
                 Command::Resume(_) | Command::UpgradeDone { .. } | Command::Install { .. } => {}
             }
         }
-        Ok(())
+        Ok(finish)
     }
 
     fn complete(&mut self, id: u64, in_flight: &mut BTreeMap<u64, serde_json::Value>) {

@@ -473,7 +473,7 @@ impl WindowOperator {
     }
 
     fn now(&self) -> i64 {
-        crate::clock::now_ms()
+        self.ctx.clock.now()
     }
 
     // --- window contents ---

@@ -4,14 +4,14 @@
 static weir_value_state sum;
 static weir_list_state seen;
 static weir_map_state counts;
-static weir_value_state recent; // with a time to live of an hour, which the suite never reaches
+static weir_value_state recent; // with a time to live of 100 ms of processing time
 
 static int init(void) {
     sum = weir_value_state_new("sum");
     seen = weir_list_state_new("seen");
     counts = weir_map_state_new("counts");
-    weir_ttl hour = {3600000, false};
-    recent = weir_value_state_with_ttl("recent", &hour);
+    weir_ttl ttl = {100, false};
+    recent = weir_value_state_with_ttl("recent", &ttl);
     return WEIR_OK;
 }
 
@@ -66,18 +66,19 @@ static int process_element(const weir_event *e) {
         weir_delete_event_time_timer(ts + v);
     } else if (weir_bytes_eq(op, "ttl")) {
         weir_value_set_i64(recent, v);
+    } else if (weir_bytes_eq(op, "recall")) {
+        weir_buf value = {0};
         weir_buf_puts(&out, "{\"k\":");
         weir_buf_json_string(&out, k);
-        weir_buf_printf(&out, ",\"recent\":%lld}", (long long)weir_value_get_i64(recent, -1));
+        weir_buf_puts(&out, ",\"recent\":");
+        if (weir_value_get(recent, &value)) weir_buf_push_bytes(&out, weir_buf_bytes(&value)); else weir_buf_puts(&out, "null");
+        weir_buf_free(&value);
+        weir_buf_puts(&out, "}");
         emit_json(&out);
     } else if (weir_bytes_eq(op, "ptimer")) {
-        int64_t at = weir_current_processing_time() + 3600000;
-        weir_register_processing_time_timer(at);
-        weir_delete_processing_time_timer(at);
-        weir_buf_puts(&out, "{\"k\":");
-        weir_buf_json_string(&out, k);
-        weir_buf_puts(&out, ",\"ptimer\":\"deleted\"}");
-        emit_json(&out);
+        weir_register_processing_time_timer(weir_current_processing_time() + v);
+    } else if (weir_bytes_eq(op, "pcancel")) {
+        weir_delete_processing_time_timer(weir_current_processing_time() + v);
     } else if (weir_bytes_eq(op, "side")) {
         weir_buf_puts(&out, "{\"k\":");
         weir_buf_json_string(&out, k);
@@ -118,7 +119,8 @@ static int on_timer(int64_t timestamp, weir_time_domain domain) {
     weir_buf out = {0};
     weir_buf_puts(&out, "{\"k\":");
     weir_buf_json_string(&out, key);
-    weir_buf_printf(&out, ",\"fired\":%lld,\"sum\":%lld}", (long long)timestamp, (long long)weir_value_get_i64(sum, 0));
+    const char *field = domain == WEIR_PROCESSING_TIME ? "pfired" : "fired";
+    weir_buf_printf(&out, ",\"%s\":%lld,\"sum\":%lld}", field, (long long)timestamp, (long long)weir_value_get_i64(sum, 0));
     emit_json(&out);
     return WEIR_OK;
 }

@@ -1,5 +1,5 @@
 // The operator conformance suite (tests/conformance/README.md), in JavaScript.
-import { Event, KeyedProcessFunction, OutputTag, operator } from '@weir/guest';
+import { Event, KeyedProcessFunction, OutputTag, TimeDomain, operator } from '@weir/guest';
 
 const ODD = new OutputTag('odd');
 
@@ -8,8 +8,8 @@ class Conformance extends KeyedProcessFunction {
     this.sum = runtimeContext.getState('sum');
     this.seen = runtimeContext.getListState('seen');
     this.counts = runtimeContext.getMapState('counts');
-    // With a time to live of an hour, which the suite never reaches.
-    this.recent = runtimeContext.getState('recent', { ttlMs: 3600000 });
+    // With a time to live of 100 ms of processing time.
+    this.recent = runtimeContext.getState('recent', { ttlMs: 100 });
   }
 
   processElement({ op, k, v, ts }, ctx) {
@@ -32,15 +32,16 @@ class Conformance extends KeyedProcessFunction {
         break;
       case 'ttl':
         this.recent.update(v);
-        ctx.collect({ k, recent: this.recent.value() });
         break;
-      case 'ptimer': {
-        const at = ctx.timerService().currentProcessingTime() + 3600000;
-        ctx.timerService().registerProcessingTimeTimer(at);
-        ctx.timerService().deleteProcessingTimeTimer(at);
-        ctx.collect({ k, ptimer: 'deleted' });
+      case 'recall':
+        ctx.collect({ k, recent: this.recent.value() ?? null });
         break;
-      }
+      case 'ptimer':
+        ctx.timerService().registerProcessingTimeTimer(ctx.timerService().currentProcessingTime() + v);
+        break;
+      case 'pcancel':
+        ctx.timerService().deleteProcessingTimeTimer(ctx.timerService().currentProcessingTime() + v);
+        break;
       case 'side':
         if (v % 2 !== 0) ctx.output(ODD, { k, v }); else ctx.collect({ k, v });
         break;
@@ -61,7 +62,9 @@ class Conformance extends KeyedProcessFunction {
   }
 
   onTimer(timestamp, ctx) {
-    ctx.collect({ k: ctx.currentKey(), fired: timestamp, sum: this.sum.value() ?? 0 });
+    const sum = this.sum.value() ?? 0;
+    if (ctx.timeDomain() === TimeDomain.PROCESSING_TIME) ctx.collect({ k: ctx.currentKey(), pfired: timestamp, sum });
+    else ctx.collect({ k: ctx.currentKey(), fired: timestamp, sum });
   }
 }
 

@@ -8,6 +8,7 @@ from weir import (
     OutputTag,
     StateTtlConfig,
     Time,
+    TimeDomain,
     Types,
     ValueStateDescriptor,
     export,
@@ -21,9 +22,9 @@ class Conformance(KeyedProcessFunction):
         self.sum = runtime_context.get_state(ValueStateDescriptor("sum", Types.LONG()))
         self.seen = runtime_context.get_list_state(ListStateDescriptor("seen", Types.LONG()))
         self.counts = runtime_context.get_map_state(MapStateDescriptor("counts", Types.STRING(), Types.LONG()))
-        # With a time to live of an hour, which the suite never reaches.
+        # With a time to live of 100 ms of processing time.
         recent = ValueStateDescriptor("recent", Types.LONG())
-        recent.enable_time_to_live(StateTtlConfig.new_builder(Time.hours(1)).build())
+        recent.enable_time_to_live(StateTtlConfig.new_builder(Time.milliseconds(100)).build())
         self.recent = runtime_context.get_state(recent)
 
     def process_element(self, value, ctx):
@@ -42,12 +43,14 @@ class Conformance(KeyedProcessFunction):
             ctx.timer_service().delete_event_time_timer(ts + v)
         elif op == "ttl":
             self.recent.update(v)
+        elif op == "recall":
             yield {"k": k, "recent": self.recent.value()}
         elif op == "ptimer":
-            at = ctx.timer_service().current_processing_time() + 3_600_000
-            ctx.timer_service().register_processing_time_timer(at)
-            ctx.timer_service().delete_processing_time_timer(at)
-            yield {"k": k, "ptimer": "deleted"}
+            now = ctx.timer_service().current_processing_time()
+            ctx.timer_service().register_processing_time_timer(now + v)
+        elif op == "pcancel":
+            now = ctx.timer_service().current_processing_time()
+            ctx.timer_service().delete_processing_time_timer(now + v)
         elif op == "side":
             if v % 2:
                 yield ODD, {"k": k, "v": v}
@@ -66,7 +69,8 @@ class Conformance(KeyedProcessFunction):
             raise ValueError(f"unknown op `{op}`")
 
     def on_timer(self, timestamp, ctx):
-        yield {"k": ctx.get_current_key(), "fired": timestamp, "sum": self.sum.value() or 0}
+        fired = "pfired" if ctx.time_domain() == TimeDomain.PROCESSING_TIME else "fired"
+        yield {"k": ctx.get_current_key(), fired: timestamp, "sum": self.sum.value() or 0}
 
 
 Handler = export(Conformance)

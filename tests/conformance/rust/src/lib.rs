@@ -44,13 +44,14 @@ struct Rekeyed<'a> {
 #[derive(Serialize)]
 struct Recent<'a> {
     k: &'a str,
-    recent: i64,
+    recent: Option<i64>,
 }
 
 #[derive(Serialize)]
-struct Deleted<'a> {
+struct ProcessingFired<'a> {
     k: &'a str,
-    ptimer: &'a str,
+    pfired: i64,
+    sum: i64,
 }
 
 #[derive(Serialize)]
@@ -63,7 +64,7 @@ struct Conformance {
     sum: ValueState<i64>,
     seen: ListState<i64>,
     counts: MapState<String, i64>,
-    /// With a time to live of an hour, which the suite never reaches.
+    /// With a time to live of 100 ms of processing time.
     recent: ValueState<i64>,
 }
 
@@ -73,7 +74,7 @@ impl Default for Conformance {
             sum: ValueState::new("sum"),
             seen: ListState::new("seen"),
             counts: MapState::new("counts"),
-            recent: ValueState::with_ttl("recent", StateTtl::new(Duration::from_secs(3600))),
+            recent: ValueState::with_ttl("recent", StateTtl::new(Duration::from_millis(100))),
         }
     }
 }
@@ -101,16 +102,18 @@ impl Operator for Conformance {
                 ctx.delete_event_timer(input.ts + input.v);
                 Ok(())
             }
-            "ttl" => {
-                self.recent.set(&input.v)?;
-                let recent = self.recent.get()?.unwrap_or(-1);
+            "ttl" => self.recent.set(&input.v),
+            "recall" => {
+                let recent = self.recent.get()?;
                 ctx.emit(Event::json(&Recent { k, recent })?)
             }
             "ptimer" => {
-                let at = ctx.processing_time() + 3_600_000;
-                ctx.register_processing_timer(at);
-                ctx.delete_processing_timer(at);
-                ctx.emit(Event::json(&Deleted { k, ptimer: "deleted" })?)
+                ctx.register_processing_timer(ctx.processing_time() + input.v);
+                Ok(())
+            }
+            "pcancel" => {
+                ctx.delete_processing_timer(ctx.processing_time() + input.v);
+                Ok(())
             }
             "side" if input.v % 2 != 0 => ctx.emit_to("odd", Event::json(&Side { k, v: input.v })?),
             "side" => ctx.emit(Event::json(&Side { k, v: input.v })?),
@@ -126,11 +129,14 @@ impl Operator for Conformance {
         }
     }
 
-    fn on_timer(&mut self, timestamp: i64, _: TimeDomain, ctx: &mut Context) -> Result<()> {
+    fn on_timer(&mut self, timestamp: i64, domain: TimeDomain, ctx: &mut Context) -> Result<()> {
         let key = ctx.current_key().unwrap_or_default();
         let k = String::from_utf8_lossy(&key);
         let sum = self.sum.get()?.unwrap_or(0);
-        ctx.emit(Event::json(&Fired { k: &k, fired: timestamp, sum })?)
+        match domain {
+            TimeDomain::EventTime => ctx.emit(Event::json(&Fired { k: &k, fired: timestamp, sum })?),
+            TimeDomain::ProcessingTime => ctx.emit(Event::json(&ProcessingFired { k: &k, pfired: timestamp, sum })?),
+        }
     }
 }
 

@@ -2,12 +2,17 @@
 //! says: `panic`, `error`, `loop`, `oom`, `unkeyed-state`, `flood`, `sleep` (an hour,
 //! in a blocking WASI call), `recurse` (without end), `timers` (a million per element),
 //! `state-bomb` (15 MB list items without end), `map-bomb` (1 MB map entries without
-//! end); `slow` sleeps `delay_ms` (20) on every element. Other elements pass through unchanged.
+//! end); `forge` returns an error whose text holds a newline and a forged log line;
+//! `slow` sleeps `delay_ms` (20) on every element. `snapshot-panic` and
+//! `snapshot-loop` misbehave in `snapshot-state` instead, once the boom element has been
+//! seen. Other elements pass through unchanged.
 
 use weir_guest::{Context, Event, ListState, MapState, Operator, Result, ValueState, export};
 
 struct Faulty {
     mode: String,
+    /// The boom element has been seen (the snapshot modes misbehave from then on).
+    armed: bool,
     delay_ms: u64,
     state: ValueState<u64>,
     list: ListState<String>,
@@ -16,7 +21,7 @@ struct Faulty {
 
 impl Default for Faulty {
     fn default() -> Self {
-        Faulty { mode: String::new(), delay_ms: 20, state: ValueState::new("state"), list: ListState::new("list"), map: MapState::new("map") }
+        Faulty { mode: String::new(), armed: false, delay_ms: 20, state: ValueState::new("state"), list: ListState::new("list"), map: MapState::new("map") }
     }
 }
 
@@ -49,6 +54,8 @@ impl Operator for Faulty {
             match self.mode.as_str() {
                 "panic" => panic!("boom element reached the faulty operator"),
                 "error" => return Err("cannot handle a boom element".into()),
+                "forge" => return Err("x\nerror: FORGED by the guest".into()),
+                "snapshot-panic" | "snapshot-loop" => self.armed = true,
                 "loop" => {
                     let mut x: u64 = 0;
                     loop {
@@ -93,6 +100,19 @@ impl Operator for Faulty {
             }
         }
         ctx.emit(event)
+    }
+
+    fn snapshot_state(&mut self, checkpoint_id: u64, _ctx: &mut Context) -> Result<()> {
+        match self.mode.as_str() {
+            "snapshot-panic" if self.armed => panic!("snapshot of checkpoint {checkpoint_id} went wrong"),
+            "snapshot-loop" if self.armed => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            _ => Ok(()),
+        }
     }
 }
 
