@@ -419,17 +419,14 @@ fn a_control_address_left_by_a_killed_job_is_recognised_and_removed() {
 
 /// Runs `weir run` on `job` to success and returns its peak resident memory in MiB.
 fn peak_rss_mib(job: &Path) -> u64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let output = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "--fresh", "--plugin-dir", guests::GUEST_DIR])
         .arg(job)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    let (peak, exit) = memory::wait_with_peak_rss_mib(&mut child, std::time::Duration::from_secs(300));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(exit.success(), "{stderr}");
-    peak
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    memory::reported_peak_mib(&stderr)
 }
 
 #[test]

@@ -36,9 +36,18 @@ impl Tmpfs {
         Tmpfs { dir: dir.to_path_buf() }
     }
 
-    fn remount(&self, mode: &str) {
-        let status = Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(&self.dir).status().unwrap();
-        assert!(status.success(), "remount {mode}");
+    /// Makes `dir` read-only until [`Tmpfs::writable`]: a read-only bind mount over it
+    /// (remounting the tmpfs itself read-only is refused while files are open).
+    fn read_only(&self, dir: &Path) {
+        let status = Command::new("mount").arg("--bind").arg(dir).arg(dir).status().unwrap();
+        assert!(status.success(), "bind mount");
+        let status = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(dir).status().unwrap();
+        assert!(status.success(), "remount read-only");
+    }
+
+    fn writable(&self, dir: &Path) {
+        let status = Command::new("umount").arg("-l").arg(dir).status().unwrap();
+        assert!(status.success(), "umount the read-only bind mount");
     }
 }
 
@@ -140,7 +149,7 @@ fn a_windowed_job_keeps_exactly_once_through_kills_full_and_read_only_disks_and_
     let straight = tempfile::tempdir().unwrap();
     let job = write_job(straight.path(), &straight.path().join("checkpoints"), events, rate * 10, 0);
     let mut child = start(&job, &straight.path().join("log"));
-    let (_, status) = memory::wait_with_peak_rss_mib(&mut child, Duration::from_secs(600));
+    let status = memory::wait_for(&mut child, Duration::from_secs(600));
     assert!(status.success(), "{}", std::fs::read_to_string(straight.path().join("log")).unwrap());
     let expected = per_key_sequences(&straight.path().join("out.jsonl"));
     assert!(expected.len() == 40, "every key has windows: {}", expected.len());
@@ -148,9 +157,10 @@ fn a_windowed_job_keeps_exactly_once_through_kills_full_and_read_only_disks_and_
     let dir = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&dir.path().join("disk"), "24m");
     let checkpoints = disk.dir.join("checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
     let mut random = Random(seconds);
     let started = Instant::now();
-    let (mut runs, mut kills, mut fills, mut read_only) = (0, 0, 0, 0);
+    let (mut runs, mut kills, mut fills, mut read_only, mut restores, mut declined) = (0, 0, 0, 0, 0, 0);
     let mut peak = 0;
     loop {
         runs += 1;
@@ -170,32 +180,44 @@ fn a_windowed_job_keeps_exactly_once_through_kills_full_and_read_only_disks_and_
                 }
                 1 => {
                     read_only += 1;
-                    disk.remount("ro");
+                    disk.read_only(&checkpoints);
                     std::thread::sleep(Duration::from_millis(300 + random.next(1500)));
-                    disk.remount("rw");
+                    disk.writable(&checkpoints);
                 }
                 _ => {}
             }
             if child.try_wait().unwrap().is_none() {
                 std::thread::sleep(Duration::from_millis(random.next(500)));
-                kills += 1;
-                child.kill().unwrap();
+                // The peak so far, read just before the kill (it only grows).
+                if child.try_wait().unwrap().is_none() {
+                    peak = peak.max(memory::current_peak_mib(child.id()));
+                    kills += 1;
+                    child.kill().unwrap();
+                }
             }
         }
-        let (run_peak, status) = memory::wait_with_peak_rss_mib(&mut child, Duration::from_secs(600));
-        peak = peak.max(run_peak);
+        let status = memory::wait_for(&mut child, Duration::from_secs(600));
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(!text.contains("panicked"), "run {runs}: {text}");
+        restores += text.contains("restoring from checkpoint") as usize;
+        declined += text.matches("checkpoint declined").count();
         if status.success() {
             assert!(text.contains("job `chaos` finished"), "{text}");
+            peak = peak.max(memory::reported_peak_mib(&text));
             break;
         }
         // Only a kill ends a run without success: a restart after anything else that
         // failed, or a restore that failed, is a failure of the test.
         assert!(chaos && status.code().is_none(), "run {runs} failed ({status}): {text}");
     }
-    eprintln!("chaos: {runs} runs, {kills} kills, {fills} full disks, {read_only} read-only periods, peak {peak} MiB, {:?}", started.elapsed());
+    eprintln!(
+        "chaos: {runs} runs ({restores} restored from a checkpoint), {kills} kills, {fills} full disks, {read_only} read-only periods \
+         ({declined} checkpoints declined), peak {peak} MiB, {:?}",
+        started.elapsed()
+    );
     assert!(kills > 0 && fills > 0 && read_only > 0, "every fault happened at least once");
+    assert!(restores > 0, "no run resumed from a checkpoint");
+    assert!(declined > 0, "no checkpoint met a full or read-only disk");
     assert_same_per_key(&per_key_sequences(&dir.path().join("out.jsonl")), &expected, "the committed output after the chaos");
     assert!(peak < PEAK_MIB, "peak resident memory {peak} MiB (bound {PEAK_MIB} MiB)");
 }

@@ -566,14 +566,21 @@ fn run(path: PathBuf, options: JobOptions) -> ExitCode {
             control.stop();
         }
     });
+    let peak = || {
+        if let Some(mib) = weir::metrics::peak_resident_mib() {
+            eprintln!("  peak resident memory: {mib} MiB");
+        }
+    };
     match job.run() {
         Ok(summary) => {
             eprint!("{summary}");
+            peak();
             if summary.cancelled { ExitCode::from(130) } else { ExitCode::SUCCESS }
         }
         Err(error) => {
             if let JobError::Failed { summary, .. } = &error {
                 eprint!("{summary}");
+                peak();
             }
             fail(&error)
         }

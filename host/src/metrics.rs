@@ -162,3 +162,12 @@ impl TaskMetrics {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = Some(histogram);
     }
 }
+
+/// This process's peak resident memory in MiB (Linux's `VmHWM`: of this program's own
+/// address space, unlike `getrusage`, whose peak includes the memory of the process it
+/// was forked from); `None` where the system does not say.
+pub fn peak_resident_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024)
+}

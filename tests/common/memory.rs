@@ -1,31 +1,44 @@
-//! The peak resident memory of a child process, as the kernel accounted it.
+//! The peak resident memory of a `weir` process.
+//!
+//! Not from `wait4`/`getrusage`: their peak includes the address space of the process a
+//! child was forked from (the test, which may hold hundreds of MiB of input), which
+//! Linux carries over `exec`. `weir run` prints its own peak (`VmHWM`) in its summary,
+//! and a running process's peak is read from `/proc/<pid>/status`. A peak that cannot
+//! be read fails the test rather than reading as zero.
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// Waits for `child` to exit (killing it and failing the test after `timeout`) and
-/// returns its peak resident set in MiB with its exit status. The peak is the kernel's
-/// `ru_maxrss` from `wait4`, taken as the child is reaped: it covers the whole life of
-/// the process, so no spike between polls is missed, and a peak that could not be
-/// measured fails the test instead of reading as zero.
-pub fn wait_with_peak_rss_mib(child: &mut Child, timeout: Duration) -> (u64, ExitStatus) {
-    let pid = child.id() as libc::pid_t;
+/// The peak `weir run` reported at its end (`peak resident memory: N MiB`).
+pub fn reported_peak_mib(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("peak resident memory: ")?.strip_suffix(" MiB")?.parse().ok())
+        .unwrap_or_else(|| panic!("weir reported no peak resident memory:\n{stderr}"))
+}
+
+/// The peak resident memory so far of the running process `pid` (its `VmHWM`).
+pub fn current_peak_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read the memory of process {pid}: {e}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("process {pid} has no VmHWM (has it exited?)"));
+    kib / 1024
+}
+
+/// Waits for `child` to exit, killing it and failing the test after `timeout`.
+pub fn wait_for(child: &mut Child, timeout: Duration) -> ExitStatus {
     let started = Instant::now();
     loop {
-        let mut status = 0;
-        // SAFETY: a zeroed rusage is a valid out-parameter; `pid` is our own child.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(reaped >= 0, "wait4 on process {pid} failed: {}", std::io::Error::last_os_error());
-        if reaped == pid {
-            let kib = usage.ru_maxrss;
-            assert!(kib > 0, "the kernel reported no peak resident memory for process {pid}");
-            return (kib as u64 / 1024, ExitStatus::from_raw(status));
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
-            panic!("process {pid} did not finish in {timeout:?}");
+            panic!("process {} did not finish in {timeout:?}", child.id());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -257,8 +257,16 @@ impl Job {
     /// checkpoint after a task failure as the restart strategy allows.
     pub fn run(self) -> Result<JobSummary, JobError> {
         // First of all: a second start of a running job is refused before it reads or
-        // clears anything (checkpoints, state, the control API's files).
-        let _lock = lock::JobLock::acquire(&self.spec.work_dir(), &self.spec.name)?;
+        // clears anything (checkpoints, state, the control API's files). A job that
+        // keeps none of these (memory state, no checkpoints, no control API: what
+        // tests and embedders run) may run beside itself.
+        let keeps_files = self.spec.checkpoint.is_some()
+            || self.spec.state.backend == BackendKind::Rocksdb
+            || self.options.control.is_some();
+        let _lock = match keeps_files {
+            true => Some(lock::JobLock::acquire(&self.spec.work_dir(), &self.spec.name)?),
+            false => None,
+        };
         let restore_error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
         let storage = self.spec.checkpoint_dir().map(CheckpointStorage::new);
         let savepoint = match &self.options.from_savepoint {
