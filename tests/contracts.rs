@@ -307,11 +307,10 @@ fn the_call_deadline_holds_per_element_of_a_batch() {
 }
 
 #[test]
-fn a_run_that_emits_past_the_per_call_cap_is_split_and_loses_nothing() {
+fn a_batch_that_emits_240_000_events_loses_none_and_keeps_their_order() {
     // Eight lines of 30 000 words in one batch: the tokenizer emits 30 000 events per
-    // element, so the run stops before the element that would begin past 100 000
-    // events in one call (after four) and the rest goes in a second call. Every word
-    // comes out, in order.
+    // element, more than one call may hold in all (100 000; runs stop before an element
+    // that would begin past it, see operator::tests). Every word comes out, in order.
     let words = |line: usize| (0..30_000).map(move |i| format!("l{line}w{i}"));
     let mut harness = weir::task::harness::OperatorHarness::wasm(Path::new(guests::WORD_COUNT), &[]).unwrap();
     for line in 0..8 {
@@ -328,5 +327,19 @@ fn a_run_that_emits_past_the_per_call_cap_is_split_and_loses_nothing() {
     let expected: Vec<String> = (0..8).flat_map(words).collect();
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "the words came out of order or changed");
-    assert_eq!(output.metrics.calls(), 2, "eight elements of 30 000 emits each: two calls of four");
+}
+
+#[test]
+fn a_slow_operator_takes_even_its_first_batch_in_short_calls() {
+    // A barrier is noticed between two calls into an operator. The first call used to
+    // take a whole batch (here 20 elements of 20 ms: 400 ms), holding an unaligned
+    // barrier behind it; now a first call of one element measures the cost, and calls
+    // of ~10 ms follow (one element each at 20 ms).
+    let mut harness = weir::task::harness::OperatorHarness::wasm(Path::new(guests::PASSTHROUGH), &[("sleep_ms", "20")]).unwrap();
+    for i in 0..20 {
+        harness.element(weir::Event { key: None, value: format!("{i}").into_bytes(), timestamp: Some(i), headers: vec![] });
+    }
+    let output = harness.finish().unwrap();
+    assert_eq!(output.records().len(), 20);
+    assert_eq!(output.metrics.calls(), 20, "one element per call for an operator that takes 20 ms per element");
 }

@@ -606,4 +606,33 @@ mod tests {
         ctx.timers.pop_due(TimeDomain::EventTime, 1).unwrap();
         ctx.register_timer(TimeDomain::EventTime, 4).unwrap();
     }
+
+    #[test]
+    fn a_run_stops_before_the_element_that_would_begin_past_the_emit_cap() {
+        let mut ctx = context();
+        ctx.run.clear();
+        for _ in 0..4 {
+            ctx.run.push(None, MIN_WATERMARK);
+        }
+        ctx.start_run();
+        let small = || Event { key: None, value: b"x".to_vec(), timestamp: None, headers: vec![] };
+        // The first element may emit up to the cap; the next one then waits for the
+        // next call, with everything emitted so far attributed to the first.
+        assert!(ctx.begin_element(0).unwrap());
+        for _ in 0..MAX_EMITS_PER_CALL {
+            ctx.emit(None, small()).unwrap();
+        }
+        assert!(!ctx.begin_element(1).unwrap(), "the run goes on past the emit cap");
+        ctx.end_run();
+        let (mut emitted, mut at) = (Vec::new(), Vec::new());
+        ctx.swap_emitted_with_elements(&mut emitted, &mut at);
+        assert_eq!(emitted.len(), MAX_EMITS_PER_CALL);
+        assert!(at.iter().all(|&element| element == 0));
+        // The rest of the run starts a new call with a fresh budget.
+        ctx.run.consume(1);
+        ctx.start_run();
+        assert!(ctx.begin_element(0).unwrap());
+        ctx.emit(None, small()).unwrap();
+        assert!(ctx.begin_element(1).unwrap());
+    }
 }

@@ -72,7 +72,7 @@ pub struct OperatorTask {
     awaiting_channels: Option<(u64, crossbeam_channel::Sender<ChannelState>)>,
     /// The most records handed to the operator in one call ([`OperatorTask::tune_runs`]).
     run_limit: usize,
-    /// A running average of a call's cost per element, in ns.
+    /// A running average of a call's cost per element, in ns (0 before the first call).
     element_ns: u64,
 }
 
@@ -243,7 +243,9 @@ impl OperatorTask {
             second_inputs: Vec::new(),
             second_input: None,
             awaiting_channels: None,
-            run_limit: usize::MAX,
+            // One element first: its cost sizes the runs after it, so that a slow
+            // operator's first call does not hold a barrier up for a whole batch.
+            run_limit: 1,
             element_ns: 0,
         }
     }
@@ -771,8 +773,13 @@ impl OperatorTask {
         if elements == 0 {
             return;
         }
-        let cost = took.as_nanos() as u64 / elements as u64;
-        self.element_ns = (self.element_ns * 7 + cost) / 8;
+        let cost = (took.as_nanos() as u64 / elements as u64).max(1);
+        // The first measurement stands alone (an average with the initial 0 would take
+        // eight calls to stop underestimating the cost, and so to make calls too long).
+        self.element_ns = match self.element_ns {
+            0 => cost,
+            average => (average * 7 + cost) / 8,
+        };
         self.run_limit = match RUN_TARGET.as_nanos() as u64 / self.element_ns.max(1) {
             0 => 1,
             limit => usize::try_from(limit).unwrap_or(usize::MAX),
