@@ -487,16 +487,34 @@ fn rocksdb_jobs_keep_timers_in_rocksdb_or_on_the_heap_as_configured() {
         spec.state.backend = BackendKind::Rocksdb;
         spec.state.dir = Some(dir.path().join("state"));
         spec.state.timers = timers;
-        common::run(spec).unwrap();
+        // Paced so that the working databases can be seen while the job runs (a finished
+        // job removes them).
+        for source in &mut spec.sources {
+            if let weir::job::spec::SourceSpec::File { rate, path, .. } = source {
+                *path = common::root().join("examples/orders").join(&*path);
+                *rate = Some(100.0);
+            }
+        }
+        let state = dir.path().join("state");
+        let running = std::thread::spawn(move || common::run(spec));
+        let mut timer_dbs = std::collections::BTreeSet::new();
+        while !running.is_finished() {
+            for entry in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with("-timers") {
+                    timer_dbs.insert(name);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        running.join().unwrap().unwrap();
         let out = |file: &str| common::sorted_lines(&dir.path().join(file));
         assert_eq!(out("revenue.jsonl"), common::expected("orders", "expected-revenue.jsonl"), "{timers:?}");
         assert_eq!(out("late.jsonl"), common::expected("orders", "expected-late.jsonl"), "{timers:?}");
-        let mut timer_dbs: Vec<String> = std::fs::read_dir(dir.path().join("state"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with("-timers"))
-            .collect();
-        timer_dbs.sort();
+        let timer_dbs: Vec<String> = timer_dbs.into_iter().collect();
+        let left: Vec<String> =
+            std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(left, [".weir-owned"], "the finished job's working databases are gone");
         let expected: &[&str] = match timers {
             TimerStoreKind::Backend => &["revenue#0-timers", "revenue#1-timers"],
             TimerStoreKind::Heap => &[],
