@@ -754,13 +754,16 @@ mod tests {
     /// Runs `check` on timers in memory and in RocksDB.
     fn on_every_store(check: impl Fn(&mut dyn FnMut() -> TimerService)) {
         check(&mut || TimerService::in_memory(128));
-        let dir = tempfile::tempdir().unwrap();
-        let mut n = 0;
-        check(&mut || {
-            n += 1;
-            let store = crate::state::RocksBackend::open(&dir.path().join(n.to_string())).unwrap();
-            TimerService::new(128, Box::new(store)).unwrap()
-        });
+        #[cfg(feature = "rocksdb")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let mut n = 0;
+            check(&mut || {
+                n += 1;
+                let store = crate::state::RocksBackend::open(&dir.path().join(n.to_string())).unwrap();
+                TimerService::new(128, Box::new(store)).unwrap()
+            });
+        }
     }
 
     fn pop(t: &mut TimerService, domain: TimeDomain, time: i64) -> Option<Timer> {
@@ -866,6 +869,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "rocksdb")]
     fn stored_timers_behave_as_heap_timers_under_random_operations() {
         // Registers, deletes and fires in a pseudo-random mix (windows delete and
         // re-register timers around the cached heads of their runs).

@@ -85,6 +85,9 @@ pub enum JobError {
     /// A task failed; the job was stopped and what it had accepted was flushed.
     #[error("{error}")]
     Failed { error: TaskError, summary: Box<JobSummary> },
+    /// The job needs a part this weir was built without (RocksDB).
+    #[error("job `{job}`: {what}")]
+    NotBuilt { job: String, what: &'static str },
     /// Another process (or this one) runs the job: nothing was touched.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
@@ -185,6 +188,10 @@ impl Job {
 
     /// Compiles the components of `spec` and checks them against the operator world.
     pub fn new(spec: JobSpec, options: &JobOptions) -> Result<Job, JobError> {
+        #[cfg(not(feature = "rocksdb"))]
+        if spec.state.backend == BackendKind::Rocksdb {
+            return Err(JobError::NotBuilt { job: spec.name.clone(), what: crate::state::ROCKSDB_ABSENT });
+        }
         let mut plugins = HashMap::new();
         let runtime = Arc::new(Runtime::new()?);
         for op in &spec.operators {

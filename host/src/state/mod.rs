@@ -16,6 +16,10 @@
 pub mod key;
 mod memory;
 pub mod operator;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+#[cfg(not(feature = "rocksdb"))]
+#[path = "rocks_absent.rs"]
 mod rocks;
 pub mod snapshot;
 
@@ -27,6 +31,8 @@ pub use key::{StateKind, StateNamespace};
 pub use memory::MemoryBackend;
 pub use rocks::BUDGET_CHECK_WRITES;
 pub use rocks::RocksBackend;
+#[cfg(not(feature = "rocksdb"))]
+pub use rocks::ABSENT as ROCKSDB_ABSENT;
 
 /// A failure of the state store.
 #[derive(Debug, thiserror::Error)]
