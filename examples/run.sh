@@ -30,7 +30,7 @@ fi
 if [ -x "$weir" ]; then
   step "building the weir host (up to date in seconds)"
 else
-  step "building the weir host (the first build compiles wasmtime: a few minutes on 2 cores)"
+  step "building the weir host (the first build compiles wasmtime and the connectors: about 8 minutes on 2 cores)"
 fi
 cargo build --quiet -p weir-host "${features[@]}"
 # Operators in Python, JavaScript and C (examples/<name>/*.py, *.js, *.c) are built with
