@@ -9,8 +9,9 @@
 //   java KeyedReference conformance   <input.jsonl> <out> <odd out>
 //
 // Parallelism 1; each file is in Flink's emission order (so each key's records are in
-// the order Flink emitted them). Watermarks: max timestamp seen - bound - 1 after every
-// element that advances it (what weir's file source does).
+// the order Flink emitted them). Watermarks: WindowReference.Punctuated (max timestamp
+// seen - bound - 1 after every element that advances it, what weir's file source does);
+// compile both files together, as scripts/flink-reference does.
 //
 // Processing time (conformance only): weir's tests run on a clock that follows the
 // records (`processing_clock = "records"`: a subtask's processing time is the timestamp
@@ -30,9 +31,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 
-import org.apache.flink.api.common.eventtime.Watermark;
-import org.apache.flink.api.common.eventtime.WatermarkGenerator;
-import org.apache.flink.api.common.eventtime.WatermarkOutput;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.functions.OpenContext;
 import org.apache.flink.api.common.state.ListState;
@@ -65,22 +63,8 @@ public class KeyedReference {
     try { return JSON.writeValueAsString(s); } catch (Exception e) { throw new RuntimeException(e); }
   }
 
-  /** Emits a watermark after every element that advances the largest timestamp. */
-  static class Punctuated implements WatermarkGenerator<String> {
-    final long bound;
-    long max = Long.MIN_VALUE;
-    long emitted = Long.MIN_VALUE;
-    Punctuated(long bound) { this.bound = bound; }
-    @Override public void onEvent(String e, long ts, WatermarkOutput out) {
-      max = Math.max(max, ts);
-      long wm = max - bound - 1;
-      if (wm > emitted) { emitted = wm; out.emitWatermark(new Watermark(wm)); }
-    }
-    @Override public void onPeriodicEmit(WatermarkOutput out) {}
-  }
-
   static DataStream<String> withTimestamps(DataStream<String> lines, String field, long bound) {
-    return lines.assignTimestampsAndWatermarks(WatermarkStrategy.<String>forGenerator(c -> new Punctuated(bound))
+    return lines.assignTimestampsAndWatermarks(WatermarkStrategy.<String>forGenerator(c -> new WindowReference.Punctuated(bound))
         .withTimestampAssigner((line, t) -> parse(line).get(field).asLong()));
   }
 

@@ -58,8 +58,8 @@ pub fn run_with_kills_logged(job: &Path, kills: &[u64]) -> (usize, String) {
         resumes += resumed(&output.stderr) as usize;
         logs.push_str(&String::from_utf8_lossy(&output.stderr));
     }
-    // The restart after the last crash must succeed at once: a restore that fails and
-    // works on a later try is a failure of recovery, not something to retry.
+    // The restart after the last crash must succeed at once: a restore that fails once
+    // and works the next time is a failure of recovery.
     let output = weir_run(job).arg("--log=weir=info").output().unwrap();
     resumes += resumed(&output.stderr) as usize;
     logs.push_str(&String::from_utf8_lossy(&output.stderr));
