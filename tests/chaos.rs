@@ -33,16 +33,25 @@ impl Tmpfs {
             status.is_ok_and(|s| s.success()),
             "the chaos test mounts a tmpfs as its checkpoint disk (to fill it): run it as root, as CI does"
         );
+        // Private, so that mounts can be moved within it (see `read_only`).
+        let status = Command::new("mount").arg("--make-private").arg(dir).status().unwrap();
+        assert!(status.success(), "mount --make-private");
         Tmpfs { dir: dir.to_path_buf() }
     }
 
-    /// Makes `dir` read-only until [`Tmpfs::writable`]: a read-only bind mount over it
-    /// (remounting the tmpfs itself read-only is refused while files are open).
+    /// Makes `dir` (inside the tmpfs) read-only until [`Tmpfs::writable`]: a bind mount of
+    /// it is made read-only where nobody writes (remounting a mount that has writers is
+    /// refused) and then moved over it.
     fn read_only(&self, dir: &Path) {
-        let status = Command::new("mount").arg("--bind").arg(dir).arg(dir).status().unwrap();
-        assert!(status.success(), "bind mount");
-        let status = Command::new("mount").args(["-o", "remount,bind,ro"]).arg(dir).status().unwrap();
-        assert!(status.success(), "remount read-only");
+        let stage = self.dir.join("stage");
+        std::fs::create_dir_all(&stage).unwrap();
+        let mount = |args: &[&std::ffi::OsStr]| {
+            let status = Command::new("mount").args(args).status().unwrap();
+            assert!(status.success(), "mount {args:?}");
+        };
+        mount(&["--bind".as_ref(), dir.as_os_str(), stage.as_os_str()]);
+        mount(&["-o".as_ref(), "remount,bind,ro".as_ref(), stage.as_os_str()]);
+        mount(&["--move".as_ref(), stage.as_os_str(), dir.as_os_str()]);
     }
 
     fn writable(&self, dir: &Path) {
