@@ -270,10 +270,7 @@ impl Job {
         let keeps_files = self.spec.checkpoint.is_some()
             || self.spec.state.backend == BackendKind::Rocksdb
             || self.options.control.is_some();
-        let _lock = match keeps_files {
-            true => Some(lock::JobLock::acquire(&self.spec.work_dir(), &self.spec.name)?),
-            false => None,
-        };
+        let _lock = if keeps_files { Some(lock::JobLock::acquire(&self.spec.work_dir(), &self.spec.name)?) } else { None };
         let restore_error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
         let storage = self.spec.checkpoint_dir().map(CheckpointStorage::new);
         let savepoint = match &self.options.from_savepoint {
