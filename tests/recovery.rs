@@ -379,10 +379,13 @@ fn under_backpressure_unaligned_checkpoints_complete_while_aligned_ones_time_out
         result.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(completed.len() >= 3, "{name}: only {completed:?} completed");
         // The last checkpoint is the one taken after the input ended that found nothing
-        // in flight (the job had drained: FLIP-147); unaligned in unaligned mode.
+        // in flight (the job had drained: FLIP-147); unaligned in unaligned mode (with an
+        // alignment timeout it counts as unaligned only if it outlasted the timeout).
         let latest = stats.lock().unwrap().latest_completed.clone().expect("statistics of the latest checkpoint");
         assert_eq!(latest.persisted_data, 0, "{name}: {latest:?}");
-        assert_eq!(latest.is_unaligned, *name == "unaligned", "{name}: {latest:?}");
+        if *name == "unaligned" {
+            assert!(latest.is_unaligned, "{name}: {latest:?}");
+        }
         // The checkpoints hold the data their barriers overtook.
         let with_channel_state = completed
             .iter()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::{BarrierKind, CheckpointBarrier, CheckpointMetadata, CheckpointSettings, CheckpointStorage, CoordinatorMessage, TaskState};
-use crate::savepoint::{OperatorManifest, SavepointManifest};
+use super::manifest::{OperatorManifest, SavepointManifest};
 
 /// What the coordinator asks of a task.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@
 
 pub mod channels;
 pub mod coordinator;
+pub mod manifest;
 pub mod storage;
 
 use std::collections::BTreeMap;
