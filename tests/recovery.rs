@@ -626,15 +626,25 @@ fn checkpoints_go_on_after_the_input_ends_until_the_job_has_drained() {
     let job = draining_job(dir.path(), 100);
     let mut child = weir_run(&job).arg("--log=weir=info").spawn().unwrap();
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    // The first checkpoint id triggered after the input ended, from the log line that
+    // says so; the first of those to complete is where the job is killed.
+    let number_after = |line: &str, field: &str| -> Option<u64> {
+        line.split(field).nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
     let mut completed_while_draining = 0;
-    let mut draining = false;
+    let mut draining_from = None;
     for line in std::io::BufRead::lines(stderr) {
         let line = line.unwrap();
-        draining |= line.contains("the input has ended; checkpoints go on while the job drains");
-        if draining && line.contains("checkpoint complete") {
-            completed_while_draining += 1;
-            child.kill().unwrap();
-            break;
+        if line.contains("the input has ended; checkpoints go on while the job drains") {
+            draining_from = number_after(&line, "from=");
+        }
+        let completed = line.contains("checkpoint complete").then(|| number_after(&line, "checkpoint=")).flatten();
+        if let (Some(id), Some(from)) = (completed, draining_from) {
+            if id >= from {
+                completed_while_draining += 1;
+                child.kill().unwrap();
+                break;
+            }
         }
     }
     child.wait().unwrap();

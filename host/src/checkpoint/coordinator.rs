@@ -223,7 +223,7 @@ impl Coordinator {
                             self.release_sources();
                             finished = true;
                         } else {
-                            tracing::info!(%task, "the input has ended; checkpoints go on while the job drains");
+                            tracing::info!(%task, from = next_id, "the input has ended; checkpoints go on while the job drains");
                             draining_from = Some(next_id);
                             next_trigger = Some(Instant::now());
                         }
