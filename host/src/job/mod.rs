@@ -46,7 +46,7 @@ use crate::timers::TimerService;
 use crate::checkpoint::channels::ChannelState;
 use crate::task::inputs::Inputs;
 use crate::task::migration::Migration;
-use crate::task::operator::OperatorTask;
+use crate::task::operator::{OperatorTask, OperatorTaskSetup};
 use crate::task::channel::{ChannelReceiver, channel};
 use crate::task::output::{Batching, EdgeOutput, Router};
 use crate::task::sink::SinkTask;
@@ -491,25 +491,19 @@ impl Job {
                 operator_commands.entry(op.uid.clone()).or_default().push(commands_tx);
                 let mut inputs = Inputs::new(inputs);
                 self.restore_channels(&task, &mut inputs, restore)?;
-                let mut task_runner = OperatorTask::new(
-                    op.uid.as_str().into(),
-                    subtask,
-                    logic,
-                    inputs,
-                    router,
-                    keyed,
-                    late_port,
-                    spec.on_error,
-                );
-                task_runner.metrics = task_metrics;
-                task_runner.control = self.control.clone();
-                task_runner.checkpointing = checkpointing(task, Some(commands));
-                task_runner.limits = op.limits;
-                task_runner.drop_late = op.late == LateHandling::Drop;
-                task_runner.migrate_from = migrate_from;
-                task_runner.migration = migration;
-                task_runner.second_inputs = second_inputs;
-                task_runner.second_input = spec.second_input(&op.uid);
+                let setup = OperatorTaskSetup {
+                    metrics: task_metrics,
+                    control: self.control.clone(),
+                    checkpointing: checkpointing(task, Some(commands)),
+                    limits: op.limits,
+                    drop_late: op.late == LateHandling::Drop,
+                    migrate_from,
+                    migration,
+                    second_inputs,
+                    second_input: spec.second_input(&op.uid),
+                    ..OperatorTaskSetup::new(op.uid.as_str().into(), subtask, keyed, late_port, spec.on_error)
+                };
+                let task_runner = OperatorTask::new(setup, logic, inputs, router);
                 operator_tasks.push((format!("{}#{subtask}", op.uid), task_runner));
             }
             node_metrics.push((op.uid.clone(), NodeKind::Operator, metrics));

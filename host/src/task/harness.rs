@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use super::channel::{ChannelReceiver, ChannelSender, channel};
 use super::inputs::Inputs;
-use super::operator::OperatorTask;
+use super::operator::{OperatorTask, OperatorTaskSetup};
 use super::output::{Batching, EdgeOutput, Router};
 use super::TaskError;
 use crate::metrics::TaskMetrics;
@@ -140,7 +140,8 @@ impl OperatorHarness {
         let (late_tx, late) = channel(MESSAGES, usize::MAX);
         let edge = |to: &str, sender| EdgeOutput::new(to.into(), Partitioning::Forward, vec![sender], DEFAULT_MAX_PARALLELISM, 0);
         let router = Router::new(vec![vec![edge("main", main_tx)], vec![edge("late", late_tx)]], Batching::default());
-        let task = OperatorTask::new(UID.into(), 0, logic, Inputs::new(vec![input_rx]), router, true, Some(1), ErrorPolicy::Fail);
+        let setup = OperatorTaskSetup::new(UID.into(), 0, true, Some(1), ErrorPolicy::Fail);
+        let task = OperatorTask::new(setup, logic, Inputs::new(vec![input_rx]), router);
         OperatorHarness { task, input, main, late, batch: Batch::default(), offset: 0, _runtime: runtime }
     }
 

@@ -33,51 +33,101 @@ use crate::stream::{Batch, Element, Event, Label, Message, Position, Record};
 use crate::timers::{TimeDomain, Timer};
 use crate::watermark::{InputWatermarks, Watermark};
 
-pub struct OperatorTask {
+/// How an operator task is set up: who it is, how its input arrives, where it reports,
+/// and what it restores. [`OperatorTaskSetup::new`] gives a task without a job (no
+/// checkpoints, default limits); a job sets the rest.
+pub struct OperatorTaskSetup {
     pub uid: Arc<str>,
     pub subtask: u32,
-    pub logic: Box<dyn OperatorLogic>,
-    pub inputs: Inputs,
-    pub router: Router,
-    pub metrics: Arc<TaskMetrics>,
-    pub control: Arc<JobControl>,
     /// Whether the inputs are keyed: elements get a current key.
     pub keyed: bool,
-    /// Whether elements at or behind the watermark are taken out before the operator
-    /// sees them (job file `late = "drop"`); by default operators receive them, as
-    /// Flink's process functions do, and decide themselves.
-    pub drop_late: bool,
     /// The router port of the `late` side output, when the job routes one.
     pub late_port: Option<usize>,
     pub on_error: ErrorPolicy,
-    /// Reused buffer for what one call emitted.
-    pub emitted: Vec<(Port, Event)>,
+    pub metrics: Arc<TaskMetrics>,
+    pub control: Arc<JobControl>,
     pub checkpointing: Option<Checkpointing>,
-    /// Elements and timers handed to the operator so far, for pacing the TTL sweep.
-    pub calls: u64,
-    /// Reused buffer for the elements of a run.
-    pub run_items: VecDeque<RunItem>,
-    /// Reused buffer for the run element each emitted event came from.
-    pub emitted_at: Vec<u32>,
-    /// Records sent since the last batch ended, not yet added to `metrics`.
-    pub sent: u64,
     /// The operator's sandbox limits, for a component swapped in by an upgrade.
     pub limits: Limits,
+    /// Whether elements at or behind the watermark are taken out before the operator
+    /// sees them (job file `late = "drop"`).
+    pub drop_late: bool,
     /// A state layout to migrate from, key by key (after a restore from a savepoint).
     pub migrate_from: Option<u32>,
-    /// The migration in progress, if any (see [`super::migration`]).
+    /// A migration a checkpoint left in progress.
     pub migration: Option<Migration>,
-    /// The logic an upgrade replaced, kept until the upgrade is known to have
-    /// succeeded everywhere.
-    pub previous: Option<Previous>,
-    /// The component installed for an upgrade, by upgrade id, until its barrier comes.
-    pub staged: Option<(u64, Arc<Plugin>)>,
-    /// When the watermark, state size and timer gauges were last published.
-    pub gauges_published: std::time::Instant,
     /// Per input channel: whether it feeds the operator's second input.
     pub second_inputs: Vec<bool>,
     /// How the second input arrives (keyed, broadcast, ...), if there is one.
     pub second_input: Option<crate::stream::Partitioning>,
+}
+
+impl OperatorTaskSetup {
+    pub fn new(uid: Arc<str>, subtask: u32, keyed: bool, late_port: Option<usize>, on_error: ErrorPolicy) -> Self {
+        OperatorTaskSetup {
+            uid,
+            subtask,
+            keyed,
+            late_port,
+            on_error,
+            metrics: Arc::new(TaskMetrics::default()),
+            control: Arc::new(JobControl::default()),
+            checkpointing: None,
+            limits: Limits::default(),
+            drop_late: false,
+            migrate_from: None,
+            migration: None,
+            second_inputs: Vec::new(),
+            second_input: None,
+        }
+    }
+}
+
+pub struct OperatorTask {
+    uid: Arc<str>,
+    subtask: u32,
+    logic: Box<dyn OperatorLogic>,
+    inputs: Inputs,
+    router: Router,
+    pub(in crate::task) metrics: Arc<TaskMetrics>,
+    control: Arc<JobControl>,
+    /// Whether the inputs are keyed: elements get a current key.
+    keyed: bool,
+    /// Whether elements at or behind the watermark are taken out before the operator
+    /// sees them (job file `late = "drop"`); by default operators receive them, as
+    /// Flink's process functions do, and decide themselves.
+    pub(in crate::task) drop_late: bool,
+    /// The router port of the `late` side output, when the job routes one.
+    late_port: Option<usize>,
+    on_error: ErrorPolicy,
+    /// Reused buffer for what one call emitted.
+    emitted: Vec<(Port, Event)>,
+    checkpointing: Option<Checkpointing>,
+    /// Elements and timers handed to the operator so far, for pacing the TTL sweep.
+    calls: u64,
+    /// Reused buffer for the elements of a run.
+    run_items: VecDeque<RunItem>,
+    /// Reused buffer for the run element each emitted event came from.
+    emitted_at: Vec<u32>,
+    /// Records sent since the last batch ended, not yet added to `metrics`.
+    sent: u64,
+    /// The operator's sandbox limits, for a component swapped in by an upgrade.
+    limits: Limits,
+    /// A state layout to migrate from, key by key (after a restore from a savepoint).
+    migrate_from: Option<u32>,
+    /// The migration in progress, if any (see [`super::migration`]).
+    migration: Option<Migration>,
+    /// The logic an upgrade replaced, kept until the upgrade is known to have
+    /// succeeded everywhere.
+    previous: Option<Previous>,
+    /// The component installed for an upgrade, by upgrade id, until its barrier comes.
+    staged: Option<(u64, Arc<Plugin>)>,
+    /// When the watermark, state size and timer gauges were last published.
+    gauges_published: std::time::Instant,
+    /// Per input channel: whether it feeds the operator's second input.
+    second_inputs: Vec<bool>,
+    /// How the second input arrives (keyed, broadcast, ...), if there is one.
+    second_input: Option<crate::stream::Partitioning>,
     /// The unaligned checkpoint whose snapshot thread waits for the data its barriers
     /// overtook, and where to send it.
     awaiting_channels: Option<(u64, crossbeam_channel::Sender<ChannelState>)>,
@@ -162,46 +212,50 @@ impl std::fmt::Display for Doing<'_> {
 }
 
 impl OperatorTask {
-    /// An operator task reading `inputs` and writing through `router`, with its own
-    /// metrics and control, no checkpointing, and default sandbox limits; a job sets
-    /// the rest (see [`crate::task::harness`] for a task without a job).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        uid: Arc<str>,
-        subtask: u32,
-        logic: Box<dyn OperatorLogic>,
-        inputs: Inputs,
-        router: Router,
-        keyed: bool,
-        late_port: Option<usize>,
-        on_error: ErrorPolicy,
-    ) -> Self {
+    /// A task running `logic` on `inputs`, routing through `router`, as `setup` says.
+    pub fn new(setup: OperatorTaskSetup, logic: Box<dyn OperatorLogic>, inputs: Inputs, router: Router) -> Self {
+        let OperatorTaskSetup {
+            uid,
+            subtask,
+            keyed,
+            late_port,
+            on_error,
+            metrics,
+            control,
+            checkpointing,
+            limits,
+            drop_late,
+            migrate_from,
+            migration,
+            second_inputs,
+            second_input,
+        } = setup;
         OperatorTask {
             uid,
             subtask,
             logic,
             inputs,
             router,
-            metrics: Arc::new(TaskMetrics::default()),
-            control: Arc::new(JobControl::default()),
+            metrics,
+            control,
             keyed,
-            drop_late: false,
+            drop_late,
             late_port,
             on_error,
             emitted: Vec::new(),
-            checkpointing: None,
+            checkpointing,
             calls: 0,
             run_items: VecDeque::new(),
             emitted_at: Vec::new(),
             sent: 0,
-            limits: Limits::default(),
-            migrate_from: None,
-            migration: None,
+            limits,
+            migrate_from,
+            migration,
             previous: None,
             staged: None,
             gauges_published: std::time::Instant::now() - GAUGE_INTERVAL,
-            second_inputs: Vec::new(),
-            second_input: None,
+            second_inputs,
+            second_input,
             awaiting_channels: None,
             // One element first: its cost sizes the runs after it, so that a slow
             // operator's first call does not hold a barrier up for a whole batch.
