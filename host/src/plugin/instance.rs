@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtx;
 
 use super::stdio::GuestOutput;
@@ -133,10 +133,7 @@ pub(super) fn guest_store(
     let label: Arc<str> = ctx.info.label().into();
     let stderr = GuestOutput::new(label.clone(), "stderr");
     let wasi = WasiCtx::builder().stdout(GuestOutput::new(label, "stdout")).stderr(stderr.clone()).build();
-    let store_limits = StoreLimitsBuilder::new()
-        .memory_size((limits.memory_mib as usize) << 20)
-        .trap_on_grow_failure(true)
-        .build();
+    let store_limits = super::limiter::GuestLimiter::new((limits.memory_mib as usize) << 20);
     let mut store = Store::new(
         engine,
         HostState {
@@ -198,8 +195,7 @@ pub(super) fn classify(
         if let Some(over @ crate::state::StateError::Budget(_)) = error.downcast_ref::<crate::state::StateError>() {
             return OperatorFailure::Contract(over.to_string());
         }
-        let text = format!("{error:#}");
-        if text.contains("forcing trap when growing memory") {
+        if error.downcast_ref::<super::limiter::MemoryExhausted>().is_some() {
             return OperatorFailure::OutOfMemory { limit_mib: limits.memory_mib };
         }
         let stderr = stderr.tail();

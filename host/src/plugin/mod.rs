@@ -15,6 +15,7 @@
 pub mod cache;
 mod host;
 mod instance;
+mod limiter;
 mod sleep;
 mod stdio;
 pub mod v0_1;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, StoreLimits};
+use wasmtime::Engine;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use cache::{CompileCache, Compiled};
@@ -152,7 +153,7 @@ pub struct HostState {
     deadline: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: limiter::GuestLimiter,
 }
 
 impl WasiView for HostState {
