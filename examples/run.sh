@@ -43,6 +43,7 @@ for app in examples/"$example"/*.py examples/"$example"/*.js examples/"$example"
   name="$(basename "$app")"
   out="$sdk_dir/${name%.*}.wasm"
   if [ ! -f "$out" ] || [ "$app" -nt "$out" ]; then
+    step "building $app into a component (weir build)"
     "$weir" build "$app" -o "$out" >/dev/null
   fi
 done
