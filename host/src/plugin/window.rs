@@ -41,23 +41,7 @@ pub mod bindings {
     }
 }
 
-/// Which window function a component provides (its world).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FunctionKind {
-    Aggregate,
-    Reduce,
-    Process,
-}
-
-impl FunctionKind {
-    pub fn world(self) -> &'static str {
-        match self {
-            FunctionKind::Aggregate => "aggregate-function",
-            FunctionKind::Reduce => "reduce-function",
-            FunctionKind::Process => "process-window-function",
-        }
-    }
-}
+pub use crate::window::function::FunctionKind;
 
 enum FunctionPre {
     Aggregate(bindings::aggregate::AggregateFunctionPre<HostState>),
@@ -241,4 +225,23 @@ impl ProcessWindow for WasmFunction {
         })?;
         Ok(out.into_iter().map(v0_2::event).collect())
     }
+}
+
+/// Instantiates the components a window names (loaded in the order of
+/// [`crate::window::WindowSpec::components`]) for one subtask.
+pub fn window_guests(
+    spec: &crate::window::WindowSpec,
+    plugins: &[FunctionPlugin],
+    ctx: &OperatorContext,
+    limits: Limits,
+) -> Result<crate::window::Guests, PluginError> {
+    let mut guests = crate::window::Guests::default();
+    for ((_, kind), plugin) in spec.components().into_iter().zip(plugins) {
+        let instance = Box::new(plugin.instantiate(ctx.placeholder(), limits)?);
+        match kind {
+            FunctionKind::Aggregate | FunctionKind::Reduce => guests.aggregate = Some(instance),
+            FunctionKind::Process => guests.process = Some(instance),
+        }
+    }
+    Ok(guests)
 }

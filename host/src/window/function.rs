@@ -263,3 +263,21 @@ mod tests {
         assert!(agg.result(b"short").is_err());
     }
 }
+
+/// Which window function a component provides (its world).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionKind {
+    Aggregate,
+    Reduce,
+    Process,
+}
+
+impl FunctionKind {
+    pub fn world(self) -> &'static str {
+        match self {
+            FunctionKind::Aggregate => "aggregate-function",
+            FunctionKind::Reduce => "reduce-function",
+            FunctionKind::Process => "process-window-function",
+        }
+    }
+}

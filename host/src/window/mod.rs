@@ -136,32 +136,12 @@ fn positive(value: Option<u64>, what: &str, kind: &str) -> Result<i64, String> {
 
 impl WindowSpec {
     /// The components the window names, with the world each must implement.
-    pub fn components(&self) -> Vec<(&str, crate::plugin::window::FunctionKind)> {
-        use crate::plugin::window::FunctionKind;
+    pub fn components(&self) -> Vec<(&str, function::FunctionKind)> {
+        use function::FunctionKind;
         let aggregate = self.aggregate.as_ref().and_then(|a| a.component.as_deref()).map(|c| (c, FunctionKind::Aggregate));
         let reduce = self.reduce.as_ref().map(|r| (r.component.as_str(), FunctionKind::Reduce));
         let process = self.process.as_ref().map(|p| (p.component.as_str(), FunctionKind::Process));
         aggregate.into_iter().chain(reduce).chain(process).collect()
-    }
-
-    /// Instantiates the window's components (loaded in the order of
-    /// [`WindowSpec::components`]) for one subtask.
-    pub fn guests(
-        &self,
-        plugins: &[crate::plugin::window::FunctionPlugin],
-        ctx: &OperatorContext,
-        limits: crate::plugin::Limits,
-    ) -> Result<Guests, crate::plugin::PluginError> {
-        use crate::plugin::window::FunctionKind;
-        let mut guests = Guests::default();
-        for ((_, kind), plugin) in self.components().into_iter().zip(plugins) {
-            let instance = Box::new(plugin.instantiate(ctx.placeholder(), limits)?);
-            match kind {
-                FunctionKind::Aggregate | FunctionKind::Reduce => guests.aggregate = Some(instance),
-                FunctionKind::Process => guests.process = Some(instance),
-            }
-        }
-        Ok(guests)
     }
 
     /// Checks the window and compiles it; the error says what to fix.
