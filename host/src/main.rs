@@ -567,7 +567,7 @@ fn run(path: PathBuf, options: JobOptions) -> ExitCode {
         }
     });
     let peak = || {
-        if let Some(mib) = weir::metrics::peak_resident_mib() {
+        if let Some(mib) = weir::metrics::peak_resident_mib(None) {
             eprintln!("  peak resident memory: {mib} MiB");
         }
     };

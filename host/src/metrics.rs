@@ -163,11 +163,16 @@ impl TaskMetrics {
     }
 }
 
-/// This process's peak resident memory in MiB (Linux's `VmHWM`: of this program's own
-/// address space, unlike `getrusage`, whose peak includes the memory of the process it
-/// was forked from); `None` where the system does not say.
-pub fn peak_resident_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// The peak resident memory in MiB of this process (`pid` `None`) or of process `pid`:
+/// Linux's `VmHWM`, of the program's own address space, unlike `getrusage`, whose peak
+/// includes the memory of the process it was forked from. `None` where the system does
+/// not say (or the process has exited).
+pub fn peak_resident_mib(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        None => "/proc/self/status".to_string(),
+        Some(pid) => format!("/proc/{pid}/status"),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
     let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024)
 }

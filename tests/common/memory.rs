@@ -19,14 +19,8 @@ pub fn reported_peak_mib(stderr: &str) -> u64 {
 
 /// The peak resident memory so far of the running process `pid` (its `VmHWM`).
 pub fn current_peak_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("cannot read the memory of process {pid}: {e}"));
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("process {pid} has no VmHWM (has it exited?)"));
-    kib / 1024
+    weir::metrics::peak_resident_mib(Some(pid))
+        .unwrap_or_else(|| panic!("cannot read the peak memory of process {pid} (has it exited?)"))
 }
 
 /// Waits for `child` to exit, killing it and failing the test after `timeout`.

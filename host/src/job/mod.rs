@@ -17,6 +17,7 @@ mod connectors;
 pub mod lock;
 pub mod metrics;
 pub mod spec;
+mod suggest;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

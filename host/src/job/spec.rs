@@ -158,44 +158,6 @@ impl RestartStrategy {
     }
 }
 
-/// Adds the nearest valid name to serde's "unknown field `x`, expected one of `a`, `b`"
-/// (and "unknown variant"): `did you mean `parallelism`?`, when one is close enough to be
-/// a typo of it.
-fn with_suggestion(message: String) -> String {
-    let Some(unknown) = ["unknown field `", "unknown variant `"]
-        .iter()
-        .find_map(|prefix| message.split(prefix).nth(1)?.split('`').next())
-    else {
-        return message;
-    };
-    let Some(expected) = message.split("expected ").nth(1) else { return message };
-    let candidates = expected.lines().next().unwrap_or_default().split('`').skip(1).step_by(2);
-    let nearest = candidates
-        .map(|candidate| (edit_distance(&unknown.to_lowercase(), &candidate.to_lowercase()), candidate))
-        .filter(|(distance, candidate)| *distance <= (candidate.len() / 3).max(1))
-        .min_by_key(|(distance, _)| *distance);
-    match nearest {
-        Some((_, candidate)) => format!("{}; did you mean `{candidate}`?", message.trim_end()),
-        None => message,
-    }
-}
-
-/// Levenshtein distance (insertions, deletions, substitutions) between two names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
-}
-
 fn is_wall_clock(kind: &crate::clock::ClockKind) -> bool {
     *kind == crate::clock::ClockKind::Wall
 }
@@ -428,7 +390,7 @@ impl JobSpec {
     pub fn load(path: &Path) -> Result<JobSpec, SpecError> {
         let error = |message: String| SpecError { path: path.into(), message };
         let text = std::fs::read_to_string(path).map_err(|e| error(format!("cannot read it: {e}")))?;
-        let mut spec: JobSpec = toml::from_str(&text).map_err(|e| error(with_suggestion(e.to_string())))?;
+        let mut spec: JobSpec = toml::from_str(&text).map_err(|e| error(super::suggest::with_suggestion(e.to_string())))?;
         spec.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         spec.validate().map_err(error)?;
         Ok(spec)
@@ -437,7 +399,7 @@ impl JobSpec {
     /// Parses a job from TOML text, resolving relative paths against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<JobSpec, SpecError> {
         let error = |message: String| SpecError { path: base_dir.join("<inline>"), message };
-        let mut spec: JobSpec = toml::from_str(text).map_err(|e| error(with_suggestion(e.to_string())))?;
+        let mut spec: JobSpec = toml::from_str(text).map_err(|e| error(super::suggest::with_suggestion(e.to_string())))?;
         spec.base_dir = base_dir.to_path_buf();
         spec.validate().map_err(error)?;
         Ok(spec)
@@ -736,8 +698,6 @@ mod tests {
         // Nothing close: no suggestion.
         let error = parse(&BASE.replace("component = \"op.wasm\"", "component = \"op.wasm\"\nzzzzzz = 2")).unwrap_err();
         assert!(error.contains("unknown field `zzzzzz`") && !error.contains("did you mean"), "{error}");
-        assert_eq!(edit_distance("paralelism", "parallelism"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 
     const BASE: &str = r#"

@@ -18,9 +18,6 @@ use crate::watermark::{MAX_WATERMARK, SplitWatermarks, Watermark, WatermarkStrat
 /// How many records the source reads between looks at the batch timeout.
 const FLUSH_CHECK_EVERY: i64 = 64;
 
-/// How often an ended source looks for the coordinator's commands while the job drains.
-const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(2);
-
 /// The interned label of each split the source has read from.
 #[derive(Default)]
 struct SplitLabels {
@@ -176,7 +173,7 @@ impl SourceTask {
                             match self.serve_commands(&watermarks, &mut in_flight) {
                                 Err(_) => return Ok(()),
                                 Ok(true) => break,
-                                Ok(false) => std::thread::sleep(DRAIN_POLL),
+                                Ok(false) => self.wait_for_command(POLL_INTERVAL),
                             }
                         }
                     }
@@ -245,6 +242,15 @@ impl SourceTask {
             }
         }
         Ok(finish)
+    }
+
+    /// Waits, at most `timeout`, until the coordinator has sent a command.
+    fn wait_for_command(&self, timeout: std::time::Duration) {
+        if let Some(commands) = self.checkpointing.as_ref().and_then(|c| c.commands.as_ref()) {
+            let mut select = crossbeam_channel::Select::new();
+            select.recv(commands);
+            let _ = select.ready_timeout(timeout);
+        }
     }
 
     fn complete(&mut self, id: u64, in_flight: &mut BTreeMap<u64, serde_json::Value>) {
