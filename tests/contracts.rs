@@ -1,5 +1,5 @@
 //! Contract versions and the batched data path, through whole jobs: components built
-//! for contract 0.1 run unchanged beside 0.2 ones, the batch size never changes what a
+//! for contracts 0.1 and 0.2 run unchanged beside 0.3 ones, the batch size never changes what a
 //! job outputs (event time, timers and late data behave as if every element travelled
 //! alone), channels bound the host's memory in bytes, and compiled components are
 //! cached between starts.
@@ -16,6 +16,11 @@ use weir::plugin::{CompileCache, Compiled, Runtime};
 /// A component built by the weir SDK of contract 0.1, committed as it was built.
 fn contract_0_1(name: &str) -> PathBuf {
     root().join("tests/fixtures/contract-0.1").join(name)
+}
+
+/// A component built by the Rust SDK of contract 0.2, committed as it was built.
+fn contract_0_2(name: &str) -> PathBuf {
+    root().join("tests/fixtures/contract-0.2").join(name)
 }
 
 fn login_job(component: &Path, parallelism: u32, dir: &Path) -> weir::JobSpec {
@@ -54,13 +59,15 @@ fn login_job(component: &Path, parallelism: u32, dir: &Path) -> weir::JobSpec {
 }
 
 #[test]
-fn components_built_for_contract_0_1_run_unchanged_beside_0_2_ones() {
+fn components_built_for_contracts_0_1_and_0_2_run_unchanged_beside_0_3_ones() {
     let runtime = Runtime::with_cache(None).unwrap();
-    let old = contract_0_1("login_anomaly.wasm");
-    let new = PathBuf::from(guests::LOGIN_ANOMALY);
-    assert_eq!(runtime.load(&old).unwrap().contract(), "0.1.0");
-    assert_eq!(runtime.load(&new).unwrap().contract(), "0.2.0");
-    for component in [&old, &new] {
+    let versions = [
+        (contract_0_1("login_anomaly.wasm"), "0.1.0"),
+        (contract_0_2("login_anomaly.wasm"), "0.2.0"),
+        (PathBuf::from(guests::LOGIN_ANOMALY), "0.3.0"),
+    ];
+    for (component, version) in &versions {
+        assert_eq!(runtime.load(component).unwrap().contract(), *version);
         for parallelism in [1, 4] {
             let out = tempfile::tempdir().unwrap();
             run(login_job(component, parallelism, out.path())).unwrap();
@@ -72,17 +79,48 @@ fn components_built_for_contract_0_1_run_unchanged_beside_0_2_ones() {
             );
         }
     }
-    // One job, both versions: the 0.1 keyed count feeds nothing different from the 0.2 one.
-    let mut outputs = Vec::new();
-    for component in [contract_0_1("keyed_count.wasm"), PathBuf::from(guests::KEYED_COUNT)] {
-        let out = tempfile::tempdir().unwrap();
-        let mut spec = example("keyed-count", out.path());
-        spec.operators[0].component = Some(component.display().to_string());
-        run(spec).unwrap();
-        outputs.push(per_key_sequences(&out.path().join("counts.jsonl")));
+    // One job, three versions of the keyed count side by side on the same stream:
+    // each writes the same counts, in the same order per key.
+    let out = tempfile::tempdir().unwrap();
+    let components = [contract_0_1("keyed_count.wasm"), contract_0_2("keyed_count.wasm"), PathBuf::from(guests::KEYED_COUNT)];
+    let mut text = String::from(
+        r#"
+        name = "three-contracts"
+        [[source]]
+        type = "generator"
+        uid = "events"
+        count = 10000
+        keys = 100
+        seed = 7
+        "#,
+    );
+    for (version, component) in components.iter().enumerate() {
+        text.push_str(&format!(
+            r#"
+            [[operator]]
+            uid = "count-{version}"
+            component = {component:?}
+            parallelism = 2
+            [[sink]]
+            type = "file"
+            uid = "counts-{version}"
+            path = "counts-{version}.jsonl"
+            [[edge]]
+            from = "events"
+            to = "count-{version}"
+            partition = "keyed"
+            [[edge]]
+            from = "count-{version}"
+            to = "counts-{version}"
+            "#
+        ));
     }
+    run(job(&text, out.path())).unwrap();
+    let outputs: Vec<_> = (0..3).map(|v| per_key_sequences(&out.path().join(format!("counts-{v}.jsonl")))).collect();
+    assert_eq!(outputs[0].len(), 100, "every key counted");
     assert_eq!(outputs[0].values().map(Vec::len).sum::<usize>(), 10_000);
-    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[1], "0.1 and 0.2 agree");
+    assert_eq!(outputs[1], outputs[2], "0.2 and 0.3 agree");
 }
 
 /// Every key's output records, in order.

@@ -23,38 +23,48 @@ impl Context {
 
     /// Emits an event to the main output.
     pub fn emit(&mut self, event: Event) -> Result<()> {
-        collector::emit(&event);
+        if !crate::batch::emit(None, &event) {
+            collector::emit(&event);
+        }
         Ok(())
     }
 
     /// Emits an event to the side output called `output`.
     pub fn emit_to(&mut self, output: &str, event: Event) -> Result<()> {
-        collector::emit_to(output, &event);
+        if !crate::batch::emit(Some(output), &event) {
+            collector::emit_to(output, &event);
+        }
         Ok(())
     }
 
     /// Registers an event-time timer for the current key at `timestamp` (ms).
     pub fn register_event_timer(&mut self, timestamp: i64) {
+        crate::batch::focus();
         timers::register(TimeDomain::EventTime, timestamp);
+        crate::batch::event_timer_registered();
     }
 
     /// Registers a processing-time timer for the current key at `timestamp` (ms).
     pub fn register_processing_timer(&mut self, timestamp: i64) {
+        crate::batch::focus();
         timers::register(TimeDomain::ProcessingTime, timestamp);
     }
 
     /// Deletes the current key's event-time timer at `timestamp`, if any.
     pub fn delete_event_timer(&mut self, timestamp: i64) {
+        crate::batch::focus();
         timers::delete(TimeDomain::EventTime, timestamp);
     }
 
     /// Deletes the current key's processing-time timer at `timestamp`, if any.
     pub fn delete_processing_timer(&mut self, timestamp: i64) {
+        crate::batch::focus();
         timers::delete(TimeDomain::ProcessingTime, timestamp);
     }
 
     /// The subtask's current watermark (ms); `i64::MIN` before the first one.
     pub fn watermark(&self) -> i64 {
+        crate::batch::focus();
         timers::current_watermark()
     }
 
@@ -65,7 +75,7 @@ impl Context {
 
     /// The key of the element or timer being processed.
     pub fn current_key(&self) -> Option<Vec<u8>> {
-        context::current_key()
+        crate::batch::current_key().unwrap_or_else(context::current_key)
     }
 
     /// The operator's uid from the job file.

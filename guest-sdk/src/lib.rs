@@ -2,10 +2,13 @@
 //!
 //! Write weir stream operators in Rust. An operator is a type implementing [`Operator`],
 //! exported with [`export!`] from a `cdylib` crate built with
-//! `cargo build --target wasm32-wasip2`. The host hands it elements in batches
-//! (contract `weir:operator@0.2.0`); the SDK calls [`Operator::process_element`] once per
-//! element, so an operator is written one element at a time. The host runs its timers
-//! and stores its keyed state.
+//! `cargo build --target wasm32-wasip2`. The host hands it elements in batches, one
+//! boundary crossing per batch (contract `weir:operator@0.3.0`); the SDK calls
+//! [`Operator::process_element`] once per element, so an operator is written one element
+//! at a time. The host runs its timers and stores its keyed state. [`ValueState`]s
+//! created in `Default::default` travel with each batch: the host loads them for the
+//! batch's keys and writes back what the batch changed, so an operator that uses only
+//! those makes no host call per element.
 //!
 //! ```no_run
 //! use weir_guest::{export, Context, Event, Operator, Result, ValueState};
@@ -39,6 +42,7 @@
 // expansion in a user's crate resolves; this makes that path valid here too.
 extern crate self as weir_guest;
 
+mod batch;
 mod context;
 mod error;
 mod event;
@@ -50,12 +54,12 @@ pub use error::{Error, Result};
 pub use event::{Event, Header, TimeDomain};
 pub use state::{BroadcastState, ListState, MapState, OperatorListState, StateTtl, ValueState, is_restored};
 
-/// The raw bindings generated from `wit/operator.wit` (`weir:operator@0.2.0`). Most operators never need them;
+/// The raw bindings generated from `wit/v0.3/operator.wit` (`weir:operator@0.3.0`). Most operators never need them;
 /// they are public for the [`export!`] macro and for advanced uses.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.3",
         world: "co-operator",
         pub_export_macro: true,
         export_macro_name: "__export_operator_world",
@@ -149,12 +153,9 @@ macro_rules! export {
                 }
 
                 fn process_batch(
-                    events: ::std::vec::Vec<$crate::Event>,
-                ) -> ::std::result::Result<
-                    u32,
-                    $crate::bindings::exports::weir::operator::handler::ElementError,
-                > {
-                    $crate::__private::process_batch(&INSTANCE, events)
+                    batch: $crate::bindings::weir::operator::types::InputBatch,
+                ) -> $crate::bindings::weir::operator::types::BatchResult {
+                    $crate::__private::process_batch(&INSTANCE, batch)
                 }
 
                 fn on_timer(
@@ -210,8 +211,7 @@ pub mod __private {
 
     pub use wit_bindgen;
 
-    use crate::bindings::exports::weir::operator::handler::ElementError;
-    use crate::bindings::weir::operator::batch;
+    use crate::bindings::weir::operator::types::{BatchResult, ElementError, EmittedEvents, FlatEvents, InputBatch};
     use crate::{Context, Operator};
 
     type Slot<O> = LocalKey<RefCell<Option<O>>>;
@@ -223,31 +223,39 @@ pub mod __private {
         let mut ctx = Context::with_config(config);
         let mut operator = O::default();
         operator.open(&mut ctx).map_err(|e| e.to_string())?;
+        // The value states the operator holds now travel with every batch.
+        crate::state::load_declared();
         slot.with(|cell| *cell.borrow_mut() = Some(operator));
         Ok(())
     }
 
-    /// Runs `process_element` over a batch, making each element current in turn.
-    pub fn process_batch<O: Operator>(
-        slot: &'static Slot<O>,
-        events: Vec<crate::Event>,
-    ) -> Result<u32, ElementError> {
+    /// Runs `process_element` over a batch, each element current in turn.
+    pub fn process_batch<O: Operator>(slot: &'static Slot<O>, batch: InputBatch) -> BatchResult {
         slot.with(|cell| {
             let mut guard = cell.borrow_mut();
             let Some(operator) = guard.as_mut() else {
-                return Err(ElementError { index: 0, message: "operator called before `open`".into() });
+                return BatchResult {
+                    processed: 0,
+                    error: Some(ElementError { index: 0, message: "operator called before `open`".into() }),
+                    emitted: EmittedEvents {
+                        events: FlatEvents {
+                            flags: Vec::new(),
+                            keys: Vec::new(),
+                            key_ends: Vec::new(),
+                            values: Vec::new(),
+                            value_ends: Vec::new(),
+                            timestamps: Vec::new(),
+                            headers: Vec::new(),
+                        },
+                        elements: Vec::new(),
+                        ports: Vec::new(),
+                        outputs: Vec::new(),
+                    },
+                    updates: Vec::new(),
+                };
             };
-            let count = events.len() as u32;
             let mut ctx = Context::new();
-            for (index, event) in (0..count).zip(events) {
-                if !batch::begin_element(index) {
-                    return Ok(index);
-                }
-                if let Err(e) = operator.process_element(event, &mut ctx) {
-                    return Err(ElementError { index, message: e.to_string() });
-                }
-            }
-            Ok(count)
+            crate::batch::run(batch, |event| operator.process_element(event, &mut ctx).map_err(|e| e.to_string()))
         })
     }
 

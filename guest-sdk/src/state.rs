@@ -1,7 +1,8 @@
 //! Typed keyed state over the host's byte-oriented state interface. Values are JSON.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::marker::PhantomData;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -64,39 +65,90 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 }
 
 /// One value of type `T` per key.
+///
+/// A value state created while the operator is created (in `Default::default` or
+/// `open`) travels with each batch: the host loads its values for the batch's keys
+/// before the batch and writes back what changed after it, so reads and writes during
+/// `process_element` cost no host call. Anywhere else (`on_timer`, `migrate`, a value
+/// state created later) each access is a host call. Either way it behaves the same.
 pub struct ValueState<T> {
-    inner: Lazy<raw::ValueState>,
+    shared: Rc<SharedValue>,
     _type: PhantomData<fn() -> T>,
+}
+
+/// What a [`ValueState`] handle and the registry of loaded states share.
+struct SharedValue {
+    inner: Lazy<raw::ValueState>,
+    /// The state's index among the loaded ones (`batch.load`), once loaded.
+    loaded: Cell<Option<u32>>,
+}
+
+thread_local! {
+    /// Value states created since the last `open`: loaded with batches at its end.
+    static CREATED: RefCell<Vec<Weak<SharedValue>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Loads every value state created while the operator was made and opened, and still
+/// held by it, with the batches to come (`batch.load`).
+pub(crate) fn load_declared() {
+    for shared in CREATED.take().iter().filter_map(Weak::upgrade) {
+        let handle = shared.inner.get(|name, ttl| raw::ValueState::new(name, ttl));
+        shared.loaded.set(Some(crate::bindings::weir::operator::batch::load(handle)));
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> ValueState<T> {
     /// A handle on the value state called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        ValueState { inner: Lazy::new(name, None), _type: PhantomData }
+        Self::with(Lazy::new(name, None))
     }
 
     /// A handle on the value state called `name`, whose values expire.
     pub fn with_ttl(name: impl Into<String>, ttl: StateTtl) -> Self {
-        ValueState { inner: Lazy::new(name, Some(ttl)), _type: PhantomData }
+        Self::with(Lazy::new(name, Some(ttl)))
+    }
+
+    fn with(inner: Lazy<raw::ValueState>) -> Self {
+        let shared = Rc::new(SharedValue { inner, loaded: Cell::new(None) });
+        CREATED.with_borrow_mut(|created| created.push(Rc::downgrade(&shared)));
+        ValueState { shared, _type: PhantomData }
     }
 
     fn raw(&self) -> &raw::ValueState {
-        self.inner.get(|name, ttl| raw::ValueState::new(name, ttl))
+        crate::batch::focus();
+        self.shared.inner.get(|name, ttl| raw::ValueState::new(name, ttl))
     }
 
     /// The current key's value.
     pub fn get(&self) -> Result<Option<T>> {
+        if let Some(slot) = self.shared.loaded.get() {
+            if let Some(value) = crate::batch::with_loaded(slot, |bytes| bytes.map(decode).transpose()) {
+                return value;
+            }
+        }
         self.raw().get().map(|bytes| decode(&bytes)).transpose()
     }
 
     /// Replaces the current key's value.
     pub fn set(&self, value: &T) -> Result<()> {
+        if let Some(slot) = self.shared.loaded.get() {
+            let fill = |buffer: &mut Vec<u8>| serde_json::to_writer(buffer, value);
+            if let Some(written) = crate::batch::write_loaded(slot, Some(fill)) {
+                return Ok(written?);
+            }
+        }
         self.raw().set(&encode(value)?);
         Ok(())
     }
 
     /// Removes the current key's value.
     pub fn clear(&self) {
+        if let Some(slot) = self.shared.loaded.get() {
+            let none: Option<fn(&mut Vec<u8>) -> std::result::Result<(), ()>> = None;
+            if crate::batch::write_loaded(slot, none).is_some() {
+                return;
+            }
+        }
         self.raw().clear();
     }
 }
@@ -119,6 +171,7 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
     }
 
     fn raw(&self) -> &raw::ListState {
+        crate::batch::focus();
         self.inner.get(|name, ttl| raw::ListState::new(name, ttl))
     }
 
@@ -161,6 +214,7 @@ where
     }
 
     fn raw(&self) -> &raw::MapState {
+        crate::batch::focus();
         self.inner.get(|name, ttl| raw::MapState::new(name, ttl))
     }
 

@@ -142,6 +142,11 @@ pub mod __private {
 /// The raw bindings of the window function worlds; public for the export macros.
 #[doc(hidden)]
 pub mod bindings {
+    /// The event types of the window worlds (`weir:operator/types@0.2.0`): the SDK's own
+    /// (contract 0.3's), which have the same shape.
+    pub mod event_types {
+        pub use crate::bindings::weir::operator::types::{Event, Header, TimeDomain};
+    }
     pub mod aggregate {
         wit_bindgen::generate!({
             path: "../wit",
@@ -150,7 +155,7 @@ pub mod bindings {
             export_macro_name: "__export_aggregate_world",
             default_bindings_module: "weir_guest::window::bindings::aggregate",
             runtime_path: "weir_guest::__private::wit_bindgen::rt",
-            with: { "weir:operator/types@0.2.0": crate::bindings::weir::operator::types },
+            with: { "weir:operator/types@0.2.0": crate::window::bindings::event_types },
         });
     }
     pub mod reduce {
@@ -171,7 +176,7 @@ pub mod bindings {
             export_macro_name: "__export_process_world",
             default_bindings_module: "weir_guest::window::bindings::process",
             runtime_path: "weir_guest::__private::wit_bindgen::rt",
-            with: { "weir:operator/types@0.2.0": crate::bindings::weir::operator::types },
+            with: { "weir:operator/types@0.2.0": crate::window::bindings::event_types },
         });
     }
 }

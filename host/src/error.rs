@@ -88,3 +88,10 @@ mod tests {
         );
     }
 }
+
+/// A key for a message: its text when it is UTF-8, quoted and cut at 64 bytes.
+pub fn printable_key(key: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&key[..key.len().min(64)]);
+    let cut = if key.len() > 64 { "…" } else { "" };
+    format!("{:?}{cut}", text.as_ref())
+}

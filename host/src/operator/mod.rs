@@ -86,6 +86,22 @@ pub enum ContractError {
     BatchOrder { index: u32, expected: u32 },
     #[error("an emitted event names batch element {index}, but only {processed} were processed")]
     BatchElement { index: u32, processed: u32 },
+    #[error("batch element {index} focused out of order (after element {after})")]
+    FocusOrder { index: u32, after: u32 },
+    #[error(
+        "a value state was loaded with batches (batch.load) during a batch; load value states in \
+         `open`"
+    )]
+    LoadInBatch,
+    #[error(
+        "a value state loaded with batches (batch.load) was used through value-state during a batch; \
+         read and write the batch's copy instead"
+    )]
+    LoadedInBatch,
+    #[error("collector used during a batch of contract 0.3: a batch's emits go in its result")]
+    EmitInBatch,
+    #[error("process-batch returned a malformed result: {reason}")]
+    BatchResult { reason: String },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -124,6 +140,27 @@ impl Run {
             None => (None, 0),
         };
         self.elements.push(RunElement { key, key_group, watermark });
+    }
+
+    /// The key group of element `index` (0 for an element without a key).
+    pub fn key_group(&self, index: usize) -> u16 {
+        self.elements.get(index).map_or(0, |e| e.key_group)
+    }
+
+    /// How many elements the run has.
+    pub fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    /// Whether the run has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+
+    /// The first element the guest must not process, as known before a call: a timer
+    /// pending from before the run falls due at its watermark.
+    pub fn stop_at(&self) -> u32 {
+        self.stop_at
     }
 
     /// Forgets every element.
@@ -194,6 +231,12 @@ pub struct OperatorContext {
     pub timer_budget: TimerBudget,
     /// The subtask's operator (non-keyed) lists.
     pub operator_state: crate::state::operator::OperatorState,
+    /// Value states that travel with each batch (contract 0.3's `batch.load`), in
+    /// load order.
+    pub loaded: Vec<crate::state::StateId>,
+    /// A batch of contract 0.3 is running: its emits come back in its result, and
+    /// loaded states are the guest's until it returns.
+    pub in_flat_batch: bool,
 }
 
 impl OperatorContext {
@@ -227,6 +270,8 @@ impl OperatorContext {
             interrupt: Arc::default(),
             timer_budget: TimerBudget::UNLIMITED,
             operator_state: Default::default(),
+            loaded: Vec::new(),
+            in_flat_batch: false,
         }
     }
 
@@ -239,6 +284,14 @@ impl OperatorContext {
         placeholder.timer_budget = self.timer_budget;
         placeholder.clock = self.clock;
         placeholder
+    }
+
+    /// Hands the live context (state, timers, watermark, ...) from one instance's
+    /// logic to another's, in an upgrade or its rollback. What an instance declared
+    /// about itself (its loaded states) stays with it.
+    pub fn hand_over(from: &mut OperatorContext, to: &mut OperatorContext) {
+        std::mem::swap(from, to);
+        std::mem::swap(&mut from.loaded, &mut to.loaded);
     }
 
     /// Sets (or clears) the key that state and timers are scoped to.
@@ -383,6 +436,74 @@ impl OperatorContext {
         Ok(true)
     }
 
+    /// Makes run element `index` current for the calls that need a current key or
+    /// watermark (contract 0.3's `batch.focus`, which a guest calls only when it needs
+    /// one). Returns `false` when the run must stop before it: a timer registered
+    /// earlier in the run falls due first.
+    pub fn focus(&mut self, index: u32) -> Result<bool, ContractError> {
+        if !self.run.active || index as usize >= self.run.elements.len() || index + 1 < self.run.next {
+            return Err(ContractError::FocusOrder { index, after: self.run.next.saturating_sub(1) });
+        }
+        if index >= self.run.stop_at {
+            return Ok(false);
+        }
+        let element = self.run.elements[index as usize];
+        match element.key {
+            Some((start, len)) => {
+                self.key.clear();
+                self.key.extend_from_slice(&self.run.keys[start as usize..(start + len) as usize]);
+                self.key_group = element.key_group;
+                self.has_key = true;
+            }
+            None => self.has_key = false,
+        }
+        self.watermark = element.watermark;
+        self.element = index;
+        self.run.next = index + 1;
+        Ok(true)
+    }
+
+    /// Loads value state `id` with every batch from the next one on (contract 0.3's
+    /// `batch.load`); returns its index among the loaded states.
+    pub fn load_state(&mut self, id: crate::state::StateId) -> Result<u32, ContractError> {
+        if self.in_flat_batch {
+            return Err(ContractError::LoadInBatch);
+        }
+        let index = match self.loaded.iter().position(|&loaded| loaded == id) {
+            Some(index) => index,
+            None => {
+                self.loaded.push(id);
+                self.loaded.len() - 1
+            }
+        };
+        Ok(index as u32)
+    }
+
+    /// Refuses per-call access to a loaded state while a batch has its copy.
+    pub fn check_not_loaded(&self, id: crate::state::StateId) -> Result<(), ContractError> {
+        if self.in_flat_batch && self.loaded.contains(&id) {
+            return Err(ContractError::LoadedInBatch);
+        }
+        Ok(())
+    }
+
+    /// Buffers an event that run element `element` emitted (returned in a contract
+    /// 0.3 batch's result, whose limits the caller checked).
+    pub fn emit_from_batch(&mut self, element: u32, output: Option<&str>, event: Event) {
+        let port = match output {
+            None => Port::Main,
+            Some(name) => match self.side_outputs.get(name) {
+                Some(&index) => Port::Side(index),
+                None => {
+                    self.unrouted += 1;
+                    return;
+                }
+            },
+        };
+        self.emitted.push((port, event));
+        self.emitted_at.push(element);
+    }
+
     /// Makes the current key and watermark a run of one element (a single element
     /// handed to logic that only takes runs).
     pub fn run_of_current_element(&mut self) {
@@ -403,6 +524,9 @@ impl OperatorContext {
 
     /// Buffers an event for `output` (`None` for the main output) until the call ends.
     pub fn emit(&mut self, output: Option<&str>, event: Event) -> Result<(), ContractError> {
+        if self.in_flat_batch {
+            return Err(ContractError::EmitInBatch);
+        }
         let port = match output {
             None => Port::Main,
             Some(name) => match self.side_outputs.get(name) {

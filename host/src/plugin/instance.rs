@@ -7,7 +7,7 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtx;
 
 use super::stdio::GuestOutput;
-use super::{EPOCH_TICK, HostState, Limits, Plugin, PluginError, Pre, v0_1, v0_2};
+use super::{EPOCH_TICK, HostState, Limits, Plugin, PluginError, Pre, v0_1, v0_2, v0_3};
 use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic, RunOutcome};
 use crate::stream::Event;
 use crate::timers::TimeDomain;
@@ -18,10 +18,12 @@ pub struct WasmOperator {
     guest: Guest,
     limits: Limits,
     stderr: GuestOutput,
-    /// Reused buffer for the events of a batch.
+    /// Reused buffer for the events of a batch (contract 0.2).
     batch: Vec<v0_2::bindings::weir::operator::types::Event>,
+    /// Reused buffers of a flat batch (contract 0.3).
+    flat: v0_3::flat::FlatBatch,
     /// `checkpointed.snapshot-state`, when the component exports it (the
-    /// `checkpointed-operator` world of contract 0.2).
+    /// `checkpointed-operator` world of contract 0.2 on).
     snapshot_state: Option<wasmtime::component::TypedFunc<(u64,), (Result<(), String>,)>>,
     /// `co-handler.process-element-2`, when the component exports it (`co-operator`).
     process_element_2: Option<ProcessElement2>,
@@ -30,16 +32,17 @@ pub struct WasmOperator {
 type ProcessElement2 =
     wasmtime::component::TypedFunc<(v0_2::bindings::weir::operator::types::Event,), (Result<(), String>,)>;
 
-/// The export of the `co-operator` world.
-const CO_HANDLER: &str = "weir:operator/co-handler@0.2.0";
+/// The export of the `co-operator` world, by contract version.
+const CO_HANDLER: [&str; 2] = ["weir:operator/co-handler@0.2.0", "weir:operator/co-handler@0.3.0"];
 
-/// The export of the `checkpointed-operator` world.
-const CHECKPOINTED: &str = "weir:operator/checkpointed@0.2.0";
+/// The export of the `checkpointed-operator` world, by contract version.
+const CHECKPOINTED: [&str; 2] = ["weir:operator/checkpointed@0.2.0", "weir:operator/checkpointed@0.3.0"];
 
 /// The guest's exports, by contract version.
 enum Guest {
     V0_1(v0_1::bindings::Operator),
     V0_2(v0_2::bindings::Operator),
+    V0_3(v0_3::bindings::Operator),
 }
 
 impl WasmOperator {
@@ -52,6 +55,7 @@ impl WasmOperator {
         let engine = match &plugin.pre {
             Pre::V0_1(pre) => pre.engine(),
             Pre::V0_2(pre) => pre.engine(),
+            Pre::V0_3(pre) => pre.engine(),
         };
         let (mut store, stderr) = guest_store(engine, &plugin.ticks, ctx, limits);
         let mut snapshot_state = None;
@@ -59,9 +63,14 @@ impl WasmOperator {
         let instantiated = match &plugin.pre {
             Pre::V0_1(pre) => pre.instantiate(&mut store).map(Guest::V0_1),
             Pre::V0_2(pre) => pre.instance_pre().instantiate(&mut store).and_then(|instance| {
-                snapshot_state = optional_export(&instance, &mut store, CHECKPOINTED, "snapshot-state")?;
-                process_element_2 = optional_export(&instance, &mut store, CO_HANDLER, "process-element-2")?;
+                snapshot_state = optional_export(&instance, &mut store, CHECKPOINTED[0], "snapshot-state")?;
+                process_element_2 = optional_export(&instance, &mut store, CO_HANDLER[0], "process-element-2")?;
                 v0_2::bindings::Operator::new(&mut store, &instance).map(Guest::V0_2)
+            }),
+            Pre::V0_3(pre) => pre.instance_pre().instantiate(&mut store).and_then(|instance| {
+                snapshot_state = optional_export(&instance, &mut store, CHECKPOINTED[1], "snapshot-state")?;
+                process_element_2 = optional_export(&instance, &mut store, CO_HANDLER[1], "process-element-2")?;
+                v0_3::bindings::Operator::new(&mut store, &instance).map(Guest::V0_3)
             }),
         };
         let guest = instantiated.map_err(|e| PluginError::Instantiate {
@@ -69,7 +78,16 @@ impl WasmOperator {
             path: plugin.path().into(),
             reason: format!("{e:#}"),
         })?;
-        Ok(WasmOperator { store, guest, limits, stderr, batch: Vec::new(), snapshot_state, process_element_2 })
+        Ok(WasmOperator {
+            store,
+            guest,
+            limits,
+            stderr,
+            batch: Vec::new(),
+            flat: Default::default(),
+            snapshot_state,
+            process_element_2,
+        })
     }
 
     /// Turns the outcome of a call into the runtime's terms: a trap is classified and
@@ -91,7 +109,7 @@ impl WasmOperator {
         match classify(error, self.limits, &self.stderr, interrupted) {
             // A broken rule is about the key being processed (a state or timer budget).
             OperatorFailure::Contract(message) => match ctx.current_key() {
-                Some(key) => OperatorFailure::Contract(format!("{message} (key {})", printable_key(key))),
+                Some(key) => OperatorFailure::Contract(format!("{message} (key {})", crate::error::printable_key(key))),
                 None => OperatorFailure::Contract(message),
             },
             failure => failure,
@@ -100,6 +118,51 @@ impl WasmOperator {
 
     fn arm_deadline(&mut self) {
         arm_deadline(&mut self.store, self.limits);
+    }
+
+    /// A run through contract 0.3: one call for the elements the guest may process
+    /// (up to a timer pending from before the run), their events and loaded states
+    /// laid out flat; the result's state updates are written back and its events
+    /// handed to the context before anything else happens.
+    fn process_flat(&mut self, mut events: Vec<Event>) -> Result<RunOutcome, (u32, OperatorFailure)> {
+        let ctx = &mut self.store.data_mut().ctx;
+        let limit = events.len().min(ctx.run.stop_at() as usize).max(1);
+        self.flat.fill(&events[..limit], ctx).map_err(|e| (0, OperatorFailure::State(e)))?;
+        ctx.in_flat_batch = true;
+        self.arm_deadline();
+        let Guest::V0_3(guest) = &self.guest else { unreachable!("called for contract 0.3 only") };
+        let result = guest.weir_operator_handler().call_process_batch(&mut self.store, self.flat.input());
+        let ctx = &mut self.store.data_mut().ctx;
+        ctx.in_flat_batch = false;
+        let result = match result {
+            Ok(result) => result,
+            Err(trap) => {
+                let index = ctx.run_position();
+                return Err((index, self.classify(trap)));
+            }
+        };
+        let processed = result.processed;
+        let failed = result.error.is_some();
+        // The guest may stop early (a timer falls due, or an error), but never process
+        // past what it was sent, or past a timer registered during the batch.
+        let most = (limit as u32).min(ctx.run.stop_at());
+        if processed > most || (processed == 0 && !failed) || result.error.as_ref().is_some_and(|e| e.index != processed) {
+            let reason = format!(
+                "processed {processed} of {limit} elements{}{}",
+                if processed > most && most < limit as u32 { " past a timer due before element " } else { "" },
+                if processed > most && most < limit as u32 { most.to_string() } else { String::new() },
+            );
+            let failure = OperatorFailure::Contract(crate::operator::ContractError::BatchResult { reason }.to_string());
+            return Err((processed.min(most), failure));
+        }
+        self.flat.write_back(&result.updates, ctx).map_err(|failure| (processed, failure))?;
+        v0_3::flat::deliver(result.emitted, processed, ctx)
+            .map_err(|e| (processed, OperatorFailure::Contract(e.to_string())))?;
+        if let Some(error) = result.error {
+            return Err((error.index, OperatorFailure::Returned(error.message)));
+        }
+        let rest = events.split_off(processed as usize);
+        Ok(RunOutcome { processed, rest })
     }
 }
 
@@ -237,13 +300,6 @@ fn root_cause(error: &wasmtime::Error) -> String {
     error.chain().last().map(|e| e.to_string()).unwrap_or_default()
 }
 
-/// A key for a message: its text when it is UTF-8, quoted and cut at 64 bytes.
-fn printable_key(key: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&key[..key.len().min(64)]);
-    let cut = if key.len() > 64 { "…" } else { "" };
-    format!("{:?}{cut}", text.as_ref())
-}
-
 /// How often a running call checks whether the job is stopping: every 10 ticks (100 ms).
 const INTERRUPT_CHECK_TICKS: u64 = 10;
 
@@ -257,6 +313,7 @@ macro_rules! call {
         match &$self.guest {
             Guest::V0_1(guest) => guest.weir_operator_handler().$method(&mut $self.store $(, $arg)*),
             Guest::V0_2(guest) => guest.weir_operator_handler().$method(&mut $self.store $(, $arg)*),
+            Guest::V0_3(guest) => guest.weir_operator_handler().$method(&mut $self.store $(, $arg)*),
         }
     };
 }
@@ -279,7 +336,7 @@ impl OperatorLogic for WasmOperator {
             Guest::V0_1(guest) => {
                 guest.weir_operator_handler().call_process_element(&mut self.store, &v0_1::guest_event(event))
             }
-            Guest::V0_2(_) => {
+            Guest::V0_2(_) | Guest::V0_3(_) => {
                 // A batch of one, outside of any run the task started.
                 self.store.data_mut().ctx.run_of_current_element();
                 let outcome = self.process_run(vec![event]);
@@ -291,9 +348,11 @@ impl OperatorLogic for WasmOperator {
     }
 
     fn process_run(&mut self, events: Vec<Event>) -> Result<RunOutcome, (u32, OperatorFailure)> {
-        if !matches!(self.guest, Guest::V0_2(_)) {
+        match self.guest {
             // Contract 0.1: one call per element.
-            return crate::operator::process_each(self, events);
+            Guest::V0_1(_) => return crate::operator::process_each(self, events),
+            Guest::V0_3(_) => return self.process_flat(events),
+            Guest::V0_2(_) => {}
         }
         self.arm_deadline();
         let Guest::V0_2(guest) = &self.guest else { unreachable!("checked above") };
@@ -340,6 +399,11 @@ impl OperatorLogic for WasmOperator {
                 &mut self.store,
                 timestamp,
                 v0_2::guest_time_domain(domain),
+            ),
+            Guest::V0_3(guest) => guest.weir_operator_handler().call_on_timer(
+                &mut self.store,
+                timestamp,
+                v0_3::guest_time_domain(domain),
             ),
         };
         self.outcome(result)

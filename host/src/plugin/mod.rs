@@ -8,8 +8,9 @@
 //!
 //! The contract is versioned, one folder per version, each holding its generated
 //! bindings (the only place generated WIT types appear) and its host interfaces:
-//! [`v0_2`] (`wit/operator.wit`, batches) and [`v0_1`] (`wit/v0.1/operator.wit`, one
-//! call per element). A component is matched to the newest version it implements, so
+//! [`v0_3`] (`wit/v0.3/operator.wit`, one crossing per batch, flat buffers, state
+//! that travels with the batch), [`v0_2`] (`wit/operator.wit`, batches with a host
+//! call per element) and [`v0_1`] (`wit/v0.1/operator.wit`, one call per element). A component is matched to the newest version it implements, so
 //! components built for 0.1 keep running unchanged beside 0.2 ones.
 
 pub mod cache;
@@ -20,6 +21,7 @@ mod sleep;
 mod stdio;
 pub mod v0_1;
 pub mod v0_2;
+pub mod v0_3;
 pub mod window;
 
 use std::path::{Path, PathBuf};
@@ -123,7 +125,7 @@ pub enum PluginError {
     Load { path: PathBuf, reason: String },
     #[error(
         "component {path} does not implement the weir:operator/operator world of any \
-         contract version this host runs (0.2.0, 0.1.0); build it with the weir guest SDK \
+         contract version this host runs (0.3.0, 0.2.0, 0.1.0); build it with the weir guest SDK \
          or against wit/operator.wit: {reason}"
     )]
     NotAnOperator { path: PathBuf, reason: String },
@@ -189,6 +191,9 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
         sleep::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking the guest sleep")?;
+        v0_3::bindings::Operator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the operator interfaces of contract 0.3")?;
         v0_2::bindings::Operator::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the operator interfaces of contract 0.2")?;
@@ -227,11 +232,14 @@ impl Runtime {
             |e: wasmtime::Error| PluginError::NotAnOperator { path: path.into(), reason: format!("{e:#}") };
         let pre = self.linker.instantiate_pre(&component).map_err(|e| missing_import(path, &e).unwrap_or_else(|| not_an_operator(e)))?;
         // The newest contract the component implements.
-        let pre = match v0_2::bindings::OperatorPre::new(pre.clone()) {
-            Ok(pre) => Pre::V0_2(pre),
-            Err(newest) => match v0_1::bindings::OperatorPre::new(pre) {
-                Ok(pre) => Pre::V0_1(pre),
-                Err(_) => return Err(not_an_operator(newest)),
+        let pre = match v0_3::bindings::OperatorPre::new(pre.clone()) {
+            Ok(pre) => Pre::V0_3(pre),
+            Err(newest) => match v0_2::bindings::OperatorPre::new(pre.clone()) {
+                Ok(pre) => Pre::V0_2(pre),
+                Err(_) => match v0_1::bindings::OperatorPre::new(pre) {
+                    Ok(pre) => Pre::V0_1(pre),
+                    Err(_) => return Err(not_an_operator(newest)),
+                },
             },
         };
         Ok(Plugin { path: path.into(), pre, digest: digest(&bytes), compiled, ticks: self.ticks.clone() })
@@ -260,6 +268,7 @@ pub struct Plugin {
 enum Pre {
     V0_1(v0_1::bindings::OperatorPre<HostState>),
     V0_2(v0_2::bindings::OperatorPre<HostState>),
+    V0_3(v0_3::bindings::OperatorPre<HostState>),
 }
 
 impl std::fmt::Debug for Plugin {
@@ -278,11 +287,12 @@ impl Plugin {
         self.compiled
     }
 
-    /// The contract version the component implements (`0.1.0`, `0.2.0`).
+    /// The contract version the component implements (`0.1.0`, `0.2.0`, `0.3.0`).
     pub fn contract(&self) -> &'static str {
         match self.pre {
             Pre::V0_1(_) => "0.1.0",
             Pre::V0_2(_) => "0.2.0",
+            Pre::V0_3(_) => "0.3.0",
         }
     }
 
@@ -341,7 +351,7 @@ fn missing_import(path: &Path, error: &wasmtime::Error) -> Option<PluginError> {
          ['http', 'fetch-event']` to componentize()"
     } else if import.starts_with("weir:operator") {
         "it was built against another version of weir's WIT; rebuild it against this host's \
-         wit/ (contract 0.2.0, or 0.1.0)"
+         wit/ (contract 0.3.0 in wit/v0.3, 0.2.0 in wit/, or 0.1.0 in wit/v0.1)"
     } else {
         "guests get weir's operator interfaces and WASI's cli, clocks, random, io and \
          filesystem interfaces only; rebuild the component without it"

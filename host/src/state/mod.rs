@@ -359,13 +359,17 @@ impl KeyedState {
     /// Reads the stamped entry under the scratch key: `None` when absent or expired
     /// (an expired entry is deleted); refreshed when the TTL says so.
     fn read_stamped(&mut self, ttl: Ttl, what: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.read_stamped_refreshing(ttl, ttl.refresh_on_read, what)
+    }
+
+    fn read_stamped_refreshing(&mut self, ttl: Ttl, refresh: bool, what: &str) -> Result<Option<Vec<u8>>, StateError> {
         let Some(raw) = self.backend.get(&self.scratch)? else { return Ok(None) };
         let (expiry, value) = unstamp(&raw).ok_or_else(|| StateError::Corrupt { what: what.into() })?;
         if expiry <= self.now {
             self.backend.delete(&self.scratch)?;
             return Ok(None);
         }
-        if ttl.refresh_on_read {
+        if refresh {
             let refreshed = stamp(self.expiry(ttl), value);
             self.backend.put(&self.scratch, &refreshed)?;
         }
@@ -464,6 +468,27 @@ impl KeyedState {
             None => self.backend.get(&self.scratch),
             Some(ttl) => self.read_stamped(ttl, "value state"),
         }
+    }
+
+    /// Reads a value for a batch that carries it to the guest (contract 0.3's loaded
+    /// states): as [`KeyedState::value_get`], except that the read does not refresh a
+    /// time to live; whether the guest read it comes back later
+    /// ([`KeyedState::value_touch`]).
+    pub fn value_load(&mut self, id: StateId, kg: u16, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.key(id, kg, key);
+        match self.ttl(id) {
+            None => self.backend.get(&self.scratch),
+            Some(ttl) => self.read_stamped_refreshing(ttl, false, "value state"),
+        }
+    }
+
+    /// The guest read a loaded value: refreshes its time to live when the state's
+    /// says reads do, as a [`KeyedState::value_get`] would have.
+    pub fn value_touch(&mut self, id: StateId, kg: u16, key: &[u8]) -> Result<(), StateError> {
+        if self.ttl(id).is_some_and(|ttl| ttl.refresh_on_read) {
+            self.value_get(id, kg, key)?;
+        }
+        Ok(())
     }
 
     pub fn value_set(

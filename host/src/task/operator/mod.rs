@@ -28,7 +28,7 @@ use crate::plugin::{Limits, Plugin};
 use crate::state::SnapshotTarget;
 use crate::metrics::TaskMetrics;
 use crate::error::ErrorPolicy;
-use crate::operator::{OperatorFailure, OperatorLogic, Port};
+use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic, Port};
 use crate::stream::{Batch, Element, Event, Label, Message, Position, Record};
 use crate::timers::{TimeDomain, Timer};
 use crate::watermark::{InputWatermarks, Watermark};

@@ -31,7 +31,7 @@ impl OperatorTask {
             Ok(new) => Box::new(new),
             Err(e) => return decline(e.to_string()),
         };
-        std::mem::swap(self.logic.context(), new.context());
+        OperatorContext::hand_over(self.logic.context(), new.context());
         let old = std::mem::replace(&mut self.logic, new);
         let operator_state = self.logic.context().operator_state.clone();
         // The new instance takes over state as from a savepoint: its operator lists
@@ -130,7 +130,7 @@ impl OperatorTask {
         ctx.operator_state = previous.operator_state.clone();
         let mut discarded = Vec::new();
         ctx.swap_emitted(&mut discarded);
-        std::mem::swap(self.logic.context(), previous.logic.context());
+        OperatorContext::hand_over(self.logic.context(), previous.logic.context());
         Ok(())
     }
 }
