@@ -20,6 +20,12 @@ const HAS_KEY: u8 = 1;
 /// `flat-events.flags`: the element has an event time.
 const HAS_TIMESTAMP: u8 = 2;
 
+/// The most events one element may emit (the contract's limit, which the host checks
+/// too): an element past it panics, naming the limit.
+const MAX_EMITS: usize = 100_000;
+/// The most bytes one element may emit, counting keys, values and headers.
+const MAX_EMIT_BYTES: usize = 64 << 20;
+
 /// A key slot of an element without a key.
 const NO_KEY: u32 = u32::MAX;
 
@@ -53,6 +59,9 @@ struct Current {
     timer_registered: bool,
     loaded: Vec<LoadedCopy>,
     out: EmittedEvents,
+    /// What the current element emitted so far: events and bytes.
+    element_emits: usize,
+    element_bytes: usize,
 }
 
 thread_local! {
@@ -63,7 +72,9 @@ thread_local! {
         focused: None,
         timer_registered: false,
         loaded: Vec::new(),
-        out: EmittedEvents { events: empty_events(), elements: Vec::new(), ports: Vec::new(), outputs: Vec::new() },
+        out: empty_emitted(),
+        element_emits: 0,
+        element_bytes: 0,
     });
 }
 
@@ -77,6 +88,10 @@ fn empty_events() -> FlatEvents {
         timestamps: Vec::new(),
         headers: Vec::new(),
     }
+}
+
+fn empty_emitted() -> EmittedEvents {
+    EmittedEvents { events: empty_events(), elements: Vec::new(), ports: Vec::new(), outputs: Vec::new() }
 }
 
 fn range(ends: &[u32], index: usize) -> std::ops::Range<usize> {
@@ -116,9 +131,16 @@ pub(crate) fn current_key() -> Option<Option<Vec<u8>>> {
 /// Emits `event` from the current element into the batch's result; `false` outside
 /// of a batch (the caller uses the host's collector).
 pub(crate) fn emit(output: Option<&str>, event: &Event) -> bool {
-    CURRENT.with_borrow_mut(|c| {
+    let (in_batch, over) = CURRENT.with_borrow_mut(|c| {
         if !c.active {
-            return false;
+            return (false, false);
+        }
+        c.element_emits += 1;
+        c.element_bytes += event.key.as_ref().map_or(0, Vec::len)
+            + event.value.len()
+            + event.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>();
+        if c.element_emits > MAX_EMITS || c.element_bytes > MAX_EMIT_BYTES {
+            return (true, true);
         }
         let index = c.index;
         let out = &mut c.out;
@@ -152,8 +174,15 @@ pub(crate) fn emit(output: Option<&str>, event: &Event) -> bool {
         }
         out.elements.push(index);
         out.ports.push(port);
-        true
-    })
+        (true, false)
+    });
+    if over {
+        panic!(
+            "one element emitted more than {MAX_EMITS} events or {MAX_EMIT_BYTES} bytes, the contract's limit \
+             (a runaway loop?)"
+        );
+    }
+    in_batch
 }
 
 /// Reads loaded state `slot` for the current element's key through `read`; `None`
@@ -221,6 +250,7 @@ pub(crate) fn run(
     batch: InputBatch,
     mut process: impl FnMut(Event) -> Result<(), String>,
 ) -> BatchResult {
+    install_panic_hook();
     let count = batch.events.flags.len() as u32;
     CURRENT.with_borrow_mut(|c| {
         let keys = batch.loaded.first().map_or(0, |l| l.present.len());
@@ -250,6 +280,8 @@ pub(crate) fn run(
     for index in 0..count {
         let stop = CURRENT.with_borrow_mut(|c| {
             c.index = index;
+            c.element_emits = 0;
+            c.element_bytes = 0;
             if c.timer_registered {
                 c.focused = Some(index);
                 !raw::focus(index)
@@ -268,15 +300,42 @@ pub(crate) fn run(
             break;
         }
     }
-    CURRENT.with_borrow_mut(|c| {
-        c.active = false;
-        let updates = c.loaded.iter_mut().map(updates).collect();
-        let emitted = std::mem::replace(
-            &mut c.out,
-            EmittedEvents { events: empty_events(), elements: Vec::new(), ports: Vec::new(), outputs: Vec::new() },
-        );
-        BatchResult { processed, error, emitted, updates }
-    })
+    CURRENT.with_borrow_mut(|c| finish(c, processed, error))
+}
+
+/// Ends the batch: what it emitted and did to the loaded states.
+fn finish(c: &mut Current, processed: u32, error: Option<ElementError>) -> BatchResult {
+    c.active = false;
+    let updates = c.loaded.iter_mut().map(updates).collect();
+    let emitted = std::mem::replace(&mut c.out, empty_emitted());
+    BatchResult { processed, error, emitted, updates }
+}
+
+/// Makes a panic during a batch hand the host what the batch did before the
+/// panicking element (`batch.abandon`), so that the trap that follows loses nothing
+/// and names its element. The previous hook still runs first (it writes the message
+/// to stderr, which the host quotes).
+fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let partial = CURRENT.try_with(|cell| {
+                // A panic inside the SDK's own borrow is left to the trap alone.
+                let mut c = cell.try_borrow_mut().ok()?;
+                if !c.active {
+                    return None;
+                }
+                let index = c.index;
+                let message = "the element panicked".to_string();
+                Some(finish(&mut c, index, Some(ElementError { index, message })))
+            });
+            if let Ok(Some(partial)) = partial {
+                raw::abandon(&partial);
+            }
+        }));
+    });
 }
 
 /// Element `index` of `input` as an [`Event`].

@@ -147,6 +147,11 @@ impl Run {
         self.elements.get(index).map_or(0, |e| e.key_group)
     }
 
+    /// Whether element `index` arrived on a keyed edge (keyed state is scoped to it).
+    pub fn is_keyed(&self, index: usize) -> bool {
+        self.elements.get(index).is_some_and(|e| e.key.is_some())
+    }
+
     /// How many elements the run has.
     pub fn len(&self) -> usize {
         self.elements.len()
@@ -481,7 +486,8 @@ impl OperatorContext {
 
     /// Refuses per-call access to a loaded state while a batch has its copy.
     pub fn check_not_loaded(&self, id: crate::state::StateId) -> Result<(), ContractError> {
-        if self.in_flat_batch && self.loaded.contains(&id) {
+        // Without a current key the access fails for that reason instead.
+        if self.in_flat_batch && self.has_key && self.loaded.contains(&id) {
             return Err(ContractError::LoadedInBatch);
         }
         Ok(())
@@ -615,21 +621,40 @@ pub enum OperatorFailure {
 pub fn process_each<L: OperatorLogic + ?Sized>(
     logic: &mut L,
     events: Vec<Event>,
-) -> Result<RunOutcome, (u32, OperatorFailure)> {
+) -> Result<RunOutcome, RunFailure> {
     let count = events.len() as u32;
     let mut events = events.into_iter();
     for index in 0..count {
         let go = logic
             .context()
             .begin_element(index)
-            .map_err(|e| (index, OperatorFailure::Contract(e.to_string())))?;
+            .map_err(|e| RunFailure::at(index, OperatorFailure::Contract(e.to_string())))?;
         if !go {
             return Ok(RunOutcome { processed: index, rest: events.collect() });
         }
         let event = events.next().expect("one event per element");
-        logic.process_element(event).map_err(|f| (index, f))?;
+        logic.process_element(event).map_err(|f| RunFailure::at(index, f))?;
     }
     Ok(RunOutcome { processed: count, rest: Vec::new() })
+}
+
+/// Where in a run a call failed.
+#[derive(Debug)]
+pub struct RunFailure {
+    /// The element that failed, or the first of those it may have been.
+    pub index: u32,
+    /// How many elements from `index` on the failure may have happened in: 1 when it
+    /// is known exactly. A trap in a contract 0.3 batch that the guest did not report
+    /// first (`batch.abandon`) names only the elements of the batch.
+    pub among: u32,
+    pub failure: OperatorFailure,
+}
+
+impl RunFailure {
+    /// A failure at element `index`.
+    pub fn at(index: u32, failure: OperatorFailure) -> Self {
+        RunFailure { index, among: 1, failure }
+    }
 }
 
 /// What [`OperatorLogic::process_run`] got through.
@@ -653,7 +678,7 @@ pub trait OperatorLogic: Send {
     /// [`OperatorContext::begin_element`] allowed it, and returns how many it processed
     /// with the events it did not get to. Wasm components of contract 0.2 take the
     /// whole run in one call; the default feeds [`OperatorLogic::process_element`].
-    fn process_run(&mut self, events: Vec<Event>) -> Result<RunOutcome, (u32, OperatorFailure)> {
+    fn process_run(&mut self, events: Vec<Event>) -> Result<RunOutcome, RunFailure> {
         process_each(self, events)
     }
     /// A timer fired; the runtime has set the current key to the timer's. `namespace`

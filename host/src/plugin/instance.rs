@@ -8,7 +8,7 @@ use wasmtime_wasi::WasiCtx;
 
 use super::stdio::GuestOutput;
 use super::{EPOCH_TICK, HostState, Limits, Plugin, PluginError, Pre, v0_1, v0_2, v0_3};
-use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic, RunOutcome};
+use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic, RunFailure, RunOutcome};
 use crate::stream::Event;
 use crate::timers::TimeDomain;
 
@@ -124,42 +124,60 @@ impl WasmOperator {
     /// (up to a timer pending from before the run), their events and loaded states
     /// laid out flat; the result's state updates are written back and its events
     /// handed to the context before anything else happens.
-    fn process_flat(&mut self, mut events: Vec<Event>) -> Result<RunOutcome, (u32, OperatorFailure)> {
+    fn process_flat(&mut self, mut events: Vec<Event>) -> Result<RunOutcome, RunFailure> {
         let ctx = &mut self.store.data_mut().ctx;
         let limit = events.len().min(ctx.run.stop_at() as usize).max(1);
-        self.flat.fill(&events[..limit], ctx).map_err(|e| (0, OperatorFailure::State(e)))?;
+        self.flat.fill(&events[..limit], ctx).map_err(|e| RunFailure::at(0, OperatorFailure::State(e)))?;
         ctx.in_flat_batch = true;
+        self.store.data_mut().abandoned = None;
         self.arm_deadline();
         let Guest::V0_3(guest) = &self.guest else { unreachable!("called for contract 0.3 only") };
         let result = guest.weir_operator_handler().call_process_batch(&mut self.store, self.flat.input());
-        let ctx = &mut self.store.data_mut().ctx;
-        ctx.in_flat_batch = false;
-        let result = match result {
-            Ok(result) => result,
+        self.store.data_mut().ctx.in_flat_batch = false;
+        let (result, trap) = match result {
+            Ok(result) => (result, None),
             Err(trap) => {
-                let index = ctx.run_position();
-                return Err((index, self.classify(trap)));
+                let failure = self.classify(trap);
+                let state = self.store.data_mut();
+                match state.abandoned.take() {
+                    // The guest said how far it got before it trapped.
+                    Some(partial) => (*partial, Some(failure)),
+                    None => {
+                        // A host call that trapped names its element (the guest
+                        // focused it); otherwise the trap is somewhere in the batch.
+                        let ctx = &state.ctx;
+                        let focused = ctx.run_next() > 0;
+                        let index = if focused { ctx.run_position() } else { 0 };
+                        let among = if focused { 1 } else { limit as u32 };
+                        return Err(RunFailure { index, among, failure });
+                    }
+                }
             }
         };
+        let ctx = &mut self.store.data_mut().ctx;
         let processed = result.processed;
-        let failed = result.error.is_some();
+        let failed = result.error.is_some() || trap.is_some();
         // The guest may stop early (a timer falls due, or an error), but never process
         // past what it was sent, or past a timer registered during the batch.
         let most = (limit as u32).min(ctx.run.stop_at());
-        if processed > most || (processed == 0 && !failed) || result.error.as_ref().is_some_and(|e| e.index != processed) {
-            let reason = format!(
-                "processed {processed} of {limit} elements{}{}",
-                if processed > most && most < limit as u32 { " past a timer due before element " } else { "" },
-                if processed > most && most < limit as u32 { most.to_string() } else { String::new() },
-            );
+        let misreported = result.error.as_ref().is_some_and(|e| e.index != processed);
+        if processed > most || (processed == 0 && !failed) || misreported || (trap.is_some() && processed >= limit as u32) {
+            let reason = if processed > most && most < limit as u32 {
+                format!("processed {processed} of {limit} elements, past a timer due before element {most}")
+            } else {
+                format!("reported {processed} of {limit} elements processed{}", if misreported { ", and an error at another" } else { "" })
+            };
             let failure = OperatorFailure::Contract(crate::operator::ContractError::BatchResult { reason }.to_string());
-            return Err((processed.min(most), failure));
+            return Err(RunFailure::at(processed.min(most), failure));
         }
-        self.flat.write_back(&result.updates, ctx).map_err(|failure| (processed, failure))?;
+        self.flat.write_back(&result.updates, ctx).map_err(|failure| RunFailure::at(processed, failure))?;
         v0_3::flat::deliver(result.emitted, processed, ctx)
-            .map_err(|e| (processed, OperatorFailure::Contract(e.to_string())))?;
+            .map_err(|e| RunFailure::at(processed, OperatorFailure::Contract(e.to_string())))?;
+        if let Some(failure) = trap {
+            return Err(RunFailure::at(processed, failure));
+        }
         if let Some(error) = result.error {
-            return Err((error.index, OperatorFailure::Returned(error.message)));
+            return Err(RunFailure::at(error.index, OperatorFailure::Returned(error.message)));
         }
         let rest = events.split_off(processed as usize);
         Ok(RunOutcome { processed, rest })
@@ -208,6 +226,7 @@ pub(super) fn guest_store(
             wasi,
             table: ResourceTable::new(),
             limits: store_limits,
+            abandoned: None,
         },
     );
     store.limiter(|state| &mut state.limits);
@@ -341,13 +360,13 @@ impl OperatorLogic for WasmOperator {
                 self.store.data_mut().ctx.run_of_current_element();
                 let outcome = self.process_run(vec![event]);
                 self.store.data_mut().ctx.end_run();
-                return outcome.map(|_| ()).map_err(|(_, failure)| failure);
+                return outcome.map(|_| ()).map_err(|failed| failed.failure);
             }
         };
         self.outcome(result)
     }
 
-    fn process_run(&mut self, events: Vec<Event>) -> Result<RunOutcome, (u32, OperatorFailure)> {
+    fn process_run(&mut self, events: Vec<Event>) -> Result<RunOutcome, RunFailure> {
         match self.guest {
             // Contract 0.1: one call per element.
             Guest::V0_1(_) => return crate::operator::process_each(self, events),
@@ -365,17 +384,17 @@ impl OperatorLogic for WasmOperator {
         let begun = self.store.data().ctx.run_next();
         let outcome = match result {
             Ok(Ok(processed)) if processed == begun && processed > 0 => Ok(processed),
-            Ok(Ok(processed)) => Err((
+            Ok(Ok(processed)) => Err(RunFailure::at(
                 begun.min(batch.len() as u32),
                 OperatorFailure::Contract(format!(
                     "process-batch reported {processed} of {} elements processed, but began {begun}",
                     batch.len()
                 )),
             )),
-            Ok(Err(error)) => Err((error.index, OperatorFailure::Returned(error.message))),
+            Ok(Err(error)) => Err(RunFailure::at(error.index, OperatorFailure::Returned(error.message))),
             Err(trap) => {
                 let index = self.store.data().ctx.run_position();
-                Err((index, self.classify(trap)))
+                Err(RunFailure::at(index, self.classify(trap)))
             }
         };
         let rest = match outcome {

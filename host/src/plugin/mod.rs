@@ -156,6 +156,8 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: limiter::GuestLimiter,
+    /// What a contract 0.3 batch did before the guest trapped (`batch.abandon`).
+    abandoned: Option<Box<v0_3::bindings::weir::operator::types::BatchResult>>,
 }
 
 impl WasiView for HostState {

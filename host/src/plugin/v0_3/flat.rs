@@ -95,8 +95,9 @@ impl FlatBatch {
         let keys = &self.input.events.keys;
         let mut slots: HashMap<&[u8], u32> = HashMap::with_capacity(events.len());
         let mut start = 0u32;
-        for (index, (&end, flags)) in self.input.events.key_ends.iter().zip(&self.input.events.flags).enumerate() {
-            let slot = if flags & HAS_KEY != 0 {
+        for (index, &end) in self.input.events.key_ends.iter().enumerate() {
+            // Keyed state follows the edge (a keyed edge), not whether the event has a key.
+            let slot = if ctx.run.is_keyed(index) {
                 let key = &keys[start as usize..end as usize];
                 *slots.entry(key).or_insert_with(|| {
                     self.distinct.push((start, end, ctx.run.key_group(index)));

@@ -15,6 +15,11 @@ impl super::bindings::weir::operator::batch::Host for HostState {
         self.slept_past_deadline = false;
         Ok(self.ctx.focus(index)?)
     }
+
+    fn abandon(&mut self, partial: super::bindings::weir::operator::types::BatchResult) -> wasmtime::Result<()> {
+        self.abandoned = Some(Box::new(partial));
+        Ok(())
+    }
 }
 
 crate::plugin::host::operator_state_host!();

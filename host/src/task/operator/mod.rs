@@ -177,6 +177,9 @@ const SWEEP_BUDGET: usize = 64;
 enum Doing<'a> {
     Opening,
     Element(&'a Position),
+    /// One of `count` elements from `first` to `last`, processed in one call (a trap
+    /// in a contract 0.3 batch that does not say where it happened).
+    Elements { first: &'a Position, last: &'a Position, count: u32 },
     Timer(TimeDomain, &'a Timer),
     /// Taking the next due timer from the timer store.
     DueTimers(TimeDomain),
@@ -193,6 +196,11 @@ impl std::fmt::Display for Doing<'_> {
         match self {
             Doing::Opening => f.write_str("opening"),
             Doing::Element(position) => write!(f, "processing the element from {position}"),
+            Doing::Elements { first, last, count } => write!(
+                f,
+                "processing one of the {count} elements from {first} to {last} (a batch of contract 0.3 \
+                 runs in one call, and the trap left no trace of which element it was in)"
+            ),
             Doing::Timer(domain, timer) => write!(
                 f,
                 "firing the {domain} timer at {} for key {:?}",

@@ -179,18 +179,24 @@ impl OperatorTask {
             ctx.swap_emitted_with_elements(&mut emitted, &mut at);
             let (processed, rest, failure) = match result {
                 Ok(outcome) => (outcome.processed, outcome.rest, None),
-                Err((index, failure)) => (index, Vec::new(), Some(failure)),
+                Err(failed) => (failed.index, Vec::new(), Some(failed)),
             };
             self.route_items(items, processed, emitted.drain(..).zip(at.drain(..)), timer_source)?;
             self.emitted = emitted;
             self.emitted_at = at;
-            if let Some(failure) = failure {
-                let position = match items.front() {
-                    Some(RunItem::Record { position, .. }) => *position,
-                    _ => Position { source: *timer_source, unit: "at", offset: 0 },
-                };
+            if let Some(failed) = failure {
+                let mut records = items.iter().filter_map(|item| match item {
+                    RunItem::Record { position, .. } => Some(*position),
+                    _ => None,
+                });
+                let position = records.next().unwrap_or(Position { source: *timer_source, unit: "at", offset: 0 });
+                let last = records.nth(failed.among.saturating_sub(2) as usize).filter(|_| failed.among > 1);
                 items.clear();
-                return Err(self.failure(Doing::Element(&position), failure));
+                let doing = match &last {
+                    Some(last) => Doing::Elements { first: &position, last, count: failed.among },
+                    None => Doing::Element(&position),
+                };
+                return Err(self.failure(doing, failed.failure));
             }
             self.logic.context().run.consume(processed);
             events = rest;
