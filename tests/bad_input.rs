@@ -64,27 +64,6 @@ fn fail_with(mode: &str, extra_operator: &str, edge: &str) -> (String, Vec<Strin
     (error.to_string(), sorted_lines(&dir.path().join("out.jsonl")))
 }
 
-/// Asserts that `error` names line `line` of the input: exactly, or (a trap in a batch
-/// of contract 0.3 that left no trace of its element) as one of a range of lines.
-fn assert_names_line(error: &str, line: i64) {
-    if error.contains(&format!("input.jsonl line {line}:")) {
-        return;
-    }
-    let range = error
-        .split("elements from ")
-        .nth(1)
-        .and_then(|rest| rest.split(" (").next())
-        .and_then(|range| {
-            let (first, last) = range.split_once(" to ")?;
-            let number = |p: &str| p.rsplit(' ').next()?.parse::<i64>().ok();
-            Some((number(first)?, number(last)?))
-        });
-    match range {
-        Some((first, last)) => assert!(first <= line && line <= last, "line {line} not in {first}..={last}: {error}"),
-        None => panic!("expected line {line} named in: {error}"),
-    }
-}
-
 /// What a failed job wrote: only output of elements before the failing one, in order
 /// (a batch of contract 0.3 that trapped without saying where delivers none of its
 /// output: it takes effect as a whole).

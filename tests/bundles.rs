@@ -89,7 +89,7 @@ fn a_packed_bundle_verifies_and_runs_as_the_job_would() {
     let manifest = bundle::pack(&job, "1.2.0", &file, &Runtime::new().unwrap()).unwrap();
     assert_eq!((manifest.name.as_str(), manifest.version.as_str(), manifest.job.as_str()), ("counting", "1.2.0", "job.toml"));
     assert_eq!(manifest.components.len(), 1);
-    assert_eq!(manifest.components[0].world, "weir:operator/operator@0.2.0");
+    assert_eq!(manifest.components[0].world, "weir:operator/operator@0.3.0");
     assert_eq!(manifest.components[0].bytes, std::fs::metadata(guests::KEYED_COUNT).unwrap().len());
 
     // Run the job from what the bundle unpacked, beside the same job from its directory.
@@ -110,7 +110,7 @@ fn a_packed_bundle_verifies_and_runs_as_the_job_would() {
     let inspected = weir(&["bundle", "inspect", "counting-2.0.0.weir"]);
     let text = String::from_utf8_lossy(&inspected.stdout);
     assert!(text.contains("bundle `counting` version 2.0.0"), "{text}");
-    assert!(text.contains("component keyed_count.wasm: weir:operator/operator@0.2.0"), "{text}");
+    assert!(text.contains("component keyed_count.wasm: weir:operator/operator@0.3.0"), "{text}");
 }
 
 #[test]

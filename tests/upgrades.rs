@@ -151,6 +151,35 @@ fn a_live_upgrade_keeps_state_and_loses_or_repeats_nothing() {
 }
 
 #[test]
+fn a_live_upgrade_from_a_contract_0_2_component_to_a_0_3_one_loses_or_repeats_nothing() {
+    // The keyed count as the Rust SDK of contract 0.2 built it (value state through a
+    // host call per access), swapped live for today's (contract 0.3, its value state
+    // loaded with each batch): every key counts 1, 2, 3, ... across the switch.
+    let dir = tempfile::tempdir().unwrap();
+    let old = root().join("tests/fixtures/contract-0.2/keyed_count.wasm");
+    let job = counting_job(dir.path(), old.to_str().unwrap(), 2, Some(2000));
+    let child = start(&job, &["--log=weir=info"]);
+    wait_running(dir.path(), "out.jsonl", 300);
+    let upgrade = weir(&["upgrade", "job.toml", "--operator", "count", "--component", guests::KEYED_COUNT], dir.path());
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    let at_upgrade = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines().count();
+    let run = child.wait_with_output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("swapped component"), "{}", stderr(&run));
+    assert!(at_upgrade < 6000, "the switch happened mid-stream: {at_upgrade} lines before it");
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        counts.entry(v["key"].as_str().unwrap().into()).or_default().push(v["count"].as_u64().unwrap());
+    }
+    assert_eq!(counts.len(), 20);
+    assert_eq!(counts.values().map(Vec::len).sum::<usize>(), 6000);
+    for (key, seen) in &counts {
+        assert_eq!(seen, &(1..=seen.len() as u64).collect::<Vec<_>>(), "key {key}");
+    }
+}
+
+#[test]
 fn stop_with_savepoint_then_upgrade_on_restart() {
     let reference = tempfile::tempdir().unwrap();
     let reference = v2_only(reference.path());

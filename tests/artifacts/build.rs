@@ -23,6 +23,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("faulty", "faulty"),
     ("passthrough", "passthrough"),
     ("liar", "liar"),
+    ("model", "model"),
     ("not-an-operator", "not_an_operator"),
     ("counter-v1", "counter_v1"),
     ("counter-v2", "counter_v2"),

@@ -14,7 +14,7 @@ use crate::state::DeclaredState;
 pub const MANIFEST: &str = "_savepoint";
 /// The newest contract version of the host that wrote the savepoint. State is laid out
 /// the same way for every contract version, so any version's components restore it.
-pub const WIT_VERSION: &str = "weir:operator@0.2.0";
+pub const WIT_VERSION: &str = "weir:operator@0.3.0";
 
 /// What a savepoint says of one operator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -170,7 +170,11 @@ impl WasmOperator {
             let failure = OperatorFailure::Contract(crate::operator::ContractError::BatchResult { reason }.to_string());
             return Err(RunFailure::at(processed.min(most), failure));
         }
-        self.flat.write_back(&result.updates, ctx).map_err(|failure| RunFailure::at(processed, failure))?;
+        // A write that fails is one key's final value: some element of the batch set
+        // it, and the batch fails as a whole.
+        self.flat
+            .write_back(&result.updates, ctx)
+            .map_err(|failure| RunFailure { index: 0, among: processed.max(1), failure })?;
         v0_3::flat::deliver(result.emitted, processed, ctx)
             .map_err(|e| RunFailure::at(processed, OperatorFailure::Contract(e.to_string())))?;
         if let Some(failure) = trap {
