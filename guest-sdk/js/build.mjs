@@ -13,7 +13,7 @@ const args = process.argv.slice(2);
 const option = (name) => { const i = args.indexOf(name); return i >= 0 ? args.splice(i, 2)[1] : undefined; };
 const output = option('-o');
 const tool = option('--componentize-js') || join(process.env.HOME || '', '.cache/weir-tools/js/node_modules/@bytecodealliance/componentize-js');
-const wit = option('--wit') || join(here, '..', '..', 'wit');
+const witOption = option('--wit');
 // Only for tests of the host's error message: keep componentize-js's default features.
 const defaults = args.includes('--componentize-defaults') ? args.splice(args.indexOf('--componentize-defaults'), 1) : false;
 if (args.length !== 1 || !output) {
@@ -33,9 +33,12 @@ const sdk = await readFile(join(here, world === 'co-operator' ? 'index.js' : 'wi
 // The SDK's names are in scope in the bundle: drop the app's imports of them.
 const body = app.replace(/^import\s*\{[^}]*\}\s*from\s*['"]@weir\/guest['"];?\s*$/gm, '');
 const { componentize } = await import(join(tool, 'src', 'componentize.js'));
+// Operators are built for contract 0.3 (wit/v0.3); window functions are in the 0.2 package (wit/).
+const operator = world === 'co-operator';
+const wit = witOption || join(here, '..', '..', operator ? 'wit/v0.3' : 'wit');
 const { component } = await componentize(`${sdk}\n// ---- ${args[0]} ----\n${body}`, {
   witPath: resolve(wit),
-  worldName: `weir:operator/${world}@0.2.0`,
+  worldName: `weir:operator/${world}@${operator ? '0.3.0' : '0.2.0'}`,
   ...(defaults ? {} : { disableFeatures: ['http', 'fetch-event', 'stdio', 'random', 'clocks'] }),
 });
 await writeFile(resolve(output), component);

@@ -26,7 +26,7 @@ def main(argv=None):
     parser.add_argument("app", help="the app module (a .py file)")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--world")
-    parser.add_argument("--wit", default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "wit"))
+    parser.add_argument("--wit", help="the WIT directory (default: weir's wit/v0.3 for operators, wit/ for window functions)")
     parser.add_argument("--componentize-py", default=os.environ.get("COMPONENTIZE_PY", "componentize-py"))
     args = parser.parse_args(argv)
     app = os.path.abspath(args.app)
@@ -39,8 +39,10 @@ def main(argv=None):
                      "Reduce = export_reduce(...), ProcessWindow = export_process_window(...) (or pass --world)")
         world = found[0]
     sdk = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    # Operators are built for contract 0.3 (wit/v0.3); window functions are in the 0.2 package (wit/).
+    wit = args.wit or os.path.join(os.path.dirname(__file__), "..", "..", "..", "wit", "v0.3" if world == "co-operator" else "")
     module = os.path.splitext(os.path.basename(app))[0]
-    command = [args.componentize_py, "-d", os.path.abspath(args.wit), "-w", world, "componentize",
+    command = [args.componentize_py, "-d", os.path.abspath(wit), "-w", world, "componentize",
                "-p", os.path.dirname(app), "-p", sdk, module, "-o", os.path.abspath(args.output)]
     return subprocess.run(command).returncode
 
