@@ -148,7 +148,10 @@ mod tests {
             assert_eq!(actual, digest, "{file} changed: run `bash guest-sdk/c/generate.sh`");
             files += 1;
         }
-        let wit_files = std::fs::read_dir(root.join("wit")).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "wit")).count();
+        let wit_files: usize = ["wit", "wit/v0.3"]
+            .iter()
+            .map(|dir| std::fs::read_dir(root.join(dir)).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "wit")).count())
+            .sum();
         assert_eq!(files, wit_files, "a WIT file was added: run `bash guest-sdk/c/generate.sh`");
     }
 

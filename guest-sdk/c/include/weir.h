@@ -1,6 +1,9 @@
 /*
- * weir C SDK: operators (the `co-operator` world of wit/operator.wit: an operator, a second input, a checkpoint hook), over the bindings
- * `wit-bindgen c` generates (guest-sdk/c/bindings/co_operator). Header-only.
+ * weir C SDK: operators (the `co-operator` world of wit/v0.3/operator.wit, contract 0.3:
+ * an operator, a second input, a checkpoint hook), over the bindings `wit-bindgen c`
+ * generates (guest-sdk/c/bindings/co_operator). Header-only. A batch crosses the boundary
+ * once, as flat buffers; what it emits goes back in the call's result, and the value
+ * states made in `open` travel with the batch (reading and writing them costs no host call).
  *
  *   #include "weir.h"
  *   static weir_value_state count;
@@ -62,6 +65,49 @@ typedef struct weir__call {
 extern weir__call weir__now;
 extern co_operator_list_tuple2_string_string_t weir__config;
 
+/* ---- contract 0.3's flat batches ---------------------------------------------------- */
+
+/* The most value states that travel with the batch (more are per-call). */
+#define WEIR__MAX_LOADED 32
+/* The most one element may emit (the contract's limit). */
+#define WEIR__MAX_EMITS 100000
+#define WEIR__MAX_EMIT_BYTES (64u << 20)
+#define WEIR__NO_KEY 0xffffffffu
+
+/* One loaded state's copy for the batch, per distinct key. */
+typedef struct weir__copy {
+    const weir_operator_types_loaded_values_t *values;
+    uint8_t *held; /* 0 loaded, 1 set, 2 cleared */
+    uint8_t *read;
+    weir_buf *set;
+} weir__copy;
+
+/* The batch being processed, and what it emitted (defined by WEIR_EXPORT_OPERATOR). */
+typedef struct weir__batch {
+    bool active, opening, timer_registered;
+    int32_t loaded_handles[WEIR__MAX_LOADED]; /* the handle of each loaded value state, by slot */
+    size_t loaded_count;
+    int32_t created[WEIR__MAX_LOADED]; /* value states made while opening */
+    size_t created_count;
+    const weir_operator_types_input_batch_t *input;
+    uint32_t index;
+    int64_t focused;
+    size_t keys; /* distinct keys of the batch */
+    weir__copy copies[WEIR__MAX_LOADED];
+    /* the result being gathered: bytes, and arrays of u32, s64, headers and names */
+    weir_buf flags, out_keys, key_ends, values, value_ends, timestamps, headers, elements, ports, outputs;
+    size_t emitted, element_emits, element_bytes;
+} weir__batch;
+extern weir__batch weir__b;
+
+/* Makes the current element current on the host's side, before a keyed host call. */
+static inline void weir__focus(void) {
+    if (weir__b.active && weir__b.focused != (int64_t)weir__b.index) {
+        weir_operator_batch_focus(weir__b.index);
+        weir__b.focused = weir__b.index;
+    }
+}
+
 /* ---- state ---------------------------------------------------------------------- */
 /* Keyed state, scoped to the current key, stored by the host. Declare handles in open;
  * values are bytes (JSON text is the convention the other SDKs share, so an operator
@@ -86,12 +132,40 @@ static inline weir_value_state weir_value_state_with_ttl(const char *name, const
     WEIR__NAME(name);
     WEIR__TTL(ttl);
     weir_value_state s = {weir_operator_state_constructor_value_state(&n_, ttl ? &t_ : NULL)};
+    if (weir__b.opening && weir__b.created_count < WEIR__MAX_LOADED) weir__b.created[weir__b.created_count++] = s.own.__handle;
     return s;
+}
+
+/* The batch's copy of `s` for the current element's key, or NULL (then it is a host call). */
+static inline weir__copy *weir__copy_of(weir_value_state s, uint32_t *key) {
+    if (!weir__b.active) return NULL;
+    for (size_t slot = 0; slot < weir__b.loaded_count; slot++) {
+        if (weir__b.loaded_handles[slot] != s.own.__handle) continue;
+        *key = weir__b.input->key_slots.ptr[weir__b.index];
+        return *key == WEIR__NO_KEY ? NULL : &weir__b.copies[slot];
+    }
+    return NULL;
 }
 static inline weir_value_state weir_value_state_new(const char *name) { return weir_value_state_with_ttl(name, NULL); }
 
 /* The current key's value into `out` (which you free with weir_buf_free); false when unset. */
 static inline bool weir_value_get(weir_value_state s, weir_buf *out) {
+    uint32_t k;
+    weir__copy *copy = weir__copy_of(s, &k);
+    if (copy) {
+        *out = (weir_buf){0};
+        if (copy->held[k] == 2) return false;
+        if (copy->held[k] == 1) {
+            weir_buf_push(out, copy->set[k].ptr, copy->set[k].len);
+            return true;
+        }
+        copy->read[k] = 1;
+        if (!copy->values->present.ptr[k]) return false;
+        uint32_t from = k ? copy->values->ends.ptr[k - 1] : 0;
+        weir_buf_push(out, copy->values->values.ptr + from, copy->values->ends.ptr[k] - from);
+        return true;
+    }
+    weir__focus();
     co_operator_list_u8_t v;
     if (!weir_operator_state_method_value_state_get(weir_operator_state_borrow_value_state(s.own), &v)) return false;
     out->ptr = v.ptr;
@@ -99,10 +173,26 @@ static inline bool weir_value_get(weir_value_state s, weir_buf *out) {
     return true;
 }
 static inline void weir_value_set(weir_value_state s, const void *value, size_t len) {
+    uint32_t k;
+    weir__copy *copy = weir__copy_of(s, &k);
+    if (copy) {
+        copy->held[k] = 1;
+        copy->set[k].len = 0;
+        weir_buf_push(&copy->set[k], value, len);
+        return;
+    }
+    weir__focus();
     WEIR__LIST(v, value, len);
     weir_operator_state_method_value_state_set(weir_operator_state_borrow_value_state(s.own), &v);
 }
 static inline void weir_value_clear(weir_value_state s) {
+    uint32_t k;
+    weir__copy *copy = weir__copy_of(s, &k);
+    if (copy) {
+        copy->held[k] = 2;
+        return;
+    }
+    weir__focus();
     weir_operator_state_method_value_state_clear(weir_operator_state_borrow_value_state(s.own));
 }
 /* An integer value stored as its decimal (JSON) text; `fallback` when unset. */
@@ -138,15 +228,18 @@ static inline weir_list_state weir_list_state_with_ttl(const char *name, const w
 }
 static inline weir_list_state weir_list_state_new(const char *name) { return weir_list_state_with_ttl(name, NULL); }
 static inline void weir_list_append(weir_list_state s, const void *item, size_t len) {
+    weir__focus();
     WEIR__LIST(v, item, len);
     weir_operator_state_method_list_state_append(weir_operator_state_borrow_list_state(s.own), &v);
 }
 static inline weir_list weir_list_get(weir_list_state s) {
+    weir__focus();
     weir_list l;
     weir_operator_state_method_list_state_get(weir_operator_state_borrow_list_state(s.own), &l.items);
     return l;
 }
 static inline void weir_list_clear(weir_list_state s) {
+    weir__focus();
     weir_operator_state_method_list_state_clear(weir_operator_state_borrow_list_state(s.own));
 }
 
@@ -170,7 +263,7 @@ static inline weir_map_state weir_map_state_with_ttl(const char *name, const wei
     return s;
 }
 static inline weir_map_state weir_map_state_new(const char *name) { return weir_map_state_with_ttl(name, NULL); }
-#define WEIR__MAP(s) weir_operator_state_borrow_map_state((s).own)
+#define WEIR__MAP(s) (weir__focus(), weir_operator_state_borrow_map_state((s).own))
 /* The value under `key` into `out` (free with weir_buf_free); false when absent. */
 static inline bool weir_map_get(weir_map_state s, weir_bytes key, weir_buf *out) {
     WEIR__LIST(k, key.ptr, key.len);
@@ -295,11 +388,15 @@ static inline void weir_broadcast_clear(weir_broadcast_state b) {
 
 /* ---- timers and time -------------------------------------------------------------- */
 
-static inline void weir_register_event_time_timer(int64_t t) { weir_operator_timers_register(WEIR_EVENT_TIME, t); }
-static inline void weir_delete_event_time_timer(int64_t t) { weir_operator_timers_delete(WEIR_EVENT_TIME, t); }
-static inline void weir_register_processing_time_timer(int64_t t) { weir_operator_timers_register(WEIR_PROCESSING_TIME, t); }
-static inline void weir_delete_processing_time_timer(int64_t t) { weir_operator_timers_delete(WEIR_PROCESSING_TIME, t); }
-static inline int64_t weir_current_watermark(void) { return weir_operator_timers_current_watermark(); }
+static inline void weir_register_event_time_timer(int64_t t) {
+    weir__focus();
+    weir_operator_timers_register(WEIR_EVENT_TIME, t);
+    if (weir__b.active) weir__b.timer_registered = true;
+}
+static inline void weir_delete_event_time_timer(int64_t t) { weir__focus(); weir_operator_timers_delete(WEIR_EVENT_TIME, t); }
+static inline void weir_register_processing_time_timer(int64_t t) { weir__focus(); weir_operator_timers_register(WEIR_PROCESSING_TIME, t); }
+static inline void weir_delete_processing_time_timer(int64_t t) { weir__focus(); weir_operator_timers_delete(WEIR_PROCESSING_TIME, t); }
+static inline int64_t weir_current_watermark(void) { weir__focus(); return weir_operator_timers_current_watermark(); }
 static inline int64_t weir_current_processing_time(void) { return weir_operator_timers_current_processing_time(); }
 
 /* ---- context -------------------------------------------------------------------- */
@@ -353,7 +450,13 @@ __attribute__((format(printf, 2, 3))) static inline void weir_log(weir_level lev
 
 /* Emits a full event to the main output (`output` NULL) or a side output. The host
  * copies it: the bytes stay yours. Emitting with another key re-keys the stream. */
+static inline void weir__gather(const char *output, const weir_event *event);
+
 static inline void weir_emit_to(const char *output, const weir_event *event) {
+    if (weir__b.active) {
+        weir__gather(output, event);
+        return;
+    }
     weir_operator_collector_event_t e;
     e.key.is_some = event->has_key;
     e.key.val.ptr = (uint8_t *)event->key.ptr;
@@ -398,6 +501,119 @@ static inline void weir_output(const char *tag, const void *value, size_t len) {
     weir_emit_to(tag, &e);
 }
 
+/* ---- gathering a batch's result ---------------------------------------------------- */
+
+#define WEIR__PUSH(buf, type, v)                                                                 \
+    do {                                                                                        \
+        type v_ = (v);                                                                          \
+        weir_buf_push(&(buf), &v_, sizeof v_);                                                  \
+    } while (0)
+
+/* A malloc'd copy of `len` bytes (the result's lists are freed after the call). */
+static inline uint8_t *weir__dup(const void *p, size_t len) {
+    uint8_t *copy = (uint8_t *)malloc(len ? len : 1);
+    if (!copy) abort();
+    if (len) memcpy(copy, p, len);
+    return copy;
+}
+
+static inline void weir__gather(const char *output, const weir_event *event) {
+    weir__batch *b = &weir__b;
+    uint32_t port = 0;
+    if (output) {
+        co_operator_string_t *names = (co_operator_string_t *)b->outputs.ptr;
+        size_t count = b->outputs.len / sizeof *names, len = strlen(output), at = 0;
+        while (at < count && !(names[at].len == len && memcmp(names[at].ptr, output, len) == 0)) at++;
+        if (at == count) {
+            co_operator_string_t name = {weir__dup(output, len), len};
+            weir_buf_push(&b->outputs, &name, sizeof name);
+        }
+        port = (uint32_t)at + 1;
+    }
+    b->element_emits += 1;
+    b->element_bytes += (event->has_key ? event->key.len : 0) + event->value.len;
+    if (b->element_emits > WEIR__MAX_EMITS || b->element_bytes > WEIR__MAX_EMIT_BYTES) {
+        fprintf(stderr, "one element emitted more than %d events or %u bytes, the contract's limit (a runaway loop?)\n",
+                WEIR__MAX_EMITS, WEIR__MAX_EMIT_BYTES);
+        abort();
+    }
+    uint8_t flags = 0;
+    if (event->has_key) {
+        flags |= 1;
+        weir_buf_push(&b->out_keys, event->key.ptr, event->key.len);
+    }
+    WEIR__PUSH(b->key_ends, uint32_t, (uint32_t)b->out_keys.len);
+    weir_buf_push(&b->values, event->value.ptr, event->value.len);
+    WEIR__PUSH(b->value_ends, uint32_t, (uint32_t)b->values.len);
+    if (event->has_timestamp) flags |= 2;
+    WEIR__PUSH(b->timestamps, int64_t, event->has_timestamp ? event->timestamp : 0);
+    const weir_operator_types_header_t *headers = (const weir_operator_types_header_t *)event->headers;
+    for (size_t h = 0; h < event->header_count; h++) {
+        weir_operator_types_element_header_t eh;
+        eh.element = (uint32_t)b->emitted;
+        eh.header.name.ptr = weir__dup(headers[h].name.ptr, headers[h].name.len);
+        eh.header.name.len = headers[h].name.len;
+        eh.header.value.ptr = weir__dup(headers[h].value.ptr, headers[h].value.len);
+        eh.header.value.len = headers[h].value.len;
+        weir_buf_push(&b->headers, &eh, sizeof eh);
+    }
+    weir_buf_push(&b->flags, &flags, 1);
+    WEIR__PUSH(b->elements, uint32_t, b->index);
+    WEIR__PUSH(b->ports, uint32_t, port);
+    b->emitted += 1;
+}
+
+/* Hands a weir_buf's bytes over as a list of `size`-byte items (freed by the bindings). */
+#define WEIR__TAKE(list, buf, type)                                                              \
+    do {                                                                                        \
+        (list).len = (buf).len / sizeof(type);                                                  \
+        (list).ptr = (type *)((buf).ptr ? (buf).ptr : weir__dup(NULL, 0));                      \
+        (buf) = (weir_buf){0};                                                                  \
+    } while (0)
+
+/* Ends a batch: what it emitted and did to its loaded states. */
+static inline void weir__finish(weir_operator_types_batch_result_t *ret, uint32_t processed) {
+    weir__batch *b = &weir__b;
+    b->active = false;
+    ret->processed = processed;
+    weir_operator_types_flat_events_t *e = &ret->emitted.events;
+    WEIR__TAKE(e->flags, b->flags, uint8_t);
+    WEIR__TAKE(e->keys, b->out_keys, uint8_t);
+    WEIR__TAKE(e->key_ends, b->key_ends, uint32_t);
+    WEIR__TAKE(e->values, b->values, uint8_t);
+    WEIR__TAKE(e->value_ends, b->value_ends, uint32_t);
+    WEIR__TAKE(e->timestamps, b->timestamps, int64_t);
+    WEIR__TAKE(e->headers, b->headers, weir_operator_types_element_header_t);
+    WEIR__TAKE(ret->emitted.elements, b->elements, uint32_t);
+    WEIR__TAKE(ret->emitted.ports, b->ports, uint32_t);
+    WEIR__TAKE(ret->emitted.outputs, b->outputs, co_operator_string_t);
+    b->emitted = 0;
+    size_t states = b->input->loaded.len;
+    ret->updates.len = states;
+    ret->updates.ptr = (weir_operator_types_state_updates_t *)weir__dup(NULL, states * sizeof *ret->updates.ptr);
+    for (size_t slot = 0; slot < states; slot++) {
+        weir__copy *copy = &b->copies[slot];
+        weir_operator_types_state_updates_t *u = &ret->updates.ptr[slot];
+        weir_buf ops = {0}, values = {0}, ends = {0};
+        for (size_t k = 0; k < b->keys; k++) {
+            uint8_t op = copy->held[k] == 1   ? WEIR_OPERATOR_TYPES_UPDATE_OP_SET
+                         : copy->held[k] == 2 ? WEIR_OPERATOR_TYPES_UPDATE_OP_CLEAR
+                         : copy->read[k]      ? WEIR_OPERATOR_TYPES_UPDATE_OP_READ
+                                              : WEIR_OPERATOR_TYPES_UPDATE_OP_UNTOUCHED;
+            if (op == WEIR_OPERATOR_TYPES_UPDATE_OP_SET) weir_buf_push(&values, copy->set[k].ptr, copy->set[k].len);
+            weir_buf_push(&ops, &op, 1);
+            WEIR__PUSH(ends, uint32_t, (uint32_t)values.len);
+            weir_buf_free(&copy->set[k]);
+        }
+        WEIR__TAKE(u->ops, ops, uint8_t);
+        WEIR__TAKE(u->values, values, uint8_t);
+        WEIR__TAKE(u->ends, ends, uint32_t);
+        free(copy->held);
+        free(copy->read);
+        free(copy->set);
+    }
+}
+
 /* ---- the exports ---------------------------------------------------------------- */
 
 static inline bool weir__result(int rc, co_operator_string_t *err) {
@@ -415,6 +631,7 @@ static inline void weir__end_call(void) {
 #define WEIR_EXPORT_OPERATOR(...)                                                                       \
     char *weir__error;                                                                                  \
     weir__call weir__now;                                                                               \
+    weir__batch weir__b;                                                                                \
     co_operator_list_tuple2_string_string_t weir__config;                                                  \
     static const weir_operator weir__operator = __VA_ARGS__;                                            \
     bool exports_weir_operator_handler_open(co_operator_list_tuple2_string_string_t *config, co_operator_string_t *err) { \
@@ -429,29 +646,73 @@ static inline void weir__end_call(void) {
             free(v->ptr);                                                                               \
             v->ptr = p;                                                                                 \
         }                                                                                               \
-        return weir__result(weir__operator.open ? weir__operator.open() : WEIR_OK, err);               \
+        weir__b.opening = true;                                                                         \
+        int rc = weir__operator.open ? weir__operator.open() : WEIR_OK;                                 \
+        weir__b.opening = false;                                                                        \
+        /* The value states made while opening travel with every batch. */                              \
+        for (size_t i = 0; i < weir__b.created_count; i++) {                                            \
+            weir_operator_state_own_value_state_t own = {weir__b.created[i]};                          \
+            uint32_t slot = weir_operator_batch_load(weir_operator_state_borrow_value_state(own));      \
+            if (slot < WEIR__MAX_LOADED) weir__b.loaded_handles[slot] = weir__b.created[i];             \
+            if (slot + 1 > weir__b.loaded_count) weir__b.loaded_count = slot + 1;                       \
+        }                                                                                               \
+        weir__b.created_count = 0;                                                                      \
+        return weir__result(rc, err);                                                                   \
     }                                                                                                   \
-    bool exports_weir_operator_handler_process_batch(exports_weir_operator_handler_list_event_t *events, \
-                                                     uint32_t *ret,                                     \
-                                                     exports_weir_operator_handler_element_error_t *err) { \
-        uint32_t i = 0;                                                                                 \
-        bool ok = true;                                                                                 \
+    void exports_weir_operator_handler_process_batch(exports_weir_operator_handler_input_batch_t *batch, \
+                                                     exports_weir_operator_handler_batch_result_t *ret) { \
+        weir__batch *b = &weir__b;                                                                      \
+        const weir_operator_types_flat_events_t *ev = &batch->events;                                   \
+        uint32_t count = (uint32_t)ev->flags.len, i = 0;                                                \
+        memset(ret, 0, sizeof *ret);                                                                    \
+        b->input = batch;                                                                               \
+        b->keys = batch->loaded.len ? batch->loaded.ptr[0].present.len : 0;                             \
+        for (size_t slot = 0; slot < batch->loaded.len && slot < WEIR__MAX_LOADED; slot++) {            \
+            weir__copy *c = &b->copies[slot];                                                           \
+            c->values = &batch->loaded.ptr[slot];                                                       \
+            c->held = (uint8_t *)calloc(b->keys + 1, 1);                                                \
+            c->read = (uint8_t *)calloc(b->keys + 1, 1);                                                \
+            c->set = (weir_buf *)calloc(b->keys + 1, sizeof(weir_buf));                                 \
+            if (!c->held || !c->read || !c->set) abort();                                               \
+        }                                                                                               \
+        b->focused = -1;                                                                                \
+        b->timer_registered = false;                                                                    \
+        b->active = true;                                                                               \
         weir_event view;                                                                                \
-        for (; i < events->len; i++) {                                                                  \
-            if (!weir_operator_batch_begin_element(i)) break;                                           \
-            WEIR__EVENT_VIEW(&view, &events->ptr[i]);                                                   \
+        weir_buf headers = {0};                                                                         \
+        size_t next_header = 0;                                                                         \
+        for (; i < count; i++) {                                                                        \
+            b->index = i;                                                                               \
+            b->element_emits = b->element_bytes = 0;                                                    \
+            if (b->timer_registered) {                                                                  \
+                b->focused = i;                                                                         \
+                if (!weir_operator_batch_focus(i)) break;                                               \
+            }                                                                                           \
+            uint32_t kf = i ? ev->key_ends.ptr[i - 1] : 0, vf = i ? ev->value_ends.ptr[i - 1] : 0;      \
+            view.has_key = ev->flags.ptr[i] & 1;                                                        \
+            view.key = weir_bytes_of(ev->keys.ptr + kf, ev->key_ends.ptr[i] - kf);                      \
+            view.value = weir_bytes_of(ev->values.ptr + vf, ev->value_ends.ptr[i] - vf);                \
+            view.has_timestamp = (ev->flags.ptr[i] & 2) != 0;                                           \
+            view.timestamp = ev->timestamps.ptr[i];                                                     \
+            headers.len = 0;                                                                            \
+            while (next_header < ev->headers.len && ev->headers.ptr[next_header].element == i) {        \
+                weir_buf_push(&headers, &ev->headers.ptr[next_header].header, sizeof(weir_operator_types_header_t)); \
+                next_header++;                                                                          \
+            }                                                                                           \
+            view.header_count = headers.len / sizeof(weir_operator_types_header_t);                     \
+            view.headers = headers.ptr;                                                                 \
             weir__now.element = &view;                                                                  \
             if (weir__operator.process_element(&view) != WEIR_OK) {                                    \
-                err->index = i;                                                                         \
-                weir__take_error(&err->message.ptr, &err->message.len);                                 \
-                ok = false;                                                                             \
+                ret->error.is_some = true;                                                              \
+                ret->error.val.index = i;                                                               \
+                weir__take_error(&ret->error.val.message.ptr, &ret->error.val.message.len);             \
                 break;                                                                                  \
             }                                                                                           \
         }                                                                                               \
         weir__now.element = NULL;                                                                       \
-        exports_weir_operator_handler_list_event_free(events);                                          \
-        *ret = i;                                                                                       \
-        return ok;                                                                                      \
+        weir_buf_free(&headers);                                                                        \
+        weir__finish(ret, i);                                                                           \
+        exports_weir_operator_handler_input_batch_free(batch);                                          \
     }                                                                                                   \
     bool exports_weir_operator_handler_on_timer(int64_t timestamp, exports_weir_operator_handler_time_domain_t domain, \
                                                 co_operator_string_t *err) {                               \

@@ -3,152 +3,158 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Imported Functions from `weir:operator/state@0.2.0`
+// Imported Functions from `weir:operator/state@0.3.0`
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[constructor]value-state")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[constructor]value-state")))
 extern int32_t __wasm_import_weir_operator_state_constructor_value_state(uint8_t *, size_t, int32_t, int64_t, int32_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]value-state.get")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]value-state.get")))
 extern void __wasm_import_weir_operator_state_method_value_state_get(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]value-state.set")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]value-state.set")))
 extern void __wasm_import_weir_operator_state_method_value_state_set(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]value-state.clear")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]value-state.clear")))
 extern void __wasm_import_weir_operator_state_method_value_state_clear(int32_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[constructor]list-state")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[constructor]list-state")))
 extern int32_t __wasm_import_weir_operator_state_constructor_list_state(uint8_t *, size_t, int32_t, int64_t, int32_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]list-state.append")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]list-state.append")))
 extern void __wasm_import_weir_operator_state_method_list_state_append(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]list-state.get")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]list-state.get")))
 extern void __wasm_import_weir_operator_state_method_list_state_get(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]list-state.clear")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]list-state.clear")))
 extern void __wasm_import_weir_operator_state_method_list_state_clear(int32_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[constructor]map-state")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[constructor]map-state")))
 extern int32_t __wasm_import_weir_operator_state_constructor_map_state(uint8_t *, size_t, int32_t, int64_t, int32_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.get")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]map-state.get")))
 extern void __wasm_import_weir_operator_state_method_map_state_get(int32_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.put")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]map-state.put")))
 extern void __wasm_import_weir_operator_state_method_map_state_put(int32_t, uint8_t *, size_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.remove")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]map-state.remove")))
 extern void __wasm_import_weir_operator_state_method_map_state_remove(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.contains")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]map-state.contains")))
 extern int32_t __wasm_import_weir_operator_state_method_map_state_contains(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.entries")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]map-state.entries")))
 extern void __wasm_import_weir_operator_state_method_map_state_entries(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.keys")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]map-state.keys")))
 extern void __wasm_import_weir_operator_state_method_map_state_keys(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.is-empty")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]map-state.is-empty")))
 extern int32_t __wasm_import_weir_operator_state_method_map_state_is_empty(int32_t);
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[method]map-state.clear")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[method]map-state.clear")))
 extern void __wasm_import_weir_operator_state_method_map_state_clear(int32_t);
 
-// Imported Functions from `weir:operator/operator-state@0.2.0`
+// Imported Functions from `weir:operator/operator-state@0.3.0`
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[constructor]list-state")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[constructor]list-state")))
 extern int32_t __wasm_import_weir_operator_operator_state_constructor_list_state(uint8_t *, size_t, int32_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.get")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]list-state.get")))
 extern void __wasm_import_weir_operator_operator_state_method_list_state_get(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.add")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]list-state.add")))
 extern void __wasm_import_weir_operator_operator_state_method_list_state_add(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.update")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]list-state.update")))
 extern void __wasm_import_weir_operator_operator_state_method_list_state_update(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]list-state.clear")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]list-state.clear")))
 extern void __wasm_import_weir_operator_operator_state_method_list_state_clear(int32_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[constructor]broadcast-state")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[constructor]broadcast-state")))
 extern int32_t __wasm_import_weir_operator_operator_state_constructor_broadcast_state(uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.get")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]broadcast-state.get")))
 extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_get(int32_t, uint8_t *, size_t, uint8_t *);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.contains")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]broadcast-state.contains")))
 extern int32_t __wasm_import_weir_operator_operator_state_method_broadcast_state_contains(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.entries")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]broadcast-state.entries")))
 extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_entries(int32_t, uint8_t *);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.put")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]broadcast-state.put")))
 extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_put(int32_t, uint8_t *, size_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.remove")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]broadcast-state.remove")))
 extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_remove(int32_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[method]broadcast-state.clear")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[method]broadcast-state.clear")))
 extern void __wasm_import_weir_operator_operator_state_method_broadcast_state_clear(int32_t);
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("is-restored")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("is-restored")))
 extern int32_t __wasm_import_weir_operator_operator_state_is_restored(void);
 
-// Imported Functions from `weir:operator/timers@0.2.0`
+// Imported Functions from `weir:operator/timers@0.3.0`
 
-__attribute__((__import_module__("weir:operator/timers@0.2.0"), __import_name__("register")))
+__attribute__((__import_module__("weir:operator/timers@0.3.0"), __import_name__("register")))
 extern void __wasm_import_weir_operator_timers_register(int32_t, int64_t);
 
-__attribute__((__import_module__("weir:operator/timers@0.2.0"), __import_name__("delete")))
+__attribute__((__import_module__("weir:operator/timers@0.3.0"), __import_name__("delete")))
 extern void __wasm_import_weir_operator_timers_delete(int32_t, int64_t);
 
-__attribute__((__import_module__("weir:operator/timers@0.2.0"), __import_name__("current-watermark")))
+__attribute__((__import_module__("weir:operator/timers@0.3.0"), __import_name__("current-watermark")))
 extern int64_t __wasm_import_weir_operator_timers_current_watermark(void);
 
-__attribute__((__import_module__("weir:operator/timers@0.2.0"), __import_name__("current-processing-time")))
+__attribute__((__import_module__("weir:operator/timers@0.3.0"), __import_name__("current-processing-time")))
 extern int64_t __wasm_import_weir_operator_timers_current_processing_time(void);
 
-// Imported Functions from `weir:operator/collector@0.2.0`
+// Imported Functions from `weir:operator/collector@0.3.0`
 
-__attribute__((__import_module__("weir:operator/collector@0.2.0"), __import_name__("emit")))
+__attribute__((__import_module__("weir:operator/collector@0.3.0"), __import_name__("emit")))
 extern void __wasm_import_weir_operator_collector_emit(int32_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int64_t, uint8_t *, size_t);
 
-__attribute__((__import_module__("weir:operator/collector@0.2.0"), __import_name__("emit-to")))
+__attribute__((__import_module__("weir:operator/collector@0.3.0"), __import_name__("emit-to")))
 extern void __wasm_import_weir_operator_collector_emit_to(uint8_t *, size_t, int32_t, uint8_t *, size_t, uint8_t *, size_t, int32_t, int64_t, uint8_t *, size_t);
 
-// Imported Functions from `weir:operator/context@0.2.0`
+// Imported Functions from `weir:operator/context@0.3.0`
 
-__attribute__((__import_module__("weir:operator/context@0.2.0"), __import_name__("operator-uid")))
+__attribute__((__import_module__("weir:operator/context@0.3.0"), __import_name__("operator-uid")))
 extern void __wasm_import_weir_operator_context_operator_uid(uint8_t *);
 
-__attribute__((__import_module__("weir:operator/context@0.2.0"), __import_name__("subtask-index")))
+__attribute__((__import_module__("weir:operator/context@0.3.0"), __import_name__("subtask-index")))
 extern int32_t __wasm_import_weir_operator_context_subtask_index(void);
 
-__attribute__((__import_module__("weir:operator/context@0.2.0"), __import_name__("parallelism")))
+__attribute__((__import_module__("weir:operator/context@0.3.0"), __import_name__("parallelism")))
 extern int32_t __wasm_import_weir_operator_context_parallelism(void);
 
-__attribute__((__import_module__("weir:operator/context@0.2.0"), __import_name__("config")))
+__attribute__((__import_module__("weir:operator/context@0.3.0"), __import_name__("config")))
 extern void __wasm_import_weir_operator_context_config(uint8_t *);
 
-__attribute__((__import_module__("weir:operator/context@0.2.0"), __import_name__("current-key")))
+__attribute__((__import_module__("weir:operator/context@0.3.0"), __import_name__("current-key")))
 extern void __wasm_import_weir_operator_context_current_key(uint8_t *);
 
-// Imported Functions from `weir:operator/logging@0.2.0`
+// Imported Functions from `weir:operator/logging@0.3.0`
 
-__attribute__((__import_module__("weir:operator/logging@0.2.0"), __import_name__("log")))
+__attribute__((__import_module__("weir:operator/logging@0.3.0"), __import_name__("log")))
 extern void __wasm_import_weir_operator_logging_log(int32_t, uint8_t *, size_t);
 
-// Imported Functions from `weir:operator/batch@0.2.0`
+// Imported Functions from `weir:operator/batch@0.3.0`
 
-__attribute__((__import_module__("weir:operator/batch@0.2.0"), __import_name__("begin-element")))
-extern int32_t __wasm_import_weir_operator_batch_begin_element(int32_t);
+__attribute__((__import_module__("weir:operator/batch@0.3.0"), __import_name__("load")))
+extern int32_t __wasm_import_weir_operator_batch_load(int32_t);
 
-// Exported Functions from `weir:operator/co-handler@0.2.0`
+__attribute__((__import_module__("weir:operator/batch@0.3.0"), __import_name__("focus")))
+extern int32_t __wasm_import_weir_operator_batch_focus(int32_t);
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:operator/co-handler@0.2.0#process-element-2")))
+__attribute__((__import_module__("weir:operator/batch@0.3.0"), __import_name__("abandon")))
+extern void __wasm_import_weir_operator_batch_abandon(uint8_t *);
+
+// Exported Functions from `weir:operator/co-handler@0.3.0`
+
+__attribute__((__weak__, __export_name__("cabi_post_weir:operator/co-handler@0.3.0#process-element-2")))
 void __wasm_export_exports_weir_operator_co_handler_process_element_2_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -163,9 +169,9 @@ void __wasm_export_exports_weir_operator_co_handler_process_element_2_post_retur
   }
 }
 
-// Exported Functions from `weir:operator/checkpointed@0.2.0`
+// Exported Functions from `weir:operator/checkpointed@0.3.0`
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:operator/checkpointed@0.2.0#snapshot-state")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:operator/checkpointed@0.3.0#snapshot-state")))
 void __wasm_export_exports_weir_operator_checkpointed_snapshot_state_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -180,9 +186,9 @@ void __wasm_export_exports_weir_operator_checkpointed_snapshot_state_post_return
   }
 }
 
-// Exported Functions from `weir:operator/handler@0.2.0`
+// Exported Functions from `weir:operator/handler@0.3.0`
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.2.0#open")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.3.0#open")))
 void __wasm_export_exports_weir_operator_handler_open_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -197,22 +203,163 @@ void __wasm_export_exports_weir_operator_handler_open_post_return(uint8_t * arg0
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.2.0#process-batch")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.3.0#process-batch")))
 void __wasm_export_exports_weir_operator_handler_process_batch_post_return(uint8_t * arg0) {
-  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
+  switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + sizeof(void*)))) {
     case 0: {
       break;
     }
     case 1: {
-      if ((*((size_t*) (arg0 + (3*sizeof(void*))))) > 0) {
-        free(*((uint8_t **) (arg0 + (2*sizeof(void*)))));
+      if ((*((size_t*) (arg0 + (4*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (arg0 + (3*sizeof(void*)))));
       }
       break;
     }
   }
+  size_t len = *((size_t*) (arg0 + (6*sizeof(void*))));
+  if (len > 0) {
+    uint8_t *ptr = *((uint8_t **) (arg0 + (5*sizeof(void*))));
+    for (size_t i = 0; i < len; i++) {
+      uint8_t *base = ptr + i * 1;
+      (void) base;
+    }
+    free(ptr);
+  }
+  size_t len0 = *((size_t*) (arg0 + (8*sizeof(void*))));
+  if (len0 > 0) {
+    uint8_t *ptr1 = *((uint8_t **) (arg0 + (7*sizeof(void*))));
+    for (size_t i2 = 0; i2 < len0; i2++) {
+      uint8_t *base = ptr1 + i2 * 1;
+      (void) base;
+    }
+    free(ptr1);
+  }
+  size_t len3 = *((size_t*) (arg0 + (10*sizeof(void*))));
+  if (len3 > 0) {
+    uint8_t *ptr4 = *((uint8_t **) (arg0 + (9*sizeof(void*))));
+    for (size_t i5 = 0; i5 < len3; i5++) {
+      uint8_t *base = ptr4 + i5 * 4;
+      (void) base;
+    }
+    free(ptr4);
+  }
+  size_t len6 = *((size_t*) (arg0 + (12*sizeof(void*))));
+  if (len6 > 0) {
+    uint8_t *ptr7 = *((uint8_t **) (arg0 + (11*sizeof(void*))));
+    for (size_t i8 = 0; i8 < len6; i8++) {
+      uint8_t *base = ptr7 + i8 * 1;
+      (void) base;
+    }
+    free(ptr7);
+  }
+  size_t len9 = *((size_t*) (arg0 + (14*sizeof(void*))));
+  if (len9 > 0) {
+    uint8_t *ptr10 = *((uint8_t **) (arg0 + (13*sizeof(void*))));
+    for (size_t i11 = 0; i11 < len9; i11++) {
+      uint8_t *base = ptr10 + i11 * 4;
+      (void) base;
+    }
+    free(ptr10);
+  }
+  size_t len12 = *((size_t*) (arg0 + (16*sizeof(void*))));
+  if (len12 > 0) {
+    uint8_t *ptr13 = *((uint8_t **) (arg0 + (15*sizeof(void*))));
+    for (size_t i14 = 0; i14 < len12; i14++) {
+      uint8_t *base = ptr13 + i14 * 8;
+      (void) base;
+    }
+    free(ptr13);
+  }
+  size_t len18 = *((size_t*) (arg0 + (18*sizeof(void*))));
+  if (len18 > 0) {
+    uint8_t *ptr19 = *((uint8_t **) (arg0 + (17*sizeof(void*))));
+    for (size_t i20 = 0; i20 < len18; i20++) {
+      uint8_t *base = ptr19 + i20 * (5*sizeof(void*));
+      (void) base;
+      if ((*((size_t*) (base + (2*sizeof(void*))))) > 0) {
+        free(*((uint8_t **) (base + sizeof(void*))));
+      }
+      size_t len15 = *((size_t*) (base + (4*sizeof(void*))));
+      if (len15 > 0) {
+        uint8_t *ptr16 = *((uint8_t **) (base + (3*sizeof(void*))));
+        for (size_t i17 = 0; i17 < len15; i17++) {
+          uint8_t *base = ptr16 + i17 * 1;
+          (void) base;
+        }
+        free(ptr16);
+      }
+    }
+    free(ptr19);
+  }
+  size_t len21 = *((size_t*) (arg0 + (20*sizeof(void*))));
+  if (len21 > 0) {
+    uint8_t *ptr22 = *((uint8_t **) (arg0 + (19*sizeof(void*))));
+    for (size_t i23 = 0; i23 < len21; i23++) {
+      uint8_t *base = ptr22 + i23 * 4;
+      (void) base;
+    }
+    free(ptr22);
+  }
+  size_t len24 = *((size_t*) (arg0 + (22*sizeof(void*))));
+  if (len24 > 0) {
+    uint8_t *ptr25 = *((uint8_t **) (arg0 + (21*sizeof(void*))));
+    for (size_t i26 = 0; i26 < len24; i26++) {
+      uint8_t *base = ptr25 + i26 * 4;
+      (void) base;
+    }
+    free(ptr25);
+  }
+  size_t len27 = *((size_t*) (arg0 + (24*sizeof(void*))));
+  if (len27 > 0) {
+    uint8_t *ptr28 = *((uint8_t **) (arg0 + (23*sizeof(void*))));
+    for (size_t i29 = 0; i29 < len27; i29++) {
+      uint8_t *base = ptr28 + i29 * (2*sizeof(void*));
+      (void) base;
+      if ((*((size_t*) (base + sizeof(void*)))) > 0) {
+        free(*((uint8_t **) (base + 0)));
+      }
+    }
+    free(ptr28);
+  }
+  size_t len39 = *((size_t*) (arg0 + (26*sizeof(void*))));
+  if (len39 > 0) {
+    uint8_t *ptr40 = *((uint8_t **) (arg0 + (25*sizeof(void*))));
+    for (size_t i41 = 0; i41 < len39; i41++) {
+      uint8_t *base = ptr40 + i41 * (6*sizeof(void*));
+      (void) base;
+      size_t len30 = *((size_t*) (base + sizeof(void*)));
+      if (len30 > 0) {
+        uint8_t *ptr31 = *((uint8_t **) (base + 0));
+        for (size_t i32 = 0; i32 < len30; i32++) {
+          uint8_t *base = ptr31 + i32 * 1;
+          (void) base;
+        }
+        free(ptr31);
+      }
+      size_t len33 = *((size_t*) (base + (3*sizeof(void*))));
+      if (len33 > 0) {
+        uint8_t *ptr34 = *((uint8_t **) (base + (2*sizeof(void*))));
+        for (size_t i35 = 0; i35 < len33; i35++) {
+          uint8_t *base = ptr34 + i35 * 1;
+          (void) base;
+        }
+        free(ptr34);
+      }
+      size_t len36 = *((size_t*) (base + (5*sizeof(void*))));
+      if (len36 > 0) {
+        uint8_t *ptr37 = *((uint8_t **) (base + (4*sizeof(void*))));
+        for (size_t i38 = 0; i38 < len36; i38++) {
+          uint8_t *base = ptr37 + i38 * 4;
+          (void) base;
+        }
+        free(ptr37);
+      }
+    }
+    free(ptr40);
+  }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.2.0#on-timer")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.3.0#on-timer")))
 void __wasm_export_exports_weir_operator_handler_on_timer_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -227,7 +374,7 @@ void __wasm_export_exports_weir_operator_handler_on_timer_post_return(uint8_t * 
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.2.0#close")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.3.0#close")))
 void __wasm_export_exports_weir_operator_handler_close_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -243,7 +390,7 @@ void __wasm_export_exports_weir_operator_handler_close_post_return(uint8_t * arg
 }
 
 
-__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.2.0#migrate")))
+__attribute__((__weak__, __export_name__("cabi_post_weir:operator/handler@0.3.0#migrate")))
 void __wasm_export_exports_weir_operator_handler_migrate_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
@@ -270,11 +417,11 @@ void *cabi_realloc(void *ptr, size_t old_size, size_t align, size_t new_size) {
 }
 
 __attribute__((__aligned__(sizeof(void*))))
-static uint8_t RET_AREA[(4*sizeof(void*))];
+static uint8_t RET_AREA[(27*sizeof(void*))];
 
 // Helper Functions
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[resource-drop]value-state")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[resource-drop]value-state")))
 extern void __wasm_import_weir_operator_state_value_state_drop(int32_t handle);
 
 void weir_operator_state_value_state_drop_own(weir_operator_state_own_value_state_t handle) {
@@ -289,7 +436,7 @@ weir_operator_state_borrow_value_state_t weir_operator_state_borrow_value_state(
   return (weir_operator_state_borrow_value_state_t) { arg.__handle };
 }
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[resource-drop]list-state")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[resource-drop]list-state")))
 extern void __wasm_import_weir_operator_state_list_state_drop(int32_t handle);
 
 void weir_operator_state_list_state_drop_own(weir_operator_state_own_list_state_t handle) {
@@ -304,7 +451,7 @@ weir_operator_state_borrow_list_state_t weir_operator_state_borrow_list_state(we
   return (weir_operator_state_borrow_list_state_t) { arg.__handle };
 }
 
-__attribute__((__import_module__("weir:operator/state@0.2.0"), __import_name__("[resource-drop]map-state")))
+__attribute__((__import_module__("weir:operator/state@0.3.0"), __import_name__("[resource-drop]map-state")))
 extern void __wasm_import_weir_operator_state_map_state_drop(int32_t handle);
 
 void weir_operator_state_map_state_drop_own(weir_operator_state_own_map_state_t handle) {
@@ -367,7 +514,7 @@ void co_operator_list_tuple2_list_u8_list_u8_free(co_operator_list_tuple2_list_u
   }
 }
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[resource-drop]list-state")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[resource-drop]list-state")))
 extern void __wasm_import_weir_operator_operator_state_list_state_drop(int32_t handle);
 
 void weir_operator_operator_state_list_state_drop_own(weir_operator_operator_state_own_list_state_t handle) {
@@ -382,7 +529,7 @@ weir_operator_operator_state_borrow_list_state_t weir_operator_operator_state_bo
   return (weir_operator_operator_state_borrow_list_state_t) { arg.__handle };
 }
 
-__attribute__((__import_module__("weir:operator/operator-state@0.2.0"), __import_name__("[resource-drop]broadcast-state")))
+__attribute__((__import_module__("weir:operator/operator-state@0.3.0"), __import_name__("[resource-drop]broadcast-state")))
 extern void __wasm_import_weir_operator_operator_state_broadcast_state_drop(int32_t handle);
 
 void weir_operator_operator_state_broadcast_state_drop_own(weir_operator_operator_state_own_broadcast_state_t handle) {
@@ -425,6 +572,135 @@ void weir_operator_types_event_free(weir_operator_types_event_t *ptr) {
   weir_operator_types_list_header_free(&ptr->headers);
 }
 
+void weir_operator_types_element_header_free(weir_operator_types_element_header_t *ptr) {
+  weir_operator_types_header_free(&ptr->header);
+}
+
+void co_operator_list_u32_free(co_operator_list_u32_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    uint32_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+    }
+    free(list_ptr);
+  }
+}
+
+void co_operator_list_s64_free(co_operator_list_s64_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    int64_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+    }
+    free(list_ptr);
+  }
+}
+
+void weir_operator_types_list_element_header_free(weir_operator_types_list_element_header_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    weir_operator_types_element_header_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      weir_operator_types_element_header_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void weir_operator_types_flat_events_free(weir_operator_types_flat_events_t *ptr) {
+  co_operator_list_u8_free(&ptr->flags);
+  co_operator_list_u8_free(&ptr->keys);
+  co_operator_list_u32_free(&ptr->key_ends);
+  co_operator_list_u8_free(&ptr->values);
+  co_operator_list_u32_free(&ptr->value_ends);
+  co_operator_list_s64_free(&ptr->timestamps);
+  weir_operator_types_list_element_header_free(&ptr->headers);
+}
+
+void weir_operator_types_loaded_values_free(weir_operator_types_loaded_values_t *ptr) {
+  co_operator_list_u8_free(&ptr->present);
+  co_operator_list_u8_free(&ptr->values);
+  co_operator_list_u32_free(&ptr->ends);
+}
+
+void weir_operator_types_list_loaded_values_free(weir_operator_types_list_loaded_values_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    weir_operator_types_loaded_values_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      weir_operator_types_loaded_values_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void weir_operator_types_input_batch_free(weir_operator_types_input_batch_t *ptr) {
+  weir_operator_types_flat_events_free(&ptr->events);
+  co_operator_list_u32_free(&ptr->key_slots);
+  weir_operator_types_list_loaded_values_free(&ptr->loaded);
+}
+
+void weir_operator_types_list_update_op_free(weir_operator_types_list_update_op_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    weir_operator_types_update_op_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+    }
+    free(list_ptr);
+  }
+}
+
+void weir_operator_types_state_updates_free(weir_operator_types_state_updates_t *ptr) {
+  weir_operator_types_list_update_op_free(&ptr->ops);
+  co_operator_list_u8_free(&ptr->values);
+  co_operator_list_u32_free(&ptr->ends);
+}
+
+void co_operator_list_string_free(co_operator_list_string_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    co_operator_string_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      co_operator_string_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void weir_operator_types_emitted_events_free(weir_operator_types_emitted_events_t *ptr) {
+  weir_operator_types_flat_events_free(&ptr->events);
+  co_operator_list_u32_free(&ptr->elements);
+  co_operator_list_u32_free(&ptr->ports);
+  co_operator_list_string_free(&ptr->outputs);
+}
+
+void weir_operator_types_element_error_free(weir_operator_types_element_error_t *ptr) {
+  co_operator_string_free(&ptr->message);
+}
+
+void weir_operator_types_option_element_error_free(weir_operator_types_option_element_error_t *ptr) {
+  if (ptr->is_some) {
+    weir_operator_types_element_error_free(&ptr->val);
+  }
+}
+
+void weir_operator_types_list_state_updates_free(weir_operator_types_list_state_updates_t *ptr) {
+  size_t list_len = ptr->len;
+  if (list_len > 0) {
+    weir_operator_types_state_updates_t *list_ptr = ptr->ptr;
+    for (size_t i = 0; i < list_len; i++) {
+      weir_operator_types_state_updates_free(&list_ptr[i]);
+    }
+    free(list_ptr);
+  }
+}
+
+void weir_operator_types_batch_result_free(weir_operator_types_batch_result_t *ptr) {
+  weir_operator_types_option_element_error_free(&ptr->error);
+  weir_operator_types_emitted_events_free(&ptr->emitted);
+  weir_operator_types_list_state_updates_free(&ptr->updates);
+}
+
 void weir_operator_collector_event_free(weir_operator_collector_event_t *ptr) {
   weir_operator_types_event_free(ptr);
 }
@@ -445,6 +721,10 @@ void co_operator_list_tuple2_string_string_free(co_operator_list_tuple2_string_s
   }
 }
 
+void weir_operator_batch_batch_result_free(weir_operator_batch_batch_result_t *ptr) {
+  weir_operator_types_batch_result_free(ptr);
+}
+
 void exports_weir_operator_co_handler_event_free(exports_weir_operator_co_handler_event_t *ptr) {
   weir_operator_types_event_free(ptr);
 }
@@ -460,26 +740,12 @@ void exports_weir_operator_handler_event_free(exports_weir_operator_handler_even
   weir_operator_types_event_free(ptr);
 }
 
-void exports_weir_operator_handler_element_error_free(exports_weir_operator_handler_element_error_t *ptr) {
-  co_operator_string_free(&ptr->message);
+void exports_weir_operator_handler_input_batch_free(exports_weir_operator_handler_input_batch_t *ptr) {
+  weir_operator_types_input_batch_free(ptr);
 }
 
-void exports_weir_operator_handler_list_event_free(exports_weir_operator_handler_list_event_t *ptr) {
-  size_t list_len = ptr->len;
-  if (list_len > 0) {
-    exports_weir_operator_handler_event_t *list_ptr = ptr->ptr;
-    for (size_t i = 0; i < list_len; i++) {
-      exports_weir_operator_handler_event_free(&list_ptr[i]);
-    }
-    free(list_ptr);
-  }
-}
-
-void exports_weir_operator_handler_result_u32_element_error_free(exports_weir_operator_handler_result_u32_element_error_t *ptr) {
-  if (!ptr->is_err) {
-  } else {
-    exports_weir_operator_handler_element_error_free(&ptr->val.err);
-  }
+void exports_weir_operator_handler_batch_result_free(exports_weir_operator_handler_batch_result_t *ptr) {
+  weir_operator_types_batch_result_free(ptr);
 }
 
 void co_operator_string_set(co_operator_string_t *ret, const char*s) {
@@ -883,12 +1149,56 @@ void weir_operator_logging_log(weir_operator_logging_level_t level, co_operator_
   __wasm_import_weir_operator_logging_log((int32_t) level, (uint8_t *) (*message).ptr, (*message).len);
 }
 
-bool weir_operator_batch_begin_element(uint32_t index) {
-  int32_t ret = __wasm_import_weir_operator_batch_begin_element((int32_t) (index));
+uint32_t weir_operator_batch_load(weir_operator_batch_borrow_value_state_t state) {
+  int32_t ret = __wasm_import_weir_operator_batch_load((state).__handle);
+  return (uint32_t) (ret);
+}
+
+bool weir_operator_batch_focus(uint32_t index) {
+  int32_t ret = __wasm_import_weir_operator_batch_focus((int32_t) (index));
   return ret;
 }
 
-__attribute__((__export_name__("weir:operator/co-handler@0.2.0#process-element-2")))
+void weir_operator_batch_abandon(weir_operator_batch_batch_result_t *partial) {
+  __attribute__((__aligned__(sizeof(void*))))
+  uint8_t ret_area[(27*sizeof(void*))];
+  uint8_t *ptr = (uint8_t *) &ret_area;
+  *((int32_t*)(ptr + 0)) = (int32_t) ((*partial).processed);
+  if (((*partial).error).is_some) {
+    const weir_operator_types_element_error_t *payload0 = &((*partial).error).val;
+    *((int8_t*)(ptr + sizeof(void*))) = 1;
+    *((int32_t*)(ptr + (2*sizeof(void*)))) = (int32_t) ((*payload0).index);
+    *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload0).message).len;
+    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload0).message).ptr;
+  } else {
+    *((int8_t*)(ptr + sizeof(void*))) = 0;
+  }
+  *((size_t*)(ptr + (6*sizeof(void*)))) = ((((*partial).emitted).events).flags).len;
+  *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) ((((*partial).emitted).events).flags).ptr;
+  *((size_t*)(ptr + (8*sizeof(void*)))) = ((((*partial).emitted).events).keys).len;
+  *((uint8_t **)(ptr + (7*sizeof(void*)))) = (uint8_t *) ((((*partial).emitted).events).keys).ptr;
+  *((size_t*)(ptr + (10*sizeof(void*)))) = ((((*partial).emitted).events).key_ends).len;
+  *((uint8_t **)(ptr + (9*sizeof(void*)))) = (uint8_t *) ((((*partial).emitted).events).key_ends).ptr;
+  *((size_t*)(ptr + (12*sizeof(void*)))) = ((((*partial).emitted).events).values).len;
+  *((uint8_t **)(ptr + (11*sizeof(void*)))) = (uint8_t *) ((((*partial).emitted).events).values).ptr;
+  *((size_t*)(ptr + (14*sizeof(void*)))) = ((((*partial).emitted).events).value_ends).len;
+  *((uint8_t **)(ptr + (13*sizeof(void*)))) = (uint8_t *) ((((*partial).emitted).events).value_ends).ptr;
+  *((size_t*)(ptr + (16*sizeof(void*)))) = ((((*partial).emitted).events).timestamps).len;
+  *((uint8_t **)(ptr + (15*sizeof(void*)))) = (uint8_t *) ((((*partial).emitted).events).timestamps).ptr;
+  *((size_t*)(ptr + (18*sizeof(void*)))) = ((((*partial).emitted).events).headers).len;
+  *((uint8_t **)(ptr + (17*sizeof(void*)))) = (uint8_t *) ((((*partial).emitted).events).headers).ptr;
+  *((size_t*)(ptr + (20*sizeof(void*)))) = (((*partial).emitted).elements).len;
+  *((uint8_t **)(ptr + (19*sizeof(void*)))) = (uint8_t *) (((*partial).emitted).elements).ptr;
+  *((size_t*)(ptr + (22*sizeof(void*)))) = (((*partial).emitted).ports).len;
+  *((uint8_t **)(ptr + (21*sizeof(void*)))) = (uint8_t *) (((*partial).emitted).ports).ptr;
+  *((size_t*)(ptr + (24*sizeof(void*)))) = (((*partial).emitted).outputs).len;
+  *((uint8_t **)(ptr + (23*sizeof(void*)))) = (uint8_t *) (((*partial).emitted).outputs).ptr;
+  *((size_t*)(ptr + (26*sizeof(void*)))) = ((*partial).updates).len;
+  *((uint8_t **)(ptr + (25*sizeof(void*)))) = (uint8_t *) ((*partial).updates).ptr;
+  __wasm_import_weir_operator_batch_abandon(ptr);
+}
+
+__attribute__((__export_name__("weir:operator/co-handler@0.3.0#process-element-2")))
 uint8_t * __wasm_export_exports_weir_operator_co_handler_process_element_2(int32_t arg, uint8_t * arg0, size_t arg1, uint8_t * arg2, size_t arg3, int32_t arg4, int64_t arg5, uint8_t * arg6, size_t arg7) {
   co_operator_option_list_u8_t option;
   switch (arg) {
@@ -937,7 +1247,7 @@ uint8_t * __wasm_export_exports_weir_operator_co_handler_process_element_2(int32
   return ptr;
 }
 
-__attribute__((__export_name__("weir:operator/checkpointed@0.2.0#snapshot-state")))
+__attribute__((__export_name__("weir:operator/checkpointed@0.3.0#snapshot-state")))
 uint8_t * __wasm_export_exports_weir_operator_checkpointed_snapshot_state(int64_t arg) {
   exports_weir_operator_co_handler_result_void_string_t ret;
   co_operator_string_t err;
@@ -956,7 +1266,7 @@ uint8_t * __wasm_export_exports_weir_operator_checkpointed_snapshot_state(int64_
   return ptr;
 }
 
-__attribute__((__export_name__("weir:operator/handler@0.2.0#open")))
+__attribute__((__export_name__("weir:operator/handler@0.3.0#open")))
 uint8_t * __wasm_export_exports_weir_operator_handler_open(uint8_t * arg, size_t arg0) {
   co_operator_list_tuple2_string_string_t arg1 = (co_operator_list_tuple2_string_string_t) { (co_operator_tuple2_string_string_t*)(arg), (arg0) };
   exports_weir_operator_co_handler_result_void_string_t ret;
@@ -976,33 +1286,61 @@ uint8_t * __wasm_export_exports_weir_operator_handler_open(uint8_t * arg, size_t
   return ptr;
 }
 
-__attribute__((__export_name__("weir:operator/handler@0.2.0#process-batch")))
-uint8_t * __wasm_export_exports_weir_operator_handler_process_batch(uint8_t * arg, size_t arg0) {
-  exports_weir_operator_handler_list_event_t arg2 = (exports_weir_operator_handler_list_event_t) { (exports_weir_operator_handler_event_t*)(arg), (arg0) };
-  exports_weir_operator_handler_result_u32_element_error_t ret;
-  uint32_t ok;
-  exports_weir_operator_handler_element_error_t err;
-  ret.is_err = !exports_weir_operator_handler_process_batch(&arg2, &ok, &err);
-  if (ret.is_err) {
-    ret.val.err = err;
-  }
-  if (!ret.is_err) {
-    ret.val.ok = ok;
-  }
+__attribute__((__export_name__("weir:operator/handler@0.3.0#process-batch")))
+uint8_t * __wasm_export_exports_weir_operator_handler_process_batch(uint8_t * arg) {
+  exports_weir_operator_handler_input_batch_t arg0 = (weir_operator_types_input_batch_t) {
+    (weir_operator_types_flat_events_t) (weir_operator_types_flat_events_t) {
+      (co_operator_list_u8_t) (co_operator_list_u8_t) { (uint8_t*)(*((uint8_t **) (arg + 0))), (*((size_t*) (arg + sizeof(void*)))) },
+      (co_operator_list_u8_t) (co_operator_list_u8_t) { (uint8_t*)(*((uint8_t **) (arg + (2*sizeof(void*))))), (*((size_t*) (arg + (3*sizeof(void*))))) },
+      (co_operator_list_u32_t) (co_operator_list_u32_t) { (uint32_t*)(*((uint8_t **) (arg + (4*sizeof(void*))))), (*((size_t*) (arg + (5*sizeof(void*))))) },
+      (co_operator_list_u8_t) (co_operator_list_u8_t) { (uint8_t*)(*((uint8_t **) (arg + (6*sizeof(void*))))), (*((size_t*) (arg + (7*sizeof(void*))))) },
+      (co_operator_list_u32_t) (co_operator_list_u32_t) { (uint32_t*)(*((uint8_t **) (arg + (8*sizeof(void*))))), (*((size_t*) (arg + (9*sizeof(void*))))) },
+      (co_operator_list_s64_t) (co_operator_list_s64_t) { (int64_t*)(*((uint8_t **) (arg + (10*sizeof(void*))))), (*((size_t*) (arg + (11*sizeof(void*))))) },
+      (weir_operator_types_list_element_header_t) (weir_operator_types_list_element_header_t) { (weir_operator_types_element_header_t*)(*((uint8_t **) (arg + (12*sizeof(void*))))), (*((size_t*) (arg + (13*sizeof(void*))))) },
+    },
+    (co_operator_list_u32_t) (co_operator_list_u32_t) { (uint32_t*)(*((uint8_t **) (arg + (14*sizeof(void*))))), (*((size_t*) (arg + (15*sizeof(void*))))) },
+    (weir_operator_types_list_loaded_values_t) (weir_operator_types_list_loaded_values_t) { (weir_operator_types_loaded_values_t*)(*((uint8_t **) (arg + (16*sizeof(void*))))), (*((size_t*) (arg + (17*sizeof(void*))))) },
+  };
+  exports_weir_operator_handler_batch_result_t ret;
+  exports_weir_operator_handler_process_batch(&arg0, &ret);
+  free(arg);
   uint8_t *ptr = (uint8_t *) &RET_AREA;
-  if ((ret).is_err) {
-    const exports_weir_operator_handler_element_error_t *payload3 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
-    *((int32_t*)(ptr + sizeof(void*))) = (int32_t) ((*payload3).index);
-    *((size_t*)(ptr + (3*sizeof(void*)))) = ((*payload3).message).len;
-    *((uint8_t **)(ptr + (2*sizeof(void*)))) = (uint8_t *) ((*payload3).message).ptr;
+  *((int32_t*)(ptr + 0)) = (int32_t) ((ret).processed);
+  if (((ret).error).is_some) {
+    const weir_operator_types_element_error_t *payload1 = &((ret).error).val;
+    *((int8_t*)(ptr + sizeof(void*))) = 1;
+    *((int32_t*)(ptr + (2*sizeof(void*)))) = (int32_t) ((*payload1).index);
+    *((size_t*)(ptr + (4*sizeof(void*)))) = ((*payload1).message).len;
+    *((uint8_t **)(ptr + (3*sizeof(void*)))) = (uint8_t *) ((*payload1).message).ptr;
   } else {
-    const uint32_t *payload = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
-    *((int32_t*)(ptr + sizeof(void*))) = (int32_t) (*payload);
+    *((int8_t*)(ptr + sizeof(void*))) = 0;
   }
+  *((size_t*)(ptr + (6*sizeof(void*)))) = ((((ret).emitted).events).flags).len;
+  *((uint8_t **)(ptr + (5*sizeof(void*)))) = (uint8_t *) ((((ret).emitted).events).flags).ptr;
+  *((size_t*)(ptr + (8*sizeof(void*)))) = ((((ret).emitted).events).keys).len;
+  *((uint8_t **)(ptr + (7*sizeof(void*)))) = (uint8_t *) ((((ret).emitted).events).keys).ptr;
+  *((size_t*)(ptr + (10*sizeof(void*)))) = ((((ret).emitted).events).key_ends).len;
+  *((uint8_t **)(ptr + (9*sizeof(void*)))) = (uint8_t *) ((((ret).emitted).events).key_ends).ptr;
+  *((size_t*)(ptr + (12*sizeof(void*)))) = ((((ret).emitted).events).values).len;
+  *((uint8_t **)(ptr + (11*sizeof(void*)))) = (uint8_t *) ((((ret).emitted).events).values).ptr;
+  *((size_t*)(ptr + (14*sizeof(void*)))) = ((((ret).emitted).events).value_ends).len;
+  *((uint8_t **)(ptr + (13*sizeof(void*)))) = (uint8_t *) ((((ret).emitted).events).value_ends).ptr;
+  *((size_t*)(ptr + (16*sizeof(void*)))) = ((((ret).emitted).events).timestamps).len;
+  *((uint8_t **)(ptr + (15*sizeof(void*)))) = (uint8_t *) ((((ret).emitted).events).timestamps).ptr;
+  *((size_t*)(ptr + (18*sizeof(void*)))) = ((((ret).emitted).events).headers).len;
+  *((uint8_t **)(ptr + (17*sizeof(void*)))) = (uint8_t *) ((((ret).emitted).events).headers).ptr;
+  *((size_t*)(ptr + (20*sizeof(void*)))) = (((ret).emitted).elements).len;
+  *((uint8_t **)(ptr + (19*sizeof(void*)))) = (uint8_t *) (((ret).emitted).elements).ptr;
+  *((size_t*)(ptr + (22*sizeof(void*)))) = (((ret).emitted).ports).len;
+  *((uint8_t **)(ptr + (21*sizeof(void*)))) = (uint8_t *) (((ret).emitted).ports).ptr;
+  *((size_t*)(ptr + (24*sizeof(void*)))) = (((ret).emitted).outputs).len;
+  *((uint8_t **)(ptr + (23*sizeof(void*)))) = (uint8_t *) (((ret).emitted).outputs).ptr;
+  *((size_t*)(ptr + (26*sizeof(void*)))) = ((ret).updates).len;
+  *((uint8_t **)(ptr + (25*sizeof(void*)))) = (uint8_t *) ((ret).updates).ptr;
   return ptr;
 }
 
-__attribute__((__export_name__("weir:operator/handler@0.2.0#on-timer")))
+__attribute__((__export_name__("weir:operator/handler@0.3.0#on-timer")))
 uint8_t * __wasm_export_exports_weir_operator_handler_on_timer(int64_t arg, int32_t arg0) {
   exports_weir_operator_co_handler_result_void_string_t ret;
   co_operator_string_t err;
@@ -1021,7 +1359,7 @@ uint8_t * __wasm_export_exports_weir_operator_handler_on_timer(int64_t arg, int3
   return ptr;
 }
 
-__attribute__((__export_name__("weir:operator/handler@0.2.0#close")))
+__attribute__((__export_name__("weir:operator/handler@0.3.0#close")))
 uint8_t * __wasm_export_exports_weir_operator_handler_close(void) {
   exports_weir_operator_co_handler_result_void_string_t ret;
   co_operator_string_t err;
@@ -1040,13 +1378,13 @@ uint8_t * __wasm_export_exports_weir_operator_handler_close(void) {
   return ptr;
 }
 
-__attribute__((__export_name__("weir:operator/handler@0.2.0#state-version")))
+__attribute__((__export_name__("weir:operator/handler@0.3.0#state-version")))
 int32_t __wasm_export_exports_weir_operator_handler_state_version(void) {
   uint32_t ret = exports_weir_operator_handler_state_version();
   return (int32_t) (ret);
 }
 
-__attribute__((__export_name__("weir:operator/handler@0.2.0#migrate")))
+__attribute__((__export_name__("weir:operator/handler@0.3.0#migrate")))
 uint8_t * __wasm_export_exports_weir_operator_handler_migrate(int32_t arg) {
   exports_weir_operator_co_handler_result_void_string_t ret;
   co_operator_string_t err;

@@ -137,6 +137,140 @@ typedef struct weir_operator_types_event_t {
   weir_operator_types_list_header_t   headers;
 } weir_operator_types_event_t;
 
+// A header of an element of a flat batch.
+typedef struct weir_operator_types_element_header_t {
+  // The index of the element in the batch.
+  uint32_t   element;
+  weir_operator_types_header_t   header;
+} weir_operator_types_element_header_t;
+
+typedef struct {
+  uint32_t *ptr;
+  size_t len;
+} co_operator_list_u32_t;
+
+typedef struct {
+  int64_t *ptr;
+  size_t len;
+} co_operator_list_s64_t;
+
+typedef struct {
+  weir_operator_types_element_header_t *ptr;
+  size_t len;
+} weir_operator_types_list_element_header_t;
+
+// Elements as flat buffers: element `i`'s key is
+// `keys[key-ends[i-1]..key-ends[i]]` (from 0 for the first), its value likewise in
+// `values`, its event time `timestamps[i]`. Crossing the boundary costs a few
+// copies per batch, none per element.
+typedef struct weir_operator_types_flat_events_t {
+  // Per element: bit 0 set when it has a key (its bytes are in `keys`; a
+  // keyless element has an empty range), bit 1 when it has an event time (in
+  // `timestamps`; 0 otherwise).
+  co_operator_list_u8_t   flags;
+  co_operator_list_u8_t   keys;
+  co_operator_list_u32_t   key_ends;
+  co_operator_list_u8_t   values;
+  co_operator_list_u32_t   value_ends;
+  co_operator_list_s64_t   timestamps;
+  // Headers, in element order (most streams have none).
+  weir_operator_types_list_element_header_t   headers;
+} weir_operator_types_flat_events_t;
+
+// The values of one loaded state (`batch.load`) for the distinct keys of a
+// batch: key `k`'s value is `values[ends[k-1]..ends[k]]` when `present[k]` is 1.
+typedef struct weir_operator_types_loaded_values_t {
+  co_operator_list_u8_t   present;
+  co_operator_list_u8_t   values;
+  co_operator_list_u32_t   ends;
+} weir_operator_types_loaded_values_t;
+
+typedef struct {
+  weir_operator_types_loaded_values_t *ptr;
+  size_t len;
+} weir_operator_types_list_loaded_values_t;
+
+// A batch of elements for `handler.process-batch`.
+typedef struct weir_operator_types_input_batch_t {
+  weir_operator_types_flat_events_t   events;
+  // For each element, the index of its key among the batch's distinct keys
+  // (first appearance order), when any state is loaded; empty otherwise.
+  co_operator_list_u32_t   key_slots;
+  // For each loaded state, in `batch.load` order, its values per distinct key.
+  weir_operator_types_list_loaded_values_t   loaded;
+} weir_operator_types_input_batch_t;
+
+// What the guest did with a loaded value of one key.
+typedef uint8_t weir_operator_types_update_op_t;
+
+// Neither read nor written.
+#define WEIR_OPERATOR_TYPES_UPDATE_OP_UNTOUCHED 0
+// Read, not written (refreshes a time to live that refreshes on read).
+#define WEIR_OPERATOR_TYPES_UPDATE_OP_READ 1
+// Written: the key's value is now the one given.
+#define WEIR_OPERATOR_TYPES_UPDATE_OP_SET 2
+// Cleared.
+#define WEIR_OPERATOR_TYPES_UPDATE_OP_CLEAR 3
+
+typedef struct {
+  weir_operator_types_update_op_t *ptr;
+  size_t len;
+} weir_operator_types_list_update_op_t;
+
+// One loaded state's updates: `ops[k]` for distinct key `k`; the value of a `set`
+// is `values[ends[k-1]..ends[k]]` (the ends of other ops repeat the previous end).
+typedef struct weir_operator_types_state_updates_t {
+  weir_operator_types_list_update_op_t   ops;
+  co_operator_list_u8_t   values;
+  co_operator_list_u32_t   ends;
+} weir_operator_types_state_updates_t;
+
+typedef struct {
+  co_operator_string_t *ptr;
+  size_t len;
+} co_operator_list_string_t;
+
+// Events emitted during a batch, in emit order.
+typedef struct weir_operator_types_emitted_events_t {
+  weir_operator_types_flat_events_t   events;
+  // For each event, the index of the element that emitted it (never decreasing).
+  co_operator_list_u32_t   elements;
+  // For each event, 0 for the main output, or 1 + an index into `outputs`.
+  co_operator_list_u32_t   ports;
+  // The names of the side outputs used.
+  co_operator_list_string_t   outputs;
+} weir_operator_types_emitted_events_t;
+
+// An element of a batch failed.
+typedef struct weir_operator_types_element_error_t {
+  // The index of the element in the batch.
+  uint32_t   index;
+  co_operator_string_t   message;
+} weir_operator_types_element_error_t;
+
+typedef struct {
+  bool is_some;
+  weir_operator_types_element_error_t val;
+} weir_operator_types_option_element_error_t;
+
+typedef struct {
+  weir_operator_types_state_updates_t *ptr;
+  size_t len;
+} weir_operator_types_list_state_updates_t;
+
+// The result of `handler.process-batch`.
+typedef struct weir_operator_types_batch_result_t {
+  // How many elements were processed, from the first: all of them, unless
+  // `batch.focus` asked to stop early or an element failed.
+  uint32_t   processed;
+  // The element that failed (its index is `processed`): the job stops naming
+  // its source position, after what the elements before it emitted.
+  weir_operator_types_option_element_error_t   error;
+  weir_operator_types_emitted_events_t   emitted;
+  // For each loaded state, in `batch.load` order, what the batch did to it.
+  weir_operator_types_list_state_updates_t   updates;
+} weir_operator_types_batch_result_t;
+
 // The clock a timer is registered against.
 typedef uint8_t weir_operator_types_time_domain_t;
 
@@ -168,6 +302,10 @@ typedef uint8_t weir_operator_logging_level_t;
 #define WEIR_OPERATOR_LOGGING_LEVEL_WARN 3
 #define WEIR_OPERATOR_LOGGING_LEVEL_ERROR 4
 
+typedef weir_operator_types_batch_result_t weir_operator_batch_batch_result_t;
+
+typedef weir_operator_state_borrow_value_state_t weir_operator_batch_borrow_value_state_t;
+
 typedef weir_operator_types_event_t exports_weir_operator_co_handler_event_t;
 
 typedef struct {
@@ -181,27 +319,11 @@ typedef weir_operator_types_event_t exports_weir_operator_handler_event_t;
 
 typedef weir_operator_types_time_domain_t exports_weir_operator_handler_time_domain_t;
 
-// An element of a batch failed.
-typedef struct exports_weir_operator_handler_element_error_t {
-  // The index of the element in the batch.
-  uint32_t   index;
-  co_operator_string_t   message;
-} exports_weir_operator_handler_element_error_t;
+typedef weir_operator_types_input_batch_t exports_weir_operator_handler_input_batch_t;
 
-typedef struct {
-  exports_weir_operator_handler_event_t *ptr;
-  size_t len;
-} exports_weir_operator_handler_list_event_t;
+typedef weir_operator_types_batch_result_t exports_weir_operator_handler_batch_result_t;
 
-typedef struct {
-  bool is_err;
-  union {
-    uint32_t ok;
-    exports_weir_operator_handler_element_error_t err;
-  } val;
-} exports_weir_operator_handler_result_u32_element_error_t;
-
-// Imported Functions from `weir:operator/state@0.2.0`
+// Imported Functions from `weir:operator/state@0.3.0`
 // Declares (or re-attaches to) the value state called `name`, with an optional
 // time to live. Traps when `name` is empty or longer than 256 bytes, or was
 // declared before with a different time to live.
@@ -241,7 +363,7 @@ extern bool weir_operator_state_method_map_state_is_empty(weir_operator_state_bo
 // Removes every entry of the current key's map.
 extern void weir_operator_state_method_map_state_clear(weir_operator_state_borrow_map_state_t self);
 
-// Imported Functions from `weir:operator/operator-state@0.2.0`
+// Imported Functions from `weir:operator/operator-state@0.3.0`
 // Declares (or re-attaches to) the operator list called `name`. Traps when
 // `name` is empty or longer than 256 bytes, or the list was declared (or
 // restored) with the other redistribution.
@@ -271,7 +393,7 @@ extern void weir_operator_operator_state_method_broadcast_state_clear(weir_opera
 // (Flink's `FunctionInitializationContext.isRestored`).
 extern bool weir_operator_operator_state_is_restored(void);
 
-// Imported Functions from `weir:operator/timers@0.2.0`
+// Imported Functions from `weir:operator/timers@0.3.0`
 // Registers a timer for the current key. An event-time timer at or behind the
 // current watermark fires as soon as the next watermark arrives; a processing-time
 // timer in the past fires as soon as the subtask is idle.
@@ -284,7 +406,7 @@ extern int64_t weir_operator_timers_current_watermark(void);
 // The host's wall clock in milliseconds since the Unix epoch.
 extern int64_t weir_operator_timers_current_processing_time(void);
 
-// Imported Functions from `weir:operator/collector@0.2.0`
+// Imported Functions from `weir:operator/collector@0.3.0`
 // Emits `event` to the main output. The event carries its own key, so re-keying a
 // stream is emitting with a new key. Traps when one element (or timer, or `open`,
 // or `close`) emits more than the host's limit (100 000 events or 64 MiB), which
@@ -296,7 +418,7 @@ extern void weir_operator_collector_emit(weir_operator_collector_event_t *event)
 // same limits as `emit` apply.
 extern void weir_operator_collector_emit_to(co_operator_string_t *output, weir_operator_collector_event_t *event);
 
-// Imported Functions from `weir:operator/context@0.2.0`
+// Imported Functions from `weir:operator/context@0.3.0`
 // The operator's `uid` from the job file.
 extern void weir_operator_context_operator_uid(co_operator_string_t *ret);
 // This subtask's index, from 0 to `parallelism - 1`.
@@ -308,32 +430,59 @@ extern void weir_operator_context_config(co_operator_list_tuple2_string_string_t
 // The key of the element or timer being processed, `none` outside of one.
 extern bool weir_operator_context_current_key(co_operator_list_u8_t *ret);
 
-// Imported Functions from `weir:operator/logging@0.2.0`
+// Imported Functions from `weir:operator/logging@0.3.0`
 // Writes `message` at `level`. Messages longer than 64 KiB are truncated.
 extern void weir_operator_logging_log(weir_operator_logging_level_t level, co_operator_string_t *message);
 
-// Imported Functions from `weir:operator/batch@0.2.0`
-// Makes element `index` of the batch current: keyed state and timers are scoped to
-// its key, and `timers.current-watermark` answers the watermark in effect at that
-// element. Call it once per element, in order, before processing the element.
+// Imported Functions from `weir:operator/batch@0.3.0`
+// Loads `state` with every batch from the next one on: before each
+// `process-batch` the host reads the state's value for every distinct key of the
+// batch and passes the values in `input-batch.loaded` (in the order of the `load`
+// calls), and the guest gives each key's final value back in
+// `batch-result.updates`, which the host writes in one pass before it processes
+// anything else (a timer, a watermark, a barrier). Within the batch the guest
+// reads and writes its copy: a later element of a key sees the writes of the
+// earlier ones, as with per-call state. The state's time to live applies as
+// for per-call access: expired values are not loaded, writes are stamped with the
+// time of the batch, and a read reported back (`update-op.read`) refreshes an
+// entry whose time to live says so.
+// 
+// During a batch, a loaded state must not be used through `value-state` (that
+// traps: the host's copy is not current until the batch ends); outside of
+// batches (`on-timer`, `migrate`, `open`, `close`) it is used as any other.
+// Returns the index of the state among the loaded ones. Traps when there is a
+// current batch.
+extern uint32_t weir_operator_batch_load(weir_operator_batch_borrow_value_state_t state);
+// Makes element `index` of the current batch the current one for the calls that
+// need a current key or element (keyed state that is not loaded, timers,
+// `context.current-key`, `timers.current-watermark`). A guest calls it only
+// before such a call (an element that uses only loaded state and emits needs
+// none), and after registering an event-time timer, before the next element.
 // 
 // Returns `false` when the host needs the batch to stop before this element (an
-// event-time timer registered earlier in the batch fell due at a watermark between
-// the elements, or the batch emitted a lot already): the guest then returns
-// `index` at once, without processing the element; the host routes what was
-// emitted, fires the timer and sends the rest again.
-// Traps when `index` is out of range or out of order.
-extern bool weir_operator_batch_begin_element(uint32_t index);
+// event-time timer registered earlier in the batch falls due at a watermark
+// between the elements): the guest then returns at once with `processed` =
+// `index`; the host fires the timer and sends the rest again.
+// Traps when `index` is out of range or before an element focused earlier.
+extern bool weir_operator_batch_focus(uint32_t index);
+// What a batch did before it failed, from a guest about to trap in
+// `process-batch` (the Rust SDK calls it from its panic hook): the host delivers
+// the events of the elements before `partial.processed` and writes the state
+// updates, as if the batch had returned `partial`, and then reports the trap at
+// element `partial.processed`. Without it, a trap in a batch (a deadline, running
+// out of memory, a stack overflow) loses what the batch emitted and wrote to its
+// loaded states, and the host names the elements the trap happened among.
+extern void weir_operator_batch_abandon(weir_operator_batch_batch_result_t *partial);
 
-// Exported Functions from `weir:operator/co-handler@0.2.0`
+// Exported Functions from `weir:operator/co-handler@0.3.0`
 bool exports_weir_operator_co_handler_process_element_2(exports_weir_operator_co_handler_event_t *event, co_operator_string_t *err);
 
-// Exported Functions from `weir:operator/checkpointed@0.2.0`
+// Exported Functions from `weir:operator/checkpointed@0.3.0`
 bool exports_weir_operator_checkpointed_snapshot_state(uint64_t checkpoint_id, co_operator_string_t *err);
 
-// Exported Functions from `weir:operator/handler@0.2.0`
+// Exported Functions from `weir:operator/handler@0.3.0`
 bool exports_weir_operator_handler_open(co_operator_list_tuple2_string_string_t *config, co_operator_string_t *err);
-bool exports_weir_operator_handler_process_batch(exports_weir_operator_handler_list_event_t *events, uint32_t *ret, exports_weir_operator_handler_element_error_t *err);
+void exports_weir_operator_handler_process_batch(exports_weir_operator_handler_input_batch_t *batch, exports_weir_operator_handler_batch_result_t *ret);
 bool exports_weir_operator_handler_on_timer(int64_t timestamp, exports_weir_operator_handler_time_domain_t domain, co_operator_string_t *err);
 bool exports_weir_operator_handler_close(co_operator_string_t *err);
 uint32_t exports_weir_operator_handler_state_version(void);
@@ -391,11 +540,45 @@ void weir_operator_types_list_header_free(weir_operator_types_list_header_t *ptr
 
 void weir_operator_types_event_free(weir_operator_types_event_t *ptr);
 
+void weir_operator_types_element_header_free(weir_operator_types_element_header_t *ptr);
+
+void co_operator_list_u32_free(co_operator_list_u32_t *ptr);
+
+void co_operator_list_s64_free(co_operator_list_s64_t *ptr);
+
+void weir_operator_types_list_element_header_free(weir_operator_types_list_element_header_t *ptr);
+
+void weir_operator_types_flat_events_free(weir_operator_types_flat_events_t *ptr);
+
+void weir_operator_types_loaded_values_free(weir_operator_types_loaded_values_t *ptr);
+
+void weir_operator_types_list_loaded_values_free(weir_operator_types_list_loaded_values_t *ptr);
+
+void weir_operator_types_input_batch_free(weir_operator_types_input_batch_t *ptr);
+
+void weir_operator_types_list_update_op_free(weir_operator_types_list_update_op_t *ptr);
+
+void weir_operator_types_state_updates_free(weir_operator_types_state_updates_t *ptr);
+
+void co_operator_list_string_free(co_operator_list_string_t *ptr);
+
+void weir_operator_types_emitted_events_free(weir_operator_types_emitted_events_t *ptr);
+
+void weir_operator_types_element_error_free(weir_operator_types_element_error_t *ptr);
+
+void weir_operator_types_option_element_error_free(weir_operator_types_option_element_error_t *ptr);
+
+void weir_operator_types_list_state_updates_free(weir_operator_types_list_state_updates_t *ptr);
+
+void weir_operator_types_batch_result_free(weir_operator_types_batch_result_t *ptr);
+
 void weir_operator_collector_event_free(weir_operator_collector_event_t *ptr);
 
 void co_operator_tuple2_string_string_free(co_operator_tuple2_string_string_t *ptr);
 
 void co_operator_list_tuple2_string_string_free(co_operator_list_tuple2_string_string_t *ptr);
+
+void weir_operator_batch_batch_result_free(weir_operator_batch_batch_result_t *ptr);
 
 void exports_weir_operator_co_handler_event_free(exports_weir_operator_co_handler_event_t *ptr);
 
@@ -403,11 +586,9 @@ void exports_weir_operator_co_handler_result_void_string_free(exports_weir_opera
 
 void exports_weir_operator_handler_event_free(exports_weir_operator_handler_event_t *ptr);
 
-void exports_weir_operator_handler_element_error_free(exports_weir_operator_handler_element_error_t *ptr);
+void exports_weir_operator_handler_input_batch_free(exports_weir_operator_handler_input_batch_t *ptr);
 
-void exports_weir_operator_handler_list_event_free(exports_weir_operator_handler_list_event_t *ptr);
-
-void exports_weir_operator_handler_result_u32_element_error_free(exports_weir_operator_handler_result_u32_element_error_t *ptr);
+void exports_weir_operator_handler_batch_result_free(exports_weir_operator_handler_batch_result_t *ptr);
 
 // Sets the string `ret` to reference the input string `s` without copying it
 void co_operator_string_set(co_operator_string_t *ret, const char*s);
