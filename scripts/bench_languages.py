@@ -52,7 +52,7 @@ def run(component, count, cache):
     return elapsed, int(re.search(r"maxrss (\d+)", stderr).group(1)) / 1024
 
 
-print("keyed count, 10 000 keys, generator -> operator -> discard, release host, contract 0.2")
+print("keyed count, 10 000 keys, generator -> operator -> discard, release host, contract 0.3")
 print(f"{'language':<9} {'size MB':>8} {'events/s':>10} {'vs rust':>8} {'start cold':>11} {'start cached':>13} {'peak RSS MiB':>13}")
 rates = {}
 for language, component in components.items():
