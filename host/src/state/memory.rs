@@ -165,6 +165,14 @@ impl StateBackend for MemoryBackend {
         Ok(self.table(key).and_then(|t| t.values.get(key)).cloned())
     }
 
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        let value = self.table(key).and_then(|t| t.values.get(key));
+        if let Some(value) = value {
+            out.extend_from_slice(value);
+        }
+        Ok(value.is_some())
+    }
+
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         // One lookup: the budget is checked with the entry in hand (this is the hot path
         // of every value-state write).

@@ -104,6 +104,15 @@ impl Default for StateBudget {
 /// encoding so that backends can append without reading the whole list.
 pub trait StateBackend: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+    /// Appends the value under `key` to `out`; `false` when there is none. Backends that
+    /// can, copy it straight from where it lives (no allocation per read).
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        let value = self.get(key)?;
+        if let Some(value) = &value {
+            out.extend_from_slice(value);
+        }
+        Ok(value.is_some())
+    }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError>;
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError>;
     /// Appends one item to the list value stored under `key`.
@@ -482,6 +491,20 @@ impl KeyedState {
         }
     }
 
+    /// As [`KeyedState::value_load`], appending the value to `out` (`false` when there
+    /// is none): the batch's loaded values are one buffer.
+    pub fn value_load_into(&mut self, id: StateId, kg: u16, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        if self.ttl(id).is_some() {
+            let value = self.value_load(id, kg, key)?;
+            if let Some(value) = &value {
+                out.extend_from_slice(value);
+            }
+            return Ok(value.is_some());
+        }
+        self.key(id, kg, key);
+        self.backend.get_into(&self.scratch, out)
+    }
+
     /// The guest read a loaded value: refreshes its time to live when the state's
     /// says reads do, as a [`KeyedState::value_get`] would have.
     pub fn value_touch(&mut self, id: StateId, kg: u16, key: &[u8]) -> Result<(), StateError> {
@@ -691,6 +714,11 @@ pub(crate) mod conformance {
         s.value_set(v, 1, b"k", b"one").unwrap();
         s.value_set(v, 1, b"k", b"two").unwrap();
         assert_eq!(s.value_get(v, 1, b"k").unwrap(), Some(b"two".to_vec()));
+        // Loading appends to what the buffer holds (the batch's loaded values are one buffer).
+        let mut loaded = b"one".to_vec();
+        assert!(s.value_load_into(v, 1, b"k", &mut loaded).unwrap());
+        assert!(!s.value_load_into(v, 1, b"other", &mut loaded).unwrap());
+        assert_eq!(loaded, b"onetwo");
         s.clear(v, 1, b"k").unwrap();
         assert_eq!(s.value_get(v, 1, b"k").unwrap(), None);
         assert_eq!(s.backend().len(), 0);

@@ -201,6 +201,15 @@ impl StateBackend for RocksBackend {
         self.db.get(key).map_err(|e| error("get", e))
     }
 
+    fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        // Pinned: the value is copied once, from RocksDB's block into `out`.
+        let value = self.db.get_pinned(key).map_err(|e| error("get", e))?;
+        if let Some(value) = &value {
+            out.extend_from_slice(value);
+        }
+        Ok(value.is_some())
+    }
+
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         self.budget.check_entry(value.len())?;
         self.check_size(key.len() + value.len())?;

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use super::bindings::weir::operator::types::{
     ElementHeader, EmittedEvents, FlatEvents, Header, InputBatch, LoadedValues, StateUpdates, UpdateOp,
 };
@@ -93,7 +95,7 @@ impl FlatBatch {
         }
         // The distinct keys, in order of first appearance.
         let keys = &self.input.events.keys;
-        let mut slots: HashMap<&[u8], u32> = HashMap::with_capacity(events.len());
+        let mut slots: HashMap<&[u8], u32, RandomState> = HashMap::with_capacity_and_hasher(events.len(), RandomState::default());
         let mut start = 0u32;
         for (index, &end) in self.input.events.key_ends.iter().enumerate() {
             // Keyed state follows the edge (a keyed edge), not whether the event has a key.
@@ -118,13 +120,8 @@ impl FlatBatch {
             loaded.ends.clear();
             for &(start, end, key_group) in &self.distinct {
                 let key = &keys[start as usize..end as usize];
-                match ctx.state.value_load(id, key_group, key)? {
-                    Some(value) => {
-                        loaded.present.push(1);
-                        loaded.values.extend_from_slice(&value);
-                    }
-                    None => loaded.present.push(0),
-                }
+                let present = ctx.state.value_load_into(id, key_group, key, &mut loaded.values)?;
+                loaded.present.push(present as u8);
                 loaded.ends.push(loaded.values.len() as u32);
             }
         }
