@@ -32,6 +32,79 @@ pub struct Event {
     pub headers: Vec<Header>,
 }
 
+impl Event {
+    /// Makes this event `key`, `value` and `timestamp`, with no headers, writing into
+    /// the buffers it already has (a spare event keeps their capacity).
+    pub fn refill(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {
+        match (key, &mut self.key) {
+            (Some(key), Some(buffer)) => {
+                buffer.clear();
+                buffer.extend_from_slice(key);
+            }
+            (Some(key), none) => *none = Some(key.to_vec()),
+            (None, buffer) => *buffer = None,
+        }
+        self.value.clear();
+        self.value.extend_from_slice(value);
+        self.timestamp = timestamp;
+        self.headers.clear();
+    }
+}
+
+/// Events whose buffers are kept for reuse: a consumer hands the events it is done
+/// with back to their producer (through the channel they came on,
+/// `task::channel::ChannelReceiver::recycle`), and the producer fills them instead of
+/// allocating new ones. Records then cost no allocation, and no buffer is freed on
+/// another thread than the one that made it.
+///
+/// Only small buffers are kept ([`Spares::MAX_KEPT_BYTES`] each), and at most
+/// [`Spares::MAX_EVENTS`] events, so spares hold a few megabytes at most.
+#[derive(Debug, Default)]
+pub struct Spares {
+    events: Vec<Event>,
+}
+
+impl Spares {
+    /// Buffers above this capacity are freed rather than kept.
+    pub const MAX_KEPT_BYTES: usize = 1024;
+    /// The most events kept.
+    pub const MAX_EVENTS: usize = 2048;
+
+    /// An event to fill: a spare one (its contents are stale: overwrite every field,
+    /// as [`Event::refill`] does), or a new one.
+    pub fn take(&mut self) -> Event {
+        self.events.pop().unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Keeps the events of `spent` whose buffers are worth keeping, up to the limit.
+    pub fn keep(&mut self, spent: impl IntoIterator<Item = Event>) {
+        for event in spent {
+            if self.events.len() >= Self::MAX_EVENTS {
+                break;
+            }
+            if Self::worth_keeping(&event) {
+                self.events.push(event);
+            }
+        }
+    }
+
+    /// Whether `event`'s buffers are small enough to keep (large ones are freed where
+    /// they are spent).
+    pub fn worth_keeping(event: &Event) -> bool {
+        event.value.capacity() <= Self::MAX_KEPT_BYTES
+            && event.key.as_ref().is_none_or(|k| k.capacity() <= Self::MAX_KEPT_BYTES)
+            && event.headers.is_empty()
+    }
+}
+
 /// One header of an event: a name and opaque bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Header {

@@ -242,6 +242,9 @@ pub struct OperatorContext {
     /// A batch of contract 0.3 is running: its emits come back in its result, and
     /// loaded states are the guest's until it returns.
     pub in_flat_batch: bool,
+    /// Events handed back from downstream, for emitted events to be filled into
+    /// (topped up by the task before each run).
+    pub spares: crate::stream::Spares,
 }
 
 impl OperatorContext {
@@ -277,6 +280,7 @@ impl OperatorContext {
             operator_state: Default::default(),
             loaded: Vec::new(),
             in_flat_batch: false,
+            spares: crate::stream::Spares::default(),
         }
     }
 
@@ -630,12 +634,12 @@ pub fn process_each<L: OperatorLogic + ?Sized>(
             .begin_element(index)
             .map_err(|e| RunFailure::at(index, OperatorFailure::Contract(e.to_string())))?;
         if !go {
-            return Ok(RunOutcome { processed: index, rest: events.collect() });
+            return Ok(RunOutcome { processed: index, rest: events.collect(), spent: Vec::new() });
         }
         let event = events.next().expect("one event per element");
         logic.process_element(event).map_err(|f| RunFailure::at(index, f))?;
     }
-    Ok(RunOutcome { processed: count, rest: Vec::new() })
+    Ok(RunOutcome { processed: count, rest: Vec::new(), spent: Vec::new() })
 }
 
 /// Where in a run a call failed.
@@ -664,6 +668,9 @@ pub struct RunOutcome {
     pub processed: u32,
     /// The events of the elements that were not.
     pub rest: Vec<Event>,
+    /// Events of processed elements the logic is done with (logic that only copies
+    /// its input hands them back, for their producer to fill again).
+    pub spent: Vec<Event>,
 }
 
 /// The user logic of an operator subtask.

@@ -184,7 +184,8 @@ impl WasmOperator {
             return Err(RunFailure::at(error.index, OperatorFailure::Returned(error.message)));
         }
         let rest = events.split_off(processed as usize);
-        Ok(RunOutcome { processed, rest })
+        // The batch copied the processed elements: their events go back to be refilled.
+        Ok(RunOutcome { processed, rest, spent: events })
     }
 }
 
@@ -407,7 +408,7 @@ impl OperatorLogic for WasmOperator {
         };
         batch.clear();
         self.batch = batch;
-        outcome.map(|processed| RunOutcome { processed, rest })
+        outcome.map(|processed| RunOutcome { processed, rest, spent: Vec::new() })
     }
 
     fn on_timer(&mut self, timestamp: i64, domain: TimeDomain, _namespace: &[u8]) -> Result<(), OperatorFailure> {

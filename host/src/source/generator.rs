@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use std::io::Write;
+
 use super::{Pacer, Source, SourceError, SourcePoll};
-use crate::stream::Event;
+use crate::stream::{Event, Spares};
 
 /// Generates `{"seq": n, "key": "key-k", "value": v}` events keyed by `key-k`.
 pub struct GeneratorSource {
@@ -54,19 +56,31 @@ impl GeneratorSource {
 
     /// The event with sequence number `seq`.
     pub fn event(&self, seq: u64) -> Event {
+        let mut event = Event::default();
+        self.fill(seq, &mut event);
+        event
+    }
+
+    /// Makes `event` (whatever it held) the event with sequence number `seq`, in the
+    /// buffers it has.
+    pub fn fill(&self, seq: u64, event: &mut Event) {
         let random = splitmix64(self.seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let key = format!("key-{}", random % self.keys);
-        let value = if self.pad.is_empty() {
-            format!(r#"{{"seq":{seq},"key":"{key}","value":{}}}"#, (random >> 32) % 1000)
-        } else {
-            format!(r#"{{"seq":{seq},"key":"{key}","value":{},"pad":"{}"}}"#, (random >> 32) % 1000, self.pad)
-        };
-        Event {
-            key: Some(key.into_bytes()),
-            value: value.into_bytes(),
-            timestamp: Some(self.start_ms + seq as i64 * self.step_ms),
-            headers: Vec::new(),
+        let mut key = event.key.take().unwrap_or_default();
+        key.clear();
+        // Writing into a Vec cannot fail.
+        let _ = write!(key, "key-{}", random % self.keys);
+        let value = &mut event.value;
+        value.clear();
+        let _ = write!(value, r#"{{"seq":{seq},"key":""#);
+        value.extend_from_slice(&key);
+        let _ = write!(value, r#"","value":{}"#, (random >> 32) % 1000);
+        if !self.pad.is_empty() {
+            let _ = write!(value, r#","pad":"{}""#, self.pad);
         }
+        value.push(b'}');
+        event.key = Some(key);
+        event.timestamp = Some(self.start_ms + seq as i64 * self.step_ms);
+        event.headers.clear();
     }
 }
 
@@ -88,6 +102,10 @@ impl Source for GeneratorSource {
     }
 
     fn poll(&mut self) -> Result<SourcePoll, SourceError> {
+        self.poll_reusing(&mut Spares::default())
+    }
+
+    fn poll_reusing(&mut self, spares: &mut Spares) -> Result<SourcePoll, SourceError> {
         if self.count.is_some_and(|count| self.next >= count) {
             return Ok(SourcePoll::End);
         }
@@ -96,7 +114,9 @@ impl Source for GeneratorSource {
         }
         let seq = self.next;
         self.next += 1;
-        Ok(SourcePoll::Record { event: self.event(seq), offset: seq as i64, split: 0 })
+        let mut event = spares.take();
+        self.fill(seq, &mut event);
+        Ok(SourcePoll::Record { event, offset: seq as i64, split: 0 })
     }
 
     fn position(&self) -> serde_json::Value {
@@ -116,6 +136,31 @@ impl Source for GeneratorSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spare_event_is_filled_exactly_as_a_new_one() {
+        use crate::stream::Header;
+        let g = GeneratorSource::new("g", None, None, 10, 7, 0, 1).unwrap();
+        let mut spares = Spares::default();
+        let stale = Event {
+            key: Some(b"a much longer stale key than any generated one".to_vec()),
+            value: vec![b'x'; 300],
+            timestamp: None,
+            headers: Vec::new(),
+        };
+        spares.keep([stale]);
+        let mut from_spare = spares.take();
+        assert_eq!(from_spare.value.len(), 300, "the spare kept");
+        from_spare.headers.push(Header { name: "h".into(), value: b"v".to_vec() });
+        g.fill(12, &mut from_spare);
+        assert_eq!(from_spare, g.event(12));
+        let value = String::from_utf8(from_spare.value).unwrap();
+        let key = String::from_utf8(from_spare.key.unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(json["seq"], 12);
+        assert_eq!(json["key"], key.as_str());
+        assert!(key.starts_with("key-") && json["value"].as_u64().unwrap() < 1000, "{value}");
+    }
 
     #[test]
     fn same_seed_same_events_and_count_is_honoured() {

@@ -15,7 +15,7 @@ pub use file::{DEFAULT_MAX_RECORD_BYTES, FileSource};
 pub use generator::GeneratorSource;
 pub use kafka::KafkaSource;
 
-use crate::stream::Event;
+use crate::stream::{Event, Spares};
 
 /// A source that failed (and cannot go on).
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,12 @@ pub trait Source: Send {
     /// What offsets count (`line`, `seq`, `offset`).
     fn unit(&self) -> &'static str;
     fn poll(&mut self) -> Result<SourcePoll, SourceError>;
+    /// As [`Source::poll`], filling an event of `spares` (buffers the consumers handed
+    /// back) instead of allocating one, where the source can.
+    fn poll_reusing(&mut self, spares: &mut Spares) -> Result<SourcePoll, SourceError> {
+        let _ = spares;
+        self.poll()
+    }
     /// Makes everything the source did so far durable (dead letters) before a
     /// checkpoint saves its position.
     fn prepare_checkpoint(&mut self) -> Result<(), SourceError> {

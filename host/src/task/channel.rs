@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendError, Sender, TryRecvError, TrySendError};
 
-use crate::stream::{CheckpointBarrier, Message};
+use crate::stream::{CheckpointBarrier, Element, Event, Message, Spares};
 
 /// A barrier sent on the priority lane: it follows the first `after` messages sent on
 /// the data lane, which may still be queued.
@@ -94,12 +94,25 @@ impl Budget {
     }
 }
 
+/// Events the receiver is done with, on their way back to the sender to be filled
+/// again (see [`crate::stream::Spares`]): a few batches' worth, in chunks.
+#[derive(Debug, Default)]
+struct Recycled {
+    chunks: Mutex<Vec<Vec<Event>>>,
+}
+
+impl Recycled {
+    /// The most chunks (about batches) held; beyond that, spent events are freed.
+    const MAX_CHUNKS: usize = 4;
+}
+
 /// The sending end of a channel.
 #[derive(Debug, Clone)]
 pub struct ChannelSender {
     tx: Sender<Message>,
     priority: Sender<Overtaking>,
     budget: Arc<Budget>,
+    recycled: Arc<Recycled>,
 }
 
 /// The receiving end of a channel.
@@ -108,6 +121,7 @@ pub struct ChannelReceiver {
     rx: Receiver<Message>,
     priority: Receiver<Overtaking>,
     budget: Arc<Budget>,
+    recycled: Arc<Recycled>,
     /// Messages taken from the data lane so far.
     taken: u64,
     /// Names the channel in checkpoints (`upstream#subtask`, with the output and input
@@ -129,14 +143,20 @@ pub fn channel(capacity: usize, max_bytes: usize) -> (ChannelSender, ChannelRece
         closed: AtomicBool::new(false),
         sent: AtomicU64::new(0),
     });
+    let recycled = Arc::new(Recycled::default());
     (
-        ChannelSender { tx, priority: priority_tx, budget: budget.clone() },
-        ChannelReceiver { rx, priority, budget, taken: 0, name: "".into() },
+        ChannelSender { tx, priority: priority_tx, budget: budget.clone(), recycled: recycled.clone() },
+        ChannelReceiver { rx, priority, budget, recycled, taken: 0, name: "".into() },
     )
 }
 
 impl ChannelSender {
     /// Sends `message`, waiting while the channel is full in messages or in bytes.
+    /// A chunk of events the receiver is done with, if it handed any back.
+    pub fn take_recycled(&self) -> Option<Vec<Event>> {
+        self.recycled.chunks.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
     pub fn send(&self, message: Message) -> Result<(), SendError<Message>> {
         self.send_timed(message).map(|_| ())
     }
@@ -216,6 +236,35 @@ impl ChannelSender {
 }
 
 impl ChannelReceiver {
+    /// Hands events this end is done with back to the sender, to be filled again
+    /// rather than freed here (on another thread than the one that made them). Freed
+    /// after all when the sender has enough waiting.
+    pub fn recycle(&self, mut events: Vec<Event>) {
+        events.retain(Spares::worth_keeping);
+        if events.is_empty() {
+            return;
+        }
+        let mut chunks = self.recycled.chunks.lock().unwrap_or_else(|e| e.into_inner());
+        if chunks.len() < Recycled::MAX_CHUNKS {
+            chunks.push(events);
+        }
+    }
+
+    /// As [`ChannelReceiver::recycle`], for the records of a batch that was delivered.
+    pub fn recycle_batch(&self, elements: Vec<Element>) {
+        if self.recycled.chunks.lock().unwrap_or_else(|e| e.into_inner()).len() >= Recycled::MAX_CHUNKS {
+            return;
+        }
+        let events = elements
+            .into_iter()
+            .filter_map(|element| match element {
+                Element::Record(record) if Spares::worth_keeping(&record.event) => Some(record.event),
+                _ => None,
+            })
+            .collect();
+        self.recycle(events);
+    }
+
     /// Names the channel (see [`ChannelReceiver::name`]).
     pub fn named(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
@@ -288,6 +337,37 @@ mod tests {
             ingested: None,
         });
         Message::Batch(batch)
+    }
+
+    /// Delivered batches go back to the sender as spares, a bounded number of them,
+    /// and the buffers the producer then fills are the ones it sent (no new allocation).
+    #[test]
+    fn delivered_events_go_back_to_the_sender_to_be_filled_again() {
+        let (tx, mut rx) = channel(16, 1 << 20);
+        for _ in 0..6 {
+            tx.send(batch(100)).unwrap();
+        }
+        let mut sent_buffers = Vec::new();
+        for _ in 0..6 {
+            let Message::Batch(batch) = rx.try_recv().unwrap() else { panic!("a batch") };
+            rx.delivered(&Message::Batch(batch.clone()));
+            let Element::Record(record) = &batch.elements[0] else { panic!("a record") };
+            sent_buffers.push(record.event.value.as_ptr());
+            rx.recycle_batch(batch.elements);
+        }
+        let mut spares = crate::stream::Spares::default();
+        while let Some(chunk) = tx.take_recycled() {
+            spares.keep(chunk);
+        }
+        assert_eq!(spares.len(), Recycled::MAX_CHUNKS, "at most {} chunks wait", Recycled::MAX_CHUNKS);
+        let mut event = spares.take();
+        assert!(sent_buffers.contains(&event.value.as_ptr()));
+        event.refill(Some(b"k"), b"fresh", Some(3));
+        assert_eq!(event, Event { key: Some(b"k".to_vec()), value: b"fresh".to_vec(), timestamp: Some(3), headers: vec![] });
+        assert!(sent_buffers.contains(&event.value.as_ptr()), "filled in place");
+        // Large buffers are freed rather than kept.
+        spares.keep([Event { value: Vec::with_capacity(crate::stream::Spares::MAX_KEPT_BYTES + 1), ..Event::default() }]);
+        assert_eq!(spares.len(), Recycled::MAX_CHUNKS - 1);
     }
 
     #[test]

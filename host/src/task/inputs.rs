@@ -149,6 +149,21 @@ impl Inputs {
         self.inputs.len()
     }
 
+    /// Hands events the task is done with back to the producer of input `index`
+    /// (see [`ChannelReceiver::recycle`]).
+    pub fn recycle(&self, index: usize, events: Vec<crate::stream::Event>) {
+        if let Some(input) = self.inputs.get(index) {
+            input.receiver.recycle(events);
+        }
+    }
+
+    /// As [`Inputs::recycle`], for the records of a delivered batch.
+    pub fn recycle_batch(&self, index: usize, batch: Batch) {
+        if let Some(input) = self.inputs.get(index) {
+            input.receiver.recycle_batch(batch.elements);
+        }
+    }
+
     /// The input whose channel is named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.inputs.iter().position(|i| &**i.receiver.name() == name)

@@ -13,7 +13,7 @@ use super::channel::ChannelSender;
 use crate::metrics::TaskMetrics;
 use crate::stream::Partitioning;
 use crate::keygroup::{assign_key_group, subtask_for_key_group};
-use crate::stream::{Batch, CheckpointBarrier, Message, Record};
+use crate::stream::{Batch, CheckpointBarrier, Message, Record, Spares};
 use crate::watermark::Watermark;
 
 /// When output batches are sent.
@@ -125,6 +125,21 @@ impl Router {
     /// Counts the time this router waits for room downstream in `metrics`.
     pub fn measure(&mut self, metrics: Arc<TaskMetrics>) {
         self.metrics = metrics;
+    }
+
+    /// Tops `spares` up to about `want` events with what the consumers downstream
+    /// handed back ([`super::channel::ChannelReceiver::recycle`]).
+    pub fn collect_spares(&mut self, spares: &mut Spares, want: usize) {
+        for edge in self.ports.iter().flatten() {
+            for sender in &edge.senders {
+                if spares.len() >= want {
+                    return;
+                }
+                if let Some(chunk) = sender.take_recycled() {
+                    spares.keep(chunk);
+                }
+            }
+        }
     }
 
     /// Whether anything consumes `port`.

@@ -147,7 +147,7 @@ impl SinkTask {
         loop {
             self.serve_commits()?;
             match self.inputs.next(POLL_INTERVAL) {
-                Next::Message(_, Message::Batch(batch)) => {
+                Next::Message(input, Message::Batch(batch)) => {
                     for element in &batch.elements {
                         let Element::Record(record) = element else { continue };
                         self.sink.write(&record.event)?;
@@ -156,6 +156,8 @@ impl SinkTask {
                         }
                     }
                     self.metrics.add_in(batch.records as u64);
+                    // Written: the events go back to their producer to be filled again.
+                    self.inputs.recycle_batch(input, batch);
                     // One clock read per batch paces the flushes: buffered output
                     // reaches the file at least every FLUSH_INTERVAL.
                     let now = std::time::Instant::now();

@@ -12,7 +12,7 @@ use crate::checkpoint::{CoordinatorMessage, TaskState};
 use crate::metrics::TaskMetrics;
 use crate::error::ErrorPolicy;
 use crate::source::{Source, SourcePoll};
-use crate::stream::{LATENCY_SAMPLE, Label, Message, Position, Record};
+use crate::stream::{LATENCY_SAMPLE, Label, Message, Position, Record, Spares};
 use crate::watermark::{MAX_WATERMARK, SplitWatermarks, Watermark, WatermarkStrategy};
 
 /// How many records the source reads between looks at the batch timeout.
@@ -76,6 +76,8 @@ impl SourceTask {
         let mut in_flight: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
         let mut labels = SplitLabels::default();
         let mut polled_records: i64 = 0;
+        // Events the consumers handed back, for the source to fill (see `Spares`).
+        let mut spares = Spares::default();
         loop {
             if self.control.is_cancelled() {
                 return Ok(());
@@ -85,7 +87,10 @@ impl SourceTask {
             if self.serve_commands(&watermarks, &mut in_flight).is_err() || self.control.is_cancelled() {
                 return Ok(());
             }
-            let polled = self.source.poll()?;
+            if spares.is_empty() {
+                self.router.collect_spares(&mut spares, Spares::MAX_EVENTS / 2);
+            }
+            let polled = self.source.poll_reusing(&mut spares)?;
             if let SourcePoll::Record { .. } | SourcePoll::Malformed { .. } | SourcePoll::DeadLettered { .. } = &polled {
                 self.counted.0 += 1;
             }

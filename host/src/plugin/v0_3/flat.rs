@@ -236,12 +236,10 @@ pub fn deliver(emitted: EmittedEvents, processed: u32, ctx: &mut OperatorContext
             0 => None,
             port => Some(outputs.get(port as usize - 1).ok_or_else(|| bad("an emitted event names an output not in `outputs`"))?.as_str()),
         };
-        let event = Event {
-            key: (flags & HAS_KEY != 0).then(|| key.to_vec()),
-            value: value.to_vec(),
-            timestamp: (flags & HAS_TIMESTAMP != 0).then_some(events.timestamps[index]),
-            headers: event_headers,
-        };
+        let mut event = ctx.spares.take();
+        let timestamp = (flags & HAS_TIMESTAMP != 0).then_some(events.timestamps[index]);
+        event.refill((flags & HAS_KEY != 0).then_some(key), value, timestamp);
+        event.headers = event_headers;
         ctx.emit_from_batch(at, output, event);
     }
     if headers.next().is_some() {

@@ -29,7 +29,7 @@ use crate::state::SnapshotTarget;
 use crate::metrics::TaskMetrics;
 use crate::error::ErrorPolicy;
 use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic, Port};
-use crate::stream::{Batch, Element, Event, Label, Message, Position, Record};
+use crate::stream::{Batch, Element, Event, Label, Message, Position, Record, Spares};
 use crate::timers::{TimeDomain, Timer};
 use crate::watermark::{InputWatermarks, Watermark};
 

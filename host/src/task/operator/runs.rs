@@ -70,7 +70,7 @@ impl OperatorTask {
             if let Some(timestamp) = events.first().and_then(|e| e.timestamp).filter(|_| records_clock) {
                 self.advance_clock(timestamp, timer_source)?;
             }
-            self.process_run(&mut items, events, timer_source)?;
+            self.process_run(input, &mut items, events, timer_source)?;
             self.run_items = items;
             if let Some(advanced) = firing {
                 self.advance(advanced, timer_source)?;
@@ -148,14 +148,21 @@ impl OperatorTask {
     /// Hands `events` (the records among `items`) to the operator, as many calls as
     /// timers falling due require, and routes what they emitted interleaved with the
     /// late records and watermarks of `items`, in input order.
+    /// Hands `events` (from input `input`) to the logic in as many calls as it takes.
     pub(super) fn process_run(
         &mut self,
+        input: usize,
         items: &mut VecDeque<RunItem>,
         mut events: Vec<Event>,
         timer_source: &Label,
     ) -> Result<(), TaskError> {
         while !events.is_empty() {
             self.before_call(events.len() as u64)?;
+            // Buffers handed back from downstream, for what the run emits.
+            let spares = &mut self.logic.context().spares;
+            if spares.len() < events.len() {
+                self.router.collect_spares(spares, Spares::MAX_EVENTS / 2);
+            }
             if self.keyed && self.migration.is_some() {
                 for event in &events {
                     self.migrate_key(event.key.as_deref().unwrap_or_default())?;
@@ -178,7 +185,10 @@ impl OperatorTask {
             let mut at = std::mem::take(&mut self.emitted_at);
             ctx.swap_emitted_with_elements(&mut emitted, &mut at);
             let (processed, rest, failure) = match result {
-                Ok(outcome) => (outcome.processed, outcome.rest, None),
+                Ok(outcome) => {
+                    self.inputs.recycle(input, outcome.spent);
+                    (outcome.processed, outcome.rest, None)
+                }
                 Err(failed) => (failed.index, Vec::new(), Some(failed)),
             };
             self.route_items(items, processed, emitted.drain(..).zip(at.drain(..)), timer_source)?;
