@@ -84,6 +84,11 @@ impl Spares {
         self.events.is_empty()
     }
 
+    /// Gives up the spares beyond the first `keep` (to pass them on upstream).
+    pub fn surplus(&mut self, keep: usize) -> Vec<Event> {
+        self.events.split_off(keep.min(self.events.len()))
+    }
+
     /// Keeps the events of `spent` whose buffers are worth keeping, up to the limit.
     pub fn keep(&mut self, spent: impl IntoIterator<Item = Event>) {
         for event in spent {

@@ -54,9 +54,12 @@ impl OperatorLogic for KeyedCount {
         let count = previous + 1;
         state.value_set(id, kg, key, count.to_string().as_bytes())?;
         let text = String::from_utf8_lossy(key);
-        let value = serde_json::to_vec(&Count { key: &text, count })
+        // The output is written into the input's buffers (same key and timestamp).
+        let mut out = event;
+        out.value.clear();
+        out.headers.clear();
+        serde_json::to_writer(&mut out.value, &Count { key: &text, count })
             .map_err(|e| OperatorFailure::Returned(e.to_string()))?;
-        let out = Event { key: event.key, value, timestamp: event.timestamp, headers: vec![] };
         self.ctx.emit(None, out).map_err(trap)
     }
 

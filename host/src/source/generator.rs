@@ -67,6 +67,9 @@ impl GeneratorSource {
         let random = splitmix64(self.seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut key = event.key.take().unwrap_or_default();
         key.clear();
+        // A new event's buffers are made about the right size at once.
+        key.reserve(16);
+        event.value.reserve(64 + self.pad.len());
         // Writing into a Vec cannot fail.
         let _ = write!(key, "key-{}", random % self.keys);
         let value = &mut event.value;

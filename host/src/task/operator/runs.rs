@@ -161,8 +161,9 @@ impl OperatorTask {
             // Buffers handed back from downstream, for what the run emits.
             let spares = &mut self.logic.context().spares;
             if spares.len() < events.len() {
-                self.router.collect_spares(spares, Spares::MAX_EVENTS / 2);
+                self.router.collect_spares(spares, events.len());
             }
+            let spares_before = spares.len();
             if self.keyed && self.migration.is_some() {
                 for event in &events {
                     self.migrate_key(event.key.as_deref().unwrap_or_default())?;
@@ -186,7 +187,15 @@ impl OperatorTask {
             ctx.swap_emitted_with_elements(&mut emitted, &mut at);
             let (processed, rest, failure) = match result {
                 Ok(outcome) => {
-                    self.inputs.recycle(input, outcome.spent);
+                    // The input's events go back to their producer. Logic that took no
+                    // spares (it writes its output into its input's events) passes
+                    // them on upstream too, so that buffers circulate.
+                    let spares = &mut self.logic.context().spares;
+                    let mut spent = outcome.spent;
+                    if spares.len() == spares_before {
+                        spent.extend(spares.surplus(0));
+                    }
+                    self.inputs.recycle(input, spent);
                     (outcome.processed, outcome.rest, None)
                 }
                 Err(failed) => (failed.index, Vec::new(), Some(failed)),
