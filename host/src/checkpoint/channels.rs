@@ -9,7 +9,7 @@
 //! the order they were sent.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use crate::state::snapshot::{FileEntry, read_entries, write_file};
 use crate::stream::{Batch, Element, Event, Header, Label, Position, Record};
@@ -146,7 +146,7 @@ fn encode_batch(batch: &Batch) -> Vec<u8> {
                     put_bytes(&mut out, &header.value);
                 }
                 put_bytes(&mut out, record.position.source.text().as_bytes());
-                put_bytes(&mut out, record.position.unit.as_bytes());
+                put_bytes(&mut out, record.position.unit.text().as_bytes());
                 out.extend_from_slice(&record.position.offset.to_be_bytes());
                 out.extend_from_slice(&record.key_group.to_be_bytes());
             }
@@ -187,19 +187,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Position units are static strings (`line`, `seq`, `offset`, ...); a restored one is
-/// interned once, so the set stays as small as the set of units.
-fn intern_unit(unit: &str) -> &'static str {
-    static UNITS: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
-    let mut units = UNITS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(known) = units.iter().find(|u| **u == unit) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(unit.to_string().into_boxed_str());
-    units.push(leaked);
-    leaked
-}
-
 fn decode_batch(bytes: &[u8]) -> Option<Batch> {
     let mut r = Reader { bytes };
     let count = r.u32()?;
@@ -222,7 +209,7 @@ fn decode_batch(bytes: &[u8]) -> Option<Batch> {
                     .map(|_| Some(Header { name: r.text()?.to_string(), value: r.bytes()?.to_vec() }))
                     .collect::<Option<Vec<_>>>()?;
                 let source = Label::intern(r.text()?);
-                let unit = intern_unit(r.text()?);
+                let unit = Label::intern(r.text()?);
                 let offset = r.i64()?;
                 let key_group = u16::from_be_bytes(r.take(2)?.try_into().ok()?);
                 batch.push_record(Record {
@@ -250,7 +237,7 @@ mod tests {
                 timestamp: Some(offset * 10),
                 headers: vec![Header { name: "h".into(), value: b"v".to_vec() }],
             },
-            position: Position { source: Label::intern("channels-test.jsonl"), unit: "line", offset },
+            position: Position { source: Label::intern("channels-test.jsonl"), unit: Label::intern("line"), offset },
             key_group: 17,
             ingested: None,
         }

@@ -332,7 +332,7 @@ mod tests {
         let mut batch = Batch::default();
         batch.push_record(Record {
             event: Event { key: None, value: vec![7; value_bytes], timestamp: None, headers: vec![] },
-            position: Position { source: Label::intern("channel-test"), unit: "seq", offset: 0 },
+            position: Position { source: Label::intern("channel-test"), unit: Label::intern("seq"), offset: 0 },
             key_group: 0,
             ingested: None,
         });

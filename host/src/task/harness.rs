@@ -149,7 +149,7 @@ impl OperatorHarness {
     pub fn element(&mut self, event: Event) -> &mut Self {
         self.offset += 1;
         let key_group = event.key.as_deref().map_or(0, |k| assign_key_group(k, DEFAULT_MAX_PARALLELISM));
-        let position = Position { source: Label::intern("harness input"), unit: "element", offset: self.offset };
+        let position = Position { source: Label::intern("harness input"), unit: Label::intern("element"), offset: self.offset };
         self.batch.push_record(Record { event, position, key_group, ingested: None });
         self
     }

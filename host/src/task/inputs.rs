@@ -581,7 +581,7 @@ mod tests {
         for v in values {
             batch.push_record(Record {
                 event: Event { key: None, value: v.to_string().into_bytes(), timestamp: None, headers: vec![] },
-                position: Position { source: Label::intern("inputs-test"), unit: "seq", offset: *v },
+                position: Position { source: Label::intern("inputs-test"), unit: Label::intern("seq"), offset: *v },
                 key_group: 0,
                 ingested: None,
             });

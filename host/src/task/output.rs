@@ -299,7 +299,7 @@ mod tests {
     fn record(key: Option<&str>, offset: i64) -> Record {
         Record {
             event: Event { key: key.map(|k| k.as_bytes().to_vec()), value: offset.to_string().into_bytes(), timestamp: None, headers: vec![] },
-            position: Position { source: Label::intern("router-test"), unit: "seq", offset },
+            position: Position { source: Label::intern("router-test"), unit: Label::intern("seq"), offset },
             key_group: 0,
             ingested: None,
         }

@@ -69,7 +69,7 @@ impl SourceTask {
     }
 
     fn run_loop(&mut self) -> Result<(), TaskError> {
-        let unit = self.source.unit();
+        let unit = Label::intern(self.source.unit());
         let mut watermarks = SplitWatermarks::new(&self.strategy);
         watermarks.restore(&self.restored_max_timestamps);
         // Positions of checkpoints in flight, for `checkpoint_complete`.

@@ -29,7 +29,7 @@ use crate::state::SnapshotTarget;
 use crate::metrics::TaskMetrics;
 use crate::error::ErrorPolicy;
 use crate::operator::{OperatorContext, OperatorFailure, OperatorLogic, Port};
-use crate::stream::{Batch, Element, Event, Label, Message, Position, Record, Spares};
+use crate::stream::{Batch, Element, Event, Label, Message, Position, Record};
 use crate::timers::{TimeDomain, Timer};
 use crate::watermark::{InputWatermarks, Watermark};
 
@@ -289,7 +289,7 @@ impl OperatorTask {
 
     fn run_loop(&mut self, watermarks: &mut InputWatermarks) -> Result<(), TaskError> {
         let timer_source = Label::intern(&format!("timer of `{}`", self.uid));
-        let opening = Position { source: Label::intern(&format!("open of `{}`", self.uid)), unit: "at", offset: 0 };
+        let opening = Position { source: Label::intern(&format!("open of `{}`", self.uid)), unit: Label::at(), offset: 0 };
         self.logic.open().map_err(|f| self.failure(Doing::Opening, f))?;
         self.route_emitted(&opening, None)?;
         if let Some(from) = self.migrate_from {
@@ -401,7 +401,7 @@ impl OperatorTask {
         }
         self.logic.context().set_current_key(None);
         self.logic.close().map_err(|f| self.failure(Doing::Closing, f))?;
-        let closing = Position { source: Label::intern(&format!("close of `{}`", self.uid)), unit: "at", offset: 0 };
+        let closing = Position { source: Label::intern(&format!("close of `{}`", self.uid)), unit: Label::at(), offset: 0 };
         self.route_emitted(&closing, None)?;
         self.broadcast(Message::EndOfData)
     }

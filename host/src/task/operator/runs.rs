@@ -208,7 +208,7 @@ impl OperatorTask {
                     RunItem::Record { position, .. } => Some(*position),
                     _ => None,
                 });
-                let position = records.next().unwrap_or(Position { source: *timer_source, unit: "at", offset: 0 });
+                let position = records.next().unwrap_or(Position { source: *timer_source, unit: Label::at(), offset: 0 });
                 let last = records.nth(failed.among.saturating_sub(2) as usize).filter(|_| failed.among > 1);
                 items.clear();
                 let doing = match &last {

@@ -108,7 +108,7 @@ impl OperatorTask {
         if let Err(failure) = fired {
             return Err(self.failure(Doing::Timer(domain, &timer), failure));
         }
-        let position = Position { source: *source, unit: "at", offset: timer.timestamp };
+        let position = Position { source: *source, unit: Label::at(), offset: timer.timestamp };
         self.route_emitted(&position, None)
     }
 }
