@@ -468,7 +468,7 @@ impl Job {
                 let logic: Box<dyn OperatorLogic> = match (&op.component, &op.native) {
                     _ if op.window.is_some() => {
                         let window = op.window.as_ref().expect("checked");
-                        let guests = crate::plugin::window::window_guests(window, &self.functions[&op.uid], &ctx, op.limits)
+                        let guests = crate::window::Guests::instantiate(window, &self.functions[&op.uid], &ctx, op.limits)
                             .map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?;
                         Box::new(WindowOperator::new(ctx, window, guests).map_err(|message| {
                             JobError::Spec(SpecError { path: spec.name.clone().into(), message })

@@ -226,22 +226,3 @@ impl ProcessWindow for WasmFunction {
         Ok(out.into_iter().map(v0_2::event).collect())
     }
 }
-
-/// Instantiates the components a window names (loaded in the order of
-/// [`crate::window::WindowSpec::components`]) for one subtask.
-pub fn window_guests(
-    spec: &crate::window::WindowSpec,
-    plugins: &[FunctionPlugin],
-    ctx: &OperatorContext,
-    limits: Limits,
-) -> Result<crate::window::Guests, PluginError> {
-    let mut guests = crate::window::Guests::default();
-    for ((_, kind), plugin) in spec.components().into_iter().zip(plugins) {
-        let instance = Box::new(plugin.instantiate(ctx.placeholder(), limits)?);
-        match kind {
-            FunctionKind::Aggregate | FunctionKind::Reduce => guests.aggregate = Some(instance),
-            FunctionKind::Process => guests.process = Some(instance),
-        }
-    }
-    Ok(guests)
-}

@@ -117,7 +117,7 @@ impl OperatorHarness {
                 for (path, kind) in components {
                     plugins.push(runtime.load_function(Path::new(path), kind)?);
                 }
-                (crate::plugin::window::window_guests(&spec, &plugins, &ctx, Limits::default())?, Some(runtime))
+                (crate::window::Guests::instantiate(&spec, &plugins, &ctx, Limits::default())?, Some(runtime))
             }
         };
         let logic = crate::window::WindowOperator::new(ctx, &spec, guests).map_err(anyhow::Error::msg)?;

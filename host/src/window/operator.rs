@@ -6,7 +6,10 @@ use crate::stream::Event;
 use crate::timers::TimeDomain;
 use super::assigner::{Sessions, Sliding, Window};
 use super::function::{Aggregate, BuiltinAggregate, ProcessWindow};
+use crate::plugin::window::FunctionPlugin;
+use crate::plugin::{Limits, PluginError};
 use super::codec::{decode_event, encode_event};
+use super::function::FunctionKind;
 use super::spec::*;
 
 /// What a firing window holds.
@@ -20,6 +23,27 @@ enum Contents {
 pub struct Guests {
     pub aggregate: Option<Box<dyn Aggregate>>,
     pub process: Option<Box<dyn ProcessWindow>>,
+}
+
+impl Guests {
+    /// Instantiates the components a window names (loaded in the order of
+    /// [`WindowSpec::components`]) for one subtask.
+    pub fn instantiate(
+        spec: &WindowSpec,
+        plugins: &[FunctionPlugin],
+        ctx: &OperatorContext,
+        limits: Limits,
+    ) -> Result<Guests, PluginError> {
+        let mut guests = Guests::default();
+        for ((_, kind), plugin) in spec.components().into_iter().zip(plugins) {
+            let instance = Box::new(plugin.instantiate(ctx.placeholder(), limits)?);
+            match kind {
+                FunctionKind::Aggregate | FunctionKind::Reduce => guests.aggregate = Some(instance),
+                FunctionKind::Process => guests.process = Some(instance),
+            }
+        }
+        Ok(guests)
+    }
 }
 
 /// What a trigger says (Flink's `TriggerResult`).
