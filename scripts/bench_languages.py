@@ -1,6 +1,7 @@
 """The per-language keyed-count benchmark behind scripts/bench-languages."""
 import os
 import re
+import subprocess
 import sys
 import tempfile
 
@@ -14,8 +15,11 @@ components = {
     "js": os.path.join(out, "keyed_count_js.wasm"),
     "c": os.path.join(out, "keyed_count_c.wasm"),
 }
-# Optional: only the languages named after the directories (Rust always, as the base).
-only = set(sys.argv[3:])
+# Optional: only the languages named after the directories (Rust always, as the base);
+# `pyflink` also runs PyFlink 2.3's keyed count (thread and process mode) beside Python.
+args = set(sys.argv[3:])
+with_pyflink = "pyflink" in args
+only = args - {"pyflink"}
 if only:
     components = {k: v for k, v in components.items() if k == "rust" or k in only}
 work = tempfile.mkdtemp(prefix="weir-bench-languages-")
@@ -72,3 +76,17 @@ for language, component in components.items():
     rates[language] = best
     size = os.path.getsize(component) / 1e6
     print(f"{language:<9} {size:>8.1f} {best:>10,.0f} {best / rates['rust']:>7.2f}x {cold:>10.2f}s {cached:>12.2f}s {rss:>13.0f}")
+
+if with_pyflink and "python" in rates:
+    # The same keyed count as a PyFlink KeyedProcessFunction with ValueState, steady state
+    # of two run lengths (../shared/bench/pyflink/run.sh, which installs PyFlink once).
+    peer = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench", "pyflink", "run.sh")
+    print("python beside PyFlink 2.3 (same job, steady state)")
+    for mode in ("thread", "process"):
+        result = subprocess.run(["bash", peer, "keyed", mode], capture_output=True, text=True)
+        found = re.search(r"= ([\d,]+) events/s", result.stdout)
+        if not found:
+            print(f"pyflink {mode}: no result ({result.stderr.strip().splitlines()[-1:]})")
+            continue
+        pyflink = float(found.group(1).replace(",", ""))
+        print(f"pyflink {mode:<8} {pyflink:>10,.0f} events/s; weir python {rates['python']:,.0f}: {rates['python'] / pyflink:.1f}x")
