@@ -31,6 +31,8 @@ pub mod source;
 pub mod state;
 pub mod stream;
 pub mod task;
+#[cfg(test)]
+mod test_rng;
 pub mod timers;
 pub use weir_toolchain as toolchain;
 pub mod watermark;

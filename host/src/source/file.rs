@@ -188,20 +188,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// Seeded pseudo-random numbers (splitmix64), so a failure reproduces.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// A hostile line: random bytes (invalid UTF-8, NULs, lone quotes), a line longer
     /// than the limit, JSON nested thousands deep, a valid object with odd key and
@@ -227,7 +214,7 @@ mod tests {
         // Property: whatever the bytes, each line becomes an event (valid objects) or a
         // malformed record naming its line, in order, and the source reaches the end.
         for seed in 0..40 {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let mut file = tempfile::NamedTempFile::new().unwrap();
             let mut expected = Vec::new();
             for _ in 0..50 {

@@ -369,13 +369,8 @@ mod tests {
     #[test]
     fn tables_per_key_group_behave_as_one_ordered_store() {
         use std::collections::BTreeMap;
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::test_rng::Rng::new(0x9e37_79b9_7f4a_7c15u64);
+        let mut next = move |n: u64| rng.below(n);
         let mut backend = MemoryBackend::new();
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut snapshots: Vec<(MemoryBackend, BTreeMap<Vec<u8>, Vec<u8>>)> = Vec::new();

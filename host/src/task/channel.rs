@@ -237,24 +237,16 @@ impl ChannelSender {
 
 impl ChannelReceiver {
     /// Hands events this end is done with back to the sender, to be filled again
-    /// rather than freed here (on another thread than the one that made them). Freed
-    /// after all when the sender has enough waiting.
+    /// rather than freed here (on another thread than the one that made them). Large
+    /// ones are freed after all, and so is everything when the sender has enough
+    /// waiting.
     pub fn recycle(&self, mut events: Vec<Event>) {
         events.retain(Spares::worth_keeping);
-        if events.is_empty() {
-            return;
-        }
-        let mut chunks = self.recycled.chunks.lock().unwrap_or_else(|e| e.into_inner());
-        if chunks.len() < Recycled::MAX_CHUNKS {
-            chunks.push(events);
-        }
+        self.push_recycled(events);
     }
 
     /// As [`ChannelReceiver::recycle`], for the records of a batch that was delivered.
     pub fn recycle_batch(&self, elements: Vec<Element>) {
-        if self.recycled.chunks.lock().unwrap_or_else(|e| e.into_inner()).len() >= Recycled::MAX_CHUNKS {
-            return;
-        }
         let events = elements
             .into_iter()
             .filter_map(|element| match element {
@@ -262,7 +254,17 @@ impl ChannelReceiver {
                 _ => None,
             })
             .collect();
-        self.recycle(events);
+        self.push_recycled(events);
+    }
+
+    fn push_recycled(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut chunks = self.recycled.chunks.lock().unwrap_or_else(|e| e.into_inner());
+        if chunks.len() < Recycled::MAX_CHUNKS {
+            chunks.push(events);
+        }
     }
 
     /// Names the channel (see [`ChannelReceiver::name`]).

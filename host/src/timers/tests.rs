@@ -131,13 +131,8 @@ fn stored_timers_behave_as_heap_timers_under_random_operations() {
     let mut heap = TimerService::in_memory(2);
     let store = crate::state::RocksBackend::open(dir.path()).unwrap();
     let mut stored = TimerService::new(2, Box::new(store)).unwrap();
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = crate::test_rng::Rng::new(0x2545_f491_4f6c_dd1du64);
+    let mut next = move |n: u64| rng.below(n);
     let mut now = 0;
     for step in 0..30_000 {
         let key = format!("k{}", next(200));
