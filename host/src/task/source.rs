@@ -87,7 +87,9 @@ impl SourceTask {
             if self.serve_commands(&watermarks, &mut in_flight).is_err() || self.control.is_cancelled() {
                 return Ok(());
             }
-            if spares.is_empty() {
+            // Not on every poll while nothing comes back (downstream logic that keeps
+            // or drops its input): a look takes a lock per output channel.
+            if spares.is_empty() && polled_records % FLUSH_CHECK_EVERY == 0 {
                 self.router.collect_spares(&mut spares, Spares::MAX_EVENTS / 2);
             }
             let polled = self.source.poll_reusing(&mut spares)?;
