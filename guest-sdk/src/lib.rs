@@ -42,6 +42,7 @@
 // expansion in a user's crate resolves; this makes that path valid here too.
 extern crate self as weir_guest;
 
+mod alloc;
 mod batch;
 mod context;
 mod error;
@@ -49,10 +50,17 @@ mod event;
 mod state;
 pub mod window;
 
+pub use alloc::SmallAlloc;
 pub use context::{Context, LogLevel};
 pub use error::{Error, Result};
 pub use event::{Event, Header, TimeDomain};
 pub use state::{BroadcastState, ListState, MapState, OperatorListState, StateTtl, ValueState, is_restored};
+
+/// Small blocks come from free lists (see [`SmallAlloc`]); single-threaded Wasm only, and
+/// only with the `small-alloc` feature (on by default).
+#[cfg(all(feature = "small-alloc", target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: SmallAlloc = SmallAlloc::new();
 
 /// The raw bindings generated from `wit/v0.3/operator.wit` (`weir:operator@0.3.0`). Most operators never need them;
 /// they are public for the [`export!`] macro and for advanced uses.
