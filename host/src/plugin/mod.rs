@@ -187,6 +187,11 @@ impl Runtime {
     pub fn with_cache(cache: Option<CompileCache>) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
+        // `WEIR_WASM_PROFILE=perfmap` names guest functions for `perf` (/tmp/perf-<pid>.map);
+        // docs/benchmarks.md profiles with it.
+        if std::env::var_os("WEIR_WASM_PROFILE").is_some_and(|v| v == "perfmap") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the Wasm engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
