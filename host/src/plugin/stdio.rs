@@ -49,7 +49,7 @@ impl GuestOutput {
                     operator = %self.label,
                     stream = self.stream,
                     "guest: {}",
-                    super::host::printable(&String::from_utf8_lossy(&line))
+                    crate::error::printable(&String::from_utf8_lossy(&line))
                 );
                 buffers.tail.extend_from_slice(&line);
                 buffers.tail.push(b'\n');
