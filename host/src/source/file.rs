@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{JsonFields, Pacer, Source, SourceError, SourcePoll};
-use crate::stream::Event;
+use crate::stream::{Event, Spares};
 
 /// Reads a file of JSON objects, one per line. Blank lines are skipped.
 pub struct FileSource {
@@ -102,23 +102,23 @@ impl FileSource {
         Ok(false)
     }
 
-    fn parse(&self, line: &[u8]) -> Result<Event, String> {
+    /// The event of `line`, in an event of `spares` when there are any.
+    fn parse(&self, line: &[u8], spares: Option<&mut Spares>) -> Result<Event, String> {
         let (key, timestamp) = self.fields.extract(line)?;
-        let timestamp = timestamp.unwrap_or_else(crate::clock::now_ms);
-        Ok(Event { key, value: line.to_vec(), timestamp: Some(timestamp), headers: Vec::new() })
-    }
-}
-
-impl Source for FileSource {
-    fn label(&self) -> Arc<str> {
-        self.label.clone()
-    }
-
-    fn unit(&self) -> &'static str {
-        "line"
+        let timestamp = Some(timestamp.unwrap_or_else(crate::clock::now_ms));
+        Ok(match spares {
+            Some(spares) => {
+                let mut event = spares.take();
+                event.refill(None, line, timestamp);
+                event.key = key;
+                event
+            }
+            None => Event { key, value: line.to_vec(), timestamp, headers: Vec::new() },
+        })
     }
 
-    fn poll(&mut self) -> Result<SourcePoll, SourceError> {
+    /// The next line's event, filled into one of `spares` if given.
+    fn read(&mut self, spares: Option<&mut Spares>) -> Result<SourcePoll, SourceError> {
         if let Some(wait) = self.pacer.wait(self.returned) {
             return Ok(SourcePoll::Pending(wait));
         }
@@ -158,11 +158,29 @@ impl Source for FileSource {
                 continue;
             }
             let offset = self.line_number;
-            return Ok(match self.parse(line) {
+            return Ok(match self.parse(line, spares) {
                 Ok(event) => SourcePoll::Record { event, offset, split: 0 },
                 Err(reason) => SourcePoll::Malformed { offset, split: 0, reason },
             });
         }
+    }
+}
+
+impl Source for FileSource {
+    fn label(&self) -> Arc<str> {
+        self.label.clone()
+    }
+
+    fn unit(&self) -> &'static str {
+        "line"
+    }
+
+    fn poll(&mut self) -> Result<SourcePoll, SourceError> {
+        self.read(None)
+    }
+
+    fn poll_reusing(&mut self, spares: &mut Spares) -> Result<SourcePoll, SourceError> {
+        self.read(Some(spares))
     }
 
     fn position(&self) -> serde_json::Value {
@@ -292,6 +310,40 @@ mod tests {
         let SourcePoll::Malformed { offset: 5, reason, .. } = source.poll().unwrap() else { panic!() };
         assert!(reason.contains("missing timestamp field `ts`"), "{reason}");
         assert!(matches!(source.poll().unwrap(), SourcePoll::End));
+    }
+
+    #[test]
+    fn recycled_events_are_filled_exactly_as_new_ones() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, r#"{{"user":"ann","ts":1000,"x":[1,{{"y":null}}]}}"#).unwrap();
+        writeln!(file, r#"{{"user":7,"ts":2000}}"#).unwrap();
+        writeln!(file, r#"{{"ts":3}}"#).unwrap();
+        writeln!(file, r#"{{"user":"a-much-longer-user-name-than-the-stale-key","ts":4000}}"#).unwrap();
+        let open = || FileSource::open("in", file.path(), Some("user".into()), Some("ts".into())).unwrap();
+        let (mut fresh, mut reusing) = (open(), open());
+        // Stale events: keys, values and timestamps that must not show through (events
+        // with headers are never kept as spares).
+        let mut spares = Spares::default();
+        spares.keep((0..4).map(|i| Event {
+            key: Some(vec![b'k'; 40 + i]),
+            value: vec![b'v'; 300],
+            timestamp: Some(-1),
+            headers: Vec::new(),
+        }));
+        assert_eq!(spares.len(), 4);
+        loop {
+            match (fresh.poll().unwrap(), reusing.poll_reusing(&mut spares).unwrap()) {
+                (SourcePoll::End, SourcePoll::End) => break,
+                (SourcePoll::Record { event: a, offset: x, .. }, SourcePoll::Record { event: b, offset: y, .. }) => {
+                    assert_eq!((a.key, a.value, a.timestamp, a.headers), (b.key, b.value, b.timestamp, b.headers));
+                    assert_eq!(x, y);
+                }
+                (SourcePoll::Malformed { reason: a, .. }, SourcePoll::Malformed { reason: b, .. }) => assert_eq!(a, b),
+                (a, b) => panic!("{a:?} != {b:?}"),
+            }
+        }
+        // Only the records took a spare; the malformed line left its spare alone.
+        assert_eq!(spares.len(), 1, "spares left");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::{JsonFields, Pacer, Source, SourceError, SourcePoll};
 use crate::kafka::{Backoff, Context, REQUEST_TIMEOUT, client_config};
-use crate::stream::{Event, Header};
+use crate::stream::{Event, Header, Spares};
 use crate::watermark::WatermarkStrategy;
 
 /// A partition of one of the source's topics.
@@ -249,23 +249,31 @@ impl KafkaSource {
         Ok(found.find_partition(topic, partition).and_then(|p| p.offset().to_raw()).filter(|o| *o >= 0))
     }
 
-    /// Turns a Kafka record into an event (or the reason it cannot be one).
-    fn decode(&self, message: &BorrowedMessage<'_>) -> Result<Event, String> {
-        let value = message.payload().unwrap_or_default().to_vec();
-        let headers = message.headers().map_or_else(Vec::new, |headers| {
-            headers
-                .iter()
-                .map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() })
-                .collect()
-        });
-        let mut key = message.key().map(<[u8]>::to_vec);
-        let mut timestamp = message.timestamp().to_millis();
+    /// Turns a Kafka record into an event (or the reason it cannot be one), in an
+    /// event of `spares` when there are any.
+    fn decode(&self, message: &BorrowedMessage<'_>, spares: Option<&mut Spares>) -> Result<Event, String> {
+        let payload = message.payload().unwrap_or_default();
+        let (mut field_key, mut timestamp) = (None, message.timestamp().to_millis());
         if !self.fields.is_empty() {
-            let (field_key, field_time) = self.fields.extract(&value)?;
-            key = field_key.or(key);
-            timestamp = field_time.or(timestamp);
+            let (key, time) = self.fields.extract(payload)?;
+            field_key = key;
+            timestamp = time.or(timestamp);
         }
-        Ok(Event { key, value, timestamp: timestamp.or_else(|| Some(crate::clock::now_ms())), headers })
+        let timestamp = timestamp.or_else(|| Some(crate::clock::now_ms()));
+        let mut event = spares.map_or_else(Event::default, Spares::take);
+        match field_key {
+            Some(key) => {
+                event.refill(None, payload, timestamp);
+                event.key = Some(key);
+            }
+            None => event.refill(message.key(), payload, timestamp),
+        }
+        if let Some(headers) = message.headers() {
+            event.headers.extend(
+                headers.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }),
+            );
+        }
+        Ok(event)
     }
 
     /// Sends a record that cannot be decoded to the dead-letter topic, with headers that
@@ -342,24 +350,9 @@ impl Drop for KafkaSource {
     }
 }
 
-impl Source for KafkaSource {
-    fn label(&self) -> Arc<str> {
-        self.label.clone()
-    }
-
-    fn split_label(&self, split: u32) -> Arc<str> {
-        self.partitions.get(&split).map_or_else(|| self.label.clone(), |p| p.label.clone())
-    }
-
-    fn pending(&self) -> Option<u64> {
-        self.consumer.context().lag()
-    }
-
-    fn unit(&self) -> &'static str {
-        "offset"
-    }
-
-    fn poll(&mut self) -> Result<SourcePoll, SourceError> {
+impl KafkaSource {
+    /// The next record's event, filled into one of `spares` if given.
+    fn read(&mut self, spares: Option<&mut Spares>) -> Result<SourcePoll, SourceError> {
         let discovery_due = !self.assigned
             || (!self.spec.bounded
                 && self.spec.partition_discovery_ms > 0
@@ -427,7 +420,7 @@ impl Source for KafkaSource {
             self.finish_partition(split);
             return Ok(SourcePoll::Pending(Duration::ZERO));
         }
-        let polled = match self.decode(&message) {
+        let polled = match self.decode(&message, spares) {
             Ok(event) => SourcePoll::Record { event, offset, split },
             Err(reason) if self.dead_letters.is_some() => {
                 self.dead_letter(&message, &reason)?;
@@ -445,6 +438,32 @@ impl Source for KafkaSource {
             self.finish_partition(split);
         }
         Ok(polled)
+    }
+}
+
+impl Source for KafkaSource {
+    fn label(&self) -> Arc<str> {
+        self.label.clone()
+    }
+
+    fn split_label(&self, split: u32) -> Arc<str> {
+        self.partitions.get(&split).map_or_else(|| self.label.clone(), |p| p.label.clone())
+    }
+
+    fn pending(&self) -> Option<u64> {
+        self.consumer.context().lag()
+    }
+
+    fn unit(&self) -> &'static str {
+        "offset"
+    }
+
+    fn poll(&mut self) -> Result<SourcePoll, SourceError> {
+        self.read(None)
+    }
+
+    fn poll_reusing(&mut self, spares: &mut Spares) -> Result<SourcePoll, SourceError> {
+        self.read(Some(spares))
     }
 
     fn splits(&self) -> Vec<u32> {

@@ -100,30 +100,99 @@ impl JsonFields {
     /// Parses `value` as a JSON object and reads the key and timestamp fields (each
     /// `None` when not configured). The error says what is wrong with the value.
     pub fn extract(&self, value: &[u8]) -> Result<(Option<Vec<u8>>, Option<i64>), String> {
-        let json: serde_json::Value =
-            serde_json::from_slice(value).map_err(|e| format!("invalid JSON: {e}"))?;
-        let object = json.as_object().ok_or("expected a JSON object")?;
-        let key = match &self.key_field {
-            None => None,
-            Some(field) => Some(match object.get(field) {
-                Some(serde_json::Value::String(s)) => s.as_bytes().to_vec(),
-                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                    v.to_string().into_bytes()
-                }
-                Some(_) => return Err(format!("key field `{field}` must be a string, number or bool")),
-                None => return Err(format!("missing key field `{field}`")),
-            }),
+        // One pass over the object without building it: only the two fields' values are
+        // kept, every other value is checked and skipped (a `serde_json::Value` of the
+        // whole record was most of a file source's time).
+        let mut reader = serde_json::Deserializer::from_slice(value);
+        let found = serde::de::DeserializeSeed::deserialize(TopLevel(self), &mut reader)
+            .and_then(|found| reader.end().map(|()| found))
+            .map_err(|e| if e.is_data() { "expected a JSON object".to_string() } else { format!("invalid JSON: {e}") })?;
+        let key = match (&self.key_field, found.key) {
+            (None, _) => None,
+            (Some(_), Some(serde_json::Value::String(s))) => Some(s.into_bytes()),
+            (Some(_), Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)))) => {
+                Some(v.to_string().into_bytes())
+            }
+            (Some(field), Some(_)) => return Err(format!("key field `{field}` must be a string, number or bool")),
+            (Some(field), None) => return Err(format!("missing key field `{field}`")),
         };
-        let timestamp = match &self.timestamp_field {
-            None => None,
-            Some(field) => Some(match object.get(field) {
-                Some(v) => v.as_i64().ok_or_else(|| {
-                    format!("timestamp field `{field}` must be an integer (epoch milliseconds)")
-                })?,
-                None => return Err(format!("missing timestamp field `{field}`")),
-            }),
+        let timestamp = match (&self.timestamp_field, found.timestamp) {
+            (None, _) => None,
+            (Some(field), Some(v)) => Some(v.as_i64().ok_or_else(|| {
+                format!("timestamp field `{field}` must be an integer (epoch milliseconds)")
+            })?),
+            (Some(field), None) => return Err(format!("missing timestamp field `{field}`")),
         };
         Ok((key, timestamp))
+    }
+}
+
+/// The values of the key and timestamp fields of one record (the last of each, as a
+/// JSON object with a repeated name keeps the last).
+#[derive(Default)]
+struct FoundFields {
+    key: Option<serde_json::Value>,
+    timestamp: Option<serde_json::Value>,
+}
+
+/// Reads a record's top level, which must be an object, for [`JsonFields::extract`].
+struct TopLevel<'f>(&'f JsonFields);
+
+/// Which of the wanted fields a name is: (the key field, the timestamp field).
+struct FieldName<'f>(&'f JsonFields);
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = FoundFields;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, reader: D) -> Result<FoundFields, D::Error> {
+        reader.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopLevel<'_> {
+    type Value = FoundFields;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FoundFields, A::Error> {
+        let mut found = FoundFields::default();
+        while let Some((is_key, is_timestamp)) = map.next_key_seed(FieldName(self.0))? {
+            if !(is_key || is_timestamp) {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value: serde_json::Value = map.next_value()?;
+            if is_key && is_timestamp {
+                found.key = Some(value.clone());
+            } else if is_key {
+                found.key = Some(value);
+                continue;
+            }
+            found.timestamp = Some(value);
+        }
+        Ok(found)
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldName<'_> {
+    type Value = (bool, bool);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, reader: D) -> Result<(bool, bool), D::Error> {
+        reader.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldName<'_> {
+    type Value = (bool, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<(bool, bool), E> {
+        Ok((self.0.key_field.as_deref() == Some(name), self.0.timestamp_field.as_deref() == Some(name)))
     }
 }
 
@@ -156,3 +225,85 @@ impl Pacer {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_rng::Rng;
+
+    /// What `extract` did before it stopped building a `serde_json::Value` of the record.
+    fn by_value(fields: &JsonFields, value: &[u8]) -> Result<(Option<Vec<u8>>, Option<i64>), ()> {
+        let json: serde_json::Value = serde_json::from_slice(value).map_err(|_| ())?;
+        let object = json.as_object().ok_or(())?;
+        let key = match &fields.key_field {
+            None => None,
+            Some(field) => Some(match object.get(field) {
+                Some(serde_json::Value::String(s)) => s.as_bytes().to_vec(),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v.to_string().into_bytes(),
+                _ => return Err(()),
+            }),
+        };
+        let timestamp = match &fields.timestamp_field {
+            None => None,
+            Some(field) => Some(object.get(field).and_then(|v| v.as_i64()).ok_or(())?),
+        };
+        Ok((key, timestamp))
+    }
+
+    /// A JSON-ish record: objects with the wanted fields or not, of every type, escaped
+    /// names, repeated names, nesting, and broken or non-object text.
+    fn record(rng: &mut Rng) -> String {
+        let values = [
+            "\"u1\"", "\"caf\\u00e9\"", "17", "-3", "1.5", "1e3", "18446744073709551615", "true", "null",
+            "[1,{\"k\":2}]", "{\"k\":\"x\"}", "\"\"",
+        ];
+        let names = ["\"k\"", "\"ts\"", "\"\\u006b\"", "\"other\"", "\"t\\\"s\""];
+        match rng.below(8) {
+            0 => ["5", "\"k\"", "[]", "{", "{\"k\":}", "{\"k\":1} x", "", "nul"][rng.below(8) as usize].to_string(),
+            _ => {
+                let fields: Vec<String> = (0..rng.below(5))
+                    .map(|_| format!("{}:{}", names[rng.below(5) as usize], values[rng.below(12) as usize]))
+                    .collect();
+                format!("{{{}}}", fields.join(","))
+            }
+        }
+    }
+
+    #[test]
+    fn extracting_fields_agrees_with_parsing_the_whole_value() {
+        let mut rng = Rng::new(7);
+        let configs = [
+            JsonFields { key_field: Some("k".into()), timestamp_field: Some("ts".into()) },
+            JsonFields { key_field: Some("k".into()), timestamp_field: Some("k".into()) },
+            JsonFields { key_field: None, timestamp_field: Some("t\"s".into()) },
+            JsonFields::default(),
+        ];
+        for _ in 0..20_000 {
+            let text = record(&mut rng);
+            for fields in &configs {
+                let expected = by_value(fields, text.as_bytes());
+                let got = fields.extract(text.as_bytes());
+                assert_eq!(got.as_ref().ok(), expected.as_ref().ok(), "{text} with {fields:?}: {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn extraction_errors_say_what_is_wrong() {
+        let fields = JsonFields { key_field: Some("k".into()), timestamp_field: Some("ts".into()) };
+        let error = |text: &str| fields.extract(text.as_bytes()).unwrap_err();
+        assert!(error("{\"k\":").starts_with("invalid JSON"), "{}", error("{\"k\":"));
+        assert_eq!(error("[1]"), "expected a JSON object");
+        assert_eq!(error("{\"ts\":1}"), "missing key field `k`");
+        assert_eq!(error("{\"k\":[1],\"ts\":1}"), "key field `k` must be a string, number or bool");
+        assert_eq!(error("{\"k\":\"a\",\"ts\":1.5}"), "timestamp field `ts` must be an integer (epoch milliseconds)");
+        assert_eq!(fields.extract(br#"{"k":"a","k":"b","ts":-1}"#).unwrap(), (Some(b"b".to_vec()), Some(-1)));
+        // Deep nesting never recurses: skipped values are walked without recursion (and
+        // accepted, being valid JSON), a wanted field's value stops at serde_json's limit.
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let skipped = format!("{{\"x\":{},\"k\":\"a\",\"ts\":1}}", nested(100_000));
+        assert_eq!(fields.extract(skipped.as_bytes()).unwrap(), (Some(b"a".to_vec()), Some(1)));
+        let refused = error(&format!("{{\"k\":{},\"ts\":1}}", nested(100_000)));
+        assert!(refused.starts_with("invalid JSON: recursion limit exceeded"), "{refused}");
+    }
+}
