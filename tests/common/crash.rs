@@ -1,11 +1,14 @@
 //! Crash tests: run a job as a `weir run` process, kill it with SIGKILL at chosen
 //! moments, and restart it until it finishes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::guests;
+use weir::checkpoint::CheckpointSettings;
+use weir::job::spec::{BackendKind, SinkSpec, SourceSpec};
+
+use super::{example, guests, root, with_parallelism};
 
 pub fn weir_run(job: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
@@ -82,5 +85,38 @@ pub fn kill_moments(seed: u64, count: usize) -> Vec<u64> {
             (x >> 33) % 300
         })
         .collect()
+}
+
+
+/// A copy of an example job set up for crash tests: inputs read at `rate` lines per
+/// second, a checkpoint every 50 ms, state in `backend`, every sink a file in `dir`.
+pub fn crash_job(name: &str, dir: &Path, backend: BackendKind, parallelism: u32, rate: f64) -> PathBuf {
+    let mut spec = with_parallelism(example(name, dir), parallelism);
+    let example_dir = root().join("examples").join(name);
+    for source in &mut spec.sources {
+        if let SourceSpec::File { path, rate: r, .. } = source {
+            *path = example_dir.join(&*path).canonicalize().unwrap();
+            *r = Some(rate);
+        }
+    }
+    for sink in &mut spec.sinks {
+        if let SinkSpec::Stdout { uid, format } = sink {
+            *sink = SinkSpec::File { uid: uid.clone(), path: dir.join(format!("{uid}.jsonl")), format: *format };
+        }
+    }
+    spec.state.backend = backend;
+    spec.state.dir = Some(dir.join("state"));
+    spec.checkpoint = Some(CheckpointSettings {
+        dir: Some(dir.join("checkpoints")),
+        interval_ms: 50,
+        timeout_ms: 10_000,
+        min_pause_ms: 0,
+        retained: 2,
+        tolerable_failures: 3,
+        ..Default::default()
+    });
+    let path = dir.join("job.toml");
+    std::fs::write(&path, toml::to_string(&spec).unwrap()).unwrap();
+    path
 }
 

@@ -436,9 +436,7 @@ impl Coordinator {
             created_ms: crate::clock::now_ms(),
             tasks: pending.acks,
         };
-        storage
-            .write_metadata(&metadata)
-            .map_err(|e| format!("writing metadata under {}: {e}", storage.root().display()))?;
+        storage.complete(&metadata)?;
         for task in self.sinks.iter().chain(&self.sources) {
             let _ = task.send(Command::Commit(pending.id));
         }

@@ -10,6 +10,7 @@
 pub mod channels;
 pub mod coordinator;
 pub mod manifest;
+pub mod remote;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,13 @@ pub use crate::stream::{BarrierKind, CheckpointBarrier};
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSettings {
     /// Where checkpoints go (relative to the job file). Default: `.weir/<job name>/checkpoints`.
+    /// An object store URL (`s3://bucket/prefix`, `gs://`, `az://`, `file://`) keeps a
+    /// copy there ([`remote`]), the local copy staying in the default directory.
     pub dir: Option<PathBuf>,
+    /// Options of the object store (`endpoint`, `region`, `allow_http`, ...; see the
+    /// `object_store` crate's builders). Secrets come from the environment only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub store_options: BTreeMap<String, String>,
     /// Time between checkpoints, in ms.
     pub interval_ms: u64,
     /// A checkpoint not complete after this long is declined.
@@ -83,6 +90,7 @@ impl Default for CheckpointSettings {
     fn default() -> Self {
         CheckpointSettings {
             dir: None,
+            store_options: BTreeMap::new(),
             interval_ms: 1000,
             timeout_ms: Self::default_timeout(),
             min_pause_ms: 0,

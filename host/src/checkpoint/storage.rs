@@ -16,17 +16,22 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use super::remote::{RemoteError, RemoteStore};
 use super::{CheckpointMetadata, FileEntry, TaskState};
 use crate::state::snapshot::file_crc;
 
-const METADATA: &str = "_metadata";
+pub(super) const METADATA: &str = "_metadata";
 const HEADER: &str = "weir-checkpoint-v1 crc32=";
-const FINISHED: &str = "FINISHED";
+pub(super) const FINISHED: &str = "FINISHED";
 
-/// The checkpoint directory of a job.
+/// The checkpoint directory of a job, and its copy in an object store if the job has
+/// one ([`super::remote`]).
 #[derive(Debug, Clone)]
 pub struct CheckpointStorage {
     root: PathBuf,
+    remote: Option<Arc<RemoteStore>>,
 }
 
 /// A checkpoint whose metadata and files checked out.
@@ -52,7 +57,17 @@ impl CheckpointStorage {
     };
 
     pub fn new(root: PathBuf) -> Self {
-        CheckpointStorage { root }
+        CheckpointStorage { root, remote: None }
+    }
+
+    /// The local directory `root`, copied to `remote`: checkpoints complete once they
+    /// are in the store, and a start downloads the newest one the directory lacks.
+    pub fn with_remote(root: PathBuf, remote: Arc<RemoteStore>) -> Self {
+        CheckpointStorage { root, remote: Some(remote) }
+    }
+
+    pub fn remote(&self) -> Option<&RemoteStore> {
+        self.remote.as_deref()
     }
 
     pub fn root(&self) -> &Path {
@@ -64,9 +79,43 @@ impl CheckpointStorage {
         format!("chk-{id:08}")
     }
 
-    /// Writes `metadata` into its checkpoint directory, atomically.
-    pub fn write_metadata(&self, metadata: &CheckpointMetadata) -> std::io::Result<u64> {
+    /// Completes a checkpoint: writes `metadata` into its checkpoint directory,
+    /// atomically, then uploads the checkpoint to the object store, if any.
+    pub fn complete(&self, metadata: &CheckpointMetadata) -> Result<(), String> {
         write_manifest(&self.root.join(Self::checkpoint_dir(metadata.id)), METADATA, metadata)
+            .map_err(|e| format!("writing metadata under {}: {e}", self.root.display()))?;
+        if let Some(remote) = &self.remote {
+            remote.upload(&self.root, metadata).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The newest checkpoint of the local directory with its `_metadata` (not checked).
+    pub(super) fn newest_complete_id(&self) -> Option<u64> {
+        self.checkpoint_dirs().into_iter().find(|(_, dir)| dir.join(METADATA).exists()).map(|(id, _)| id)
+    }
+
+    /// The complete checkpoints of the local directory, with their metadata.
+    pub(super) fn kept(&self) -> Vec<(u64, CheckpointMetadata)> {
+        self.checkpoint_dirs()
+            .into_iter()
+            .filter_map(|(id, dir)| Some((id, self.load_metadata_only(&dir).ok()?)))
+            .collect()
+    }
+
+    /// Brings the checkpoints of the object store newer than the local directory's
+    /// into it. When the store cannot be read, a local checkpoint is used with a
+    /// warning; with none, the start fails rather than start afresh.
+    fn download_newer(&self) -> Result<(), String> {
+        let Some(remote) = &self.remote else { return Ok(()) };
+        match remote.download_newer(&self.root) {
+            Ok(_) => Ok(()),
+            Err(e) if self.newest_complete_id().is_some() => {
+                tracing::warn!(error = %e, "cannot read the checkpoint store; restoring from the local directory");
+                Ok(())
+            }
+            Err(e) => Err(format!("{e} (no local checkpoint to fall back on)")),
+        }
     }
 
     /// Records that sink task `task` committed the transaction of checkpoint `id`
@@ -133,6 +182,7 @@ impl CheckpointStorage {
     /// fences and aborts the transaction, so the previous checkpoint is restored and
     /// its records are written again.
     pub fn latest(&self) -> Result<Option<CompletedCheckpoint>, String> {
+        self.download_newer()?;
         let mut problems = Vec::new();
         for (id, dir) in self.checkpoint_dirs() {
             if !dir.join(METADATA).exists() {
@@ -207,6 +257,11 @@ impl CheckpointStorage {
                 }
             }
         }
+        if let Some(remote) = &self.remote {
+            if let Err(e) = remote.retain(self) {
+                tracing::warn!(error = %e, "could not delete old checkpoints from the store");
+            }
+        }
     }
 
     fn load_metadata_only(&self, dir: &Path) -> Result<CheckpointMetadata, String> {
@@ -225,22 +280,30 @@ impl CheckpointStorage {
                 if dir.is_dir() { fs::remove_dir_all(&dir)? } else { fs::remove_file(&dir)? }
             }
         }
-        fs::write(self.root.join(FINISHED), b"")
+        fs::write(self.root.join(FINISHED), b"")?;
+        if let Some(remote) = &self.remote {
+            remote.mark_finished(&self.root).map_err(std::io::Error::other)?;
+        }
+        Ok(())
     }
 
+    /// Whether the job ran to completion (here, or on another machine that shares the
+    /// object store).
     pub fn is_finished(&self) -> bool {
-        self.root.join(FINISHED).exists()
+        self.root.join(FINISHED).exists() || self.remote.as_ref().is_some_and(|r| r.is_finished())
     }
 
     /// Claims the directory for weir (see [`crate::ownership`]): refused when it holds
     /// files weir did not write.
-    pub fn claim(&self) -> Result<(), crate::ownership::OwnershipError> {
-        Self::OWNED.claim(&self.root)
+    pub fn claim(&self) -> Result<(), String> {
+        Self::OWNED.claim(&self.root).map_err(|e| e.to_string())?;
+        self.remote.as_ref().map_or(Ok(()), |r| r.claim()).map_err(|e| e.to_string())
     }
 
     /// Deletes every checkpoint (a fresh start), and nothing else.
-    pub fn clear(&self) -> Result<(), crate::ownership::OwnershipError> {
-        Self::OWNED.clear(&self.root)
+    pub fn clear(&self) -> Result<(), String> {
+        Self::OWNED.clear(&self.root).map_err(|e| e.to_string())?;
+        self.remote.as_ref().map_or(Ok(()), |r| r.clear()).map_err(|e: RemoteError| e.to_string())
     }
 }
 
@@ -258,7 +321,12 @@ pub fn requires_commit_record(state: &serde_json::Value) -> bool {
 /// The file that records a sink task's commit inside a checkpoint directory.
 fn commit_record(task: &str) -> String {
     let name: String = task.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    format!("committed-{name}")
+    format!("{}{name}", commit_record_prefix())
+}
+
+/// How the names of [`commit_record`] files begin.
+pub(super) fn commit_record_prefix() -> &'static str {
+    "committed-"
 }
 
 pub fn write_manifest<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<u64> {
@@ -281,20 +349,23 @@ pub fn read_manifest<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, S
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut text))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let newline = text
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or_else(|| format!("{}: no header line (truncated?)", path.display()))?;
+    parse_manifest(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses the contents of a file written by [`write_manifest`], checking its header and
+/// checksum.
+pub fn parse_manifest<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, String> {
+    let newline = text.iter().position(|b| *b == b'\n').ok_or("no header line (truncated?)")?;
     let header = String::from_utf8_lossy(&text[..newline]);
     let stored = header
         .strip_prefix(HEADER)
         .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-        .ok_or_else(|| format!("{}: unknown header {header:?}", path.display()))?;
+        .ok_or_else(|| format!("unknown header {header:?}"))?;
     let body = &text[newline + 1..];
     if crc32fast::hash(body) != stored {
-        return Err(format!("{}: checksum mismatch (damaged or truncated)", path.display()));
+        return Err("checksum mismatch (damaged or truncated)".into());
     }
-    serde_json::from_slice(body).map_err(|e| format!("{}: {e}", path.display()))
+    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// Checks a file's size and checksum against its entry.
@@ -325,21 +396,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = CheckpointStorage::new(dir.path().to_path_buf());
         let transactional = |id| metadata(id, serde_json::json!({ "pending": id, REQUIRES_COMMIT_RECORD: true }));
-        storage.write_metadata(&transactional(1)).unwrap();
+        storage.complete(&transactional(1)).unwrap();
         storage.record_commit(1, "out#0").unwrap();
-        storage.write_metadata(&transactional(2)).unwrap();
+        storage.complete(&transactional(2)).unwrap();
         // Checkpoint 2 completed but its transaction was not recorded as committed.
         storage.retain(1);
         assert_eq!(storage.latest().unwrap().unwrap().metadata.id, 1);
         assert!(dir.path().join("chk-00000001").exists(), "the fallback is kept beyond `retained`");
         storage.record_commit(2, "out#0").unwrap();
-        storage.write_metadata(&transactional(3)).unwrap();
+        storage.complete(&transactional(3)).unwrap();
         storage.retain(1);
         assert_eq!(storage.latest().unwrap().unwrap().metadata.id, 2);
         assert!(!dir.path().join("chk-00000001").exists());
         // Sinks that do not ask for records restore as before, and savepoint ids are
         // not checkpoints.
-        storage.write_metadata(&metadata(4, serde_json::Value::Null)).unwrap();
+        storage.complete(&metadata(4, serde_json::Value::Null)).unwrap();
         assert_eq!(storage.latest().unwrap().unwrap().metadata.id, 4);
         storage.record_commit(99, "out#0").unwrap();
         assert!(!dir.path().join("chk-00000099").exists());
@@ -349,7 +420,7 @@ mod tests {
     fn a_finished_job_leaves_no_incomplete_checkpoint_and_nothing_of_anyone_else_goes() {
         let dir = tempfile::tempdir().unwrap();
         let storage = CheckpointStorage::new(dir.path().to_path_buf());
-        storage.write_metadata(&metadata(3, serde_json::Value::Null)).unwrap();
+        storage.complete(&metadata(3, serde_json::Value::Null)).unwrap();
         fs::create_dir_all(dir.path().join("chk-00000004/op#0")).unwrap();
         fs::write(dir.path().join("chk-00000004/op#0/state.ent"), b"partial").unwrap();
         fs::write(dir.path().join("notes.txt"), b"the user's").unwrap();
@@ -358,5 +429,40 @@ mod tests {
         assert!(dir.path().join("chk-00000003/_metadata").is_file(), "completed checkpoints stay");
         assert!(!dir.path().join("chk-00000004").exists(), "the incomplete one is gone");
         assert_eq!(fs::read(dir.path().join("notes.txt")).unwrap(), b"the user's");
+    }
+
+    #[test]
+    fn another_machine_restores_from_the_store_and_falls_back_as_a_local_restore_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_root = dir.path().join("store");
+        let remote = || {
+            let url = format!("file://{}", store_root.display());
+            Arc::new(RemoteStore::open(&url, &BTreeMap::new()).unwrap())
+        };
+        let machine = |name: &str| CheckpointStorage::with_remote(dir.path().join(name), remote());
+        let transactional = |id| metadata(id, serde_json::json!({ "pending": id, REQUIRES_COMMIT_RECORD: true }));
+        let first = machine("a");
+        first.complete(&transactional(1)).unwrap();
+        first.record_commit(1, "out#0").unwrap();
+        // Checkpoint 2 is in the store, its commit not recorded (the sink had not
+        // committed when the machine went away): another machine restores 1.
+        first.complete(&transactional(2)).unwrap();
+        assert_eq!(machine("b").latest().unwrap().unwrap().metadata.id, 1);
+        // The commit recorded on the first machine reaches the store with checkpoint 3;
+        // with 3's metadata damaged in the store, a third machine restores 2.
+        first.record_commit(2, "out#0").unwrap();
+        first.complete(&transactional(3)).unwrap();
+        first.retain(2);
+        let damaged = store_root.join("chk-00000003").join(METADATA);
+        let mut bytes = fs::read(&damaged).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        fs::write(&damaged, bytes).unwrap();
+        let third = machine("c");
+        assert_eq!(third.latest().unwrap().unwrap().metadata.id, 2);
+        assert!(!dir.path().join("c/chk-00000001").exists(), "retention removed 1 from the store");
+        // A finished job is finished for every machine.
+        first.mark_finished().unwrap();
+        assert!(machine("d").is_finished());
     }
 }

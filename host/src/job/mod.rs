@@ -45,6 +45,7 @@ use crate::sink::Delivery;
 use crate::state::{KeyedState, MemoryBackend, RocksBackend, StateBackend};
 use crate::timers::TimerService;
 use crate::checkpoint::channels::ChannelState;
+use crate::checkpoint::remote::RemoteStore;
 use crate::task::inputs::Inputs;
 use crate::task::migration::Migration;
 use crate::task::operator::{OperatorTask, OperatorTaskSetup};
@@ -273,13 +274,21 @@ impl Job {
             || self.options.control.is_some();
         let _lock = if keeps_files { Some(lock::JobLock::acquire(&self.spec.work_dir(), &self.spec.name)?) } else { None };
         let restore_error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
-        let storage = self.spec.checkpoint_dir().map(CheckpointStorage::new);
+        let storage = match (self.spec.checkpoint_dir(), self.spec.checkpoint_store()) {
+            (None, _) => None,
+            (Some(dir), None) => Some(CheckpointStorage::new(dir)),
+            (Some(dir), Some(url)) => {
+                let options = self.spec.checkpoint.as_ref().map(|c| c.store_options.clone()).unwrap_or_default();
+                let remote = RemoteStore::open(url, &options).map_err(|e| restore_error(e.to_string()))?;
+                Some(CheckpointStorage::with_remote(dir, Arc::new(remote)))
+            }
+        };
         let savepoint = match &self.options.from_savepoint {
             Some(dir) => Some(self.check_savepoint(Savepoint::load(&self.spec.resolve(dir))?)?),
             None => None,
         };
         if let Some(storage) = &storage {
-            storage.claim().map_err(|e| restore_error(e.to_string()))?;
+            storage.claim().map_err(restore_error)?;
         }
         if self.spec.state.backend == BackendKind::Rocksdb {
             RocksBackend::OWNED.claim(&self.spec.state_dir()).map_err(|e| restore_error(e.to_string()))?;
@@ -288,7 +297,7 @@ impl Job {
             None => None,
             // A savepoint or a finished job starts a new line of checkpoints.
             Some(storage) if self.options.fresh || savepoint.is_some() || storage.is_finished() => {
-                storage.clear().map_err(|e| restore_error(e.to_string()))?;
+                storage.clear().map_err(restore_error)?;
                 None
             }
             Some(storage) => storage.latest().map_err(restore_error)?,

@@ -416,13 +416,20 @@ impl JobSpec {
         self.base_dir.join(".weir").join(&self.name)
     }
 
-    /// Where checkpoints go, when the job takes them.
+    /// Where checkpoints go on this machine, when the job takes them (with an object
+    /// store as `dir`, the local copy's default directory).
     pub fn checkpoint_dir(&self) -> Option<PathBuf> {
         let settings = self.checkpoint.as_ref()?;
         Some(match &settings.dir {
-            Some(dir) => self.resolve(dir),
-            None => self.work_dir().join("checkpoints"),
+            Some(dir) if self.checkpoint_store().is_none() => self.resolve(dir),
+            _ => self.work_dir().join("checkpoints"),
         })
+    }
+
+    /// The object store URL checkpoints are kept in, if `dir` names one.
+    pub fn checkpoint_store(&self) -> Option<&str> {
+        let dir = self.checkpoint.as_ref()?.dir.as_ref()?.to_str()?;
+        crate::checkpoint::remote::is_url(dir).then_some(dir)
     }
 
     /// The RocksDB backend's working directory.

@@ -1,0 +1,257 @@
+//! Checkpoints in object storage (`[checkpoint] dir = "s3://..."`, `file://...`): a
+//! job killed with SIGKILL and restarted on a "new machine" (its local checkpoints and
+//! RocksDB's working directory deleted) restores from the store and commits exactly
+//! the output of an uninterrupted run, on both backends. S3 is a real S3 server
+//! (s3s-fs, installed by `scripts/install-s3s`) on a loopback port.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::crash::*;
+use weir::JobSpec;
+use weir::job::spec::BackendKind;
+
+/// The login-anomaly crash job with its checkpoints in the store at `url`.
+fn job_in_store(dir: &Path, backend: BackendKind, rate: f64, url: &str, options: &[(&str, String)]) -> PathBuf {
+    let path = crash_job("login-anomaly", dir, backend, 1, rate);
+    let mut spec = JobSpec::load(&path).unwrap();
+    let checkpoint = spec.checkpoint.as_mut().unwrap();
+    checkpoint.dir = Some(url.into());
+    checkpoint.store_options = options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    std::fs::write(&path, toml::to_string(&spec).unwrap()).unwrap();
+    path
+}
+
+/// The newest complete checkpoint in the store, as `newest` finds it.
+fn run_moving_machines(job: &Path, kills: &[u64], newest: &dyn Fn() -> u64, env: &[(&str, String)]) -> String {
+    let dir = job.parent().unwrap();
+    let mut logs = String::new();
+    let run = || {
+        let mut command = weir_run(job);
+        command.arg("--log=weir=info").envs(env.iter().map(|(k, v)| (k, v)));
+        command
+    };
+    for &after in kills {
+        let before = newest();
+        let mut child = run().spawn().unwrap();
+        for _ in 0..2000 {
+            if newest() > before || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(after));
+        let _ = child.kill(); // SIGKILL
+        logs.push_str(&String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr));
+        // Another machine: nothing local survives but the sink's output.
+        for local in [dir.join(".weir"), dir.join("state")] {
+            if local.exists() {
+                std::fs::remove_dir_all(&local).unwrap();
+            }
+        }
+    }
+    let output = run().output().unwrap();
+    logs.push_str(&String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the last restart failed:\n{logs}");
+    logs
+}
+
+/// The ids of the complete checkpoints under a store's root directory on disk.
+fn newest_on_disk(root: &Path) -> u64 {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+fn holds_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| e.path().is_file() || holds_files(&e.path()))
+}
+
+fn alerts(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("alerts.jsonl")).unwrap()
+}
+
+/// Kills, moves and compares, for the store `url` whose checkpoints land in `root`.
+fn exactly_once_across_machines(url: &dyn Fn(&Path) -> (String, PathBuf), options: &[(&str, String)], env: &[(&str, String)]) {
+    for backend in [BackendKind::Memory, BackendKind::Rocksdb] {
+        let straight = tempfile::tempdir().unwrap();
+        let (straight_url, _) = url(straight.path());
+        let job = job_in_store(straight.path(), backend, 500.0, &straight_url, options);
+        run_moving_machines(&job, &[], &|| 0, env);
+        let moved = tempfile::tempdir().unwrap();
+        let (moved_url, root) = url(moved.path());
+        let job = job_in_store(moved.path(), backend, 25.0, &moved_url, options);
+        let logs = run_moving_machines(&job, &kill_moments(21, 3), &|| newest_on_disk(&root), env);
+        let downloads = logs.matches("checkpoint downloaded from the store").count();
+        assert!(downloads > 0, "no run restored from the store ({backend:?}):\n{logs}");
+        let expected = alerts(straight.path());
+        assert!(!expected.is_empty(), "empty reference output");
+        assert_eq!(alerts(moved.path()), expected, "{backend:?}: output after moving machines differs");
+        // Old checkpoints are deleted from the store as from the local directory (a
+        // store on disk may leave their directories behind, empty).
+        let kept = std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("chk-") && holds_files(&e.path()))
+            .count();
+        assert!((1..=3).contains(&kept), "{kept} checkpoints left in the store");
+    }
+}
+
+#[test]
+fn a_job_moved_to_another_machine_restores_from_a_file_url_store_exactly_once() {
+    exactly_once_across_machines(
+        &|dir| {
+            let root = dir.join("store").join("checkpoints");
+            (format!("file://{}", root.display()), root)
+        },
+        &[],
+        &[],
+    );
+}
+
+/// An S3 server on a free loopback port, its buckets directories under `dir`.
+struct S3Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ACCESS_KEY: &str = "weir-test";
+const SECRET_KEY: &str = "weir-test-secret";
+
+fn s3s_binary() -> PathBuf {
+    std::env::var_os("WEIR_S3S")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir-tools/bin/s3s-fs")))
+        .filter(|p| p.exists())
+        .expect("s3s-fs is not installed: run `bash scripts/install-s3s` (scripts/test does)")
+}
+
+fn start_s3(dir: &Path) -> S3Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::create_dir_all(dir).unwrap();
+    let child = Command::new(s3s_binary())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return S3Server { child, port };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("s3s-fs did not start on port {port}");
+}
+
+#[test]
+fn a_job_moved_to_another_machine_restores_from_s3_exactly_once() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_s3(data.path());
+    let env = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let options = [("aws_endpoint", format!("http://127.0.0.1:{}", server.port)), ("aws_allow_http", "true".into())];
+    let bucket = std::sync::atomic::AtomicUsize::new(0);
+    exactly_once_across_machines(
+        &|_| {
+            // A bucket per run: s3s-fs keeps a bucket as a directory of its root.
+            let name = format!("run{}", bucket.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            std::fs::create_dir_all(data.path().join(&name)).unwrap();
+            (format!("s3://{name}/jobs/login"), data.path().join(&name).join("jobs").join("login"))
+        },
+        &options,
+        &env,
+    );
+}
+
+#[test]
+fn secrets_in_the_job_file_and_foreign_objects_in_the_store_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let url = format!("file://{}", root.display());
+    let job = job_in_store(dir.path(), BackendKind::Memory, 500.0, &url, &[("aws_secret_access_key", "x".into())]);
+    let output = weir_run(&job).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("is a secret: set it in the environment"), "{stderr}");
+    assert!(!stderr.contains("aws_secret_access_key = \"x\"") && !stderr.contains("\"x\""), "{stderr}");
+
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("notes.txt"), "mine").unwrap();
+    let job = job_in_store(dir.path(), BackendKind::Memory, 500.0, &url, &[]);
+    let output = weir_run(&job).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("holds `notes.txt`, which weir did not write"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(root.join("notes.txt")).unwrap(), "mine");
+}
+
+#[test]
+fn a_checkpoint_file_larger_than_an_upload_part_round_trips_through_s3() {
+    use weir::checkpoint::remote::RemoteStore;
+    use weir::checkpoint::{CheckpointMetadata, CheckpointStorage, TaskState};
+    use weir::state::snapshot::{FileEntry, file_crc};
+
+    let data = tempfile::tempdir().unwrap();
+    let server = start_s3(data.path());
+    std::fs::create_dir_all(data.path().join("big")).unwrap();
+    // SAFETY: set before any thread of this test reads the environment; other tests
+    // pass credentials to their child processes instead.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        std::env::set_var("AWS_REGION", "us-east-1");
+    }
+    let options = [
+        ("aws_endpoint".to_string(), format!("http://127.0.0.1:{}", server.port)),
+        ("aws_allow_http".to_string(), "true".to_string()),
+    ]
+    .into();
+    let remote = RemoteStore::open("s3://big/checkpoints", &options).unwrap();
+    // A 20 MiB file of a checkpoint (three parts of an upload), then its metadata.
+    let local = tempfile::tempdir().unwrap();
+    let relative = "chk-00000001/sink#0/channels.ent";
+    let bytes: Vec<u8> = (0..20 * 1024 * 1024 + 7).map(|i| (i % 253) as u8).collect();
+    std::fs::create_dir_all(local.path().join("chk-00000001/sink#0")).unwrap();
+    std::fs::write(local.path().join(relative), &bytes).unwrap();
+    let entry = FileEntry {
+        path: relative.into(),
+        size: bytes.len() as u64,
+        crc32: file_crc(&local.path().join(relative)).unwrap(),
+    };
+    let tasks = [("sink#0".to_string(), TaskState::Sink { state: serde_json::Value::Null, channel_state: Some(entry) })];
+    let metadata = CheckpointMetadata { format: 1, job: "big".into(), id: 1, created_ms: 0, tasks: tasks.into() };
+    CheckpointStorage::with_remote(local.path().to_path_buf(), std::sync::Arc::new(remote))
+        .complete(&metadata)
+        .unwrap();
+    // Another machine gets it back whole.
+    let other = tempfile::tempdir().unwrap();
+    let remote = RemoteStore::open("s3://big/checkpoints", &options).unwrap();
+    let restored = CheckpointStorage::with_remote(other.path().to_path_buf(), std::sync::Arc::new(remote))
+        .latest()
+        .unwrap()
+        .expect("the checkpoint is in the store");
+    assert_eq!(restored.metadata.id, 1);
+    assert!(std::fs::read(other.path().join(relative)).unwrap() == bytes, "the file came back different");
+}
