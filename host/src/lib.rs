@@ -15,6 +15,7 @@
 pub mod api;
 pub mod bundle;
 pub mod checkpoint;
+pub mod cluster;
 pub mod clock;
 pub mod error;
 pub mod job;

@@ -9,6 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use weir::api::{self, StopBody, UpgradeBody};
@@ -52,6 +53,10 @@ enum Command {
         /// Address of the control API.
         #[arg(long, default_value = "127.0.0.1:0")]
         control: SocketAddr,
+        /// Run as one member of the job's cluster: the members share the work by the
+        /// Kafka input's partitions (docs/cluster.md). Implied by a [cluster] table.
+        #[arg(long, conflicts_with_all = ["fresh", "from_savepoint"])]
+        cluster: bool,
     },
     /// Check a job file and its components without running anything: the job's wiring,
     /// and that every component implements the weir:operator world.
@@ -299,7 +304,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Run { job, plugin_dirs, fresh, from_savepoint, allow_non_restored_state, control } => {
+        Command::Run { job, plugin_dirs, fresh, from_savepoint, allow_non_restored_state, control, cluster } => {
             let options = JobOptions {
                 plugin_dirs,
                 fresh,
@@ -307,7 +312,7 @@ fn main() -> ExitCode {
                 allow_non_restored_state,
                 control: Some(control),
             };
-            run(job, options)
+            run(job, options, cluster)
         }
         Command::Check { job, plugin_dirs } => {
             match Job::load(&job, &JobOptions { plugin_dirs, ..Default::default() }) {
@@ -550,8 +555,16 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn run(path: PathBuf, options: JobOptions) -> ExitCode {
-    let job = match Job::load(&path, &options) {
+fn run(path: PathBuf, options: JobOptions, cluster: bool) -> ExitCode {
+    let mut spec = match weir::JobSpec::load(&path) {
+        Ok(spec) => spec,
+        Err(error) => return fail(&error.into()),
+    };
+    if cluster || spec.cluster.is_some() {
+        spec.cluster.get_or_insert_with(Default::default);
+        return run_member(spec, options);
+    }
+    let job = match Job::new(spec, &options) {
         Ok(job) => job,
         Err(error) => return fail(&error),
     };
@@ -583,6 +596,34 @@ fn run(path: PathBuf, options: JobOptions) -> ExitCode {
                 peak();
             }
             fail(&error)
+        }
+    }
+}
+
+/// Runs this process as a member of the job's cluster until Ctrl-C or a task failure.
+fn run_member(spec: weir::JobSpec, options: JobOptions) -> ExitCode {
+    if options.fresh || options.from_savepoint.is_some() {
+        eprintln!("error: a cluster member starts its tasks from their checkpoints; --fresh and --from-savepoint do not apply");
+        return ExitCode::FAILURE;
+    }
+    // Tasks have no control API of their own yet (several per process).
+    let options = JobOptions { control: None, ..options };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            eprintln!("weir: leaving the cluster (Ctrl-C)");
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    match weir::cluster::run_member(spec, options, stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct JobSpec {
     /// What to do when a task fails.
     #[serde(default)]
     pub restart: RestartStrategy,
+    /// Run by several weir processes together (`docs/cluster.md`); `weir run --cluster`
+    /// adds the table with its defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// The directory relative paths are resolved against (the job file's).
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -161,7 +161,8 @@ impl KafkaSource {
             if entry.partitions().is_empty() {
                 return Err(self.error(format!("topic `{topic}` has no partitions")));
             }
-            found.extend(entry.partitions().iter().map(|p| (topic.clone(), p.id())));
+            let wanted = |id: &i32| self.spec.partitions.as_ref().is_none_or(|only| only.contains(id));
+            found.extend(entry.partitions().iter().map(|p| p.id()).filter(wanted).map(|id| (topic.clone(), id)));
         }
         self.backoff.succeeded();
         let lost = self.partitions.values().find(|p| !found.contains(&(p.topic.clone(), p.partition)));
@@ -568,6 +569,10 @@ pub struct KafkaSourceSpec {
     pub properties: BTreeMap<String, String>,
     #[serde(default)]
     pub watermark: WatermarkStrategy,
+    /// Read only these partition numbers of each topic (default: all). A cluster's
+    /// task sets it to its own partition (`docs/cluster.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<i32>>,
 }
 
 /// Where a Kafka source starts reading a partition it has no saved offset for.

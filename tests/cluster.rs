@@ -1,0 +1,183 @@
+//! One job run by several weir processes on loopback, coordinated by a real broker's
+//! consumer group (tansu) with checkpoints in a shared object store: a member that
+//! joins takes over part of the partitions, a member killed with SIGKILL has its tasks
+//! restored on the other from the store, and no input is lost.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::guests;
+use common::kafka::Broker;
+
+const KEYS: usize = 16;
+const PER_KEY: usize = 120;
+const PARTITIONS: i32 = 4;
+
+fn job(dir: &Path, broker: &Broker) -> std::path::PathBuf {
+    std::fs::copy(guests::KEYED_COUNT, dir.join("keyed_count.wasm")).unwrap();
+    let text = format!(
+        r#"
+        name = "cluster-count"
+        [[source]]
+        type = "kafka"
+        uid = "in"
+        brokers = "{addr}"
+        topics = ["in"]
+        rate = 60
+
+        [[operator]]
+        uid = "count"
+        component = "keyed_count.wasm"
+
+        [[sink]]
+        type = "kafka"
+        uid = "out"
+        brokers = "{addr}"
+        topic = "counts"
+        delivery = "at-least-once"
+
+        [[edge]]
+        from = "in"
+        to = "count"
+        partition = "keyed"
+
+        [[edge]]
+        from = "count"
+        to = "out"
+
+        [checkpoint]
+        interval_ms = 100
+        dir = "file://{store}"
+
+        [cluster]
+        session_timeout_ms = 3000
+        "#,
+        addr = broker.addr(),
+        store = dir.join("store").display(),
+    );
+    // Each member has a directory of its own (its own local checkpoints and state), as
+    // on separate machines; they share the broker and the store.
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts a member from a copy of the job file in `home` (its own machine).
+fn member(job: &Path, home: &Path) -> Child {
+    std::fs::create_dir_all(home).unwrap();
+    std::fs::copy(job, home.join("job.toml")).unwrap();
+    std::fs::copy(job.with_file_name("keyed_count.wasm"), home.join("keyed_count.wasm")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run"])
+        .arg(home.join("job.toml"))
+        .arg("--log=weir=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(home.join("log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Each key's counts seen in the output topic so far.
+fn counts(broker: &Broker) -> BTreeMap<String, BTreeSet<u64>> {
+    let mut seen: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for read in broker.read_all("counts") {
+        let value: serde_json::Value = serde_json::from_str(&read.value).unwrap();
+        seen.entry(value["key"].as_str().unwrap().to_string()).or_default().insert(value["count"].as_u64().unwrap());
+    }
+    seen
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The partitions a member's log says it started tasks for.
+fn started_tasks(home: &Path) -> BTreeSet<i32> {
+    let log = std::fs::read_to_string(home.join("log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains("task assigned: starting"))
+        .filter_map(|l| l.split("partition=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
+    let broker = Broker::start();
+    broker.create_topic("in", PARTITIONS);
+    broker.create_topic("counts", 1);
+    // Co-partitioned input: every record of a key in the same partition.
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+    broker.produce(
+        "in",
+        (0..KEYS * PER_KEY).map(|i| {
+            let k = i % KEYS;
+            ((k as i32) % PARTITIONS, Some(keys[k].as_str()), format!("{{\"i\":{i}}}"), None)
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), &broker);
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+
+    let mut a = member(&job, &home_a);
+    wait_until("member a runs all four tasks", Duration::from_secs(60), || started_tasks(&home_a).len() == 4);
+    wait_until("output appears", Duration::from_secs(60), || !counts(&broker).is_empty());
+    let mut b = member(&job, &home_b);
+    wait_until("member b takes over some partitions", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
+    let moved = started_tasks(&home_b);
+    assert!(moved.len() < 4, "b took every partition from a live member: {moved:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    a.kill().unwrap(); // SIGKILL: a's tasks move to b after the session timeout
+    a.wait().unwrap();
+    wait_until("b runs every task", Duration::from_secs(60), || started_tasks(&home_b).len() == 4);
+    wait_until("every key is counted to the end", Duration::from_secs(120), || {
+        let seen = counts(&broker);
+        seen.len() == KEYS && seen.values().all(|c| c.last() == Some(&(PER_KEY as u64)))
+    });
+    // SIGINT: b leaves the group, stopping its tasks.
+    unsafe { libc::kill(b.id() as i32, libc::SIGINT) };
+    let status = b.wait().unwrap();
+    let log_b = std::fs::read_to_string(home_b.join("log")).unwrap();
+    assert!(status.success(), "member b failed:\n{log_b}");
+    assert!(log_b.contains("checkpoint downloaded from the store"), "b restored nothing from the store:\n{log_b}");
+
+    // No input lost, across the join and the kill: each key's counts 1..=PER_KEY all
+    // reached the topic (a restore may repeat some, never skip one).
+    for (key, counts) in counts(&broker) {
+        assert_eq!(counts, (1..=PER_KEY as u64).collect(), "counts of {key}");
+    }
+}
+
+#[test]
+fn a_cluster_without_a_shared_store_or_kafka_input_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(
+        &path,
+        r#"
+        name = "not-a-cluster"
+        [[source]]
+        type = "generator"
+        uid = "in"
+        count = 10
+        [[sink]]
+        type = "discard"
+        uid = "out"
+        [[edge]]
+        from = "in"
+        to = "out"
+        "#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_weir")).args(["run", "--cluster"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("needs exactly one source, of type \"kafka\""), "{stderr}");
+}
