@@ -59,18 +59,6 @@ fn run_moving_machines(job: &Path, kills: &[u64], newest: &dyn Fn() -> u64, env:
     logs
 }
 
-/// The ids of the complete checkpoints under a store's root directory on disk.
-fn newest_on_disk(root: &Path) -> u64 {
-    std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("_metadata").exists())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
-        .max()
-        .unwrap_or(0)
-}
-
 fn holds_files(dir: &Path) -> bool {
     std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| e.path().is_file() || holds_files(&e.path()))
 }
@@ -89,7 +77,7 @@ fn exactly_once_across_machines(url: &dyn Fn(&Path) -> (String, PathBuf), option
         let moved = tempfile::tempdir().unwrap();
         let (moved_url, root) = url(moved.path());
         let job = job_in_store(moved.path(), backend, 25.0, &moved_url, options);
-        let logs = run_moving_machines(&job, &kill_moments(21, 3), &|| newest_on_disk(&root), env);
+        let logs = run_moving_machines(&job, &kill_moments(21, 3), &|| newest_checkpoint_in(&root), env);
         let downloads = logs.matches("checkpoint downloaded from the store").count();
         assert!(downloads > 0, "no run restored from the store ({backend:?}):\n{logs}");
         let expected = alerts(straight.path());

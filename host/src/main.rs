@@ -570,14 +570,9 @@ fn run(path: PathBuf, options: JobOptions, cluster: bool) -> ExitCode {
     };
     let control = job.control();
     // Ctrl-C stops the sources; every task flushes what it has and the summary prints.
-    std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            return;
-        };
-        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
-            eprintln!("weir: stopping (Ctrl-C)");
-            control.stop();
-        }
+    on_ctrl_c(move || {
+        eprintln!("weir: stopping (Ctrl-C)");
+        control.stop();
     });
     let peak = || {
         if let Some(mib) = weir::metrics::peak_resident_mib(None) {
@@ -610,14 +605,9 @@ fn run_member(spec: weir::JobSpec, options: JobOptions) -> ExitCode {
     let options = JobOptions { control: None, ..options };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
-    std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            return;
-        };
-        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
-            eprintln!("weir: leaving the cluster (Ctrl-C)");
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+    on_ctrl_c(move || {
+        eprintln!("weir: leaving the cluster (Ctrl-C)");
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     match weir::cluster::run_member(spec, options, stop) {
         Ok(()) => ExitCode::SUCCESS,
@@ -626,6 +616,18 @@ fn run_member(spec: weir::JobSpec, options: JobOptions) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `then` on a thread of its own when the process gets Ctrl-C (SIGINT).
+fn on_ctrl_c(then: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            then();
+        }
+    });
 }
 
 fn fail(error: &JobError) -> ExitCode {

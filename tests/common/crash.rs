@@ -23,7 +23,12 @@ pub fn weir_run(job: &Path) -> Command {
 
 /// The id of the newest completed checkpoint under the job's directory.
 pub fn newest_checkpoint(job: &Path) -> u64 {
-    std::fs::read_dir(job.parent().unwrap().join("checkpoints"))
+    newest_checkpoint_in(&job.parent().unwrap().join("checkpoints"))
+}
+
+/// The id of the newest completed checkpoint in the checkpoint directory `dir`.
+pub fn newest_checkpoint_in(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
