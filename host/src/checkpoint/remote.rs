@@ -7,7 +7,8 @@
 //! is gone: a checkpoint completes only once every file of it is uploaded, its
 //! `_metadata` last, so a checkpoint in the store is whole when its `_metadata` is
 //! there. Files under `shared/` (RocksDB's SST files, reused by later checkpoints) are
-//! uploaded once. A start on a machine whose local directory lacks the newest
+//! uploaded once per process (the first checkpoint after a start uploads the ones it
+//! refers to again: a file of the same name in the store may be an earlier owner's). A start on a machine whose local directory lacks the newest
 //! checkpoints downloads them first, then restores as from a local one (the same
 //! checks: every file's size and CRC-32). Files stream through in parts, so a large
 //! state file never sits in memory whole.
@@ -16,7 +17,7 @@
 //! only what it wrote there (`chk-*` and `shared/`), and refuses a prefix holding
 //! anything else.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -49,8 +50,11 @@ pub struct RemoteStore {
     store: Arc<dyn ObjectStore>,
     prefix: Key,
     runtime: tokio::runtime::Runtime,
-    /// Shared files known to be in the store (uploaded, or found there).
-    shared: Mutex<Option<HashSet<String>>>,
+    /// The shared files this process uploaded, with their CRC-32. Only these are
+    /// skipped by later uploads: a file of the same name found in the store may be
+    /// another process's (a task's earlier owner wrote SST files after the checkpoint
+    /// this one restored, with the numbers this one's RocksDB uses next).
+    shared: Mutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -86,7 +90,7 @@ impl RemoteStore {
             .enable_all()
             .build()
             .map_err(|e| error(format!("starting its I/O runtime: {e}")))?;
-        Ok(RemoteStore { url: url.to_string(), store: store.into(), prefix, runtime, shared: Mutex::new(None) })
+        Ok(RemoteStore { url: url.to_string(), store: store.into(), prefix, runtime, shared: Mutex::new(HashMap::new()) })
     }
 
     pub fn url(&self) -> &str {
@@ -190,16 +194,6 @@ impl RemoteStore {
         written.map_err(|e| self.error(format!("downloading {key} to {}: {e}", path.display())))
     }
 
-    /// The shared files already in the store (listed once, then kept up to date).
-    fn shared_known(&self) -> Result<std::sync::MutexGuard<'_, Option<HashSet<String>>>, RemoteError> {
-        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if shared.is_none() {
-            let listed = self.list("shared")?;
-            *shared = Some(listed.iter().filter_map(|k| self.relative(k)).collect());
-        }
-        Ok(shared)
-    }
-
     /// Uploads checkpoint `metadata` from the local directory `root`: its files (shared
     /// ones only if not already there), the commit records of earlier checkpoints that
     /// sinks wrote since, and its `_metadata` last.
@@ -208,13 +202,14 @@ impl RemoteStore {
         let mut uploaded = 0u64;
         for file in metadata.files() {
             let shared = file.path.starts_with("shared/");
-            if shared && self.shared_known()?.as_ref().is_some_and(|known| known.contains(&file.path)) {
+            let uploaded_before = |known: &HashMap<String, u32>| known.get(&file.path) == Some(&file.crc32);
+            if shared && uploaded_before(&self.shared.lock().unwrap_or_else(|e| e.into_inner())) {
                 continue;
             }
             self.put(root, &file.path)?;
             uploaded += file.size;
             if shared {
-                self.shared_known()?.get_or_insert_with(HashSet::new).insert(file.path.clone());
+                self.shared.lock().unwrap_or_else(|e| e.into_inner()).insert(file.path.clone(), file.crc32);
             }
         }
         self.upload_commit_records(root)?;
@@ -330,7 +325,7 @@ impl RemoteStore {
         for key in self.list("")? {
             self.runtime.block_on(self.store.delete(&key)).map_err(|e| self.error(format!("deleting {key}: {e}")))?;
         }
-        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(())
     }
 
@@ -342,7 +337,9 @@ impl RemoteStore {
     }
 
     /// Deletes from the store the checkpoints the local directory no longer keeps
-    /// (older than its oldest kept one) and the shared files none of the kept ones uses.
+    /// (older than its oldest kept one) and the shared files this process uploaded that
+    /// none of the kept ones uses (shared files of earlier owners of the checkpoints
+    /// stay: their checkpoints may still be the newest another member restores).
     pub fn retain(&self, local: &CheckpointStorage) -> Result<(), RemoteError> {
         let kept = local.kept();
         let Some(oldest) = kept.iter().map(|(id, _)| *id).min() else { return Ok(()) };
@@ -353,7 +350,9 @@ impl RemoteStore {
             let Some(relative) = self.relative(&key) else { continue };
             let top = relative.split('/').next().unwrap_or_default();
             let old_checkpoint = top.strip_prefix("chk-").and_then(|id| id.parse::<u64>().ok()).is_some_and(|id| id < oldest);
-            let unused_shared = top == "shared" && !referenced.contains(relative.as_str());
+            let unused_shared = top == "shared"
+                && !referenced.contains(relative.as_str())
+                && self.shared.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&relative);
             if old_checkpoint || unused_shared {
                 doomed.push(key);
             }
@@ -361,9 +360,7 @@ impl RemoteStore {
         for key in doomed {
             self.runtime.block_on(self.store.delete(&key)).map_err(|e| self.error(format!("deleting {key}: {e}")))?;
             if let Some(relative) = self.relative(&key) {
-                if let Some(known) = self.shared.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                    known.remove(&relative);
-                }
+                self.shared.lock().unwrap_or_else(|e| e.into_inner()).remove(&relative);
             }
         }
         Ok(())
@@ -459,5 +456,40 @@ mod tests {
         assert_eq!(written, bytes.len() as u64);
         assert!(std::fs::read(&back).unwrap() == bytes, "the bytes differ");
         assert!(!dir.path().join("other/000007.sst.part").exists());
+    }
+
+    #[test]
+    fn a_shared_file_of_the_same_name_from_an_earlier_owner_is_uploaded_again() {
+        use crate::checkpoint::TaskState;
+        use crate::state::snapshot::{FileEntry, file_crc};
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = |owner: &str, id: u64, content: &[u8]| {
+            let root = dir.path().join(owner);
+            std::fs::create_dir_all(root.join("shared/op#0")).unwrap();
+            std::fs::write(root.join("shared/op#0/000016.sst"), content).unwrap();
+            let entry = FileEntry {
+                path: "shared/op#0/000016.sst".into(),
+                size: content.len() as u64,
+                crc32: file_crc(&root.join("shared/op#0/000016.sst")).unwrap(),
+            };
+            let tasks = [("op#0".to_string(), TaskState::Sink { state: serde_json::Value::Null, channel_state: Some(entry) })];
+            let metadata = CheckpointMetadata { format: 1, job: "j".into(), id, created_ms: 0, tasks: tasks.into() };
+            (root, metadata)
+        };
+        let complete = |remote: &Arc<RemoteStore>, (root, metadata): (PathBuf, CheckpointMetadata)| {
+            CheckpointStorage::with_remote(root, remote.clone()).complete(&metadata).unwrap()
+        };
+        let first = Arc::new(store(&dir.path().join("remote")));
+        complete(&first, checkpoint("first", 1, b"the first owner's SST"));
+        // A later owner (another process) made a different file of the same number.
+        let second = Arc::new(store(&dir.path().join("remote")));
+        complete(&second, checkpoint("second", 2, b"the second owner's own SST"));
+        assert_eq!(second.get(&second.key("shared/op#0/000016.sst")).unwrap(), b"the second owner's own SST");
+        // Within one process, an unchanged file is not uploaded twice: a later checkpoint
+        // of the second owner finds it by name and checksum.
+        let key = second.key("shared/op#0/000016.sst");
+        second.runtime.block_on(second.store.put(&key, PutPayload::from(b"moved aside".to_vec()))).unwrap();
+        complete(&second, checkpoint("second", 3, b"the second owner's own SST"));
+        assert_eq!(second.get(&second.key("shared/op#0/000016.sst")).unwrap(), b"moved aside");
     }
 }

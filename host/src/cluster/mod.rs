@@ -228,6 +228,12 @@ fn check(spec: &JobSpec) -> Result<(&crate::source::kafka::KafkaSourceSpec, &Clu
             "a cluster's tasks follow the partitions of its input, so it needs exactly one source, of type \"kafka\"",
         ));
     }
+    if let Some(sink) = spec.sinks.iter().find(|s| matches!(s, crate::job::spec::SinkSpec::File { .. })) {
+        return Err(unsupported(&format!(
+            "sink `{}` writes a file, which every task of every member would write; use a Kafka sink",
+            sink.uid()
+        )));
+    }
     if spec.checkpoint_store().is_none() {
         return Err(unsupported(
             "its tasks move between members, so their checkpoints must be in an object store every member \
