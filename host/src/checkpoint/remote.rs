@@ -55,6 +55,8 @@ pub struct RemoteStore {
     /// another process's (a task's earlier owner wrote SST files after the checkpoint
     /// this one restored, with the numbers this one's RocksDB uses next).
     shared: Mutex<HashMap<String, u32>>,
+    /// The sink commit records this process uploaded (each goes up once).
+    commit_records: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -90,11 +92,7 @@ impl RemoteStore {
             .enable_all()
             .build()
             .map_err(|e| error(format!("starting its I/O runtime: {e}")))?;
-        Ok(RemoteStore { url: url.to_string(), store: store.into(), prefix, runtime, shared: Mutex::new(HashMap::new()) })
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
+        Ok(RemoteStore { url: url.to_string(), store: store.into(), prefix, runtime, shared: Mutex::new(HashMap::new()), commit_records: Mutex::new(HashSet::new()) })
     }
 
     fn error(&self, message: impl std::fmt::Display) -> RemoteError {
@@ -233,10 +231,11 @@ impl RemoteStore {
                 let file_name = file.file_name().to_string_lossy().into_owned();
                 if file_name.starts_with(commit_record_prefix()) {
                     let relative = format!("{name}/{file_name}");
-                    let present = self.runtime.block_on(self.store.head(&self.key(&relative))).is_ok();
-                    if !present {
-                        self.put(root, &relative)?;
+                    if self.commit_records.lock().unwrap_or_else(|e| e.into_inner()).contains(&relative) {
+                        continue;
                     }
+                    self.put(root, &relative)?;
+                    self.commit_records.lock().unwrap_or_else(|e| e.into_inner()).insert(relative);
                 }
             }
         }
@@ -281,10 +280,12 @@ impl RemoteStore {
     /// checked against its size and CRC-32, its commit records, and its `_metadata` last.
     fn download(&self, root: &Path, id: u64) -> Result<(), RemoteError> {
         let dir = CheckpointStorage::checkpoint_dir(id);
-        let metadata_key = self.key(&format!("{dir}/{METADATA}"));
-        let metadata_bytes = self.get(&metadata_key)?;
-        let metadata: CheckpointMetadata = super::storage::parse_manifest(&metadata_bytes)
-            .map_err(|e| self.error(format!("{metadata_key}: {e}")))?;
+        // Fetched beside its final name, and renamed last: a local checkpoint is whole
+        // when its `_metadata` is there, as in the store.
+        let metadata_path = root.join(&dir).join(METADATA);
+        let fetched = root.join(&dir).join(format!("{METADATA}.download"));
+        self.get_to_file(&self.key(&format!("{dir}/{METADATA}")), &fetched)?;
+        let metadata: CheckpointMetadata = super::storage::read_manifest(&fetched).map_err(|e| self.error(e))?;
         let started = std::time::Instant::now();
         let mut downloaded = 0u64;
         for file in metadata.files() {
@@ -301,8 +302,7 @@ impl RemoteStore {
                 self.get_to_file(&key, &root.join(&relative))?;
             }
         }
-        // Last, as in the store: a local checkpoint is whole when its `_metadata` is there.
-        write_file(&root.join(&dir).join(METADATA), &metadata_bytes).map_err(|e| self.error(e))?;
+        std::fs::rename(&fetched, &metadata_path).map_err(|e| self.error(format!("{}: {e}", metadata_path.display())))?;
         tracing::info!(checkpoint = id, url = %self.url, bytes = downloaded,
             duration_ms = started.elapsed().as_millis() as u64, "checkpoint downloaded from the store");
         Ok(())
@@ -329,6 +329,7 @@ impl RemoteStore {
         Ok(())
     }
 
+    #[cfg(test)]
     fn get(&self, key: &Key) -> Result<Vec<u8>, RemoteError> {
         self.runtime
             .block_on(async { self.store.get(key).await?.bytes().await })
@@ -365,19 +366,6 @@ impl RemoteStore {
         }
         Ok(())
     }
-}
-
-/// Writes `bytes` to `path` whole: to a temporary file, synced, then renamed.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = PathBuf::from(format!("{}.part", path.display()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Undoes `object_store`'s percent-encoding of a path part (`#` in `count#0` is `%23`).

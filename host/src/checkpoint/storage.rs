@@ -66,8 +66,17 @@ impl CheckpointStorage {
         CheckpointStorage { root, remote: Some(remote) }
     }
 
-    pub fn remote(&self) -> Option<&RemoteStore> {
-        self.remote.as_deref()
+    /// The checkpoint directory `root`, copied to the object store at `store` (a URL,
+    /// with the job file's `options`) when there is one.
+    pub fn open(
+        root: PathBuf,
+        store: Option<&str>,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, RemoteError> {
+        Ok(match store {
+            None => CheckpointStorage::new(root),
+            Some(url) => CheckpointStorage::with_remote(root, Arc::new(RemoteStore::open(url, options)?)),
+        })
     }
 
     pub fn root(&self) -> &Path {

@@ -45,7 +45,6 @@ use crate::sink::Delivery;
 use crate::state::{KeyedState, MemoryBackend, RocksBackend, StateBackend};
 use crate::timers::TimerService;
 use crate::checkpoint::channels::ChannelState;
-use crate::checkpoint::remote::RemoteStore;
 use crate::task::inputs::Inputs;
 use crate::task::migration::Migration;
 use crate::task::operator::{OperatorTask, OperatorTaskSetup};
@@ -274,14 +273,12 @@ impl Job {
             || self.options.control.is_some();
         let _lock = if keeps_files { Some(lock::JobLock::acquire(&self.spec.work_dir(), &self.spec.name)?) } else { None };
         let restore_error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
-        let storage = match (self.spec.checkpoint_dir(), self.spec.checkpoint_store()) {
-            (None, _) => None,
-            (Some(dir), None) => Some(CheckpointStorage::new(dir)),
-            (Some(dir), Some(url)) => {
-                let options = self.spec.checkpoint.as_ref().map(|c| c.store_options.clone()).unwrap_or_default();
-                let remote = RemoteStore::open(url, &options).map_err(|e| restore_error(e.to_string()))?;
-                Some(CheckpointStorage::with_remote(dir, Arc::new(remote)))
-            }
+        let storage = match (self.spec.checkpoint_dir(), &self.spec.checkpoint) {
+            (Some(dir), Some(settings)) => Some(
+                CheckpointStorage::open(dir, self.spec.checkpoint_store(), &settings.store_options)
+                    .map_err(|e| restore_error(e.to_string()))?,
+            ),
+            _ => None,
         };
         let savepoint = match &self.options.from_savepoint {
             Some(dir) => Some(self.check_savepoint(Savepoint::load(&self.spec.resolve(dir))?)?),
