@@ -241,6 +241,7 @@ fn exactly_once_spec(brokers: &str) -> KafkaSinkSpec {
         delivery: KafkaDelivery::ExactlyOnce,
         transaction_timeout_ms: 60_000,
         properties: Default::default(),
+        repartition: None,
     }
 }
 

@@ -18,10 +18,13 @@
 //! the same task. A member that dies (SIGKILL, a lost machine) is noticed by the broker
 //! after `session_timeout_ms`, and its partitions move to the others.
 //!
-//! This is the first step of `docs/cluster.md`: it needs the job's input to be
-//! partitioned by the key its keyed operators use (co-partitioned, as Kafka Streams
-//! requires for joins); repartition topics, standby replicas and fencing of a paused
-//! member ("zombie") by the group generation come next.
+//! A keyed edge whose input is not partitioned by its key goes through a repartition
+//! topic that the member creates ([`topology`]): the job is cut into stages, and the
+//! tasks of the later stages follow the partitions of those topics, each holding one
+//! key-group range. Standby replicas and fencing of a paused member ("zombie") by the
+//! group generation are not built yet (`docs/cluster.md`).
+
+pub mod topology;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::job::spec::SourceSpec;
 use crate::job::{Job, JobError, JobOptions, JobSpec, JobSummary};
 use crate::task::JobControl;
+use topology::Topology;
 
 /// The job file's `[cluster]` table.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -71,11 +75,19 @@ pub enum ClusterError {
     Unsupported { job: String, reason: String },
     #[error("cluster of job `{job}`: Kafka: {message}")]
     Kafka { job: String, message: String },
-    #[error("cluster of job `{job}`: task p{partition} failed: {error}")]
-    Task { job: String, partition: i32, error: Box<JobError> },
+    #[error("cluster of job `{job}`: task {task} failed: {error}")]
+    Task { job: String, task: String, error: Box<JobError> },
 }
 
-/// A task this member runs: the job on one partition.
+/// A task: a stage of the job ([`topology::Stage`]) on one partition of its lead
+/// topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct TaskId {
+    stage: usize,
+    partition: i32,
+}
+
+/// A task this member runs.
 struct RunningTask {
     control: Arc<JobControl>,
     thread: JoinHandle<Result<JobSummary, JobError>>,
@@ -83,77 +95,96 @@ struct RunningTask {
 
 /// What the member's tasks share with the group's rebalance callbacks.
 struct Tasks {
-    spec: JobSpec,
+    topology: Topology,
+    brokers: String,
     options: JobOptions,
-    running: Mutex<BTreeMap<i32, RunningTask>>,
+    running: Mutex<BTreeMap<TaskId, RunningTask>>,
     /// The first task failure; the member stops on it.
     failed: Mutex<Option<ClusterError>>,
 }
 
 impl Tasks {
-    fn start(&self, partition: i32) {
+    fn job(&self) -> &str {
+        self.topology.job_name()
+    }
+
+    fn start(&self, id: TaskId) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.contains_key(&partition) {
+        if running.contains_key(&id) {
             return;
         }
-        let spec = task_spec(&self.spec, partition);
+        let spec = self.topology.task_spec(id.stage, id.partition, &self.brokers);
+        let name = spec.name.clone();
         let job = match Job::new(spec, &self.options) {
             Ok(job) => job,
             Err(error) => {
-                self.fail(partition, error);
+                self.fail(name, error);
                 return;
             }
         };
-        tracing::info!(job = %self.spec.name, partition, "task assigned: starting");
+        tracing::info!(job = %self.job(), task = %name, stage = id.stage, partition = id.partition, "task assigned: starting");
         let control = job.control();
         let thread = std::thread::Builder::new()
-            .name(format!("task p{partition}"))
+            .name(format!("task {name}"))
             .spawn(move || job.run())
             .expect("spawning a task thread");
-        running.insert(partition, RunningTask { control, thread });
+        running.insert(id, RunningTask { control, thread });
     }
 
-    /// Stops the task of `partition` and waits until it has (so the partition can go).
-    fn stop(&self, partition: i32) {
-        let task = self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&partition);
+    /// Stops task `id` and waits until it has (so its partition can go).
+    fn stop(&self, id: TaskId) {
+        let task = self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         if let Some(task) = task {
-            tracing::info!(job = %self.spec.name, partition, "task revoked: stopping");
+            let name = self.topology.task_name(id.stage, id.partition);
+            tracing::info!(job = %self.job(), task = %name, stage = id.stage, partition = id.partition, "task revoked: stopping");
             task.control.stop();
             if let Ok(Err(error)) = task.thread.join() {
-                tracing::warn!(job = %self.spec.name, partition, error = %error, "the revoked task ended with an error");
+                tracing::warn!(job = %self.job(), task = %name, error = %error, "the revoked task ended with an error");
             }
         }
     }
 
-    fn fail(&self, partition: i32, error: JobError) {
-        tracing::error!(job = %self.spec.name, partition, error = %error, "task failed");
+    fn fail(&self, task: String, error: JobError) {
+        tracing::error!(job = %self.job(), %task, error = %error, "task failed");
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        failed.get_or_insert(ClusterError::Task { job: self.spec.name.clone(), partition, error: Box::new(error) });
+        failed.get_or_insert(ClusterError::Task { job: self.job().to_string(), task, error: Box::new(error) });
     }
 
     /// Collects tasks that ended on their own (a failure that exhausted the restart
     /// strategy, or a bounded input that ended).
     fn reap(&self) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let ended: Vec<i32> = running.iter().filter(|(_, t)| t.thread.is_finished()).map(|(p, _)| *p).collect();
-        for partition in ended {
-            let task = running.remove(&partition).expect("listed");
+        let ended: Vec<TaskId> = running.iter().filter(|(_, t)| t.thread.is_finished()).map(|(id, _)| *id).collect();
+        for id in ended {
+            let task = running.remove(&id).expect("listed");
+            let name = self.topology.task_name(id.stage, id.partition);
             match task.thread.join() {
                 Ok(Ok(summary)) if !summary.cancelled => {
-                    tracing::info!(job = %self.spec.name, partition, "task finished its input")
+                    tracing::info!(job = %self.job(), task = %name, "task finished its input")
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(error)) => self.fail(partition, error),
-                Err(_) => self.fail(partition, JobError::Internal(anyhow::anyhow!("task p{partition} panicked"))),
+                Ok(Err(error)) => self.fail(name, error),
+                Err(_) => {
+                    let error = JobError::Internal(anyhow::anyhow!("task {name} panicked"));
+                    self.fail(name, error)
+                }
             }
         }
     }
 
     fn stop_all(&self) {
-        let partitions: Vec<i32> = self.running.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
-        for partition in partitions {
-            self.stop(partition);
+        let ids: Vec<TaskId> = self.running.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        for id in ids {
+            self.stop(id);
         }
+    }
+
+    /// The tasks of a list of partitions (of the stages' lead topics).
+    fn ids(&self, list: &TopicPartitionList) -> std::collections::BTreeSet<TaskId> {
+        list.elements()
+            .iter()
+            .filter_map(|e| Some(TaskId { stage: self.topology.stage_of_topic(e.topic())?, partition: e.partition() }))
+            .collect()
     }
 }
 
@@ -168,8 +199,8 @@ impl ClientContext for Membership {}
 impl ConsumerContext for Membership {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
-            for partition in task_partitions(partitions) {
-                self.tasks.stop(partition);
+            for id in self.tasks.ids(partitions) {
+                self.tasks.stop(id);
             }
         }
     }
@@ -177,37 +208,14 @@ impl ConsumerContext for Membership {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                for partition in task_partitions(partitions) {
-                    self.tasks.start(partition);
+                for id in self.tasks.ids(partitions) {
+                    self.tasks.start(id);
                 }
             }
             Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => tracing::warn!(job = %self.tasks.spec.name, error = %e, "rebalance failed"),
+            Rebalance::Error(e) => tracing::warn!(job = %self.tasks.job(), error = %e, "rebalance failed"),
         }
     }
-}
-
-/// The partition numbers of a list (a task covers one number across the topics).
-fn task_partitions(list: &TopicPartitionList) -> std::collections::BTreeSet<i32> {
-    list.elements().iter().map(|e| e.partition()).collect()
-}
-
-/// The job as the task of `partition` runs it: its own name (so its own local
-/// directory, lock and Kafka transactional ids), the Kafka source reading only that
-/// partition, and its checkpoints under `p<partition>` of the store.
-pub fn task_spec(spec: &JobSpec, partition: i32) -> JobSpec {
-    let mut task = spec.clone();
-    task.name = format!("{}-p{partition}", spec.name);
-    for source in &mut task.sources {
-        if let SourceSpec::Kafka(kafka) = source {
-            kafka.partitions = Some(vec![partition]);
-        }
-    }
-    if let Some(checkpoint) = &mut task.checkpoint {
-        let dir = checkpoint.dir.as_ref().and_then(|d| d.to_str()).unwrap_or_default().trim_end_matches('/');
-        checkpoint.dir = Some(format!("{dir}/p{partition}").into());
-    }
-    task
 }
 
 /// Checks that `spec` can run as a cluster: one Kafka source, and checkpoints in an
@@ -250,22 +258,36 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
     let kafka_error = |message: String| ClusterError::Kafka { job: spec.name.clone(), message };
     let group = settings.group.clone().unwrap_or_else(|| format!("weir-cluster-{}", spec.name));
     let brokers = settings.brokers.clone().unwrap_or_else(|| source.brokers.clone());
-    let topics: Vec<String> = source.topics.clone();
+    let config = || {
+        let mut config = crate::kafka::client_config(&brokers, &source.properties);
+        config.set("group.id", &group);
+        config
+    };
+    let metadata: BaseConsumer = config().create().map_err(|e| kafka_error(format!("cannot configure a Kafka client: {e}")))?;
+    let Some(input_partitions) = partitions_of(&metadata, &source.topics[0], &stop).map_err(kafka_error)? else {
+        return Ok(());
+    };
+    let topology = Topology::new(&spec, source, input_partitions)
+        .map_err(|e| ClusterError::Unsupported { job: spec.name.clone(), reason: e.to_string() })?;
+    create_repartition_topics(&config(), &metadata, &topology).map_err(kafka_error)?;
+    // The group assigns each stage's lead topic; a task reads the same partition of
+    // the stage's other topics (which must be partitioned alike).
+    let leads: Vec<String> = topology.stages.iter().map(|s| s.lead_topic.clone()).collect();
     let tasks = Arc::new(Tasks {
-        spec: spec.clone(),
+        topology,
+        brokers: brokers.clone(),
         options,
         running: Mutex::new(BTreeMap::new()),
         failed: Mutex::new(None),
     });
-    let consumer: BaseConsumer<Membership> = crate::kafka::client_config(&brokers, &source.properties)
-        .set("group.id", &group)
+    let consumer: BaseConsumer<Membership> = config()
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", settings.session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (settings.session_timeout_ms / 5).max(100).to_string())
         .set("enable.auto.commit", "false")
         .create_with_context(Membership { tasks: tasks.clone() })
         .map_err(|e| kafka_error(format!("cannot configure the group member: {e}")))?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let names: Vec<&str> = leads.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(|e| kafka_error(format!("cannot join group `{group}`: {e}")))?;
     tracing::info!(job = %spec.name, %group, %brokers, "joined the cluster");
     let result = loop {
@@ -292,4 +314,76 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
     drop(consumer);
     tracing::info!(job = %spec.name, "left the cluster");
     result
+}
+
+/// The number of partitions of `topic`, asking until the brokers answer (`None` when
+/// the member is stopped first).
+fn partitions_of(client: &BaseConsumer, topic: &str, stop: &std::sync::atomic::AtomicBool) -> Result<Option<u32>, String> {
+    let mut warned = false;
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match client.fetch_metadata(Some(topic), crate::kafka::REQUEST_TIMEOUT) {
+            Ok(metadata) => {
+                let found = metadata.topics().iter().find(|t| t.name() == topic);
+                match found {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                        return Ok(Some(t.partitions().len() as u32));
+                    }
+                    _ if !warned => {
+                        tracing::warn!(%topic, "the topic is not there yet; waiting");
+                        warned = true;
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) if !warned => {
+                tracing::warn!(%topic, error = %e, "cannot reach the brokers yet; retrying");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Creates the repartition topics that are not there yet (with the brokers' default
+/// replication), and checks that those that are have the partitions the job needs.
+fn create_repartition_topics(config: &rdkafka::ClientConfig, client: &BaseConsumer, topology: &Topology) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    if topology.topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().map_err(|e| format!("cannot configure a Kafka admin client: {e}"))?;
+    let new: Vec<NewTopic<'_>> = topology
+        .topics
+        .iter()
+        .map(|t| NewTopic::new(&t.name, t.partitions as i32, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(crate::kafka::REQUEST_TIMEOUT));
+    let results = futures::executor::block_on(admin.create_topics(&new, &options))
+        .map_err(|e| format!("cannot create the repartition topics: {e}"))?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "created a repartition topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, e)) => return Err(format!("cannot create repartition topic `{name}`: {e}")),
+        }
+    }
+    for topic in &topology.topics {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let found = partitions_of(client, &topic.name, &stop)?.unwrap_or_default();
+        if found != topic.partitions {
+            return Err(format!(
+                "repartition topic `{}` has {found} partitions, but operator `{}` has parallelism {}; \
+                 delete the topic (its records are only in flight between tasks) or restore the parallelism",
+                topic.name, topic.to, topic.partitions
+            ));
+        }
+    }
+    Ok(())
 }

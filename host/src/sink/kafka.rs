@@ -15,6 +15,10 @@
 //!   transactional id (`weir-<job>-<uid>-<subtask>`) serves the sink. After a failure,
 //!   initialising the same transactional id fences the old producer and aborts what it
 //!   left open; readers with `isolation.level=read_committed` never see aborted records.
+//!
+//! A cluster's repartition sink ([`crate::cluster::topology`]) is an at-least-once sink
+//! that picks each record's partition by its key group and numbers its records in
+//! headers, with the number in its checkpoint.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -27,6 +31,7 @@ use serde_json::json;
 
 use super::{Delivery, Sink, SinkError};
 use crate::checkpoint::storage::REQUIRES_COMMIT_RECORD;
+use crate::cluster::topology::{PRODUCER_HEADER, RepartitionWrite, SEQUENCE_HEADER};
 use crate::kafka::{Context, client_config};
 use crate::stream::Event;
 
@@ -38,6 +43,10 @@ pub struct KafkaSink {
     spec: KafkaSinkSpec,
     producer: ThreadedProducer<Context>,
     transactions: Option<Transactions>,
+    /// A repartition topic's sink: the sequence number of the last record written
+    /// (restored with the checkpoint, so that records written again after a restore
+    /// carry the numbers they had, and the reader recognises them).
+    sequence: u64,
 }
 
 /// The exactly-once sink's transaction.
@@ -101,7 +110,11 @@ impl KafkaSink {
                 Some(Transactions { id: transactional_id, pending: None, waiting: VecDeque::new() })
             }
         };
-        Ok(KafkaSink { uid: spec.uid.clone(), spec: spec.clone(), producer, transactions })
+        let sequence = match delivery {
+            Delivery::Restore(state) => state.get("sequence").and_then(|s| s.as_u64()).unwrap_or(0),
+            _ => 0,
+        };
+        Ok(KafkaSink { uid: spec.uid.clone(), spec: spec.clone(), producer, transactions, sequence })
     }
 
     fn error(&self, message: String) -> SinkError {
@@ -135,7 +148,17 @@ impl KafkaSink {
     }
 
     /// Hands one event to the producer, waiting while its queue is full.
-    fn send(&self, event: &Event) -> Result<(), SinkError> {
+    fn send(&mut self, event: &Event) -> Result<(), SinkError> {
+        // A repartition record goes to its key group's partition, numbered.
+        let mut stamp = None;
+        if let Some(repartition) = &self.spec.repartition {
+            let key = event.key.as_deref().ok_or_else(|| {
+                self.error("a record without a key cannot go through a repartition topic".into())
+            })?;
+            let partition = repartition.partition(key);
+            self.sequence += 1;
+            stamp = Some((partition, repartition.producer.to_string(), self.sequence.to_string()));
+        }
         let topic = self.topic(event)?;
         let mut record = BaseRecord::to(&topic).payload(&event.value);
         if let Some(key) = &event.key {
@@ -144,12 +167,21 @@ impl KafkaSink {
         if let Some(timestamp) = event.timestamp {
             record = record.timestamp(timestamp);
         }
-        if !event.headers.is_empty() {
-            let mut headers = OwnedHeaders::new_with_capacity(event.headers.len());
+        let mut headers = None;
+        if let Some((partition, producer, sequence)) = &stamp {
+            record = record.partition(*partition);
+            headers = Some(
+                OwnedHeaders::new_with_capacity(event.headers.len() + 2)
+                    .insert(KafkaHeader { key: PRODUCER_HEADER, value: Some(producer.as_bytes()) })
+                    .insert(KafkaHeader { key: SEQUENCE_HEADER, value: Some(sequence.as_bytes()) }),
+            );
+        }
+        if !event.headers.is_empty() || headers.is_some() {
+            let mut all = headers.unwrap_or_else(|| OwnedHeaders::new_with_capacity(event.headers.len()));
             for h in &event.headers {
-                headers = headers.insert(KafkaHeader { key: &h.name, value: Some(&h.value) });
+                all = all.insert(KafkaHeader { key: &h.name, value: Some(&h.value) });
             }
-            record = record.headers(headers);
+            record = record.headers(all);
         }
         loop {
             match self.producer.send(record) {
@@ -195,6 +227,10 @@ impl Sink for KafkaSink {
 
     fn pre_commit(&mut self, id: u64) -> Result<serde_json::Value, SinkError> {
         let waiting = match &mut self.transactions {
+            None if self.spec.repartition.is_some() => {
+                self.flush_all()?;
+                return Ok(json!({ "sequence": self.sequence }));
+            }
             None => {
                 self.flush_all()?;
                 return Ok(serde_json::Value::Null);
@@ -277,6 +313,9 @@ pub struct KafkaSinkSpec {
     /// Extra librdkafka producer properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Set by a cluster for the sink of a repartition topic (never in a job file).
+    #[serde(skip)]
+    pub repartition: Option<RepartitionWrite>,
 }
 
 /// A Kafka sink's guarantee (Flink's `DeliveryGuarantee`).

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{JsonFields, Pacer, Source, SourceError, SourcePoll};
+use crate::cluster::topology::{PRODUCER_HEADER, RepartitionRead, SEQUENCE_HEADER};
 use crate::kafka::{Backoff, Context, REQUEST_TIMEOUT, client_config};
 use crate::stream::{Event, Header, Spares};
 use crate::watermark::WatermarkStrategy;
@@ -64,6 +65,10 @@ pub struct KafkaSource {
     pacer: Pacer,
     /// Records returned so far in this run, for pacing.
     returned: u64,
+    /// Reading a repartition topic: the last sequence number seen from each producer
+    /// (records at or below it are duplicates), and each producer's label.
+    sequences: BTreeMap<u32, u64>,
+    producer_labels: BTreeMap<u32, Arc<str>>,
 }
 
 impl KafkaSource {
@@ -114,6 +119,13 @@ impl KafkaSource {
             last_warning: None,
             pacer: Pacer::new(spec.rate),
             returned: 0,
+            sequences: BTreeMap::new(),
+            producer_labels: spec
+                .repartition
+                .iter()
+                .flat_map(|r| &r.producers)
+                .map(|p| (*p, format!("kafka {} from producer {p}", spec.topics.join(",")).into()))
+                .collect(),
         })
     }
 
@@ -421,8 +433,42 @@ impl KafkaSource {
             self.finish_partition(split);
             return Ok(SourcePoll::Pending(Duration::ZERO));
         }
+        // A repartition record's split is its producer; one seen before is dropped.
+        let mut record_split = split;
+        if self.spec.repartition.is_some() {
+            match stamp(&message) {
+                Some((producer, sequence)) => {
+                    let last = self.sequences.entry(producer).or_insert(0);
+                    if sequence <= *last {
+                        drop(message);
+                        if let Some(assigned) = self.partitions.get_mut(&split) {
+                            assigned.next = offset + 1;
+                        }
+                        return Ok(SourcePoll::Pending(Duration::ZERO));
+                    }
+                    *last = sequence;
+                    record_split = producer;
+                }
+                None => {
+                    drop(message);
+                    if let Some(assigned) = self.partitions.get_mut(&split) {
+                        assigned.next = offset + 1;
+                    }
+                    return Ok(SourcePoll::Malformed {
+                        offset,
+                        split,
+                        reason: format!("a record of a repartition topic without `{PRODUCER_HEADER}` and `{SEQUENCE_HEADER}` headers"),
+                    });
+                }
+            }
+        }
         let polled = match self.decode(&message, spares) {
-            Ok(event) => SourcePoll::Record { event, offset, split },
+            Ok(mut event) => {
+                if self.spec.repartition.is_some() {
+                    event.headers.retain(|h| h.name != PRODUCER_HEADER && h.name != SEQUENCE_HEADER);
+                }
+                SourcePoll::Record { event, offset, split: record_split }
+            }
             Err(reason) if self.dead_letters.is_some() => {
                 self.dead_letter(&message, &reason)?;
                 tracing::debug!(uid = %self.uid, topic = message.topic(), partition = message.partition(), offset, %reason, "dead-lettered");
@@ -448,6 +494,9 @@ impl Source for KafkaSource {
     }
 
     fn split_label(&self, split: u32) -> Arc<str> {
+        if self.spec.repartition.is_some() {
+            return self.producer_labels.get(&split).cloned().unwrap_or_else(|| self.label.clone());
+        }
         self.partitions.get(&split).map_or_else(|| self.label.clone(), |p| p.label.clone())
     }
 
@@ -468,7 +517,11 @@ impl Source for KafkaSource {
     }
 
     fn splits(&self) -> Vec<u32> {
-        self.partitions.keys().copied().collect()
+        match &self.spec.repartition {
+            // Every producer holds event time back until it wrote (or is idle).
+            Some(repartition) => repartition.producers.clone(),
+            None => self.partitions.keys().copied().collect(),
+        }
     }
 
     fn prepare_checkpoint(&mut self) -> Result<(), SourceError> {
@@ -493,6 +546,11 @@ impl Source for KafkaSource {
         for assigned in self.partitions.values() {
             offsets.insert(format!("{}/{}", assigned.topic, assigned.partition), json!(assigned.next));
         }
+        if self.spec.repartition.is_some() {
+            let sequences: serde_json::Map<String, serde_json::Value> =
+                self.sequences.iter().map(|(p, s)| (p.to_string(), json!(s))).collect();
+            return json!({ "offsets": offsets, "sequences": sequences });
+        }
         json!({ "offsets": offsets })
     }
 
@@ -514,6 +572,12 @@ impl Source for KafkaSource {
                 tracing::warn!(uid = %self.uid, topic = %key.0, "the saved offsets name a topic the source no longer reads; ignored");
             }
         }
+        for (producer, sequence) in position.get("sequences").and_then(|s| s.as_object()).into_iter().flatten() {
+            let (Ok(producer), Some(sequence)) = (producer.parse::<u32>(), sequence.as_u64()) else {
+                return Err(self.error(format!("malformed saved sequence of producer `{producer}`: {sequence}")));
+            };
+            self.sequences.insert(producer, sequence);
+        }
         Ok(())
     }
 
@@ -533,6 +597,16 @@ impl Source for KafkaSource {
             }
         }
     }
+}
+
+/// The producer and sequence number of a repartition record, from its headers.
+fn stamp(message: &BorrowedMessage<'_>) -> Option<(u32, u64)> {
+    let headers = message.headers()?;
+    let number = |name: &str| {
+        let header = headers.iter().find(|h| h.key == name)?;
+        std::str::from_utf8(header.value?).ok()?.parse::<u64>().ok()
+    };
+    Some((u32::try_from(number(PRODUCER_HEADER)?).ok()?, number(SEQUENCE_HEADER)?))
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -573,6 +647,9 @@ pub struct KafkaSourceSpec {
     /// task sets it to its own partition (`docs/cluster.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<Vec<i32>>,
+    /// Set by a cluster for the source of a repartition topic (never in a job file).
+    #[serde(skip)]
+    pub repartition: Option<RepartitionRead>,
 }
 
 /// Where a Kafka source starts reading a partition it has no saved offset for.
