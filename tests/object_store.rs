@@ -243,3 +243,57 @@ fn a_checkpoint_file_larger_than_an_upload_part_round_trips_through_s3() {
     assert_eq!(restored.metadata.id, 1);
     assert!(std::fs::read(other.path().join(relative)).unwrap() == bytes, "the file came back different");
 }
+
+/// The job started on a second machine while the first still runs it (a stalled
+/// process that comes back, an operator's mistake): the newest start takes the
+/// checkpoints over, and the first is fenced at its next checkpoint: it stops, with an
+/// error saying why, without writing another checkpoint into the store.
+#[test]
+fn a_second_start_elsewhere_fences_the_first_at_its_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let url = format!("file://{}", root.display());
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    for home in [&home_a, &home_b] {
+        std::fs::create_dir_all(home).unwrap();
+    }
+    // Output that needs nothing local to resume (a file sink resumes its own file).
+    let discarding = |home: &Path| {
+        // 29 records at 2 a second: the first machine is far from done when the second starts.
+        let path = job_in_store(home, BackendKind::Memory, 2.0, &url, &[]);
+        let mut spec = JobSpec::load(&path).unwrap();
+        for sink in &mut spec.sinks {
+            *sink = weir::job::spec::SinkSpec::Discard { uid: sink.uid().to_string() };
+        }
+        std::fs::write(&path, toml::to_string(&spec).unwrap()).unwrap();
+        path
+    };
+    let (job_a, job_b) = (discarding(&home_a), discarding(&home_b));
+    let wait_for = |what: &str, done: &mut dyn FnMut() -> bool| {
+        for _ in 0..3000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("timed out waiting until {what}");
+    };
+    let mut a = weir_run(&job_a).arg("--log=weir=info").spawn().unwrap();
+    wait_for("the first machine completes a checkpoint", &mut || newest_checkpoint_in(&root) > 0);
+    let mut b = weir_run(&job_b).arg("--log=weir=info").spawn().unwrap();
+    wait_for("the first machine stops", &mut || a.try_wait().unwrap().is_some());
+    let output_a = a.wait_with_output().unwrap();
+    let log_a = String::from_utf8_lossy(&output_a.stderr);
+    assert!(!output_a.status.success(), "{log_a}");
+    assert!(log_a.contains("fenced: the checkpoints in file://"), "{log_a}");
+    // The second goes on checkpointing.
+    let taken = newest_checkpoint_in(&root);
+    wait_for("the second machine completes checkpoints", &mut || {
+        newest_checkpoint_in(&root) > taken || b.try_wait().unwrap().is_some()
+    });
+    let _ = b.kill();
+    let output_b = b.wait_with_output().unwrap();
+    let log_b = String::from_utf8_lossy(&output_b.stderr);
+    assert!(!log_b.contains("fenced"), "{log_b}");
+    assert!(newest_checkpoint_in(&root) > taken, "{log_b}");
+}

@@ -55,6 +55,8 @@ pub trait JobLifecycle: Send + Sync {
     fn stop(&self);
     /// Fails the job because checkpointing cannot go on.
     fn fail_checkpointing(&self, reason: String);
+    /// Ends the job for good: another process took its checkpoints over.
+    fn fence(&self, reason: String);
 }
 
 /// Requests from the control API.
@@ -429,6 +431,10 @@ impl Coordinator {
 
     fn complete_checkpoint(&self, pending: Pending) -> Result<(), String> {
         let storage = self.storage.as_ref().ok_or("no checkpoint storage")?;
+        if let Err(reason) = storage.check_owner() {
+            self.control.fence(reason.clone());
+            return Err(reason);
+        }
         let metadata = CheckpointMetadata {
             format: 1,
             job: self.job.clone(),

@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use super::storage::{FINISHED, METADATA, commit_record_prefix};
+use super::storage::{FINISHED, METADATA, OWNER, commit_record_prefix};
 use super::{CheckpointMetadata, CheckpointStorage};
 
 /// Options that hold secrets: read from the environment (`AWS_SECRET_ACCESS_KEY`, ...),
@@ -57,6 +57,18 @@ pub struct RemoteStore {
     shared: Mutex<HashMap<String, u32>>,
     /// The sink commit records this process uploaded (each goes up once).
     commit_records: Mutex<HashSet<String>>,
+    /// What this process wrote into `_owner` when it took the checkpoints over.
+    owner: Mutex<Option<Owner>>,
+}
+
+/// The `_owner` object: the process that writes the checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Owner {
+    /// Unique per start: host, process id and the time.
+    token: String,
+    host: String,
+    pid: u32,
+    since_ms: i64,
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -92,7 +104,7 @@ impl RemoteStore {
             .enable_all()
             .build()
             .map_err(|e| error(format!("starting its I/O runtime: {e}")))?;
-        Ok(RemoteStore { url: url.to_string(), store: store.into(), prefix, runtime, shared: Mutex::new(HashMap::new()), commit_records: Mutex::new(HashSet::new()) })
+        Ok(RemoteStore { url: url.to_string(), store: store.into(), prefix, runtime, shared: Mutex::new(HashMap::new()), commit_records: Mutex::new(HashSet::new()), owner: Mutex::new(None) })
     }
 
     fn error(&self, message: impl std::fmt::Display) -> RemoteError {
@@ -131,6 +143,52 @@ impl RemoteStore {
             }
         }
         Ok(())
+    }
+
+    /// Writes `_owner` naming this process: from now on, another process that wrote
+    /// checkpoints here before is fenced at its next one. The newest start wins (as a
+    /// Kafka transactional id's newest producer does); the cluster's group coordinator
+    /// makes sure that is the task's current owner.
+    pub fn take_ownership(&self) -> Result<(), RemoteError> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let since_ms = crate::clock::now_ms();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let pid = std::process::id();
+        let owner = Owner { token: format!("{host}-{pid}-{since_ms}-{nanos}"), host, pid, since_ms };
+        let bytes = serde_json::to_vec(&owner).map_err(|e| self.error(e))?;
+        self.runtime
+            .block_on(self.store.put(&self.key(OWNER), PutPayload::from(bytes)))
+            .map_err(|e| self.error(format!("writing {OWNER}: {e}")))?;
+        tracing::debug!(url = %self.url, token = %owner.token, "took the checkpoints over");
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = Some(owner);
+        Ok(())
+    }
+
+    /// `Err` when another process took the checkpoints over since this one did: this
+    /// one must not write another checkpoint (it is a zombie). A store that cannot be
+    /// read says nothing (the upload that follows fails on its own).
+    pub fn check_owner(&self) -> Result<(), String> {
+        let Some(mine) = self.owner.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return Ok(()) };
+        let read = self.runtime.block_on(async { self.store.get(&self.key(OWNER)).await?.bytes().await });
+        let current: Option<Owner> = match read {
+            Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "cannot read the checkpoints' owner");
+                return Ok(());
+            }
+        };
+        match current {
+            Some(owner) if owner == mine => Ok(()),
+            Some(owner) => Err(format!(
+                "fenced: the checkpoints in {} were taken over by process {} on {} at {} ms; this process \
+                 (pid {}) no longer runs the job",
+                self.url, owner.pid, owner.host, owner.since_ms, mine.pid
+            )),
+            None => Err(format!("fenced: the checkpoints' owner record in {} is gone", self.url)),
+        }
     }
 
     /// Uploads the local file `root/relative`: in one request when small, else in

@@ -25,6 +25,9 @@ use crate::state::snapshot::file_crc;
 pub(super) const METADATA: &str = "_metadata";
 const HEADER: &str = "weir-checkpoint-v1 crc32=";
 pub(super) const FINISHED: &str = "FINISHED";
+/// In an object store: which process writes the checkpoints now (see
+/// [`CheckpointStorage::take_ownership`]).
+pub(super) const OWNER: &str = "_owner";
 
 /// The checkpoint directory of a job, and its copy in an object store if the job has
 /// one ([`super::remote`]).
@@ -53,7 +56,7 @@ impl CheckpointStorage {
     /// weir's; nothing else there is ever deleted.
     pub const OWNED: crate::ownership::Owned = crate::ownership::Owned {
         what: "checkpoint directory",
-        is_ours: |name| name.starts_with("chk-") || name == "shared" || name == FINISHED,
+        is_ours: |name| name.starts_with("chk-") || name == "shared" || name == FINISHED || name == OWNER,
     };
 
     pub fn new(root: PathBuf) -> Self {
@@ -309,6 +312,19 @@ impl CheckpointStorage {
         self.remote.as_ref().map_or(Ok(()), |r| r.claim()).map_err(|e| e.to_string())
     }
 
+    /// Makes this process the one writer of the object store's checkpoints (nothing to
+    /// do for a local directory, which the job's lock guards): a process that ran the
+    /// job before (a member that stalled while its task moved, a second `weir run`
+    /// elsewhere) is fenced at its next checkpoint ([`CheckpointStorage::check_owner`]).
+    pub fn take_ownership(&self) -> Result<(), String> {
+        self.remote.as_ref().map_or(Ok(()), |r| r.take_ownership()).map_err(|e| e.to_string())
+    }
+
+    /// Whether this process still owns the checkpoints; `Err` says who took them over.
+    pub fn check_owner(&self) -> Result<(), String> {
+        self.remote.as_ref().map_or(Ok(()), |r| r.check_owner())
+    }
+
     /// Deletes every checkpoint (a fresh start), and nothing else.
     pub fn clear(&self) -> Result<(), String> {
         Self::OWNED.clear(&self.root).map_err(|e| e.to_string())?;
@@ -438,6 +454,29 @@ mod tests {
         assert!(dir.path().join("chk-00000003/_metadata").is_file(), "completed checkpoints stay");
         assert!(!dir.path().join("chk-00000004").exists(), "the incomplete one is gone");
         assert_eq!(fs::read(dir.path().join("notes.txt")).unwrap(), b"the user's");
+    }
+
+    #[test]
+    fn the_newest_process_to_take_the_store_over_fences_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("store").display());
+        let machine = |name: &str| {
+            CheckpointStorage::with_remote(dir.path().join(name), Arc::new(RemoteStore::open(&url, &BTreeMap::new()).unwrap()))
+        };
+        let (zombie, owner) = (machine("a"), machine("b"));
+        zombie.take_ownership().unwrap();
+        zombie.check_owner().unwrap();
+        zombie.complete(&metadata(1, serde_json::Value::Null)).unwrap();
+        owner.take_ownership().unwrap();
+        owner.check_owner().unwrap();
+        let fenced = zombie.check_owner().unwrap_err();
+        assert!(fenced.starts_with("fenced: the checkpoints in file://"), "{fenced}");
+        // `_owner` is weir's: the prefix stays claimable, and a fresh start clears it.
+        owner.claim().unwrap();
+        owner.clear().unwrap();
+        assert!(owner.check_owner().unwrap_err().contains("owner record"), "cleared with the rest");
+        // A local directory has no owner record (the job lock guards it).
+        CheckpointStorage::new(dir.path().join("local")).check_owner().unwrap();
     }
 
     #[test]

@@ -163,6 +163,11 @@ impl Tasks {
                     tracing::info!(job = %self.job(), task = %name, "task finished its input")
                 }
                 Ok(Ok(_)) => {}
+                // A member that stalled while its task moved: the task is another
+                // member's now, and this one stops writing it.
+                Ok(Err(JobError::Failed { error: crate::task::TaskError::Fenced(reason), .. })) => {
+                    tracing::warn!(job = %self.job(), task = %name, %reason, "task fenced: another member runs it now")
+                }
                 Ok(Err(error)) => self.fail(name, error),
                 Err(_) => {
                     let error = JobError::Internal(anyhow::anyhow!("task {name} panicked"));

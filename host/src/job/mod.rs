@@ -290,14 +290,19 @@ impl Job {
         if self.spec.state.backend == BackendKind::Rocksdb {
             RocksBackend::OWNED.claim(&self.spec.state_dir()).map_err(|e| restore_error(e.to_string()))?;
         }
-        let mut restore = match &storage {
-            None => None,
-            // A savepoint or a finished job starts a new line of checkpoints.
-            Some(storage) if self.options.fresh || savepoint.is_some() || storage.is_finished() => {
+        // A savepoint or a finished job starts a new line of checkpoints.
+        let fresh = self.options.fresh || savepoint.is_some() || storage.as_ref().is_some_and(|s| s.is_finished());
+        if let Some(storage) = &storage {
+            if fresh {
                 storage.clear().map_err(restore_error)?;
-                None
             }
-            Some(storage) => storage.latest().map_err(restore_error)?,
+            // Before reading the newest checkpoint: a process that wrote them before
+            // cannot complete another one once this one has taken them over.
+            storage.take_ownership().map_err(restore_error)?;
+        }
+        let mut restore = match &storage {
+            Some(storage) if !fresh => storage.latest().map_err(restore_error)?,
+            _ => None,
         };
         let (requests, requests_rx) = self.requests.clone();
         let _server = match self.options.control {

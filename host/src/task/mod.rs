@@ -64,6 +64,9 @@ pub enum TaskError {
     Sink(#[from] SinkError),
     #[error("checkpointing failed: {0}")]
     Checkpoint(String),
+    /// Another process took the job's checkpoints over: this one must stop writing.
+    #[error("{0}")]
+    Fenced(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -74,7 +77,9 @@ impl TaskError {
         match self {
             TaskError::Operator { failure: OperatorFailure::State(_), .. } => Domain::External,
             TaskError::Operator { .. } | TaskError::MalformedInput { .. } | TaskError::MissingKey { .. } => Domain::User,
-            TaskError::Source(_) | TaskError::Sink(_) | TaskError::Checkpoint(_) => Domain::External,
+            TaskError::Source(_) | TaskError::Sink(_) | TaskError::Checkpoint(_) | TaskError::Fenced(_) => {
+                Domain::External
+            }
             TaskError::Internal(_) => Domain::Internal,
         }
     }
@@ -86,7 +91,7 @@ impl TaskError {
             TaskError::MissingKey { from, .. } => Some(from),
             TaskError::Source(e) => Some(&e.uid),
             TaskError::Sink(e) => Some(&e.uid),
-            TaskError::Checkpoint(_) | TaskError::Internal(_) => None,
+            TaskError::Checkpoint(_) | TaskError::Fenced(_) | TaskError::Internal(_) => None,
         }
     }
 
@@ -107,6 +112,7 @@ impl TaskError {
             TaskError::Source(_) => "source",
             TaskError::Sink(_) => "sink",
             TaskError::Checkpoint(_) => "checkpoint",
+            TaskError::Fenced(_) => "fenced",
             TaskError::Internal(_) => "internal",
         }
     }
@@ -117,7 +123,9 @@ impl TaskError {
             // The operator decided, or broke the contract: the same element does it again.
             TaskError::Operator { failure: OperatorFailure::Returned(_) | OperatorFailure::Contract(_), .. }
             | TaskError::MalformedInput { .. }
-            | TaskError::MissingKey { .. } => Retry::Never,
+            | TaskError::MissingKey { .. }
+            // A restart would write the checkpoints the new owner writes.
+            | TaskError::Fenced(_) => Retry::Never,
             _ => Retry::Restart,
         }
     }
@@ -201,5 +209,9 @@ impl crate::checkpoint::coordinator::JobLifecycle for JobControl {
 
     fn fail_checkpointing(&self, reason: String) {
         self.fail(TaskError::Checkpoint(reason))
+    }
+
+    fn fence(&self, reason: String) {
+        self.fail(TaskError::Fenced(reason))
     }
 }
