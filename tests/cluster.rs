@@ -42,6 +42,8 @@ fn job(dir: &Path, broker: &Broker, name: &str, source: &str, count: &str) -> st
         brokers = "{addr}"
         topic = "counts"
         delivery = "at-least-once"
+        # Sent at once: nothing waits in the producer when a member is stopped.
+        properties = {{ "linger.ms" = "0" }}
 
         [[edge]]
         from = "in"
@@ -215,6 +217,67 @@ fn a_keyed_edge_on_another_key_goes_through_a_repartition_topic_and_a_kill_count
     // one count task: counted once each, none skipped.
     for (user, counts) in counts(&broker) {
         assert_eq!(counts, (1..=PER_KEY as u64).collect(), "counts of {user}");
+    }
+}
+
+/// A member stopped (SIGSTOP) past the session timeout, while its tasks still have
+/// input to count, loses them to the other member; when it resumes (SIGCONT) it must
+/// write nothing: its tasks' leases expired while it was stopped, so their output is
+/// held and then dropped, and it joins the group again as a new member.
+#[test]
+fn a_stalled_member_writes_nothing_when_it_resumes_and_joins_again() {
+    const PER_KEY: usize = 200;
+    let broker = Broker::start();
+    broker.create_topic("in", PARTITIONS);
+    broker.create_topic("counts", 1);
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
+    broker.produce(
+        "in",
+        (0..KEYS * PER_KEY).map(|i| {
+            let k = i % KEYS;
+            ((k as i32) % PARTITIONS, Some(keys[k].as_str()), format!("{{\"i\":{i}}}"), None)
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // 800 records per partition at 25 a second: a's tasks are far from done when it stops.
+    let job = job(dir.path(), &broker, "cluster-stall", "rate = 25", "");
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = member(&job, &home_a);
+    wait_until("member a runs all four tasks", Duration::from_secs(60), || started_tasks(&home_a).len() == 4);
+    wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
+    let mut b = member(&job, &home_b);
+    wait_until("member b takes over some tasks", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
+    let before_stop = written(&broker);
+    unsafe { libc::kill(a.id() as i32, libc::SIGSTOP) };
+    wait_until("b runs every task", Duration::from_secs(90), || started_tasks(&home_b).len() == 4);
+    // b counts the rest: the output stops growing once every input is counted.
+    let mut last = (written(&broker), Instant::now());
+    wait_until("b has counted everything", Duration::from_secs(180), || {
+        let now = written(&broker);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        now >= (KEYS * PER_KEY) as i64 && last.1.elapsed() > Duration::from_secs(3)
+    });
+    let total = last.0;
+    assert!(
+        (before_stop as usize) < KEYS * PER_KEY * 3 / 4,
+        "a had counted most of the input before it stopped ({before_stop} records): the test shows nothing"
+    );
+    // SIGCONT: a's tasks wake up mid-stream with input left to count.
+    unsafe { libc::kill(a.id() as i32, libc::SIGCONT) };
+    wait_until("a notices its stall", Duration::from_secs(30), || {
+        std::fs::read_to_string(home_a.join("log")).unwrap_or_default().contains("joining the group again")
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(written(&broker), total, "the stalled member wrote after it resumed");
+    for child in [&mut a, &mut b] {
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "a member failed");
+    }
+    for (key, counts) in counts(&broker) {
+        assert_eq!(counts, (1..=PER_KEY as u64).collect(), "counts of {key}");
     }
 }
 

@@ -311,6 +311,7 @@ fn main() -> ExitCode {
                 from_savepoint,
                 allow_non_restored_state,
                 control: Some(control),
+                lease: None,
             };
             run(job, options, cluster)
         }

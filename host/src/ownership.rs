@@ -4,6 +4,8 @@
 //! job file and its input), and clearing one removes only weir's own entries, never the
 //! directory itself.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
 
 /// The marker file of a directory weir owns.
@@ -119,5 +121,62 @@ mod tests {
         assert!(!tmp.path().join("log-1").exists());
         assert!(tmp.path().join("notes.txt").is_file());
         assert!(tmp.path().join(MARKER).is_file());
+    }
+}
+
+/// A task's right to write (output, checkpoints) while another process may have been
+/// given the task: valid until a deadline its member renews while it keeps running
+/// (a member stopped longer than that may have been dropped by the group, see
+/// [`crate::cluster`]), and gone for good once revoked. A task without a lease (any
+/// job that is not a cluster's task) always may write.
+#[derive(Debug)]
+pub struct Lease {
+    /// Milliseconds since [`Lease::clock`]'s origin until which writing is allowed,
+    /// shared by the tasks of one member.
+    valid_until: Arc<AtomicU64>,
+    revoked: AtomicBool,
+}
+
+impl Lease {
+    /// A lease of one task, valid while `valid_until` (renewed by its member) is ahead.
+    pub fn new(valid_until: Arc<AtomicU64>) -> Self {
+        Lease { valid_until, revoked: AtomicBool::new(false) }
+    }
+
+    /// Milliseconds on the monotonic clock leases use (which keeps running while the
+    /// process is stopped: a process resumed after SIGSTOP finds its lease expired).
+    pub fn clock() -> u64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+    }
+
+    pub fn is_valid(&self) -> bool {
+        !self.is_revoked() && Lease::clock() < self.valid_until.load(Ordering::Acquire)
+    }
+
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Waits until the lease is valid: `true`, or `false` once it is revoked.
+    pub fn wait_valid(&self) -> bool {
+        let mut logged = false;
+        loop {
+            if self.is_valid() {
+                return true;
+            }
+            if self.is_revoked() {
+                return false;
+            }
+            if !logged {
+                tracing::warn!("the member's group membership is not confirmed: holding output until it is");
+                logged = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

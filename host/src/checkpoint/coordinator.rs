@@ -102,6 +102,8 @@ pub struct Coordinator {
     pub control: Arc<dyn JobLifecycle>,
     /// Updated as checkpoints complete or fail.
     pub stats: SharedStats,
+    /// A cluster task's right to write: a checkpoint completes only while it holds.
+    pub lease: Option<Arc<crate::ownership::Lease>>,
 }
 
 /// Checkpoint statistics of a running job, as Flink's `/jobs/{id}/checkpoints` reports
@@ -431,6 +433,11 @@ impl Coordinator {
 
     fn complete_checkpoint(&self, pending: Pending) -> Result<(), String> {
         let storage = self.storage.as_ref().ok_or("no checkpoint storage")?;
+        if self.lease.as_ref().is_some_and(|lease| !lease.is_valid()) {
+            return Err("this member's hold on the task lapsed (it stalled, or left the group); the checkpoint \
+                        is not written"
+                .into());
+        }
         if let Err(reason) = storage.check_owner() {
             self.control.fence(reason.clone());
             return Err(reason);

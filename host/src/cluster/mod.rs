@@ -21,8 +21,9 @@
 //! A keyed edge whose input is not partitioned by its key goes through a repartition
 //! topic that the member creates ([`topology`]): the job is cut into stages, and the
 //! tasks of the later stages follow the partitions of those topics, each holding one
-//! key-group range. Standby replicas and fencing of a paused member ("zombie") by the
-//! group generation are not built yet (`docs/cluster.md`).
+//! key-group range. A member that was stopped past its session timeout writes nothing
+//! when it wakes ([`Hold`]), and a task's checkpoints have one writer (the store's
+//! `_owner`). Standby replicas are not built yet (`docs/cluster.md`).
 
 pub mod topology;
 
@@ -37,7 +38,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::spec::SourceSpec;
 use crate::job::{Job, JobError, JobOptions, JobSpec, JobSummary};
+use crate::ownership::Lease;
 use crate::task::JobControl;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use topology::Topology;
 
 /// The job file's `[cluster]` table.
@@ -90,6 +93,7 @@ struct TaskId {
 /// A task this member runs.
 struct RunningTask {
     control: Arc<JobControl>,
+    lease: Arc<Lease>,
     thread: JoinHandle<Result<JobSummary, JobError>>,
 }
 
@@ -98,6 +102,9 @@ struct Tasks {
     topology: Topology,
     brokers: String,
     options: JobOptions,
+    /// Until when (on [`Lease::clock`]) this member's tasks may write; renewed by the
+    /// member's ticker ([`Hold`]).
+    valid_until: Arc<AtomicU64>,
     running: Mutex<BTreeMap<TaskId, RunningTask>>,
     /// The first task failure; the member stops on it.
     failed: Mutex<Option<ClusterError>>,
@@ -115,7 +122,9 @@ impl Tasks {
         }
         let spec = self.topology.task_spec(id.stage, id.partition, &self.brokers);
         let name = spec.name.clone();
-        let job = match Job::new(spec, &self.options) {
+        let lease = Arc::new(Lease::new(self.valid_until.clone()));
+        let options = JobOptions { lease: Some(lease.clone()), ..self.options.clone() };
+        let job = match Job::new(spec, &options) {
             Ok(job) => job,
             Err(error) => {
                 self.fail(name, error);
@@ -128,7 +137,7 @@ impl Tasks {
             .name(format!("task {name}"))
             .spawn(move || job.run())
             .expect("spawning a task thread");
-        running.insert(id, RunningTask { control, thread });
+        running.insert(id, RunningTask { control, lease, thread });
     }
 
     /// Stops task `id` and waits until it has (so its partition can go).
@@ -137,6 +146,9 @@ impl Tasks {
         if let Some(task) = task {
             let name = self.topology.task_name(id.stage, id.partition);
             tracing::info!(job = %self.job(), task = %name, stage = id.stage, partition = id.partition, "task revoked: stopping");
+            // Output not written yet is dropped: the task's next owner restores its
+            // last checkpoint and writes it again.
+            task.lease.revoke();
             task.control.stop();
             if let Ok(Err(error)) = task.thread.join() {
                 tracing::warn!(job = %self.job(), task = %name, error = %error, "the revoked task ended with an error");
@@ -223,6 +235,65 @@ impl ConsumerContext for Membership {
     }
 }
 
+/// A member's hold on its tasks, against its own stalls.
+///
+/// The group coordinator gives a member's partitions to the others once the member has
+/// been silent for the session timeout. A member that is *stopped* that long (SIGSTOP,
+/// a frozen VM, swapping) does not know it when it wakes up: every thread resumes at
+/// once, and its tasks would write output and checkpoints of partitions another member
+/// now runs before librdkafka notices it was dropped. So a ticker thread renews the
+/// tasks' leases ([`Lease`]) every few milliseconds for half the session timeout, on
+/// the monotonic clock, which keeps running while the process is stopped; after a stop
+/// longer than that, the leases have expired before any task thread runs again: sinks
+/// hold their output and checkpoints are not written. The ticker notices the gap and
+/// flags a stall; the member then revokes every task (their held output is dropped)
+/// and joins the group again as a new member, which gives it tasks afresh, restored
+/// from the store.
+struct Hold {
+    stalled: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Hold {
+    const TICK: Duration = Duration::from_millis(20);
+
+    fn start(valid_until: Arc<AtomicU64>, session_ms: u64) -> Hold {
+        let (stalled, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let span = session_ms / 2;
+        let ticker = {
+            let (stalled, done) = (stalled.clone(), done.clone());
+            std::thread::Builder::new()
+                .name("member hold".into())
+                .spawn(move || {
+                    let mut last = Lease::clock();
+                    while !done.load(Ordering::Relaxed) {
+                        let now = Lease::clock();
+                        if now - last >= span {
+                            tracing::warn!(stopped_ms = now - last, "this member did not run for half its session timeout");
+                            stalled.store(true, Ordering::Release);
+                        } else if !stalled.load(Ordering::Acquire) {
+                            valid_until.store(now + span, Ordering::Release);
+                        }
+                        last = now;
+                        std::thread::sleep(Self::TICK);
+                    }
+                })
+                .expect("spawning the member's ticker")
+        };
+        Hold { stalled, done, ticker: Some(ticker) }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
 /// Checks that `spec` can run as a cluster: one Kafka source, and checkpoints in an
 /// object store (the only state every member can reach).
 fn check(spec: &JobSpec) -> Result<(&crate::source::kafka::KafkaSourceSpec, &ClusterSettings), ClusterError> {
@@ -278,22 +349,29 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
     // The group assigns each stage's lead topic; a task reads the same partition of
     // the stage's other topics (which must be partitioned alike).
     let leads: Vec<String> = topology.stages.iter().map(|s| s.lead_topic.clone()).collect();
+    let valid_until = Arc::new(AtomicU64::new(0));
+    let hold = Hold::start(valid_until.clone(), settings.session_timeout_ms);
     let tasks = Arc::new(Tasks {
         topology,
         brokers: brokers.clone(),
         options,
+        valid_until,
         running: Mutex::new(BTreeMap::new()),
         failed: Mutex::new(None),
     });
-    let consumer: BaseConsumer<Membership> = config()
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", settings.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (settings.session_timeout_ms / 5).max(100).to_string())
-        .set("enable.auto.commit", "false")
-        .create_with_context(Membership { tasks: tasks.clone() })
-        .map_err(|e| kafka_error(format!("cannot configure the group member: {e}")))?;
-    let names: Vec<&str> = leads.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).map_err(|e| kafka_error(format!("cannot join group `{group}`: {e}")))?;
+    let join = || -> Result<BaseConsumer<Membership>, ClusterError> {
+        let consumer: BaseConsumer<Membership> = config()
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (settings.session_timeout_ms / 5).max(100).to_string())
+            .set("enable.auto.commit", "false")
+            .create_with_context(Membership { tasks: tasks.clone() })
+            .map_err(|e| kafka_error(format!("cannot configure the group member: {e}")))?;
+        let names: Vec<&str> = leads.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(|e| kafka_error(format!("cannot join group `{group}`: {e}")))?;
+        Ok(consumer)
+    };
+    let mut consumer = join()?;
     tracing::info!(job = %spec.name, %group, %brokers, "joined the cluster");
     let result = loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -312,6 +390,16 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
         tasks.reap();
         if let Some(error) = tasks.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
             break Err(error);
+        }
+        if hold.stalled.load(Ordering::Acquire) {
+            // The group may have given this member's tasks to others: drop them (their
+            // output is held since the stall), and join again as a new member.
+            tracing::warn!(job = %spec.name, "this member stalled past half its session timeout; its tasks may \
+                           run elsewhere now: dropping them and joining the group again");
+            tasks.stop_all();
+            drop(consumer);
+            consumer = join()?;
+            hold.stalled.store(false, Ordering::Release);
         }
     };
     // Leaving: the tasks stop first (revoked by the leave's rebalance, or here).

@@ -109,6 +109,9 @@ pub struct JobOptions {
     pub allow_non_restored_state: bool,
     /// Serve the control API on this address (port 0: any free port).
     pub control: Option<SocketAddr>,
+    /// A cluster task's right to write ([`crate::ownership::Lease`]): output and
+    /// checkpoints wait for it. None: always.
+    pub lease: Option<Arc<crate::ownership::Lease>>,
 }
 
 /// Where an attempt starts from.
@@ -556,6 +559,7 @@ impl Job {
                 records_commits: false,
                 uncommitted: None,
                 awaiting_channels: None,
+                lease: self.options.lease.clone(),
             });
         }
         let mut source_tasks = Vec::new();
@@ -605,6 +609,7 @@ impl Job {
                 last_id: restore.map_or(0, |r| r.checkpoint_id()),
                 control: self.control.clone(),
                 stats: self.checkpoint_stats.clone(),
+                lease: self.options.lease.clone(),
             }
             .start()
             .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start the checkpoint coordinator: {e}")))?,

@@ -34,6 +34,9 @@ pub struct SinkTask {
     /// The unaligned checkpoint whose acknowledgement waits for the data its barriers
     /// overtook, with the sink's state for it.
     pub awaiting_channels: Option<(u64, TaskState)>,
+    /// A cluster task's right to write: output waits while it is not confirmed, and is
+    /// dropped once it is revoked (another member runs the task).
+    pub lease: Option<Arc<crate::ownership::Lease>>,
 }
 
 impl SinkTask {
@@ -148,6 +151,10 @@ impl SinkTask {
             self.serve_commits()?;
             match self.inputs.next(POLL_INTERVAL) {
                 Next::Message(input, Message::Batch(batch)) => {
+                    if self.lease.as_ref().is_some_and(|lease| !lease.wait_valid()) {
+                        tracing::info!(uid = %self.uid, "fenced: the task moved to another member; dropping its output");
+                        return Ok(false);
+                    }
                     for element in &batch.elements {
                         let Element::Record(record) = element else { continue };
                         self.sink.write(&record.event)?;
