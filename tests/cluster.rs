@@ -17,9 +17,9 @@ const KEYS: usize = 16;
 const PER_KEY: usize = 120;
 const PARTITIONS: i32 = 4;
 
-/// The keyed count as a cluster job. `source` adds settings to the Kafka source and
-/// `count` to the count operator.
-fn job(dir: &Path, broker: &Broker, name: &str, source: &str, count: &str) -> std::path::PathBuf {
+/// The keyed count as a cluster job. `source` adds settings to the Kafka source,
+/// `count` to the count operator and `cluster` to the `[cluster]` table.
+fn job(dir: &Path, broker: &Broker, name: &str, source: &str, count: &str, cluster: &str) -> std::path::PathBuf {
     std::fs::copy(guests::KEYED_COUNT, dir.join("keyed_count.wasm")).unwrap();
     let text = format!(
         r#"
@@ -60,6 +60,7 @@ fn job(dir: &Path, broker: &Broker, name: &str, source: &str, count: &str) -> st
 
         [cluster]
         session_timeout_ms = 3000
+        {cluster}
         "#,
         addr = broker.addr(),
         store = dir.join("store").display(),
@@ -136,7 +137,7 @@ fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
         }),
     );
     let dir = tempfile::tempdir().unwrap();
-    let job = job(dir.path(), &broker, "cluster-count", "rate = 60", "");
+    let job = job(dir.path(), &broker, "cluster-count", "rate = 60", "", "standbys = 1");
     let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
 
     let mut a = member(&job, &home_a);
@@ -146,6 +147,10 @@ fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
     wait_until("member b takes over some partitions", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
     let moved = started_tasks(&home_b);
     assert!(moved.len() < 4, "b took every partition from a live member: {moved:?}");
+    // standbys = 1: b refreshes copies of the checkpoints of the tasks it does not
+    // run while tasks start and stop on it (a rebalance on tansu often moves every task
+    // to b before the kill, so the copies themselves are checked in the storage's unit
+    // tests).
     std::thread::sleep(Duration::from_millis(500));
     a.kill().unwrap(); // SIGKILL: a's tasks move to b after the session timeout
     a.wait().unwrap();
@@ -159,7 +164,7 @@ fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
     let status = b.wait().unwrap();
     let log_b = std::fs::read_to_string(home_b.join("log")).unwrap();
     assert!(status.success(), "member b failed:\n{log_b}");
-    assert!(log_b.contains("checkpoint downloaded from the store"), "b restored nothing from the store:\n{log_b}");
+    assert!(log_b.contains("restoring from checkpoint"), "b restored nothing:\n{log_b}");
 
     // No input lost, across the join and the kill: each key's counts 1..=PER_KEY all
     // reached the topic (a restore may repeat some, never skip one).
@@ -189,7 +194,7 @@ fn a_keyed_edge_on_another_key_goes_through_a_repartition_topic_and_a_kill_count
         }),
     );
     let dir = tempfile::tempdir().unwrap();
-    let job = job(dir.path(), &broker, "cluster-by-user", "key_field = \"user\"\n        rate = 30", "parallelism = 3");
+    let job = job(dir.path(), &broker, "cluster-by-user", "key_field = \"user\"\n        rate = 30", "parallelism = 3", "");
     let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
 
     let mut a = member(&job, &home_a);
@@ -240,7 +245,7 @@ fn a_stalled_member_writes_nothing_when_it_resumes_and_joins_again() {
     );
     let dir = tempfile::tempdir().unwrap();
     // 800 records per partition at 25 a second: a's tasks are far from done when it stops.
-    let job = job(dir.path(), &broker, "cluster-stall", "rate = 25", "");
+    let job = job(dir.path(), &broker, "cluster-stall", "rate = 25", "", "");
     let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
     let mut a = member(&job, &home_a);
     wait_until("member a runs all four tasks", Duration::from_secs(60), || started_tasks(&home_a).len() == 4);

@@ -321,10 +321,16 @@ impl RemoteStore {
     /// restore falls back to an earlier one when the newest turns out unusable or its
     /// sink commits unconfirmed, as it does locally). Returns the ids brought in.
     pub fn download_newer(&self, root: &Path) -> Result<Vec<u64>, RemoteError> {
+        self.download_newer_logged(root, true)
+    }
+
+    /// As [`RemoteStore::download_newer`], logging each download at `info` only when
+    /// `log` (a standby refreshing its copy every checkpoint logs at `debug`).
+    pub fn download_newer_logged(&self, root: &Path, log: bool) -> Result<Vec<u64>, RemoteError> {
         let local = CheckpointStorage::new(root.to_path_buf()).newest_complete_id();
         let mut downloaded = Vec::new();
         for id in self.complete_ids()?.into_iter().take_while(|id| local.is_none_or(|local| *id > local)) {
-            match self.download(root, id) {
+            match self.download(root, id, log) {
                 Ok(()) => downloaded.push(id),
                 // Left incomplete (no `_metadata`): the restore skips it, and retention
                 // removes it.
@@ -336,7 +342,7 @@ impl RemoteStore {
 
     /// Downloads checkpoint `id` into `root`: its files that are missing or differ, each
     /// checked against its size and CRC-32, its commit records, and its `_metadata` last.
-    fn download(&self, root: &Path, id: u64) -> Result<(), RemoteError> {
+    fn download(&self, root: &Path, id: u64, log: bool) -> Result<(), RemoteError> {
         let dir = CheckpointStorage::checkpoint_dir(id);
         // Fetched beside its final name, and renamed last: a local checkpoint is whole
         // when its `_metadata` is there, as in the store.
@@ -361,8 +367,12 @@ impl RemoteStore {
             }
         }
         std::fs::rename(&fetched, &metadata_path).map_err(|e| self.error(format!("{}: {e}", metadata_path.display())))?;
-        tracing::info!(checkpoint = id, url = %self.url, bytes = downloaded,
-            duration_ms = started.elapsed().as_millis() as u64, "checkpoint downloaded from the store");
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if log {
+            tracing::info!(checkpoint = id, url = %self.url, bytes = downloaded, duration_ms, "checkpoint downloaded from the store");
+        } else {
+            tracing::debug!(checkpoint = id, url = %self.url, bytes = downloaded, duration_ms, "standby copy refreshed");
+        }
         Ok(())
     }
 

@@ -238,6 +238,29 @@ impl CheckpointStorage {
     /// The newest checkpoint whose sink commits are all recorded is kept as well, so
     /// that [`CheckpointStorage::latest`] has one to fall back to.
     pub fn retain(&self, retained: usize) {
+        self.retain_local(retained);
+        if let Some(remote) = &self.remote {
+            if let Err(e) = remote.retain(self) {
+                tracing::warn!(error = %e, "could not delete old checkpoints from the store");
+            }
+        }
+    }
+
+    /// Brings the store's checkpoints newer than the local directory's into it and
+    /// keeps the newest `retained` locally, touching nothing in the store: a standby's
+    /// warm copy of a task another process runs ([`crate::cluster`]). Returns the ids
+    /// downloaded.
+    pub fn refresh_copy(&self, retained: usize) -> Result<Vec<u64>, String> {
+        let Some(remote) = &self.remote else { return Ok(Vec::new()) };
+        let downloaded = remote.download_newer_logged(&self.root, false).map_err(|e| e.to_string())?;
+        if !downloaded.is_empty() {
+            self.retain_local(retained);
+        }
+        Ok(downloaded)
+    }
+
+    /// [`CheckpointStorage::retain`] in the local directory only.
+    fn retain_local(&self, retained: usize) {
         let mut kept = 0;
         let mut confirmed_kept = false;
         let mut referenced = HashSet::new();
@@ -267,11 +290,6 @@ impl CheckpointStorage {
                 if !referenced.contains(&file.path()) {
                     let _ = fs::remove_file(file.path());
                 }
-            }
-        }
-        if let Some(remote) = &self.remote {
-            if let Err(e) = remote.retain(self) {
-                tracing::warn!(error = %e, "could not delete old checkpoints from the store");
             }
         }
     }
@@ -454,6 +472,32 @@ mod tests {
         assert!(dir.path().join("chk-00000003/_metadata").is_file(), "completed checkpoints stay");
         assert!(!dir.path().join("chk-00000004").exists(), "the incomplete one is gone");
         assert_eq!(fs::read(dir.path().join("notes.txt")).unwrap(), b"the user's");
+    }
+
+    #[test]
+    fn a_standby_copy_follows_the_store_without_touching_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().join("store").display());
+        let machine = |name: &str| {
+            CheckpointStorage::with_remote(dir.path().join(name), Arc::new(RemoteStore::open(&url, &BTreeMap::new()).unwrap()))
+        };
+        let (owner, standby) = (machine("owner"), machine("standby"));
+        for id in 1..=3 {
+            owner.complete(&metadata(id, serde_json::Value::Null)).unwrap();
+        }
+        owner.retain(2);
+        assert_eq!(standby.refresh_copy(2).unwrap(), vec![3, 2]);
+        assert_eq!(standby.refresh_copy(2).unwrap(), Vec::<u64>::new(), "nothing new");
+        owner.complete(&metadata(4, serde_json::Value::Null)).unwrap();
+        assert_eq!(standby.refresh_copy(2).unwrap(), vec![4]);
+        // The copy keeps the newest two locally; the store keeps what its owner keeps.
+        let local: Vec<u64> = standby.kept().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(local, vec![4, 3]);
+        let in_store = |id: u64| dir.path().join("store").join(CheckpointStorage::checkpoint_dir(id)).join(METADATA).is_file();
+        assert!(in_store(2) && in_store(3) && in_store(4), "a standby deletes nothing from the store");
+        // A task that moves here restores the newest checkpoint without downloading it.
+        assert_eq!(standby.remote.as_ref().unwrap().download_newer(standby.root()).unwrap(), Vec::<u64>::new());
+        assert_eq!(standby.latest().unwrap().unwrap().metadata.id, 4);
     }
 
     #[test]

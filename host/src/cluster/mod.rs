@@ -57,6 +57,12 @@ pub struct ClusterSettings {
     /// How long the broker waits for a silent member before moving its tasks.
     #[serde(default = "ClusterSettings::default_session_timeout")]
     pub session_timeout_ms: u64,
+    /// 1: keep warm copies of the checkpoints of the tasks this member does not run,
+    /// refreshed every checkpoint interval, so that a task moving here restores
+    /// without downloading its state (every member is a standby of every task it
+    /// does not run; weir has no assignor of its own to pick one). 0: none.
+    #[serde(default)]
+    pub standbys: u32,
 }
 
 impl ClusterSettings {
@@ -67,7 +73,7 @@ impl ClusterSettings {
 
 impl Default for ClusterSettings {
     fn default() -> Self {
-        ClusterSettings { brokers: None, group: None, session_timeout_ms: Self::default_session_timeout() }
+        ClusterSettings { brokers: None, group: None, session_timeout_ms: Self::default_session_timeout(), standbys: 0 }
     }
 }
 
@@ -106,6 +112,9 @@ struct Tasks {
     /// member's ticker ([`Hold`]).
     valid_until: Arc<AtomicU64>,
     running: Mutex<BTreeMap<TaskId, RunningTask>>,
+    /// Held while a standby copy is refreshed, and while a task starts: a task never
+    /// starts on a half-refreshed directory, nor is its directory refreshed once it runs.
+    standby: Mutex<()>,
     /// The first task failure; the member stops on it.
     failed: Mutex<Option<ClusterError>>,
 }
@@ -116,6 +125,7 @@ impl Tasks {
     }
 
     fn start(&self, id: TaskId) {
+        let _standby = self.standby.lock().unwrap_or_else(|e| e.into_inner());
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         if running.contains_key(&id) {
             return;
@@ -193,6 +203,32 @@ impl Tasks {
         let ids: Vec<TaskId> = self.running.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
         for id in ids {
             self.stop(id);
+        }
+    }
+
+    /// Refreshes the warm copy of every task this member does not run: the store's
+    /// newer checkpoints, downloaded into the local directory the task would use.
+    fn refresh_standbys(&self) {
+        for (stage, tasks) in self.topology.stages.iter().enumerate() {
+            for partition in 0..tasks.tasks as i32 {
+                let id = TaskId { stage, partition };
+                let _standby = self.standby.lock().unwrap_or_else(|e| e.into_inner());
+                if self.running.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id) {
+                    continue;
+                }
+                let spec = self.topology.task_spec(stage, partition, &self.brokers);
+                let (Some(dir), Some(settings)) = (spec.checkpoint_dir(), &spec.checkpoint) else { continue };
+                let refreshed = crate::checkpoint::storage::CheckpointStorage::open(dir, spec.checkpoint_store(), &settings.store_options)
+                    .map_err(|e| e.to_string())
+                    .and_then(|storage| storage.refresh_copy(settings.retained));
+                match refreshed {
+                    Ok(ids) if !ids.is_empty() => {
+                        tracing::debug!(job = %self.job(), task = %spec.name, checkpoints = ?ids, "standby copy refreshed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(job = %self.job(), task = %spec.name, error = %e, "standby copy not refreshed"),
+                }
+            }
         }
     }
 
@@ -318,6 +354,12 @@ fn check(spec: &JobSpec) -> Result<(&crate::source::kafka::KafkaSourceSpec, &Clu
             sink.uid()
         )));
     }
+    if settings.standbys > 1 {
+        return Err(unsupported(
+            "standbys = 1 makes every member keep warm copies of the tasks it does not run; a number of copies \
+             per task needs an assignor of weir's own, which it does not have",
+        ));
+    }
     if spec.checkpoint_store().is_none() {
         return Err(unsupported(
             "its tasks move between members, so their checkpoints must be in an object store every member \
@@ -357,6 +399,7 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
         options,
         valid_until,
         running: Mutex::new(BTreeMap::new()),
+        standby: Mutex::new(()),
         failed: Mutex::new(None),
     });
     let join = || -> Result<BaseConsumer<Membership>, ClusterError> {
@@ -372,6 +415,22 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
         Ok(consumer)
     };
     let mut consumer = join()?;
+    let standbys = (settings.standbys > 0).then(|| {
+        let (tasks, done) = (tasks.clone(), hold.done.clone());
+        let every = Duration::from_millis(spec.checkpoint.as_ref().map_or(1000, |c| c.interval_ms).max(500));
+        std::thread::Builder::new()
+            .name("standbys".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    tasks.refresh_standbys();
+                    let until = std::time::Instant::now() + every;
+                    while std::time::Instant::now() < until && !done.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            })
+            .expect("spawning the standby thread")
+    });
     tracing::info!(job = %spec.name, %group, %brokers, "joined the cluster");
     let result = loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -403,6 +462,10 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
         }
     };
     // Leaving: the tasks stop first (revoked by the leave's rebalance, or here).
+    hold.done.store(true, Ordering::Relaxed);
+    if let Some(standbys) = standbys {
+        let _ = standbys.join();
+    }
     tasks.stop_all();
     drop(consumer);
     tracing::info!(job = %spec.name, "left the cluster");

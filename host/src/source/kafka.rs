@@ -187,20 +187,34 @@ impl KafkaSource {
         let new: Vec<Partition> =
             found.into_iter().filter(|(t, p)| !self.partitions.contains_key(&self.split(t, *p))).collect();
         if !new.is_empty() {
-            self.assign(new)?;
+            return self.assign(new);
         }
         Ok(true)
     }
 
     /// Resolves where each new partition starts and adds it to the assignment.
-    fn assign(&mut self, partitions: Vec<Partition>) -> Result<(), SourceError> {
+    /// `Ok(false)` when the brokers do not answer (retried with backoff, as
+    /// [`KafkaSource::discover`]).
+    fn assign(&mut self, partitions: Vec<Partition>) -> Result<bool, SourceError> {
         let first = !self.assigned;
-        let mut starts = BTreeMap::new();
+        // Every partition's offsets first: a broker that times out changes nothing.
+        let mut watermarks = Vec::with_capacity(partitions.len());
         for (topic, partition) in &partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
-                .map_err(|e| self.error(format!("reading the offsets of {topic}[{partition}]: {e}")))?;
+            match self.consumer.fetch_watermarks(topic, *partition, REQUEST_TIMEOUT) {
+                Ok(found) => watermarks.push(found),
+                Err(e) => {
+                    let (attempt, wait) = self.backoff.failed();
+                    tracing::warn!(
+                        uid = %self.uid, brokers = %self.spec.brokers, attempt,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "cannot read the offsets of {topic}[{partition}]: {e}; retrying"
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        let mut starts = BTreeMap::new();
+        for ((topic, partition), (low, high)) in partitions.iter().zip(watermarks) {
             let key = (topic.clone(), *partition);
             let start = match self.restored.remove(&key) {
                 Some(offset) => offset,
@@ -239,7 +253,7 @@ impl KafkaSource {
             self.partitions.insert(split, Assigned { topic, partition, next, stop, finished, label });
         }
         self.assigned = true;
-        Ok(())
+        Ok(true)
     }
 
     fn committed(&self, topic: &str, partition: i32) -> Result<Option<i64>, SourceError> {
