@@ -122,29 +122,40 @@ fn started_tasks(home: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
-    let broker = Broker::start();
+/// Creates the input (`PARTITIONS` partitions, co-partitioned: every record of a key
+/// in the same partition, keyed by it) and the output topic.
+fn co_partitioned_input(broker: &Broker, per_key: usize) {
     broker.create_topic("in", PARTITIONS);
     broker.create_topic("counts", 1);
-    // Co-partitioned input: every record of a key in the same partition.
     let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
     broker.produce(
         "in",
-        (0..KEYS * PER_KEY).map(|i| {
+        (0..KEYS * per_key).map(|i| {
             let k = i % KEYS;
             ((k as i32) % PARTITIONS, Some(keys[k].as_str()), format!("{{\"i\":{i}}}"), None)
         }),
     );
+}
+
+/// Starts member a, and member b once a runs every task of the co-partitioned job
+/// and has written output; returns when b has taken over some tasks.
+fn two_members(job: &Path, broker: &Broker, dir: &Path) -> (Child, Child, std::path::PathBuf, std::path::PathBuf) {
+    let (home_a, home_b) = (dir.join("a"), dir.join("b"));
+    let a = member(job, &home_a);
+    wait_until("member a runs all four tasks", Duration::from_secs(60), || started_tasks(&home_a).len() == 4);
+    wait_until("output appears", Duration::from_secs(60), || written(broker) > 0);
+    let b = member(job, &home_b);
+    wait_until("member b takes over some tasks", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
+    (a, b, home_a, home_b)
+}
+
+#[test]
+fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
+    let broker = Broker::start();
+    co_partitioned_input(&broker, PER_KEY);
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path(), &broker, "cluster-count", "rate = 60", "", "standbys = 1");
-    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
-
-    let mut a = member(&job, &home_a);
-    wait_until("member a runs all four tasks", Duration::from_secs(60), || started_tasks(&home_a).len() == 4);
-    wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
-    let mut b = member(&job, &home_b);
-    wait_until("member b takes over some partitions", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
+    let (mut a, mut b, _, home_b) = two_members(&job, &broker, dir.path());
     let moved = started_tasks(&home_b);
     assert!(moved.len() < 4, "b took every partition from a live member: {moved:?}");
     // standbys = 1: b refreshes copies of the checkpoints of the tasks it does not
@@ -233,25 +244,11 @@ fn a_keyed_edge_on_another_key_goes_through_a_repartition_topic_and_a_kill_count
 fn a_stalled_member_writes_nothing_when_it_resumes_and_joins_again() {
     const PER_KEY: usize = 200;
     let broker = Broker::start();
-    broker.create_topic("in", PARTITIONS);
-    broker.create_topic("counts", 1);
-    let keys: Vec<String> = (0..KEYS).map(|k| format!("k{k}")).collect();
-    broker.produce(
-        "in",
-        (0..KEYS * PER_KEY).map(|i| {
-            let k = i % KEYS;
-            ((k as i32) % PARTITIONS, Some(keys[k].as_str()), format!("{{\"i\":{i}}}"), None)
-        }),
-    );
+    co_partitioned_input(&broker, PER_KEY);
     let dir = tempfile::tempdir().unwrap();
     // 800 records per partition at 25 a second: a's tasks are far from done when it stops.
     let job = job(dir.path(), &broker, "cluster-stall", "rate = 25", "", "");
-    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
-    let mut a = member(&job, &home_a);
-    wait_until("member a runs all four tasks", Duration::from_secs(60), || started_tasks(&home_a).len() == 4);
-    wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
-    let mut b = member(&job, &home_b);
-    wait_until("member b takes over some tasks", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
+    let (mut a, mut b, home_a, home_b) = two_members(&job, &broker, dir.path());
     let before_stop = written(&broker);
     unsafe { libc::kill(a.id() as i32, libc::SIGSTOP) };
     wait_until("b runs every task", Duration::from_secs(90), || started_tasks(&home_b).len() == 4);

@@ -1,10 +1,13 @@
 //! Clusters on one machine: throughput of a keyed count with 1, 2 and 3 members beside
-//! the same job in one process (and with a repartition hop), and failover time: from
+//! the same job in one process (and with a repartition hop), the time the group takes
+//! to a stable assignment with many members, and failover time: from
 //! SIGKILL of a member to its tasks' output appearing again on the other member, with
 //! a large keyed state.
 //!
 //! `cargo bench -p weir-host --bench cluster`. Settings: `WEIR_BENCH_PART`
-//! (`throughput`, `failover` or `all`, the default), `WEIR_BENCH_EVENTS` (throughput
+//! (`throughput`, `rebalance`, `failover` or `all`, the default), `WEIR_BENCH_MEMBERS`
+//! and `WEIR_BENCH_REBALANCE_PARTITIONS` (light members joining one group, default 50
+//! and 500), `WEIR_BENCH_EVENTS` (throughput
 //! runs, default 200 000 records of 10 000 keys), `WEIR_BENCH_KEYS` (failover: keys of
 //! state, default 1 000 000), `WEIR_BENCH_SESSION_MS` (the members' session timeout,
 //! default 3000). Needs tansu (`bash scripts/install-tansu`). The machine has two
@@ -237,7 +240,7 @@ fn failover(broker: &broker::Broker, dir: &Path, keys: u64, session_ms: u64, sta
                 n += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
-            producer.flush(Duration::from_secs(10)).unwrap();
+            let _ = producer.flush(Duration::from_secs(10));
         })
     };
     // Two checkpoints after the last count, so the state is in the store.
@@ -306,6 +309,61 @@ fn failover(broker: &broker::Broker, dir: &Path, keys: u64, session_ms: u64, sta
     stop(b);
 }
 
+/// Polls every consumer until their assignments cover `partitions` and have not
+/// changed for three seconds; returns when they first covered them in that state.
+fn until_stable(consumers: &[BaseConsumer], partitions: usize, started: Instant) -> Option<Duration> {
+    let mut last: Vec<usize> = vec![usize::MAX; consumers.len()];
+    let mut stable_since: Option<Instant> = None;
+    while started.elapsed() < Duration::from_secs(300) {
+        for consumer in consumers {
+            let _ = consumer.poll(Duration::ZERO);
+        }
+        let now: Vec<usize> = consumers.iter().map(|c| c.assignment().map_or(0, |a| a.count())).collect();
+        let covered = now.iter().sum::<usize>() == partitions;
+        if now != last || !covered {
+            stable_since = covered.then(Instant::now);
+            last = now;
+        }
+        if let Some(since) = stable_since {
+            if since.elapsed() >= Duration::from_secs(3) {
+                return Some(since - started);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Light members in one process (a consumer each, no tasks) really joining one group
+/// with the cooperative-sticky assignor: time to a stable assignment, and after one
+/// member leaves.
+fn rebalance(broker: &broker::Broker, members: usize, partitions: i32) {
+    broker.create_topic("rb", partitions);
+    let mut consumers: Vec<BaseConsumer> = (0..members)
+        .map(|_| {
+            broker
+                .config()
+                .set("group.id", "bench-rb")
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000")
+                .create()
+                .unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    for consumer in &consumers {
+        consumer.subscribe(&["rb"]).unwrap();
+    }
+    let show = |d: Option<Duration>| d.map_or("not within 300 s".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
+    let joined = until_stable(&consumers, partitions as usize, started);
+    println!("rebalance: {members} members, {partitions} partitions: stable assignment {} after they subscribed", show(joined));
+    let left = Instant::now();
+    drop(consumers.remove(0)); // leaves the group
+    let after = until_stable(&consumers, partitions as usize, left);
+    println!("rebalance: one member left: stable assignment {} after it left", show(after));
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -346,6 +404,9 @@ fn main() {
             let ratio = if single > 0.0 { format!("  ({:.2}x one process)", rate / single) } else { String::new() };
             println!("{label:<44} {rate:>12.0} {total:>10.1}{ratio}");
         }
+    }
+    if part == "all" || part == "rebalance" {
+        rebalance(&broker, env_u64("WEIR_BENCH_MEMBERS", 50) as usize, env_u64("WEIR_BENCH_REBALANCE_PARTITIONS", 500) as i32);
     }
     if part == "all" || part == "failover" {
         for standbys in [0, 1] {
