@@ -241,6 +241,7 @@ fn exactly_once_spec(brokers: &str) -> KafkaSinkSpec {
         delivery: KafkaDelivery::ExactlyOnce,
         transaction_timeout_ms: 60_000,
         properties: Default::default(),
+        sequence: false,
         repartition: None,
     }
 }
@@ -783,4 +784,58 @@ fn a_kafka_source_reports_its_consumer_lag_as_pending_records() {
     assert!(pending <= total && pending + read >= total - 1000, "pending {pending}, read {read} of {total}");
     control.stop();
     running.join().unwrap().unwrap();
+}
+
+// ---- numbered records: exactly once for weir readers without transactions ----
+
+/// A sink with `sequence = true` that writes records after its checkpoint, dies, and
+/// writes them again after the restore (what an at-least-once sink does) leaves
+/// duplicates in the topic, with the numbers they had; a source with `deduplicate =
+/// true` reads each record once.
+#[test]
+fn numbered_records_written_again_after_a_restore_are_read_once() {
+    let broker = Broker::start();
+    broker.create_topic("numbered", 1);
+    let spec = KafkaSinkSpec {
+        delivery: KafkaDelivery::AtLeastOnce,
+        topic: Some("numbered".into()),
+        sequence: true,
+        ..exactly_once_spec(&broker.addr())
+    };
+    let mut first = KafkaSink::open(&spec, "writer", Delivery::Fresh).unwrap();
+    for i in 1..=3 {
+        first.write(&event(i)).unwrap();
+    }
+    let state = first.pre_commit(1).unwrap();
+    first.commit(1).unwrap();
+    for i in 4..=5 {
+        first.write(&event(i)).unwrap();
+    }
+    first.flush().unwrap();
+    drop(first); // dies before the next checkpoint
+    let mut restored = KafkaSink::open(&spec, "writer", Delivery::Restore(&state)).unwrap();
+    for i in 4..=6 {
+        restored.write(&event(i)).unwrap();
+    }
+    restored.finish().unwrap();
+
+    let records = broker.read_all("numbered");
+    let header = |r: &Read, name: &str| r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+    let numbers: Vec<String> = records.iter().map(|r| header(r, "weir-seq")).collect();
+    assert_eq!(numbers, ["1", "2", "3", "4", "5", "4", "5", "6"], "the restored sink numbers its records as before");
+    assert!(records.iter().all(|r| header(r, "weir-producer") == header(&records[0], "weir-producer")));
+
+    let dir = tempfile::tempdir().unwrap();
+    run(job(&copy_job(&broker, "numbered", "bounded = true\ndeduplicate = true", "envelope", ""), dir.path())).unwrap();
+    let values: Vec<String> = lines(&dir.path().join("out.jsonl"))
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(values, ["v1", "v2", "v3", "v4", "v5", "v6"]);
+    // The numbering headers stay out of the events.
+    assert!(!std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().contains("weir-seq"));
+    // Without deduplicate, a reader sees every record.
+    let plain = tempfile::tempdir().unwrap();
+    run(job(&copy_job(&broker, "numbered", "bounded = true", "value", ""), plain.path())).unwrap();
+    assert_eq!(lines(&plain.path().join("out.jsonl")).len(), 8);
 }

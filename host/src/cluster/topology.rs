@@ -290,6 +290,7 @@ impl Topology {
                 properties: properties.clone(),
                 watermark: watermark.clone(),
                 partitions: Some(vec![partition]),
+                deduplicate: false,
                 repartition: Some(RepartitionRead { producers }),
             }));
         }
@@ -312,6 +313,7 @@ impl Topology {
                 delivery: KafkaDelivery::AtLeastOnce,
                 transaction_timeout_ms: 60_000,
                 properties: properties.clone(),
+                sequence: false,
                 repartition: Some(RepartitionWrite {
                     producer: self.stages[stage].first_producer + partition as u32,
                     partitions: topic.partitions,

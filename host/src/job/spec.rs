@@ -646,6 +646,13 @@ impl JobSpec {
                 if kafka.topic.is_none() && kafka.topic_field.is_none() {
                     return Err(format!("sink `{}`: set `topic`, `topic_field` or both", kafka.uid));
                 }
+                if kafka.delivery == KafkaDelivery::ExactlyOnce && kafka.sequence {
+                    return Err(format!(
+                        "sink `{}`: sequence = true numbers records for readers that drop repeats; with \
+                         delivery = \"exactly-once\" there are none to drop: remove one of the two",
+                        kafka.uid
+                    ));
+                }
                 if kafka.delivery == KafkaDelivery::ExactlyOnce && self.checkpoint.is_none() {
                     return Err(format!(
                         "sink `{}`: delivery = \"exactly-once\" commits a transaction per checkpoint; \

@@ -43,10 +43,13 @@ pub struct KafkaSink {
     spec: KafkaSinkSpec,
     producer: ThreadedProducer<Context>,
     transactions: Option<Transactions>,
-    /// A repartition topic's sink: the sequence number of the last record written
-    /// (restored with the checkpoint, so that records written again after a restore
-    /// carry the numbers they had, and the reader recognises them).
+    /// A repartition topic's sink, or one with `sequence`: the sequence number of the
+    /// last record written (restored with the checkpoint, so that records written again
+    /// after a restore carry the numbers they had, and the reader recognises them).
     sequence: u64,
+    /// The producer number in the headers: the repartition writer's, or one derived
+    /// from the job and the sink's uid (the same wherever the job or task runs).
+    numbered_as: Option<u32>,
 }
 
 /// The exactly-once sink's transaction.
@@ -114,7 +117,11 @@ impl KafkaSink {
             Delivery::Restore(state) => state.get("sequence").and_then(|s| s.as_u64()).unwrap_or(0),
             _ => 0,
         };
-        Ok(KafkaSink { uid: spec.uid.clone(), spec: spec.clone(), producer, transactions, sequence })
+        let numbered = match &spec.repartition {
+            Some(repartition) => Some(repartition.producer),
+            None => spec.sequence.then(|| crate::keygroup::murmur3_32(format!("{job}/{}", spec.uid).as_bytes(), 0x5e9)),
+        };
+        Ok(KafkaSink { uid: spec.uid.clone(), spec: spec.clone(), producer, transactions, sequence, numbered_as: numbered })
     }
 
     fn error(&self, message: String) -> SinkError {
@@ -149,16 +156,19 @@ impl KafkaSink {
 
     /// Hands one event to the producer, waiting while its queue is full.
     fn send(&mut self, event: &Event) -> Result<(), SinkError> {
-        // A repartition record goes to its key group's partition, numbered.
-        let mut stamp = None;
+        // A repartition record goes to its key group's partition; numbered records
+        // carry their producer and sequence number.
+        let mut partition = None;
         if let Some(repartition) = &self.spec.repartition {
             let key = event.key.as_deref().ok_or_else(|| {
                 self.error("a record without a key cannot go through a repartition topic".into())
             })?;
-            let partition = repartition.partition(key);
-            self.sequence += 1;
-            stamp = Some((partition, repartition.producer.to_string(), self.sequence.to_string()));
+            partition = Some(repartition.partition(key));
         }
+        let stamp = self.numbered_as.map(|producer| {
+            self.sequence += 1;
+            (producer.to_string(), self.sequence.to_string())
+        });
         let topic = self.topic(event)?;
         let mut record = BaseRecord::to(&topic).payload(&event.value);
         if let Some(key) = &event.key {
@@ -167,9 +177,11 @@ impl KafkaSink {
         if let Some(timestamp) = event.timestamp {
             record = record.timestamp(timestamp);
         }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
         let mut headers = None;
-        if let Some((partition, producer, sequence)) = &stamp {
-            record = record.partition(*partition);
+        if let Some((producer, sequence)) = &stamp {
             headers = Some(
                 OwnedHeaders::new_with_capacity(event.headers.len() + 2)
                     .insert(KafkaHeader { key: PRODUCER_HEADER, value: Some(producer.as_bytes()) })
@@ -227,7 +239,7 @@ impl Sink for KafkaSink {
 
     fn pre_commit(&mut self, id: u64) -> Result<serde_json::Value, SinkError> {
         let waiting = match &mut self.transactions {
-            None if self.spec.repartition.is_some() => {
+            None if self.numbered_as.is_some() => {
                 self.flush_all()?;
                 return Ok(json!({ "sequence": self.sequence }));
             }
@@ -313,6 +325,12 @@ pub struct KafkaSinkSpec {
     /// Extra librdkafka producer properties.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Number the records (headers `weir-producer` and `weir-seq`, the number kept in
+    /// the checkpoint), so that a Kafka source with `deduplicate = true` drops the
+    /// records a restored job writes again: exactly once for weir readers on brokers
+    /// without transactions (`docs/kafka.md`). At-least-once delivery only.
+    #[serde(default)]
+    pub sequence: bool,
     /// Set by a cluster for the sink of a repartition topic (never in a job file).
     #[serde(skip)]
     pub repartition: Option<RepartitionWrite>,

@@ -447,9 +447,10 @@ impl KafkaSource {
             self.finish_partition(split);
             return Ok(SourcePoll::Pending(Duration::ZERO));
         }
-        // A repartition record's split is its producer; one seen before is dropped.
+        // A numbered record seen before is dropped; a repartition record's split is its
+        // producer.
         let mut record_split = split;
-        if self.spec.repartition.is_some() {
+        if self.spec.repartition.is_some() || self.spec.deduplicate {
             match stamp(&message) {
                 Some((producer, sequence)) => {
                     let last = self.sequences.entry(producer).or_insert(0);
@@ -461,8 +462,11 @@ impl KafkaSource {
                         return Ok(SourcePoll::Pending(Duration::ZERO));
                     }
                     *last = sequence;
-                    record_split = producer;
+                    if self.spec.repartition.is_some() {
+                        record_split = producer;
+                    }
                 }
+                None if self.spec.repartition.is_none() => {}
                 None => {
                     drop(message);
                     if let Some(assigned) = self.partitions.get_mut(&split) {
@@ -478,7 +482,7 @@ impl KafkaSource {
         }
         let polled = match self.decode(&message, spares) {
             Ok(mut event) => {
-                if self.spec.repartition.is_some() {
+                if self.spec.repartition.is_some() || self.spec.deduplicate {
                     event.headers.retain(|h| h.name != PRODUCER_HEADER && h.name != SEQUENCE_HEADER);
                 }
                 SourcePoll::Record { event, offset, split: record_split }
@@ -560,7 +564,7 @@ impl Source for KafkaSource {
         for assigned in self.partitions.values() {
             offsets.insert(format!("{}/{}", assigned.topic, assigned.partition), json!(assigned.next));
         }
-        if self.spec.repartition.is_some() {
+        if self.spec.repartition.is_some() || self.spec.deduplicate {
             let sequences: serde_json::Map<String, serde_json::Value> =
                 self.sequences.iter().map(|(p, s)| (p.to_string(), json!(s))).collect();
             return json!({ "offsets": offsets, "sequences": sequences });
@@ -661,6 +665,12 @@ pub struct KafkaSourceSpec {
     /// task sets it to its own partition (`docs/cluster.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<Vec<i32>>,
+    /// Drop records numbered by a Kafka sink with `sequence = true` (or a repartition
+    /// writer) at or below the last number seen from their producer, which a restored
+    /// writer sends again; the numbers seen are part of the checkpoint. Records
+    /// without the headers pass.
+    #[serde(default)]
+    pub deduplicate: bool,
     /// Set by a cluster for the source of a repartition topic (never in a job file).
     #[serde(skip)]
     pub repartition: Option<RepartitionRead>,
@@ -692,6 +702,17 @@ mod tests {
     fn spec(topics: &[&str]) -> KafkaSourceSpec {
         let text = format!("uid = \"in\"\nbrokers = \"127.0.0.1:1\"\ntopics = {topics:?}");
         toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn the_last_numbers_seen_per_producer_are_saved_and_restored() {
+        let mut spec = spec(&["a"]);
+        spec.deduplicate = true;
+        let mut source = KafkaSource::open(&spec, "job").unwrap();
+        source.restore(&json!({ "offsets": { "a/0": 5 }, "sequences": { "7": 41, "9": 3 } })).unwrap();
+        assert_eq!(source.position(), json!({ "offsets": { "a/0": 5 }, "sequences": { "7": 41, "9": 3 } }));
+        let error = source.restore(&json!({ "offsets": {}, "sequences": { "x": 1 } })).unwrap_err();
+        assert!(error.message.contains("malformed saved sequence"), "{error}");
     }
 
     #[test]
