@@ -113,6 +113,22 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Whether every key's count reached `per_key` in the output.
+fn counted_to(broker: &Broker, per_key: usize) -> bool {
+    let seen = counts(broker);
+    seen.len() == KEYS && seen.values().all(|c| c.last() >= Some(&(per_key as u64)))
+}
+
+/// Stops a member with SIGINT (it leaves the group, stopping its tasks), checks that
+/// it exited cleanly, and returns its log.
+fn leave(mut member: Child, home: &Path) -> String {
+    unsafe { libc::kill(member.id() as i32, libc::SIGINT) };
+    let status = member.wait().unwrap();
+    let log = std::fs::read_to_string(home.join("log")).unwrap();
+    assert!(status.success(), "member at {} failed:\n{log}", home.display());
+    log
+}
+
 /// The tasks a member's log says it started.
 fn started_tasks(home: &Path) -> BTreeSet<String> {
     let log = std::fs::read_to_string(home.join("log")).unwrap_or_default();
@@ -155,7 +171,7 @@ fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
     co_partitioned_input(&broker, PER_KEY);
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path(), &broker, "cluster-count", "rate = 60", "", "standbys = 1");
-    let (mut a, mut b, _, home_b) = two_members(&job, &broker, dir.path());
+    let (mut a, b, _, home_b) = two_members(&job, &broker, dir.path());
     let moved = started_tasks(&home_b);
     assert!(moved.len() < 4, "b took every partition from a live member: {moved:?}");
     // standbys = 1: b refreshes copies of the checkpoints of the tasks it does not
@@ -166,15 +182,9 @@ fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
     a.kill().unwrap(); // SIGKILL: a's tasks move to b after the session timeout
     a.wait().unwrap();
     wait_until("b runs every task", Duration::from_secs(60), || started_tasks(&home_b).len() == 4);
-    wait_until("every key is counted to the end", Duration::from_secs(120), || {
-        let seen = counts(&broker);
-        seen.len() == KEYS && seen.values().all(|c| c.last() >= Some(&(PER_KEY as u64)))
-    });
+    wait_until("every key is counted to the end", Duration::from_secs(120), || counted_to(&broker, PER_KEY));
     // SIGINT: b leaves the group, stopping its tasks.
-    unsafe { libc::kill(b.id() as i32, libc::SIGINT) };
-    let status = b.wait().unwrap();
-    let log_b = std::fs::read_to_string(home_b.join("log")).unwrap();
-    assert!(status.success(), "member b failed:\n{log_b}");
+    let log_b = leave(b, &home_b);
     assert!(log_b.contains("restoring from checkpoint"), "b restored nothing:\n{log_b}");
 
     // No input lost, across the join and the kill: each key's counts 1..=PER_KEY all
@@ -215,20 +225,14 @@ fn a_keyed_edge_on_another_key_goes_through_a_repartition_topic_and_a_kill_count
     assert!(log_a.contains("created a repartition topic"), "{log_a}");
     assert!(started_tasks(&home_a).contains("cluster-by-user-count-r2"), "{:?}", started_tasks(&home_a));
     wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
-    let mut b = member(&job, &home_b);
+    let b = member(&job, &home_b);
     wait_until("member b takes over some tasks", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
     std::thread::sleep(Duration::from_millis(1500));
     a.kill().unwrap();
     a.wait().unwrap();
     wait_until("b runs every task", Duration::from_secs(60), || started_tasks(&home_b).len() == all_tasks);
-    wait_until("every user is counted to the end", Duration::from_secs(120), || {
-        let seen = counts(&broker);
-        seen.len() == KEYS && seen.values().all(|c| c.last() >= Some(&(PER_KEY as u64)))
-    });
-    unsafe { libc::kill(b.id() as i32, libc::SIGINT) };
-    let status = b.wait().unwrap();
-    let log_b = std::fs::read_to_string(home_b.join("log")).unwrap();
-    assert!(status.success(), "member b failed:\n{log_b}");
+    wait_until("every user is counted to the end", Duration::from_secs(120), || counted_to(&broker, PER_KEY));
+    leave(b, &home_b);
     // Each user's events came from four partitions, through the repartition topic, to
     // one count task: counted once each, none skipped.
     for (user, counts) in counts(&broker) {

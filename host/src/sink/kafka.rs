@@ -47,9 +47,11 @@ pub struct KafkaSink {
     /// last record written (restored with the checkpoint, so that records written again
     /// after a restore carry the numbers they had, and the reader recognises them).
     sequence: u64,
-    /// The producer number in the headers: the repartition writer's, or one derived
-    /// from the job and the sink's uid (the same wherever the job or task runs).
-    numbered_as: Option<u32>,
+    /// The producer number in the headers, as text: the repartition writer's, or one
+    /// derived from the job and the sink's uid (the same wherever the job or task runs).
+    numbered_as: Option<String>,
+    /// The sequence number's text, reused from record to record.
+    sequence_text: String,
 }
 
 /// The exactly-once sink's transaction.
@@ -117,11 +119,20 @@ impl KafkaSink {
             Delivery::Restore(state) => state.get("sequence").and_then(|s| s.as_u64()).unwrap_or(0),
             _ => 0,
         };
-        let numbered = match &spec.repartition {
+        let numbered_as = match &spec.repartition {
             Some(repartition) => Some(repartition.producer),
             None => spec.sequence.then(|| crate::keygroup::murmur3_32(format!("{job}/{}", spec.uid).as_bytes(), 0x5e9)),
-        };
-        Ok(KafkaSink { uid: spec.uid.clone(), spec: spec.clone(), producer, transactions, sequence, numbered_as: numbered })
+        }
+        .map(|producer| producer.to_string());
+        Ok(KafkaSink {
+            uid: spec.uid.clone(),
+            spec: spec.clone(),
+            producer,
+            transactions,
+            sequence,
+            numbered_as,
+            sequence_text: String::new(),
+        })
     }
 
     fn error(&self, message: String) -> SinkError {
@@ -165,10 +176,12 @@ impl KafkaSink {
             })?;
             partition = Some(repartition.partition(key));
         }
-        let stamp = self.numbered_as.map(|producer| {
+        if self.numbered_as.is_some() {
+            use std::fmt::Write;
             self.sequence += 1;
-            (producer.to_string(), self.sequence.to_string())
-        });
+            self.sequence_text.clear();
+            let _ = write!(self.sequence_text, "{}", self.sequence);
+        }
         let topic = self.topic(event)?;
         let mut record = BaseRecord::to(&topic).payload(&event.value);
         if let Some(key) = &event.key {
@@ -181,7 +194,8 @@ impl KafkaSink {
             record = record.partition(partition);
         }
         let mut headers = None;
-        if let Some((producer, sequence)) = &stamp {
+        if let Some(producer) = &self.numbered_as {
+            let sequence = &self.sequence_text;
             headers = Some(
                 OwnedHeaders::new_with_capacity(event.headers.len() + 2)
                     .insert(KafkaHeader { key: PRODUCER_HEADER, value: Some(producer.as_bytes()) })
