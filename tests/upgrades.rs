@@ -550,12 +550,8 @@ fn a_live_upgrade_migrates_keys_lazily_on_first_access() {
     let run = child.wait_with_output().unwrap();
     let log = stderr(&run);
     assert!(run.status.success(), "{log}");
-    let left: u64 = log
-        .lines()
-        .find(|l| l.contains("swapped component"))
-        .and_then(|l| l.split("left=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no swap logged: {log}"));
-    assert!(left > 0, "every key migrated within the upgrade: make the state larger");
+    let swap = log.lines().find(|l| l.contains("swapped component")).unwrap_or_else(|| panic!("no swap logged: {log}"));
+    assert!(swap.contains("migrating=true"), "every key migrated within the upgrade: make the state larger: {swap}");
     assert!(log.contains("state migration complete"), "{log}");
     let v2_lines = assert_upgraded(&dir.path().join("out.jsonl"), &reference.path().join("out.jsonl"));
     assert!(v2_lines > 0, "v2 took over");
@@ -564,8 +560,8 @@ fn a_live_upgrade_migrates_keys_lazily_on_first_access() {
 #[test]
 fn a_lazy_migration_in_progress_survives_a_crash() {
     // v1 stops with a savepoint of 30 000 keys; v2 restores it and migrates lazily,
-    // slowly (2 000 events/s), with checkpoints every 50 ms: killed mid-migration, the
-    // restart resumes the migration from the checkpoint's list of keys still to migrate.
+    // slowly (300 events/s), with checkpoints every 50 ms: killed mid-migration, the
+    // restart resumes the migration where the checkpoint's cursor and keys say.
     let (keys, count) = (30_000, 45_000);
     let reference = tempfile::tempdir().unwrap();
     v2_reference(reference.path(), keys, count);
@@ -601,4 +597,271 @@ fn a_lazy_migration_in_progress_survives_a_crash() {
     assert!(resumed.status.success(), "{log}");
     assert!(log.contains("restoring from checkpoint") && log.contains("resuming a state migration"), "{log}");
     assert_upgraded(&dir.path().join("out.jsonl"), &reference.path().join("out.jsonl"));
+}
+
+/// Starts `job` with its log at info, and a thread that passes the log's lines on.
+fn start_watched(job: &Path, extra: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = start(job, &[extra, &["--log=weir=info"]].concat());
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Reads `log` until a line contains `what`; all lines read so far.
+fn wait_for_line(log: &std::sync::mpsc::Receiver<String>, what: &str, seen: &mut Vec<String>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = log.recv_timeout(Duration::from_millis(100)) {
+            let found = line.contains(what);
+            seen.push(line);
+            if found {
+                return;
+            }
+        }
+    }
+    panic!("no `{what}` in the log: {}", seen.join("\n"));
+}
+
+#[test]
+fn a_crash_while_the_rollback_point_is_written_restores_exactly() {
+    // The upgrade swaps at once and writes its rollback point (the in-place savepoint of
+    // 150 000 keys) in the background while v2 already runs. Killed then, the job
+    // restarts from its last checkpoint with the component its job file names (v1):
+    // what v2 wrote was never committed, and the output equals a run that never
+    // upgraded, with nothing lost or repeated.
+    let (keys, count) = (150_000, 400_000);
+    let settings = r#"checkpoint = { interval_ms = 200, dir = "checkpoints" }"#;
+    let reference = tempfile::tempdir().unwrap();
+    let job = counting_job_with(reference.path(), "counter_v1.wasm", 1, None, keys, count, settings);
+    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], reference.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(40_000), keys, count, settings);
+    let (mut child, log) = start_watched(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 150_000);
+    let mut upgrade = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    wait_for_line(&log, "swapped component", &mut seen);
+    child.kill().unwrap(); // SIGKILL, the rollback point half written
+    child.wait().unwrap();
+    let _ = upgrade.wait();
+    let savepoints = dir.path().join(".weir/counting/savepoints");
+    let upgrade_dir = std::fs::read_dir(&savepoints).unwrap().flatten().next().expect("an in-place savepoint begun").path();
+    assert!(
+        !upgrade_dir.join("_savepoint").exists(),
+        "the rollback point was complete before the kill: make the state larger"
+    );
+
+    let resumed = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--log=weir=info"], dir.path());
+    let log = stderr(&resumed);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("restoring from checkpoint"), "{log}");
+    let (got, want) = (per_key(&dir.path().join("out.jsonl")), per_key(&reference.path().join("out.jsonl")));
+    assert_eq!(got.len(), want.len(), "keys");
+    for (key, lines) in &want {
+        assert_eq!(got.get(key), Some(lines), "key {key}: lost, repeated or v2 output committed");
+    }
+}
+
+/// A v1 counting job with checkpoints whose operator config sets v2's `trap_at`.
+fn probation_job(dir: &Path, trap_at: u64, parallelism: u32) -> PathBuf {
+    let settings = r#"checkpoint = { interval_ms = 100, dir = "checkpoints" }"#;
+    let job = counting_job_with(dir, "counter_v1.wasm", parallelism, Some(1000), 20, 6000, settings);
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        r#"component = "counter_v1.wasm""#,
+        &format!("component = \"counter_v1.wasm\"\nconfig = {{ trap_at = \"{trap_at}\" }}"),
+    );
+    std::fs::write(&job, text).unwrap();
+    job
+}
+
+/// Runs [`probation_job`] with v1 only: what a job that never upgraded writes.
+fn v1_reference(dir: &Path) -> PathBuf {
+    let job = probation_job(dir, 0, 2);
+    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    dir.join("out.jsonl")
+}
+
+/// The upgrade history the job keeps.
+fn history(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(".weir/counting/upgrades.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn an_upgrade_that_fails_on_probation_rolls_back_and_repeats_nothing() {
+    // v2 traps when a key's count reaches 150, about 2 s after the upgrade (each key
+    // gets 50 events a second). On probation, the job rolls back to the upgrade's
+    // in-place savepoint with v1: the output equals a run that never upgraded, since
+    // nothing v2 wrote was committed, and the history says why.
+    let reference = tempfile::tempdir().unwrap();
+    let reference = v1_reference(reference.path());
+    let dir = tempfile::tempdir().unwrap();
+    let job = probation_job(dir.path(), 150, 2);
+    let child = start(&job, &["--log=weir=info"]);
+    wait_running(dir.path(), "out.jsonl", 1000);
+    let upgrade = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--probation", "30s"],
+        dir.path(),
+    );
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    let run = child.wait_with_output().unwrap();
+    let log = stderr(&run);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("rolling the upgrade back"), "{log}");
+    assert_eq!(per_key(&dir.path().join("out.jsonl")), per_key(&reference), "the output of a job that never upgraded");
+    let history = history(dir.path());
+    let outcome = &history["upgrades"][0]["outcome"];
+    assert_eq!(outcome["state"], "rolled_back", "{history}");
+    assert!(outcome["reason"].as_str().unwrap().contains("has a bug that shows at count 150"), "{history}");
+    let shown = weir(&["history", "job.toml"], dir.path());
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.starts_with("#1 ") && shown.contains("counter_v1.wasm") && shown.contains("-> counter_v2.wasm"), "{shown}");
+    assert!(shown.contains("by control API") && shown.contains("rolled back: failed on probation"), "{shown}");
+}
+
+#[test]
+fn a_crash_on_probation_rolls_back_at_restart() {
+    // The process dies (SIGKILL) while the upgrade is on probation: the restart goes
+    // back to the rollback point with v1 rather than trusting v2's checkpoints, and the
+    // output equals a run that never upgraded.
+    let reference = tempfile::tempdir().unwrap();
+    let reference = v1_reference(reference.path());
+    let dir = tempfile::tempdir().unwrap();
+    let job = probation_job(dir.path(), 0, 2);
+    let mut child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 1000);
+    let upgrade = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--probation", "60s"],
+        dir.path(),
+    );
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    std::thread::sleep(Duration::from_millis(700)); // v2 runs, checkpoints complete, commits are held
+    let visible = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert!(!visible.contains(r#""v":2"#), "v2's output was published on probation");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(history(dir.path())["upgrades"][0]["outcome"]["state"], "probation");
+    let resumed = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--log=weir=info"], dir.path());
+    let log = stderr(&resumed);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("rolling the upgrade back"), "{log}");
+    assert_eq!(per_key(&dir.path().join("out.jsonl")), per_key(&reference), "the output of a job that never upgraded");
+    assert_eq!(history(dir.path())["upgrades"][0]["outcome"]["state"], "rolled_back");
+}
+
+#[test]
+fn an_upgrade_that_passes_probation_stays_across_restarts() {
+    // A short probation passes; then the process dies and restarts from a checkpoint:
+    // it runs v2 (the history says so), not the job file's v1, and the output is exact.
+    let reference = tempfile::tempdir().unwrap();
+    let reference = v2_only(reference.path());
+    let dir = tempfile::tempdir().unwrap();
+    let settings = r#"checkpoint = { interval_ms = 100, dir = "checkpoints" }"#;
+    let job = counting_job_with(dir.path(), "counter_v1.wasm", 2, Some(1000), 20, 6000, settings);
+    let mut child = start(&job, &["--log=weir=info"]);
+    wait_running(dir.path(), "out.jsonl", 1000);
+    let upgrade = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--probation", "300ms"],
+        dir.path(),
+    );
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    for _ in 0..200 {
+        if history(dir.path())["upgrades"][0]["outcome"]["state"] == "done" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(history(dir.path())["upgrades"][0]["outcome"]["state"], "done");
+    std::thread::sleep(Duration::from_millis(300));
+    let visible = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert!(visible.contains(r#""v":2"#), "v2's output is published once the probation passed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--log=weir=info"], dir.path());
+    let log = stderr(&resumed);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("running the component a live upgrade installed"), "{log}");
+    assert_upgraded(&dir.path().join("out.jsonl"), &reference);
+}
+
+#[test]
+fn a_canary_that_traps_is_rolled_back_and_repeats_nothing() {
+    // Parallelism 4, a 25% canary: one subtask runs v2 (which traps at count 150) while
+    // three run v1. The trap rolls every subtask back to the upgrade's rollback point
+    // with v1; the output equals a run that never upgraded.
+    let reference = tempfile::tempdir().unwrap();
+    let reference = v1_reference(reference.path());
+    let dir = tempfile::tempdir().unwrap();
+    let job = probation_job(dir.path(), 150, 4);
+    let child = start(&job, &["--log=weir=info"]);
+    wait_running(dir.path(), "out.jsonl", 1000);
+    let upgrade = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--canary", "25%", "--probation", "30s"],
+        dir.path(),
+    );
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    let run = child.wait_with_output().unwrap();
+    let log = stderr(&run);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("rolling the upgrade back"), "{log}");
+    let swaps = log.lines().filter(|l| l.contains("swapped component")).count();
+    assert_eq!(swaps, 1, "only the canary's subtask runs v2: {log}");
+    assert_eq!(per_key(&dir.path().join("out.jsonl")), per_key(&reference), "the output of a job that never upgraded");
+    let history = history(dir.path());
+    let record = &history["upgrades"][0];
+    assert_eq!(record["canary"], serde_json::json!({ "subtasks": 1, "of": 4, "proceeded": false }), "{history}");
+    assert_eq!(record["outcome"]["state"], "rolled_back", "{history}");
+}
+
+#[test]
+fn a_canary_that_passes_proceeds_to_every_subtask() {
+    // A 25% canary on probation for 500 ms passes; the three other subtasks follow, and
+    // once the second probation passed every key's output goes on in v2, exactly once.
+    let reference = tempfile::tempdir().unwrap();
+    let settings = r#"checkpoint = { interval_ms = 100, dir = "checkpoints" }"#;
+    let job = counting_job_with(reference.path(), "counter_v2.wasm", 4, None, 20, 6000, settings);
+    let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], reference.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = tempfile::tempdir().unwrap();
+    let job = probation_job(dir.path(), 0, 4);
+    let child = start(&job, &["--log=weir=info"]);
+    wait_running(dir.path(), "out.jsonl", 1000);
+    let upgrade = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--canary", "25%", "--probation", "500ms"],
+        dir.path(),
+    );
+    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
+    let run = child.wait_with_output().unwrap();
+    let log = stderr(&run);
+    assert!(run.status.success(), "{log}");
+    assert!(log.contains("the canary passed; upgrading the other subtasks"), "{log}");
+    let swaps: Vec<&str> = log.lines().filter(|l| l.contains("swapped component")).collect();
+    assert_eq!(swaps.len(), 4, "one subtask, then the three others: {log}");
+    assert!(swaps[0].contains("subtask=0"), "{}", swaps[0]);
+    let v2_lines = assert_upgraded(&dir.path().join("out.jsonl"), &reference.path().join("out.jsonl"));
+    assert!(v2_lines > 0);
+    let history = history(dir.path());
+    let record = &history["upgrades"][0];
+    assert_eq!(record["canary"], serde_json::json!({ "subtasks": 1, "of": 4, "proceeded": true }), "{history}");
+    assert_eq!(record["outcome"]["state"], "done", "{history}");
+    // Every key ends on v2: the other subtasks followed.
+    for (key, lines) in per_key(&dir.path().join("out.jsonl")) {
+        assert_eq!(lines.last().unwrap().0, 2, "key {key} ended on v1");
+    }
 }

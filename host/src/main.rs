@@ -123,6 +123,12 @@ enum Command {
     /// Pack a job and its components into one bundle file, check one, or show one.
     #[command(subcommand)]
     Bundle(BundleAction),
+    /// The job's live upgrades, oldest first: operator, components, when, who, pause,
+    /// and outcome (on probation, done, or rolled back and why).
+    History {
+        /// The job's file.
+        job: PathBuf,
+    },
     /// Take a savepoint of a running job (`weir savepoint job.toml`), or look into one
     /// (`weir savepoint inspect DIR`, `weir savepoint export DIR --operator UID`).
     Savepoint(SavepointArgs),
@@ -148,7 +154,45 @@ enum Command {
         /// The new component.
         #[arg(long)]
         component: PathBuf,
+        /// How long the new component stays on probation (`90s`, `2m`, `0` for none):
+        /// a failure meanwhile rolls the job back to the old component and its state,
+        /// and exactly-once sinks publish the probation's output only once it passes.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+        probation: std::time::Duration,
+        /// Upgrade this share of the operator's subtasks first (`10%`); the others follow
+        /// once the probation passed, and a failure meanwhile rolls every one back.
+        #[arg(long, value_name = "PERCENT", value_parser = parse_share)]
+        canary: Option<f64>,
     },
+}
+
+/// `10%` (or `0.1`) as a share between 0 and 1.
+fn parse_share(text: &str) -> Result<f64, String> {
+    let share = match text.trim().strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => text.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("`{text}` is not a share (like 10% or 0.1)"))?;
+    if share > 0.0 && share < 1.0 {
+        Ok(share)
+    } else {
+        Err(format!("a canary is more than 0% and less than 100% of the subtasks, not `{text}`"))
+    }
+}
+
+/// `250ms`, `90s`, `2m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len()));
+    let n: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration (like 250ms, 90s or 2m)"))?;
+    let seconds = match unit {
+        "ms" => n / 1e3,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown unit `{other}` in `{text}` (ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 #[derive(Args)]
@@ -173,6 +217,8 @@ enum JobsAction {
         #[arg(long)]
         savepoint: bool,
     },
+    /// A job's live upgrades and their outcomes.
+    History { jid: String },
     /// Swap an operator live for its component in another uploaded bundle.
     Upgrade {
         jid: String,
@@ -181,6 +227,12 @@ enum JobsAction {
         /// The uploaded bundle's id (from `weir deploy`).
         #[arg(long)]
         bundle: String,
+        /// How long the new component stays on probation (`90s`, `2m`, `0` for none).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+        probation: std::time::Duration,
+        /// Upgrade this share of the operator's subtasks first (`10%`).
+        #[arg(long, value_name = "PERCENT", value_parser = parse_share)]
+        canary: Option<f64>,
     },
 }
 
@@ -355,7 +407,20 @@ fn main() -> ExitCode {
                 println!("{}  {}  {}", job["id"].as_str().unwrap_or("?"), job["status"].as_str().unwrap_or("?"), job["name"].as_str().unwrap_or("?"));
             }
         })),
+        Command::Jobs { action: Some(JobsAction::History { jid }), server } => {
+            report(server.call(&format!("/jobs/{jid}/history"), None).and_then(|answer| {
+                let records: Vec<weir::job::upgrades::UpgradeRecord> =
+                    serde_json::from_value(answer["upgrades"].clone()).map_err(|e| e.to_string())?;
+                print_history(&records);
+                Ok(())
+            }))
+        }
         Command::Jobs { action: Some(action), server } => report(job_action(action, &server)),
+        Command::History { job } => report(JobSpec::load(&job).map_err(|e| e.to_string()).and_then(|spec| {
+            let upgrades = weir::job::upgrades::Upgrades::open(&spec.work_dir())?;
+            print_history(&upgrades.history());
+            Ok(())
+        })),
         Command::Bundle(action) => match bundle(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -368,8 +433,9 @@ fn main() -> ExitCode {
             let body = StopBody { savepoint: savepoint.map(|d| absolute(&d)) };
             client(&job, "/stop", &body)
         }
-        Command::Upgrade { job, operator, component } => {
-            let body = UpgradeBody { operator, component: absolute(&component) };
+        Command::Upgrade { job, operator, component, probation, canary } => {
+            let probation_ms = Some(probation.as_millis() as u64);
+            let body = UpgradeBody { operator, component: absolute(&component), probation_ms, canary };
             client(&job, "/upgrade", &body)
         }
     }
@@ -392,10 +458,14 @@ fn job_action(action: JobsAction, server: &ServerArgs) -> Result<(), String> {
         JobsAction::Stop { jid, savepoint } => {
             (jid.clone(), format!("/jobs/{jid}/stop"), format!(r#"{{"savepoint": {savepoint}}}"#), "stop with savepoint")
         }
-        JobsAction::Upgrade { jid, operator, bundle } => (
+        JobsAction::History { .. } => unreachable!("answered without a request to poll"),
+        JobsAction::Upgrade { jid, operator, bundle, probation, canary } => (
             jid.clone(),
             format!("/jobs/{jid}/upgrade"),
-            serde_json::json!({ "operator": operator, "bundle": bundle }).to_string(),
+            serde_json::json!({
+                "operator": operator, "bundle": bundle, "probation_ms": probation.as_millis() as u64, "canary": canary
+            })
+            .to_string(),
             "upgrade",
         ),
     };
@@ -549,6 +619,37 @@ fn client(job: &Path, route: &str, body: &impl serde::Serialize) -> ExitCode {
             eprintln!("error: job `{}`: {error}", spec.name);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One line per upgrade.
+fn print_history(records: &[weir::job::upgrades::UpgradeRecord]) {
+    use weir::job::upgrades::Outcome;
+    if records.is_empty() {
+        println!("no live upgrades");
+    }
+    for r in records {
+        let when = weir::clock::format_utc(r.at_ms);
+        let outcome = match &r.outcome {
+            Outcome::Probation { until_ms } => format!("on probation until {}", weir::clock::format_utc(*until_ms)),
+            Outcome::Done => "done".to_string(),
+            Outcome::RolledBack { reason } => format!("rolled back: {reason}"),
+        };
+        let name = |p: &Path| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let canary = r.canary.as_ref().map_or(String::new(), |c| {
+            format!(", canary {} of {} subtasks{}", c.subtasks, c.of, if c.proceeded { " then all" } else { "" })
+        });
+        println!(
+            "#{} {when} `{}` {} ({}) -> {} ({}) by {}, pause {:.0} ms{canary}: {outcome}",
+            r.number,
+            r.operator,
+            name(&r.from.path),
+            &r.from.digest[..r.from.digest.len().min(12)],
+            name(&r.to.path),
+            &r.to.digest[..r.to.digest.len().min(12)],
+            r.by.as_deref().unwrap_or("?"),
+            r.pause_ms,
+        );
     }
 }
 

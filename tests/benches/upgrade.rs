@@ -1,14 +1,20 @@
 //! Hot-swap pause and savepoint throughput. A keyed counter (`counter_v1.wasm`) builds
 //! state for N keys from a generator; then a live upgrade to `counter_v2.wasm` (which
-//! migrates every key) runs through the control API, and the pause (from the barrier
-//! to the sources resuming: in-place savepoint, swap, migration) is reported. Then a
-//! stop with savepoint, and a restore from it, give savepoint write and restore rates.
+//! migrates every key) runs through the control API. Reported: the pause the upgraded
+//! operator sees (from its last element into the old component to its first into the
+//! new one: capture, instantiation, the first 20 ms of migration, the sources reading
+//! on and the first records reaching it), when the rollback point (the in-place savepoint, written in the
+//! background) was complete, and when the lazy migration finished. Then a stop with
+//! savepoint, and a restore from it, give savepoint write and restore rates.
 //!
 //! `cargo bench -p weir-host --bench upgrade`; `WEIR_BENCH_KEYS` (comma-separated)
 //! overrides the key counts (10k, 100k, 1M).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tracing_subscriber::layer::SubscriberExt;
 
 use weir::api::{self, StopBody, UpgradeBody};
 use weir::{Job, JobOptions, JobSpec};
@@ -61,19 +67,60 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// What the host logged: when a state migration last completed, and the pause the
+/// upgraded operator last saw (from its last element into the old component to its
+/// first into the new one).
+#[derive(Clone, Default)]
+struct Observed(Arc<Mutex<(Option<Instant>, Option<f64>)>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Observed {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            migrated: bool,
+            pause_ms: Option<f64>,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+                if field.name() == "pause_ms" {
+                    self.pause_ms = Some(value);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.migrated |= format!("{value:?}").contains("state migration complete");
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut observed = self.0.lock().unwrap();
+        if fields.migrated {
+            observed.0 = Some(Instant::now());
+        }
+        if fields.pause_ms.is_some() {
+            observed.1 = fields.pause_ms;
+        }
+    }
+}
+
 fn main() {
     // `WEIR_BENCH_LOG=weir=info` shows where each swap's time went.
-    if let Ok(filter) = std::env::var("WEIR_BENCH_LOG") {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).init();
-    }
+    let filter = std::env::var("WEIR_BENCH_LOG").unwrap_or_else(|_| "weir=info".into());
+    let log = std::env::var("WEIR_BENCH_LOG").is_ok().then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let observed = Observed::default();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(tracing_subscriber::EnvFilter::new(filter)).with(observed.clone()).with(log),
+    )
+    .expect("one subscriber");
     let sizes: Vec<u64> = std::env::var("WEIR_BENCH_KEYS")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
-    println!("live upgrade counter v1 → v2 (which migrates every key: 50 ms at the swap, the rest lazily), then stop with savepoint (completing the migration) and restore");
+    println!("live upgrade counter v1 → v2 (which migrates every key: 20 ms at the swap, the rest lazily), then stop with savepoint and restore");
     println!(
-        "{:<8} {:>9} {:>14} {:>12} {:>14} {:>14}",
-        "backend", "keys", "swap pause ms", "savepoint MB", "write MB/s", "restore MB/s"
+        "{:<8} {:>9} {:>14} {:>16} {:>14} {:>12} {:>12} {:>14}",
+        "backend", "keys", "swap pause ms", "rollback pt ms", "migrated s", "savepoint MB", "write MB/s", "restore MB/s"
     );
     for &keys in &sizes {
         for backend in ["memory", "rocksdb"] {
@@ -92,8 +139,23 @@ fn main() {
             let upgrade = UpgradeBody {
                 operator: "count".into(),
                 component: Path::new(weir_test_guests::COUNTER_V2).into(),
+                probation_ms: Some(0),
+                canary: None,
             };
-            let swapped = api::call(&work, "/upgrade", &upgrade).expect("upgrade");
+            *observed.0.lock().unwrap() = (None, None);
+            let upgrading = Instant::now();
+            api::call(&work, "/upgrade", &upgrade).expect("upgrade");
+            let rollback_point = upgrading.elapsed();
+            // The migration walks 32 000 keys a second at most: wait for it to end.
+            let migrated = loop {
+                if let Some(at) = observed.0.lock().unwrap().0 {
+                    break at.duration_since(upgrading);
+                }
+                if upgrading.elapsed() > Duration::from_secs(600) {
+                    panic!("the migration did not complete in 600 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
             let savepoint = dir.path().join("sp");
             let started = Instant::now();
             let stopped = api::call(&work, "/stop", &StopBody { savepoint: Some(savepoint.clone()) }).expect("stop");
@@ -109,8 +171,10 @@ fn main() {
             restore.run().unwrap();
             let restored = started.elapsed();
             println!(
-                "{backend:<8} {keys:>9} {:>14.1} {:>12.2} {:>14.1} {:>14.1}",
-                swapped.duration_ms.unwrap_or_default(),
+                "{backend:<8} {keys:>9} {:>14.1} {:>16.1} {:>14.1} {:>12.2} {:>12.1} {:>14.1}",
+                observed.0.lock().unwrap().1.expect("the upgraded operator logs its pause"),
+                rollback_point.as_secs_f64() * 1e3,
+                migrated.as_secs_f64(),
                 bytes as f64 / 1e6,
                 bytes as f64 / 1e6 / write_s,
                 bytes as f64 / 1e6 / restored.as_secs_f64(),

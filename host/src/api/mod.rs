@@ -10,7 +10,8 @@
 //! | `GET /job` | | the job's name |
 //! | `POST /savepoint` | `{"dir": "..."}` (optional) | takes a savepoint, answers its directory |
 //! | `POST /stop` | `{"savepoint": "..."}` (optional) | stops the job, after a savepoint if given |
-//! | `POST /upgrade` | `{"operator": "uid", "component": "path"}` | swaps the operator's component live |
+//! | `POST /upgrade` | `{"operator": "uid", "component": "path", "probation_ms": 60000, "canary": 0.1}` | swaps the operator's component live |
+//! | `GET /history` | | the job's live upgrades and their outcomes |
 //!
 //! Every request must carry the job's token (`Authorization: Bearer <token>`), which
 //! the job writes at start to `<work dir>/control.token`, readable by its owner only; the
@@ -53,6 +54,7 @@ struct Api {
     requests: Sender<Request>,
     runtime: Arc<Runtime>,
     control: Arc<JobControl>,
+    upgrades: Arc<crate::job::upgrades::Upgrades>,
     /// Default place for savepoints: `<work dir>/savepoints`.
     savepoints: PathBuf,
     /// Where relative paths in requests resolve (the job file's directory).
@@ -73,6 +75,14 @@ pub struct StopBody {
 pub struct UpgradeBody {
     pub operator: String,
     pub component: PathBuf,
+    /// How long the upgrade stays on probation, in ms (see `docs/upgrades.md`); 60 000
+    /// when absent, 0 for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_ms: Option<u64>,
+    /// A canary upgrade: the share of the operator's subtasks (0 to 1) that run the new
+    /// component through the probation before the others follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<f64>,
 }
 
 /// An answer of the API: `{"path": ...}` or `{"error": ...}`.
@@ -155,6 +165,10 @@ async fn stop(State(api): State<Api>, body: Option<Json<StopBody>>) -> Reply {
     }
 }
 
+async fn history(State(api): State<Api>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "upgrades": api.upgrades.history() }))
+}
+
 async fn upgrade(State(api): State<Api>, Json(body): Json<UpgradeBody>) -> Reply {
     let path = api.resolve(&body.component);
     // Compile and check the new component before touching the job: a component that
@@ -168,7 +182,10 @@ async fn upgrade(State(api): State<Api>, Json(body): Json<UpgradeBody>) -> Reply
     };
     let dir = api.savepoints.join(format!("upgrade-{}-{}", body.operator, crate::clock::now_ms()));
     let operator = body.operator;
-    api.ask(|reply| Request::Upgrade { operator, component: plugin, dir, reply }).await
+    let probation = body.probation_ms.map_or(crate::checkpoint::coordinator::DEFAULT_PROBATION, std::time::Duration::from_millis);
+    let by = Some("control API".to_string());
+    let canary = body.canary;
+    api.ask(|reply| Request::Upgrade { operator, component: plugin, dir, probation, canary, by, reply }).await
 }
 
 /// A running control API.
@@ -191,6 +208,7 @@ impl ControlServer {
         requests: Sender<Request>,
         runtime: Arc<Runtime>,
         control: Arc<JobControl>,
+        upgrades: Arc<crate::job::upgrades::Upgrades>,
     ) -> std::io::Result<Self> {
         let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let listener = tokio.block_on(tokio::net::TcpListener::bind(bind))?;
@@ -207,6 +225,7 @@ impl ControlServer {
             requests,
             runtime,
             control,
+            upgrades,
             savepoints: work_dir.join("savepoints"),
             base: base.into(),
         };
@@ -215,6 +234,7 @@ impl ControlServer {
             .route("/savepoint", post(savepoint))
             .route("/stop", post(stop))
             .route("/upgrade", post(upgrade))
+            .route("/history", get(history))
             .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(api);

@@ -42,8 +42,9 @@ pub enum Command {
 /// this module depends only on what lies below it.
 pub type Staged = Arc<dyn std::any::Any + Send + Sync>;
 
-/// The reply to a request: the savepoint's directory and how long the job was paused
-/// for it (barrier to completion), or why it failed.
+/// The reply to a request: the savepoint's directory and how long it took (an upgrade:
+/// how long the sources were paused, from the barrier to every subtask running the new
+/// component; a savepoint: from the barrier to completion), or why it failed.
 pub type Reply = tokio::sync::oneshot::Sender<Result<(PathBuf, Duration), String>>;
 
 /// What the coordinator needs of the job it serves; the task layer's `JobControl`
@@ -57,6 +58,29 @@ pub trait JobLifecycle: Send + Sync {
     fn fail_checkpointing(&self, reason: String);
     /// Ends the job for good: another process took its checkpoints over.
     fn fence(&self, reason: String);
+    /// An upgrade of `operator` to `component` completed: its subtasks swapped (the
+    /// sources paused for `pause`) and its rollback point is written in `dir`. It is on
+    /// probation for `probation` (zero: none); `by` asked for it.
+    /// `swapped` says how many of how many subtasks run it (fewer: a canary).
+    #[allow(clippy::too_many_arguments)]
+    fn upgraded(
+        &self,
+        operator: &str,
+        component: &Staged,
+        dir: &std::path::Path,
+        pause: Duration,
+        probation: Duration,
+        swapped: (usize, usize),
+        by: Option<String>,
+    ) {
+        let _ = (operator, component, dir, pause, probation, swapped, by);
+    }
+    /// A canary's probation passed and the operator's other subtasks swapped too.
+    fn canary_passed(&self, operator: &str) {
+        let _ = operator;
+    }
+    /// The newest upgrade's probation passed.
+    fn probation_passed(&self) {}
 }
 
 /// Requests from the control API.
@@ -65,8 +89,59 @@ pub enum Request {
     /// commit up to the savepoint, nothing after it is emitted).
     Savepoint { dir: PathBuf, stop: bool, reply: Reply },
     /// Replace the component of `operator` with `plugin`, with an in-place savepoint
-    /// in `dir`, without restarting the job.
-    Upgrade { operator: String, component: Staged, dir: PathBuf, reply: Reply },
+    /// in `dir`, without restarting the job; then hold commits back for `probation`
+    /// (see [`Probation`]).
+    /// With `canary` (a share, 0 to 1), only that share of the operator's subtasks (at
+    /// least one, never all) swaps first; the others follow once the probation passed.
+    Upgrade {
+        operator: String,
+        component: Staged,
+        dir: PathBuf,
+        probation: Duration,
+        canary: Option<f64>,
+        by: Option<String>,
+        reply: Reply,
+    },
+}
+
+/// How long an upgrade stays on probation unless its request says otherwise.
+pub const DEFAULT_PROBATION: Duration = Duration::from_secs(60);
+
+/// The probation of a completed upgrade: until it ends, checkpoints complete but their
+/// commits (exactly-once sinks' output, source offsets) are held back, so that a
+/// rollback to the upgrade's in-place savepoint repeats nothing there. It passes when
+/// its time is up, when the input has ended, or when a savepoint completes (which
+/// commits what it covers).
+struct Probation {
+    until: Instant,
+    /// The newest checkpoint whose commit is held back.
+    held: Option<u64>,
+    /// A canary's next step: the operator's other subtasks, upgraded when the canary's
+    /// probation passes (one probation covers both steps).
+    rest: Option<RestStep>,
+}
+
+/// The second step of a canary upgrade.
+struct RestStep {
+    operator: String,
+    component: Staged,
+    dir: PathBuf,
+    subtasks: Vec<usize>,
+    probation: Duration,
+    by: Option<String>,
+}
+
+/// What an upgrade request brings beside its barrier.
+struct UpgradeRequest {
+    component: Staged,
+    probation: Duration,
+    by: Option<String>,
+    /// The operator's subtasks that swap in this step.
+    subtasks: Vec<usize>,
+    /// Of a canary's first step: the subtasks that follow.
+    rest: Vec<usize>,
+    /// Whether this is a canary's second step.
+    proceeding: bool,
 }
 
 struct Pending {
@@ -78,6 +153,12 @@ struct Pending {
     kind: BarrierKind,
     stop: bool,
     reply: Option<Reply>,
+    /// An upgrade's subtasks that run the new component.
+    swapped: std::collections::BTreeSet<String>,
+    /// An upgrade: how long the sources were paused, once they read on (every subtask
+    /// swapped; the in-place savepoint is still being written).
+    paused: Option<Duration>,
+    upgrade: Option<UpgradeRequest>,
 }
 
 /// The coordinator's side of the channels; consumed by [`Coordinator::start`].
@@ -104,6 +185,18 @@ pub struct Coordinator {
     pub stats: SharedStats,
     /// A cluster task's right to write: a checkpoint completes only while it holds.
     pub lease: Option<Arc<crate::ownership::Lease>>,
+    /// The probation of the newest upgrade, while on (`Default::default()` to start).
+    pub probation: ProbationSlot,
+}
+
+/// Where the coordinator keeps the probation of the newest upgrade.
+#[derive(Default)]
+pub struct ProbationSlot(std::sync::Mutex<Option<Probation>>);
+
+impl ProbationSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Probation>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Checkpoint statistics of a running job, as Flink's `/jobs/{id}/checkpoints` reports
@@ -199,6 +292,13 @@ impl Coordinator {
                         next_trigger = next_trigger.map(|t| (Instant::now() + min_pause).max(t));
                     }
                 }
+                Ok(CoordinatorMessage::Swapped { id, task }) => {
+                    let Some(p) = pending.as_mut().filter(|p| p.id == id) else { continue };
+                    p.swapped.insert(task);
+                    self.resume_if_swapped(p);
+                    let done = self.complete_if_acked(&mut pending, &mut completed, &mut failures);
+                    finished |= self.release_if_drained(done, draining_from);
+                }
                 Ok(CoordinatorMessage::Decline { id, task, reason }) => {
                     if let Some(p) = pending.take_if(|p| p.id == id) {
                         let reason = format!("task {task}: {reason}");
@@ -245,6 +345,25 @@ impl Coordinator {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            let probation_over = self.probation.lock().as_ref().map(|p| Instant::now() >= p.until);
+            let next_step = match probation_over {
+                Some(true) if pending.is_none() => self.probation.lock().as_mut().and_then(|p| p.rest.take()),
+                _ => None,
+            };
+            if let Some(rest) = next_step {
+                let id = next_id;
+                next_id += 1;
+                if let Some(p) = self.probation.lock().as_mut() {
+                    p.until = Instant::now() + Duration::from_secs(u32::MAX as u64); // until the step completes
+                }
+                let mut step = self.proceed(id, rest);
+                step.acks.extend(finished_sources.clone());
+                pending = Some(step);
+            } else if probation_over == Some(true) && pending.is_none() {
+                self.end_probation("its time is up");
+            } else if probation_over.is_some() && draining_from.is_some() {
+                self.end_probation("the input has ended");
+            }
             if pending.as_ref().is_some_and(|p| p.started.elapsed() > timeout) {
                 let p = pending.take().expect("present");
                 let reason = format!("not complete after {timeout:?}");
@@ -280,6 +399,9 @@ impl Coordinator {
                     kind: BarrierKind::Checkpoint,
                     stop: false,
                     reply: None,
+                    swapped: Default::default(),
+                    paused: None,
+                    upgrade: None,
                 });
                 next_trigger = interval.map(|i| Instant::now() + i);
             }
@@ -296,7 +418,8 @@ impl Coordinator {
     /// it. Returns a periodic checkpoint that completed: its id, and whether its
     /// barriers overtook data (then not everything before them was processed).
     fn complete_if_acked(&self, pending: &mut Option<Pending>, completed: &mut u64, failures: &mut u32) -> Option<(u64, bool)> {
-        if pending.as_ref().is_none_or(|p| p.acks.len() < self.tasks) {
+        let upgrading = |p: &Pending| matches!(p.kind, BarrierKind::Upgrade { .. }) && p.paused.is_none();
+        if pending.as_ref().is_none_or(|p| p.acks.len() < self.tasks || upgrading(p)) {
             return None;
         }
         let p = pending.take().expect("present");
@@ -343,22 +466,45 @@ impl Coordinator {
 
     /// Starts what a request asks for; `None` when it is refused at once.
     fn trigger_request(&self, id: u64, request: Request, finished: bool) -> Option<Pending> {
+        let mut upgrade = None;
         let (kind, stop, reply) = match request {
             Request::Savepoint { dir, stop, reply } => {
+                if self.probation.lock().as_ref().is_some_and(|p| p.rest.is_some()) {
+                    let _ = reply.send(Err("an upgrade's canary is running (the operator runs two versions); take \
+                                            the savepoint once its probation passed"
+                        .into()));
+                    return None;
+                }
                 (BarrierKind::Savepoint { dir: Arc::new(dir), stop }, stop, reply)
             }
-            Request::Upgrade { operator, component, dir, reply } => {
+            Request::Upgrade { operator, component, dir, probation, canary, by, reply } => {
                 let Some(tasks) = self.operator_tasks.get(&operator) else {
                     let _ = reply.send(Err(format!("the job has no operator `{operator}`")));
                     return None;
                 };
+                if let Some(p) = self.probation.lock().as_ref() {
+                    let left = p.until.saturating_duration_since(Instant::now()).as_secs() + 1;
+                    let _ = reply.send(Err(format!(
+                        "the last upgrade is on probation for {left} s more; upgrade again after it passes"
+                    )));
+                    return None;
+                }
                 if finished {
                     let _ = reply.send(Err("the job's input has ended; savepoints need a running job".into()));
                     return None;
                 }
-                for task in tasks {
-                    let _ = task.send(Command::Install { id, component: component.clone() });
+                let all: Vec<usize> = (0..tasks.len()).collect();
+                let (first, rest) = match canary {
+                    Some(share) if tasks.len() > 1 => {
+                        let count = ((tasks.len() as f64 * share).ceil() as usize).clamp(1, tasks.len() - 1);
+                        (all[..count].to_vec(), all[count..].to_vec())
+                    }
+                    _ => (all, Vec::new()),
+                };
+                for &subtask in &first {
+                    let _ = tasks[subtask].send(Command::Install { id, component: component.clone() });
                 }
+                upgrade = Some(UpgradeRequest { component, probation, by, subtasks: first, rest, proceeding: false });
                 (BarrierKind::Upgrade { dir: Arc::new(dir), operator: operator.as_str().into() }, false, reply)
             }
         };
@@ -369,24 +515,150 @@ impl Coordinator {
         tracing::info!(id, dir = ?kind.savepoint_dir(), "triggering a savepoint");
         self.trigger(CheckpointBarrier::aligned(id, kind.clone()));
         let started = Instant::now();
-        Some(Pending { id, started, unaligned_from: None, acks: BTreeMap::new(), kind, stop, reply: Some(reply) })
+        Some(Pending {
+            id,
+            started,
+            unaligned_from: None,
+            acks: BTreeMap::new(),
+            kind,
+            stop,
+            reply: Some(reply),
+            swapped: Default::default(),
+            paused: None,
+            upgrade,
+        })
+    }
+
+    /// Tells the subtasks that swapped in an upgrade step whether it succeeded.
+    fn upgrade_done(&self, operator: &str, pending: &Pending, ok: bool) {
+        let tasks = self.operator_tasks.get(operator).map(Vec::as_slice).unwrap_or_default();
+        for &subtask in pending.upgrade.as_ref().map(|u| u.subtasks.as_slice()).unwrap_or_default() {
+            if let Some(task) = tasks.get(subtask) {
+                let _ = task.send(Command::UpgradeDone { id: pending.id, ok });
+            }
+        }
+    }
+
+    /// An upgrade step completed: recorded, and on probation (a canary's first step
+    /// keeps its next one for when the probation passes).
+    fn on_probation(&self, operator: &str, upgrade: &UpgradeRequest, dir: &std::path::Path, pause: Duration) {
+        let total = self.operator_tasks.get(operator).map_or(0, Vec::len);
+        if upgrade.proceeding {
+            self.control.canary_passed(operator);
+        } else {
+            let swapped = (upgrade.subtasks.len(), total);
+            self.control.upgraded(operator, &upgrade.component, dir, pause, upgrade.probation, swapped, upgrade.by.clone());
+        }
+        let rest = (!upgrade.rest.is_empty()).then(|| RestStep {
+            operator: operator.to_string(),
+            component: upgrade.component.clone(),
+            dir: dir.with_file_name(format!("{}-rest", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())),
+            subtasks: upgrade.rest.clone(),
+            probation: upgrade.probation,
+            by: upgrade.by.clone(),
+        });
+        let mut probation = self.probation.lock();
+        if upgrade.probation.is_zero() && rest.is_none() {
+            drop(probation);
+            return self.end_probation("the upgrade has no probation");
+        }
+        let held = probation.as_ref().and_then(|p| p.held);
+        tracing::info!(
+            %operator,
+            subtasks = upgrade.subtasks.len(),
+            of = total,
+            probation_s = upgrade.probation.as_secs_f64(),
+            "the upgrade is on probation; commits are held until it passes"
+        );
+        *probation = Some(Probation { until: Instant::now() + upgrade.probation, held, rest });
+    }
+
+    /// A canary's probation passed: its next step, the operator's other subtasks, as an
+    /// upgrade of their own (on the same probation, whose commits stay held).
+    fn proceed(&self, id: u64, rest: RestStep) -> Pending {
+        tracing::info!(operator = %rest.operator, subtasks = rest.subtasks.len(), "the canary passed; upgrading the other subtasks");
+        let tasks = &self.operator_tasks[&rest.operator];
+        for &subtask in &rest.subtasks {
+            let _ = tasks[subtask].send(Command::Install { id, component: rest.component.clone() });
+        }
+        let kind = BarrierKind::Upgrade { dir: Arc::new(rest.dir), operator: rest.operator.as_str().into() };
+        self.trigger(CheckpointBarrier::aligned(id, kind.clone()));
+        let upgrade = UpgradeRequest {
+            component: rest.component,
+            probation: rest.probation,
+            by: rest.by,
+            subtasks: rest.subtasks,
+            rest: Vec::new(),
+            proceeding: true,
+        };
+        Pending {
+            id,
+            started: Instant::now(),
+            unaligned_from: None,
+            acks: BTreeMap::new(),
+            kind,
+            stop: false,
+            reply: None,
+            swapped: Default::default(),
+            paused: None,
+            upgrade: Some(upgrade),
+        }
+    }
+
+    /// Ends a probation, if one is on: the commits it held go out, and the upgrade
+    /// stays.
+    fn end_probation(&self, why: &str) {
+        let Some(probation) = self.probation.lock().take() else { return };
+        tracing::info!(why, held = ?probation.held, "the probation is over");
+        if let Some(id) = probation.held {
+            for task in self.sinks.iter().chain(&self.sources) {
+                let _ = task.send(Command::Commit(id));
+            }
+        }
+        self.control.probation_passed();
+    }
+
+    /// An upgrade whose subtasks all run the new component: the sources read on (the
+    /// pause ends here, before the in-place savepoint is written).
+    fn resume_if_swapped(&self, pending: &mut Pending) {
+        let BarrierKind::Upgrade { operator, .. } = &pending.kind else { return };
+        let subtasks = pending.upgrade.as_ref().map_or(0, |u| u.subtasks.len());
+        if pending.paused.is_some() || pending.swapped.len() < subtasks {
+            return;
+        }
+        let paused = pending.started.elapsed();
+        pending.paused = Some(paused);
+        tracing::info!(id = pending.id, %operator, pause_ms = paused.as_millis() as u64, "every subtask swapped; the sources read on");
+        for source in &self.sources {
+            let _ = source.send(Command::Resume(pending.id));
+        }
     }
 
     /// A savepoint or upgrade that cannot complete: tell whoever asked, resume paused
-    /// sources and roll back upgraded subtasks.
+    /// sources and roll back upgraded subtasks. An upgrade whose subtasks all swapped
+    /// (the sources read on) is not rolled back: the new component has processed
+    /// elements since, and only its rollback point is missing.
     fn abort(&self, pending: Pending, reason: String) {
         tracing::warn!(id = pending.id, %reason, "savepoint failed");
+        let swapped = pending.paused.is_some();
         if let BarrierKind::Upgrade { operator, .. } = &pending.kind {
-            for task in self.operator_tasks.get(&**operator).into_iter().flatten() {
-                let _ = task.send(Command::UpgradeDone { id: pending.id, ok: false });
+            self.upgrade_done(operator, &pending, swapped);
+            if pending.upgrade.as_ref().is_some_and(|u| u.proceeding) && !swapped {
+                // The canary's subtasks run the new version, the others cannot: the job
+                // fails on probation, which rolls the whole upgrade back.
+                self.control.fail_checkpointing(format!("the upgrade could not proceed past its canary: {reason}"));
             }
         }
-        if pending.kind.pauses_sources() {
+        if pending.kind.pauses_sources() && !swapped {
             for source in &self.sources {
                 let _ = source.send(Command::Resume(pending.id));
             }
         }
         if let Some(reply) = pending.reply {
+            let reason = match swapped {
+                true => format!("the new component runs, but its in-place savepoint (the rollback point) is incomplete: {reason}"),
+                false => reason,
+            };
             let _ = reply.send(Err(reason));
         }
     }
@@ -407,19 +679,27 @@ impl Coordinator {
                     self.abort(pending, reason.clone());
                     return Err(reason);
                 }
-                for task in self.sinks.iter().chain(&self.sources) {
-                    let _ = task.send(Command::Commit(pending.id));
+                match self.probation.lock().as_mut() {
+                    // A canary's second step: what it covers includes the canary's output.
+                    Some(probation) => probation.held = Some(pending.id),
+                    None => {
+                        for task in self.sinks.iter().chain(&self.sources) {
+                            let _ = task.send(Command::Commit(pending.id));
+                        }
+                    }
                 }
                 if let BarrierKind::Upgrade { operator, .. } = &pending.kind {
-                    for task in self.operator_tasks.get(&**operator).into_iter().flatten() {
-                        let _ = task.send(Command::UpgradeDone { id: pending.id, ok: true });
+                    self.upgrade_done(operator, &pending, true);
+                    if let Some(upgrade) = &pending.upgrade {
+                        self.on_probation(operator, upgrade, &dir, pending.paused.unwrap_or_default());
                     }
-                    for source in &self.sources {
-                        let _ = source.send(Command::Resume(pending.id));
-                    }
+                } else {
+                    // A savepoint commits what it covers: a probation ends with it.
+                    self.end_probation("a savepoint completed");
                 }
                 tracing::info!(id = pending.id, dir = %dir.display(), duration_ms = pending.started.elapsed().as_millis() as u64, "savepoint complete");
-                let elapsed = pending.started.elapsed();
+                // An upgrade reports its pause; a savepoint, its time from barrier to done.
+                let elapsed = pending.paused.unwrap_or_else(|| pending.started.elapsed());
                 if let Some(reply) = pending.reply {
                     let _ = reply.send(Ok((dir, elapsed)));
                 }
@@ -450,8 +730,13 @@ impl Coordinator {
             tasks: pending.acks,
         };
         storage.complete(&metadata)?;
-        for task in self.sinks.iter().chain(&self.sources) {
-            let _ = task.send(Command::Commit(pending.id));
+        match self.probation.lock().as_mut() {
+            Some(probation) => probation.held = Some(pending.id),
+            None => {
+                for task in self.sinks.iter().chain(&self.sources) {
+                    let _ = task.send(Command::Commit(pending.id));
+                }
+            }
         }
         if let Some(settings) = &self.settings {
             storage.retain(settings.retained);

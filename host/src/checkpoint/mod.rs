@@ -155,7 +155,7 @@ pub enum TaskState {
         /// channels ([`channels`]); none when aligned or nothing was in flight.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel_state: Option<FileEntry>,
-        /// A state migration still in progress: the keys not yet migrated.
+        /// A state migration still in progress: where its walk stands.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         migration: Option<PendingMigration>,
     },
@@ -168,12 +168,17 @@ pub enum TaskState {
     },
 }
 
-/// The keys of an operator subtask whose state is still at version `from` (see
-/// `task::migration`), as an entry file of keys.
+/// A state migration of an operator subtask from version `from`, in progress (see
+/// `task::migration`): where its walk through the state stands (`cursor`) and, in
+/// `keys`, the keys already migrated ahead of it (key group, big-endian, then the key).
+/// Checkpoints written before the walk had a cursor have none, and `keys` lists the
+/// keys still to migrate instead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingMigration {
     pub from: u32,
     pub keys: FileEntry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Vec<u8>>,
 }
 
 /// The metadata of a completed checkpoint, written last and atomically.
@@ -310,6 +315,9 @@ pub enum CoordinatorMessage {
     Ack { id: u64, task: String, state: TaskState },
     /// `task` could not write its part of checkpoint `id`.
     Decline { id: u64, task: String, reason: String },
+    /// An upgraded operator subtask `task` runs the new component of upgrade `id` (its
+    /// part of the in-place savepoint is still being written, and acknowledged later).
+    Swapped { id: u64, task: String },
     /// `task` reached the end of its input. A source says where it ended (`state`), which
     /// stands for its part of every later checkpoint (Flink's checkpoints after tasks
     /// finished, FLIP-147, for sources); any other task ends checkpointing.

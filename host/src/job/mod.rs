@@ -18,6 +18,7 @@ pub mod lock;
 pub mod metrics;
 pub mod spec;
 mod suggest;
+pub mod upgrades;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -143,7 +144,9 @@ pub struct Job {
     /// The Wasm engine; its epoch ticker enforces call deadlines, and upgrades compile
     /// new components with it.
     runtime: Arc<Runtime>,
-    plugins: HashMap<String, Plugin>,
+    plugins: HashMap<String, Arc<Plugin>>,
+    /// Live upgrades: the components they installed, the probation, the history.
+    upgrades: Arc<upgrades::Upgrades>,
     /// The window function components of each window operator, in the order of
     /// [`crate::window::WindowSpec::components`].
     functions: HashMap<String, Vec<crate::plugin::window::FunctionPlugin>>,
@@ -203,7 +206,7 @@ impl Job {
             let path = resolve_component(&spec, &op.uid, name, &options.plugin_dirs)?;
             let plugin = runtime.load(&path).map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?;
             tracing::info!(operator = %op.uid, component = %path.display(), digest = plugin.digest(), "loaded component");
-            plugins.insert(op.uid.clone(), plugin);
+            plugins.insert(op.uid.clone(), Arc::new(plugin));
         }
         let mut functions = HashMap::new();
         for op in &spec.operators {
@@ -219,10 +222,13 @@ impl Job {
             }
             functions.insert(op.uid.clone(), loaded);
         }
+        let upgrades = upgrades::Upgrades::open(&spec.work_dir())
+            .map_err(|message| JobError::Restore { job: spec.name.clone(), message: format!("reading the upgrade history: {message}") })?;
         Ok(Job {
             spec,
             runtime,
             plugins,
+            upgrades: Arc::new(upgrades),
             functions,
             control: Arc::default(),
             options: options.clone(),
@@ -258,6 +264,16 @@ impl Job {
         self.live.clone()
     }
 
+    /// Every live upgrade of the job, oldest first, with its outcome.
+    pub fn upgrade_history(&self) -> Vec<upgrades::UpgradeRecord> {
+        self.upgrades.history()
+    }
+
+    /// The job's live upgrades (shared with whoever reports them).
+    pub fn upgrades(&self) -> Arc<upgrades::Upgrades> {
+        self.upgrades.clone()
+    }
+
     /// The Wasm runtime the job's components run on (an upgrade compiles with it).
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.clone()
@@ -283,7 +299,7 @@ impl Job {
             ),
             _ => None,
         };
-        let savepoint = match &self.options.from_savepoint {
+        let mut savepoint = match &self.options.from_savepoint {
             Some(dir) => Some(self.check_savepoint(Savepoint::load(&self.spec.resolve(dir))?)?),
             None => None,
         };
@@ -307,6 +323,19 @@ impl Job {
             Some(storage) if !fresh => storage.latest().map_err(restore_error)?,
             _ => None,
         };
+        if restore.is_some() {
+            // Going on from a checkpoint: with the components live upgrades installed,
+            // or back to the rollback point of one this process left on probation.
+            let job_file = self.plugins.iter().map(|(uid, p)| (uid.clone(), upgrades::ComponentRef::of(p))).collect();
+            let rollback = self
+                .upgrades
+                .resume(&job_file, |path| self.runtime.load(path).map_err(|e| e.to_string()))
+                .map_err(restore_error)?;
+            if let Some(rollback) = rollback {
+                savepoint = Some(self.roll_back(&rollback, storage.as_ref())?);
+                restore = None;
+            }
+        }
         let (requests, requests_rx) = self.requests.clone();
         let _server = match self.options.control {
             Some(bind) => Some(
@@ -318,6 +347,7 @@ impl Job {
                     requests,
                     self.runtime.clone(),
                     self.control.clone(),
+                    self.upgrades.clone(),
                 )
                 .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start the control API on {bind}: {e}")))?,
             ),
@@ -360,6 +390,12 @@ impl Job {
                 Err(JobError::Failed { error, mut summary }) => {
                     self.live.record_failure(&error);
                     summary.restarts = restarts;
+                    if let Some(rollback) = self.upgrades.failed(&error.to_string()).filter(|_| !self.control.is_stopped()) {
+                        savepoint = Some(self.roll_back(&rollback, storage.as_ref())?);
+                        restore = None;
+                        self.control.reset();
+                        continue;
+                    }
                     if error.retry() == Retry::Never && self.spec.restart != RestartStrategy::None {
                         tracing::warn!(
                             job = %self.spec.name,
@@ -390,6 +426,36 @@ impl Job {
                 Err(other) => return Err(other),
             }
         }
+    }
+
+    /// The component operator `uid` runs: the one a live upgrade installed, or the job
+    /// file's.
+    fn component(&self, uid: &str) -> Option<Arc<Plugin>> {
+        self.upgrades.live(uid).or_else(|| self.plugins.get(uid).cloned())
+    }
+
+    /// Goes back to an upgrade's rollback point: its in-place savepoint becomes where
+    /// the job restores from, and the checkpoints taken since (with the new component's
+    /// state) go.
+    fn roll_back(
+        &self,
+        rollback: &upgrades::Rollback,
+        storage: Option<&CheckpointStorage>,
+    ) -> Result<Savepoint, JobError> {
+        tracing::warn!(
+            job = %self.spec.name,
+            operator = %rollback.operator,
+            savepoint = %rollback.savepoint.display(),
+            reason = %rollback.reason,
+            "rolling the upgrade back: the old component restarts from the state it had at the upgrade"
+        );
+        let savepoint = self.check_savepoint(Savepoint::load(&rollback.savepoint)?)?;
+        if let Some(storage) = storage {
+            storage
+                .clear()
+                .map_err(|message| JobError::Restore { job: self.spec.name.clone(), message })?;
+        }
+        Ok(savepoint)
     }
 
     /// Checks that a savepoint can start this job: the same max parallelism, and no
@@ -489,7 +555,8 @@ impl Job {
                         })?)
                     }
                     (Some(_), _) => Box::new(
-                        self.plugins[&op.uid]
+                        self.component(&op.uid)
+                            .expect("loaded with the job")
                             .instantiate(ctx, op.limits)
                             .map_err(|error| JobError::Plugin { uid: op.uid.clone(), error })?,
                     ),
@@ -521,7 +588,7 @@ impl Job {
                 operator_tasks.push((format!("{}#{subtask}", op.uid), task_runner));
             }
             node_metrics.push((op.uid.clone(), NodeKind::Operator, metrics));
-            let component = match (&op.native, self.plugins.get(&op.uid)) {
+            let component = match (&op.native, self.component(&op.uid)) {
                 _ if op.window.is_some() => "window".to_string(),
                 (Some(name), _) => format!("native:{name}"),
                 (None, Some(plugin)) => plugin.digest().to_string(),
@@ -607,9 +674,14 @@ impl Job {
                 operator_tasks: operator_commands,
                 tasks: node_metrics.iter().map(|(_, _, tasks)| tasks.len()).sum(),
                 last_id: restore.map_or(0, |r| r.checkpoint_id()),
-                control: self.control.clone(),
+                control: Arc::new(upgrades::UpgradeLifecycle {
+                    control: self.control.clone(),
+                    upgrades: self.upgrades.clone(),
+                    running: self.plugins.keys().filter_map(|uid| Some((uid.clone(), self.component(uid)?))).collect(),
+                }),
                 stats: self.checkpoint_stats.clone(),
                 lease: self.options.lease.clone(),
+                probation: Default::default(),
             }
             .start()
             .map_err(|e| JobError::Internal(anyhow::anyhow!("cannot start the checkpoint coordinator: {e}")))?,
@@ -673,10 +745,8 @@ impl Job {
             }
             let mut migration = None;
             if let (Some(checkpoint), Some(TaskState::Operator { migration: Some(pending), .. })) = (checkpoint, saved) {
-                let mut keys = Vec::new();
-                crate::state::snapshot::read_entries(&checkpoint.path(&pending.keys), |key, _| keys.push(key)).map_err(error)?;
-                tracing::info!(task, from = pending.from, keys = keys.len(), "resuming a state migration");
-                migration = Migration::restored(pending.from, keys);
+                migration = resume_migration(&ctx, &checkpoint.path(&pending.keys), pending).map_err(error)?;
+                tracing::info!(task, from = pending.from, "resuming a state migration");
             }
             if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (checkpoint, saved) {
                 ctx.watermark = *watermark;
@@ -996,4 +1066,24 @@ fn restore_operator_state(
         return Ok(Default::default());
     }
     crate::state::operator::OperatorState::restore(old, subtask, parallelism).map_err(|e| e.to_string())
+}
+
+/// A state migration a checkpoint left in progress: its keys file (`keys`) read back,
+/// as its cursor says (or, from checkpoints written before there was one, the keys still
+/// to migrate).
+fn resume_migration(
+    ctx: &OperatorContext,
+    keys: &std::path::Path,
+    pending: &crate::checkpoint::PendingMigration,
+) -> Result<Option<Migration>, String> {
+    let mut entries = Vec::new();
+    crate::state::snapshot::read_entries(keys, |key, _| entries.push(key))?;
+    let resumed = match &pending.cursor {
+        Some(cursor) => Migration::resumed(
+            ctx,
+            crate::task::migration::MigrationProgress { from: pending.from, cursor: cursor.clone(), seen: entries },
+        ),
+        None => Migration::resumed_from_list(ctx, pending.from, entries),
+    };
+    resumed.map_err(|e| format!("resuming a state migration: {e}"))
 }

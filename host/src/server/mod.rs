@@ -119,6 +119,7 @@ struct LiveJob {
     runtime: Arc<Runtime>,
     metrics: crate::job::LiveMetrics,
     checkpoints: crate::checkpoint::coordinator::SharedStats,
+    upgrades: Arc<crate::job::upgrades::Upgrades>,
 }
 
 /// Per node of a job: its counts and gauges so far.
@@ -233,6 +234,7 @@ impl Server {
         let live = LiveJob { record: shared.clone(), control: job.control(), requests: job.requests(), runtime: job.runtime(),
             metrics: job.live_metrics(),
             checkpoints: job.checkpoint_stats(),
+            upgrades: job.upgrades(),
         };
         self.save(&record);
         let server = self.clone();
@@ -478,6 +480,13 @@ async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>
 }
 
 /// Checkpoint statistics in Flink's shape: counts, and the latest completed and failed.
+/// The job's live upgrades, oldest first, with their outcomes.
+async fn history(State(server): State<Server>, UrlPath(jid): UrlPath<String>) -> Response {
+    let jobs = server.jobs.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(job) = jobs.get(&jid) else { return error(StatusCode::NOT_FOUND, format!("no job `{jid}`")) };
+    Json(json!({ "upgrades": job.upgrades.history() })).into_response()
+}
+
 async fn checkpoints(State(server): State<Server>, UrlPath(jid): UrlPath<String>) -> Response {
     let jobs = server.jobs.lock().unwrap_or_else(|e| e.into_inner());
     let Some(job) = jobs.get(&jid) else { return error(StatusCode::NOT_FOUND, format!("no job `{jid}`")) };
@@ -580,6 +589,12 @@ struct UpgradeBody {
     operator: String,
     /// The uploaded bundle whose job holds the new component for that operator.
     bundle: String,
+    /// How long the upgrade stays on probation, in ms; 60 000 when absent, 0 for none.
+    #[serde(default)]
+    probation_ms: Option<u64>,
+    /// A canary upgrade: the share of the operator's subtasks (0 to 1) that go first.
+    #[serde(default)]
+    canary: Option<f64>,
 }
 
 /// Swaps an operator's component live, for the one an uploaded (so verified) bundle has
@@ -600,10 +615,14 @@ async fn upgrade(State(server): State<Server>, UrlPath(jid): UrlPath<String>, Js
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let operator = body.operator;
+    let probation = body.probation_ms.map_or(crate::checkpoint::coordinator::DEFAULT_PROBATION, std::time::Duration::from_millis);
     match server.operation(&jid, |id, dir, reply| Request::Upgrade {
         operator: operator.clone(),
         component: plugin,
         dir: dir.join("savepoints").join(format!("upgrade-{operator}-{id}")),
+        probation,
+        canary: body.canary,
+        by: Some("weir serve".to_string()),
         reply,
     }) {
         Ok(request) => (StatusCode::ACCEPTED, Json(json!({ "request-id": request }))).into_response(),
@@ -726,6 +745,7 @@ impl RunningServer {
             .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
             .route("/openapi.json", get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI) }))
             .route("/jobs/{id}/checkpoints", get(checkpoints))
+            .route("/jobs/{id}/history", get(history))
             .route("/jobs/{id}/upgrades/{request}", get(savepoint_status))
             .route("/jobs/{id}/stop", post(stop_job))
             .layer(axum::middleware::from_fn_with_state(state.clone(), guard))

@@ -181,6 +181,10 @@ pub trait StateBackend: Send {
     /// Like [`StateBackend::snapshot`], but in the portable entry-file format that
     /// savepoints use, whatever the backend: one file, `<task dir>/<file>`.
     fn export(&mut self, target: &SnapshotTarget, file: &str) -> Result<Box<dyn SnapshotWriter>, StateError>;
+    /// A snapshot or export is coming soon: backends that can, start the slow part of
+    /// it now, in the background (RocksDB flushes its memtable, so that the checkpoint
+    /// taken at the barrier has little left to flush).
+    fn prepare_snapshot(&mut self) {}
     /// Replaces every entry with `entries` (rolling back a failed upgrade).
     fn replace_all(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StateError> {
         let mut keys = Vec::new();
@@ -311,19 +315,9 @@ impl KeyedState {
         Ok(id)
     }
 
-    /// Every key that has state in this subtask, for a migration pass.
-    /// Every key with state in this operator, unordered.
-    pub fn distinct_keys(&self) -> Result<std::collections::HashSet<Vec<u8>>, StateError> {
-        let mut keys = std::collections::HashSet::new();
-        let uid = self.uid.as_str();
-        self.backend.scan_keys(&[], &mut |k| {
-            if let Some(d) = key::decode(k).filter(|d| d.uid == uid) {
-                if !keys.contains(d.key) {
-                    keys.insert(d.key.to_vec());
-                }
-            }
-        })?;
-        Ok(keys)
+    /// The operator whose state this is.
+    pub fn uid(&self) -> &str {
+        &self.uid
     }
 
     /// Every declared state.

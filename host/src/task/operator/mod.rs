@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::inputs::{Inputs, Next};
-use super::migration::Migration;
+use super::migration::{Migration, MigrationProgress};
 use super::output::{RouteError, Router};
 use super::{Checkpointing, JobControl, POLL_INTERVAL, TaskError};
 use crate::checkpoint::channels::ChannelState;
 use crate::checkpoint::coordinator::Command;
 use crate::state::snapshot::{read_entries, write_file};
-use crate::checkpoint::{BarrierKind, CheckpointBarrier, CheckpointStorage, CoordinatorMessage, FileEntry, PendingMigration, TaskState};
+use crate::checkpoint::{BarrierKind, CheckpointBarrier, CheckpointStorage, CoordinatorMessage, PendingMigration, TaskState};
 use crate::plugin::{Limits, Plugin};
 use crate::state::SnapshotTarget;
 use crate::metrics::TaskMetrics;
@@ -120,6 +120,9 @@ pub struct OperatorTask {
     /// The logic an upgrade replaced, kept until the upgrade is known to have
     /// succeeded everywhere.
     previous: Option<Previous>,
+    /// When the last upgrade's barrier reached this subtask (the last element before it
+    /// went to the old component), until the first element reaches the new one.
+    paused_since: Option<Instant>,
     /// The component installed for an upgrade, by upgrade id, until its barrier comes.
     staged: Option<(u64, Arc<Plugin>)>,
     /// When the watermark, state size and timer gauges were last published.
@@ -151,10 +154,9 @@ pub enum RunItem {
 pub struct Previous {
     id: u64,
     logic: Box<dyn OperatorLogic>,
-    /// The in-place savepoint of this subtask, taken before the swap.
+    /// Where the in-place savepoint of this subtask (captured before the swap) goes.
     root: std::path::PathBuf,
-    state: Vec<FileEntry>,
-    timers: FileEntry,
+    rollback_point: upgrade::RollbackPoint,
     /// The operator lists before the swap.
     operator_state: crate::state::operator::OperatorState,
 }
@@ -166,7 +168,7 @@ const RUN_TARGET: Duration = Duration::from_millis(10);
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(5);
 /// How long an upgrade (or a restore from a savepoint) migrates keys before going on;
 /// the rest migrate lazily.
-const UPGRADE_MIGRATION_BUDGET: Duration = Duration::from_millis(50);
+const UPGRADE_MIGRATION_BUDGET: Duration = Duration::from_millis(20);
 /// Every this many elements, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
 const SWEEP_EVERY: u64 = 256;
 /// How often an operator task publishes its watermark, state size and timer count.
@@ -261,6 +263,7 @@ impl OperatorTask {
             migration,
             previous: None,
             staged: None,
+            paused_since: None,
             gauges_published: std::time::Instant::now() - GAUGE_INTERVAL,
             second_inputs,
             second_input,
@@ -364,6 +367,15 @@ impl OperatorTask {
             }
             self.fire_processing_timers(&timer_source)?;
             self.serve_commands();
+        }
+    }
+
+    /// The first element after an upgrade: logs how long the operator was without
+    /// elements, from the last one into the old component to this one.
+    fn resumed_after_upgrade(&mut self) {
+        if let Some(since) = self.paused_since.take() {
+            let pause_ms = since.elapsed().as_secs_f64() * 1e3;
+            tracing::info!(operator = %self.uid, subtask = self.subtask, pause_ms, "first element into the new component");
         }
     }
 

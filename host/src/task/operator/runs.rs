@@ -119,6 +119,9 @@ impl OperatorTask {
                         self.advance_clock(timestamp, timer_source)?;
                     }
                     self.before_call(1)?;
+                    if self.paused_since.is_some() {
+                        self.resumed_after_upgrade();
+                    }
                     if keyed && self.migration.is_some() {
                         self.migrate_key(record.event.key.as_deref().unwrap_or_default())?;
                     }
@@ -156,6 +159,9 @@ impl OperatorTask {
         mut events: Vec<Event>,
         timer_source: &Label,
     ) -> Result<(), TaskError> {
+        if self.paused_since.is_some() {
+            self.resumed_after_upgrade();
+        }
         while !events.is_empty() {
             self.before_call(events.len() as u64)?;
             // Buffers handed back from downstream, for what the run emits.

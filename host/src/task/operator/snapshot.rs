@@ -14,12 +14,17 @@ pub(super) struct Capture {
     backend: String,
     /// The operator lists' entries.
     operator_state: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The state version and keys of a migration in progress.
-    migration: Option<(u32, Vec<Vec<u8>>)>,
+    /// Where a migration in progress stands.
+    migration: Option<MigrationProgress>,
     target: SnapshotTarget,
 }
 
 impl Capture {
+    /// The state version of what was captured.
+    pub(super) fn state_version(&self) -> u32 {
+        self.state_version
+    }
+
     /// Writes the state and timer files and describes them.
     pub(super) fn write(self) -> Result<TaskState, String> {
         let state = self.writer.write()?;
@@ -34,11 +39,11 @@ impl Capture {
         };
         let migration = match self.migration {
             None => None,
-            Some((from, mut keys)) => {
-                keys.sort();
+            Some(MigrationProgress { from, cursor, seen }) => {
                 let relative = format!("{}/migration.ent", self.target.task_dir);
-                let entries = keys.iter().map(|k| (k.as_slice(), &[][..]));
-                Some(PendingMigration { from, keys: write_file(&self.target.root, &relative, entries)? })
+                let entries = seen.iter().map(|k| (k.as_slice(), &[][..]));
+                let keys = write_file(&self.target.root, &relative, entries)?;
+                Some(PendingMigration { from, keys, cursor: Some(cursor) })
             }
         };
         Ok(TaskState::Operator {
@@ -66,7 +71,9 @@ impl OperatorTask {
                 self.serve_commands();
                 match self.staged.take_if(|(id, _)| *id == barrier.id) {
                     Some((_, plugin)) => self.upgrade(barrier.id, dir, &plugin),
-                    None => self.decline(barrier.id, "no component was installed for this upgrade".into()),
+                    // Not one of the subtasks upgraded (a canary's other subtasks): its
+                    // part of the in-place savepoint, as any other task's.
+                    None => self.snapshot(&barrier, unaligned),
                 }
             }
             _ => self.snapshot(&barrier, unaligned),
@@ -120,7 +127,7 @@ impl OperatorTask {
         }
         // A savepoint restores into any component: its state is all at one version.
         if let Some(migration) = self.migration.as_mut().filter(|_| portable) {
-            tracing::info!(operator = %self.uid, subtask = self.subtask, keys = migration.remaining(), "completing the state migration for a savepoint");
+            tracing::info!(operator = %self.uid, subtask = self.subtask, "completing the state migration for a savepoint");
             let done = migration.all(self.logic.as_mut());
             let from = migration.from;
             self.migration = None;
@@ -131,7 +138,7 @@ impl OperatorTask {
                 return Err(reason);
             }
         }
-        let migration = self.migration.as_ref().map(|m| (m.from, m.keys().cloned().collect::<Vec<_>>()));
+        let migration = self.migration.as_ref().map(Migration::progress);
         let state_version = self.logic.state_version().map_err(|e| e.to_string())?;
         let ctx = self.logic.context();
         let backend = if portable { "portable".to_string() } else { ctx.state.backend().name().to_string() };
@@ -191,13 +198,6 @@ impl OperatorTask {
         if let Err(e) = spawned {
             let reason = format!("cannot start the snapshot thread: {e}");
             let _ = coordinator.send(CoordinatorMessage::Decline { id, task: decline_task, reason });
-        }
-    }
-
-    /// Declines upgrade or checkpoint `id` with `reason`.
-    pub(super) fn decline(&self, id: u64, reason: String) {
-        if let Some(cp) = &self.checkpointing {
-            let _ = cp.coordinator.send(CoordinatorMessage::Decline { id, task: cp.task.clone(), reason });
         }
     }
 }

@@ -5,11 +5,15 @@ use super::snapshot::Capture;
 use super::*;
 
 impl OperatorTask {
-    /// Swaps this subtask's component for `plugin` in place: a savepoint of the live
-    /// state first (the rollback point), then a new instance takes over the state,
-    /// timers and watermark, opens, and migrates every key if its state version is
-    /// newer. Any failure rolls back at once and declines; success acknowledges and
-    /// keeps the old instance until the coordinator says every subtask succeeded.
+    /// Swaps this subtask's component for `plugin` in place. The live state is captured
+    /// first (copy-on-write tables, or a RocksDB checkpoint of hard links: no pause
+    /// proportional to the state) and written on a thread of its own as the in-place
+    /// savepoint, the rollback point, while a new instance takes over the state, timers
+    /// and watermark, opens, and starts migrating if its state version is newer. Once
+    /// swapped, the coordinator hears so and lets the sources read on; the written
+    /// savepoint is acknowledged when it is on disk. Any failure of the swap rolls back
+    /// at once and declines. The old instance is kept until the coordinator says every
+    /// subtask succeeded.
     pub(super) fn upgrade(&mut self, id: u64, dir: std::path::PathBuf, plugin: &Plugin) {
         let Some(cp) = &self.checkpointing else { return };
         let (task, coordinator) = (cp.task.clone(), cp.coordinator.clone());
@@ -17,19 +21,22 @@ impl OperatorTask {
             let _ = coordinator.send(CoordinatorMessage::Decline { id, task: task.clone(), reason });
         };
         let target = SnapshotTarget { root: dir.clone(), task_dir: task.clone(), shared_dir: String::new() };
-        // Written before the swap: it is also the rollback point.
         let started = Instant::now();
-        let saved = match self.capture(id, target, true).and_then(Capture::write) {
-            Ok(saved) => saved,
-            Err(reason) => return decline(format!("writing the in-place savepoint: {reason}")),
+        let capture = match self.capture(id, target, true) {
+            Ok(capture) => capture,
+            Err(reason) => return decline(format!("capturing the in-place savepoint: {reason}")),
         };
-        let saved_in = started.elapsed();
-        let TaskState::Operator { state_version: from, state: files, timers, .. } = &saved else { unreachable!() };
-        let (from, files, timers) = (*from, files.clone(), timers.clone());
+        let from = capture.state_version();
+        let rollback_point = RollbackPoint::write(capture, id, task.clone(), coordinator.clone());
+        let captured_in = started.elapsed();
         let placeholder = self.logic.context().placeholder();
         let mut new: Box<dyn OperatorLogic> = match plugin.instantiate(placeholder, self.limits) {
             Ok(new) => Box::new(new),
-            Err(e) => return decline(e.to_string()),
+            Err(e) => {
+                // Nothing was swapped: the live state is the old instance's still.
+                rollback_point.abandon();
+                return decline(e.to_string());
+            }
         };
         OperatorContext::hand_over(self.logic.context(), new.context());
         let old = std::mem::replace(&mut self.logic, new);
@@ -37,7 +44,7 @@ impl OperatorTask {
         // The new instance takes over state as from a savepoint: its operator lists
         // (the old instance's, written by its snapshot-state) count as restored.
         self.logic.context().operator_state.mark_restored();
-        let mut previous = Previous { id, logic: old, root: dir, state: files, timers, operator_state };
+        let mut previous = Previous { id, logic: old, root: dir, rollback_point, operator_state };
         // The first keys migrate now, within a short budget, so that a component whose
         // migration fails is refused (and rolled back) here; the rest migrate lazily.
         let swapped = self
@@ -64,19 +71,22 @@ impl OperatorTask {
                 return decline(reason);
             }
         };
-        let left = migration.as_ref().map_or(0, Migration::remaining);
+        let migrated = migration.as_ref().map_or(0, Migration::migrated);
+        let migrating = migration.is_some();
         self.migration = migration;
         tracing::info!(
             operator = %self.uid,
             subtask = self.subtask,
             component = %plugin.path().display(),
-            savepoint_ms = saved_in.as_millis() as u64,
-            swap_ms = (started.elapsed() - saved_in).as_millis() as u64,
-            left,
-            "swapped component; keys left migrate on first access"
+            captured_ms = captured_in.as_millis() as u64,
+            swap_ms = (started.elapsed() - captured_in).as_millis() as u64,
+            migrated,
+            migrating,
+            "swapped component; the rollback point is written in the background, keys left migrate as they are met"
         );
         self.previous = Some(previous);
-        let _ = coordinator.send(CoordinatorMessage::Ack { id, task, state: saved });
+        self.paused_since = Some(started);
+        let _ = coordinator.send(CoordinatorMessage::Swapped { id, task });
     }
 
     /// Serves the coordinator's commands: components installed for an upgrade, and the
@@ -90,7 +100,12 @@ impl OperatorTask {
         while let Ok(command) = commands.try_recv() {
             match command {
                 Command::Install { id, component } => match component.downcast::<Plugin>() {
-                    Ok(plugin) => self.staged = Some((id, plugin)),
+                    Ok(plugin) => {
+                        // The barrier follows: what the in-place savepoint's capture
+                        // would do at it, the state starts now.
+                        self.logic.context().state.backend_mut().prepare_snapshot();
+                        self.staged = Some((id, plugin));
+                    }
                     Err(_) => self.control.fail_internal("an upgrade installed something that is not a component"),
                 },
                 Command::UpgradeDone { id, ok } => {
@@ -109,18 +124,21 @@ impl OperatorTask {
         }
     }
 
-    /// Puts the pre-upgrade state back (from the in-place savepoint) and hands the live
-    /// context back to the old instance.
+    /// Puts the pre-upgrade state back (from the in-place savepoint, once written) and
+    /// hands the live context back to the old instance.
     pub(super) fn roll_back(&mut self, previous: &mut Previous) -> Result<(), TaskError> {
         let fail = |m: String| TaskError::Internal(format!("rolling back an upgrade: {m}"));
         // The old state was written complete (see `capture`): nothing left to migrate.
         self.migration = None;
+        let TaskState::Operator { state: files, timers: timer_file, .. } = previous.rollback_point.wait().map_err(fail)? else {
+            unreachable!("an operator's state")
+        };
         let mut entries = Vec::new();
-        for file in &previous.state {
+        for file in files {
             read_entries(&previous.root.join(&file.path), |k, v| entries.push((k, v))).map_err(fail)?;
         }
         let mut timers = Vec::new();
-        read_entries(&previous.root.join(&previous.timers.path), |k, _| timers.push(k)).map_err(fail)?;
+        read_entries(&previous.root.join(&timer_file.path), |k, _| timers.push(k)).map_err(fail)?;
         let ctx = self.logic.context();
         ctx.state.backend_mut().replace_all(entries).map_err(|e| fail(e.to_string()))?;
         ctx.timers.clear().map_err(|e| fail(e.to_string()))?;
@@ -133,4 +151,50 @@ impl OperatorTask {
         OperatorContext::hand_over(self.logic.context(), previous.logic.context());
         Ok(())
     }
+}
+
+/// The in-place savepoint of an upgraded subtask, being written on a thread of its own:
+/// acknowledged to the coordinator when written, and kept for a rollback.
+pub(crate) struct RollbackPoint {
+    written: crossbeam_channel::Receiver<Result<TaskState, String>>,
+    /// What the writer reported, once received.
+    result: Option<Result<TaskState, String>>,
+}
+
+impl RollbackPoint {
+    /// Starts writing `capture`; the coordinator gets the acknowledgement (or the
+    /// decline) of upgrade `id` for `task` when it is done.
+    fn write(capture: Capture, id: u64, task: String, coordinator: crossbeam_channel::Sender<CoordinatorMessage>) -> RollbackPoint {
+        let (tx, written) = crossbeam_channel::bounded(1);
+        let reply = coordinator.clone();
+        let decline_task = task.clone();
+        let spawned = std::thread::Builder::new().name(format!("rollback point {task}")).spawn(move || {
+            let result = capture.write();
+            let message = match &result {
+                Ok(state) => CoordinatorMessage::Ack { id, task, state: state.clone() },
+                Err(reason) => CoordinatorMessage::Decline { id, task, reason: format!("writing the in-place savepoint: {reason}") },
+            };
+            let _ = tx.send(result);
+            let _ = reply.send(message);
+        });
+        let result = spawned.err().map(|e| {
+            let reason = format!("cannot start the thread writing the in-place savepoint: {e}");
+            let _ = coordinator.send(CoordinatorMessage::Decline { id, task: decline_task, reason: reason.clone() });
+            Err(reason)
+        });
+        RollbackPoint { written, result }
+    }
+
+    /// The written savepoint's description, waiting for the writer if it is not done.
+    fn wait(&mut self) -> Result<&TaskState, String> {
+        if self.result.is_none() {
+            let received = self.written.recv().unwrap_or_else(|_| Err("the writer stopped without a word".into()));
+            self.result = Some(received);
+        }
+        self.result.as_ref().expect("set above").as_ref().map_err(Clone::clone)
+    }
+
+    /// The swap did not happen: the write goes on (and is acknowledged, for a
+    /// coordinator that has moved on already), and nobody waits for it.
+    fn abandon(self) {}
 }

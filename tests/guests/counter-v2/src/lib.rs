@@ -1,5 +1,7 @@
 //! Version 2 of the upgrade test's counter: keeps count and sum in one struct state
-//! (layout 1), migrates version 1's two value states, and emits both.
+//! (layout 1), migrates version 1's two value states, and emits both. With config
+//! `trap_at = N` it traps on the element that brings a key's count to N (a new version
+//! with a bug that shows after a while, for the rollback tests).
 
 use serde::{Deserialize, Serialize};
 use weir_guest::{Context, Event, Operator, Result, ValueState, export};
@@ -17,22 +19,31 @@ struct Stats {
 
 struct CounterV2 {
     stats: ValueState<Stats>,
+    trap_at: Option<u64>,
 }
 
 impl Default for CounterV2 {
     fn default() -> Self {
-        CounterV2 { stats: ValueState::new("stats") }
+        CounterV2 { stats: ValueState::new("stats"), trap_at: None }
     }
 }
 
 impl Operator for CounterV2 {
     const STATE_VERSION: u32 = 1;
 
+    fn open(&mut self, ctx: &mut Context) -> Result<()> {
+        self.trap_at = ctx.config("trap_at").and_then(|n| n.parse().ok());
+        Ok(())
+    }
+
     fn process_element(&mut self, event: Event, ctx: &mut Context) -> Result<()> {
         let input: Input = event.value_json()?;
         let mut stats = self.stats.get()?.unwrap_or_default();
         stats.count += 1;
         stats.sum += input.value;
+        if self.trap_at == Some(stats.count) {
+            panic!("counter v2 has a bug that shows at count {}", stats.count);
+        }
         self.stats.set(&stats)?;
         let key = event.key_str().unwrap_or_default().to_string();
         let out = serde_json::json!({ "v": 2, "key": key, "count": stats.count, "sum": stats.sum });

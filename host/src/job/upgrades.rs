@@ -1,0 +1,352 @@
+//! Live upgrades as the job keeps them: which component each operator runs now, the
+//! probation of the newest upgrade, and the history of every upgrade with its outcome,
+//! kept in `<work dir>/upgrades.json` so that it outlives the process.
+//!
+//! An upgrade completes (every subtask swapped, the rollback point written) and then
+//! stands on probation: any failure of the job before the probation ends, or the process
+//! ending, rolls the job back to the rollback point with the component it replaced. While
+//! on probation the checkpoint coordinator holds back the commits of exactly-once sinks
+//! and of source offsets, so a rollback repeats nothing there (see `docs/upgrades.md`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::coordinator::{JobLifecycle, Staged};
+use crate::plugin::Plugin;
+use crate::task::JobControl;
+
+/// The file, in the job's work directory.
+pub const HISTORY_FILE: &str = "upgrades.json";
+
+/// A component, as the history names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentRef {
+    pub path: PathBuf,
+    pub digest: String,
+}
+
+impl ComponentRef {
+    pub fn of(plugin: &Plugin) -> Self {
+        ComponentRef { path: plugin.path().to_path_buf(), digest: plugin.digest().to_string() }
+    }
+}
+
+/// How an upgrade ended (so far).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Running the new component, on probation until `until_ms` (ms since the epoch).
+    Probation { until_ms: i64 },
+    /// The probation passed (or there was none): the new component stays.
+    Done,
+    /// The new component failed on probation; the job went back to the rollback point
+    /// with the old one.
+    RolledBack { reason: String },
+}
+
+/// One live upgrade.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeRecord {
+    /// The upgrade's number in this job's history, from 1.
+    pub number: u64,
+    pub operator: String,
+    pub from: ComponentRef,
+    pub to: ComponentRef,
+    /// When it completed, ms since the epoch.
+    pub at_ms: i64,
+    /// Who asked (the token's name under `weir serve`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// How long the sources were paused, barrier to every subtask swapped.
+    pub pause_ms: f64,
+    /// The in-place savepoint: the rollback point.
+    pub savepoint: PathBuf,
+    /// A canary upgrade: how many of the operator's subtasks ran the new version first,
+    /// and whether the others followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    pub subtasks: usize,
+    pub of: usize,
+    /// The canary passed its probation and every subtask runs the new version.
+    pub proceeded: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct History {
+    upgrades: Vec<UpgradeRecord>,
+}
+
+/// What going back needs: where, and with which component.
+#[derive(Debug, Clone)]
+pub struct Rollback {
+    pub operator: String,
+    pub savepoint: PathBuf,
+    pub reason: String,
+}
+
+/// The job's upgrades: shared by the job's attempts, the coordinator (through
+/// [`UpgradeLifecycle`]) and the control API.
+pub struct Upgrades {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    history: History,
+    /// Per operator: the component it runs now, when an upgrade changed it (a restart
+    /// runs it rather than the job file's).
+    live: BTreeMap<String, Arc<Plugin>>,
+    /// The component each operator ran before its newest upgrade (for a rollback).
+    replaced: BTreeMap<String, Option<Arc<Plugin>>>,
+    /// The upgrade on probation: its history index and when the probation ends.
+    probation: Option<(usize, Instant)>,
+    /// A canary's component, until the operator's other subtasks run it too.
+    pending: Option<Arc<Plugin>>,
+}
+
+impl Upgrades {
+    /// The history in `work_dir`, read back (a missing file is an empty history).
+    pub fn open(work_dir: &Path) -> Result<Upgrades, String> {
+        let path = work_dir.join(HISTORY_FILE);
+        let history = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => History::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let inner = Inner { history, live: BTreeMap::new(), replaced: BTreeMap::new(), probation: None, pending: None };
+        Ok(Upgrades { path, inner: Mutex::new(inner) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every upgrade so far, oldest first.
+    pub fn history(&self) -> Vec<UpgradeRecord> {
+        self.lock().history.upgrades.clone()
+    }
+
+    /// The component `operator` runs now, if an upgrade changed it.
+    pub fn live(&self, operator: &str) -> Option<Arc<Plugin>> {
+        self.lock().live.get(operator).cloned()
+    }
+
+    /// Whether an upgrade is on probation; refuses another upgrade meanwhile.
+    pub fn check_can_upgrade(&self) -> Result<(), String> {
+        let inner = self.lock();
+        match inner.probation {
+            Some((index, until)) => Err(format!(
+                "the upgrade of `{}` is on probation for {} s more; upgrade again after it",
+                inner.history.upgrades[index].operator,
+                until.saturating_duration_since(Instant::now()).as_secs() + 1
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// After a restore from a checkpoint: the live components of earlier runs. An
+    /// upgrade that passed its probation stays, as long as the job file still names the
+    /// component it replaced (a job file that names another one wins); one whose process
+    /// ended on probation is to be rolled back.
+    pub fn resume(&self, job_file: &BTreeMap<String, ComponentRef>, load: impl Fn(&Path) -> Result<Plugin, String>) -> Result<Option<Rollback>, String> {
+        let mut inner = self.lock();
+        let mut rollback = None;
+        let mut current: BTreeMap<String, ComponentRef> = job_file.clone();
+        for (index, record) in inner.history.upgrades.iter().enumerate() {
+            let runs = current.get(&record.operator);
+            match &record.outcome {
+                Outcome::Done if runs == Some(&record.from) => {
+                    current.insert(record.operator.clone(), record.to.clone());
+                }
+                Outcome::Probation { .. } if runs == Some(&record.from) => {
+                    rollback = Some((index, record.clone()));
+                }
+                _ => {}
+            }
+        }
+        for (operator, component) in &current {
+            if job_file.get(operator) == Some(component) {
+                continue;
+            }
+            let plugin = load(&component.path)?;
+            if plugin.digest() != component.digest {
+                return Err(format!(
+                    "operator `{operator}` was upgraded live to {}, which has changed since (its digest is not \
+                     {}); name the component to run in the job file",
+                    component.path.display(),
+                    component.digest
+                ));
+            }
+            tracing::info!(%operator, component = %component.path.display(), "running the component a live upgrade installed, not the job file's");
+            inner.live.insert(operator.clone(), Arc::new(plugin));
+        }
+        let Some((index, record)) = rollback else { return Ok(None) };
+        let reason = "the process ended while the upgrade was on probation".to_string();
+        inner.history.upgrades[index].outcome = Outcome::RolledBack { reason: reason.clone() };
+        if job_file.get(&record.operator) == Some(&record.from) {
+            inner.live.remove(&record.operator);
+        } else {
+            let plugin = load(&record.from.path)?;
+            inner.live.insert(record.operator.clone(), Arc::new(plugin));
+        }
+        self.save(&inner);
+        Ok(Some(Rollback { operator: record.operator, savepoint: record.savepoint, reason }))
+    }
+
+    /// An upgrade completed: `component` runs `operator` now, on probation for
+    /// `probation` (none: it is done at once).
+    /// With a canary (`swapped` fewer than all subtasks), the operator counts as
+    /// running the new component only once the others followed ([`Upgrades::proceeded`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn completed(
+        &self,
+        operator: &str,
+        from: ComponentRef,
+        component: Arc<Plugin>,
+        savepoint: &Path,
+        pause: Duration,
+        probation: Duration,
+        swapped: (usize, usize),
+        by: Option<String>,
+    ) {
+        let mut inner = self.lock();
+        let number = inner.history.upgrades.len() as u64 + 1;
+        let outcome = match probation.is_zero() {
+            true => Outcome::Done,
+            false => Outcome::Probation { until_ms: crate::clock::now_ms() + probation.as_millis() as i64 },
+        };
+        inner.history.upgrades.push(UpgradeRecord {
+            number,
+            operator: operator.to_string(),
+            from,
+            to: ComponentRef::of(&component),
+            at_ms: crate::clock::now_ms(),
+            by,
+            pause_ms: pause.as_secs_f64() * 1e3,
+            savepoint: savepoint.to_path_buf(),
+            canary: (swapped.0 < swapped.1).then_some(Canary { subtasks: swapped.0, of: swapped.1, proceeded: false }),
+            outcome,
+        });
+        let before = inner.live.get(operator).cloned();
+        inner.replaced.insert(operator.to_string(), before);
+        if swapped.0 >= swapped.1 {
+            inner.live.insert(operator.to_string(), component);
+        } else {
+            inner.pending = Some(component);
+        }
+        if !probation.is_zero() {
+            inner.probation = Some((inner.history.upgrades.len() - 1, Instant::now() + probation));
+        }
+        self.save(&inner);
+    }
+
+    /// A canary passed its probation and the operator's other subtasks swapped too:
+    /// the operator runs the new component.
+    pub fn proceeded(&self, operator: &str) {
+        let mut inner = self.lock();
+        let Some(component) = inner.pending.take() else { return };
+        inner.live.insert(operator.to_string(), component);
+        if let Some(canary) = inner.history.upgrades.last_mut().and_then(|r| r.canary.as_mut()) {
+            canary.proceeded = true;
+        }
+        self.save(&inner);
+    }
+
+    /// The probation passed: the new component stays.
+    pub fn passed(&self) {
+        let mut inner = self.lock();
+        let Some((index, _)) = inner.probation.take() else { return };
+        let record = &mut inner.history.upgrades[index];
+        record.outcome = Outcome::Done;
+        tracing::info!(operator = %record.operator, component = %record.to.path.display(), "the upgrade passed its probation");
+        self.save(&inner);
+    }
+
+    /// The job failed with `cause`: if an upgrade is on probation, it is rolled back
+    /// (the old component runs again), and the job must restart from the returned
+    /// rollback point.
+    pub fn failed(&self, cause: &str) -> Option<Rollback> {
+        let mut inner = self.lock();
+        let (index, _) = inner.probation.take()?;
+        let reason = format!("failed on probation: {cause}");
+        let record = &mut inner.history.upgrades[index];
+        record.outcome = Outcome::RolledBack { reason: reason.clone() };
+        let rollback = Rollback { operator: record.operator.clone(), savepoint: record.savepoint.clone(), reason };
+        inner.pending = None;
+        match inner.replaced.remove(&rollback.operator).flatten() {
+            Some(previous) => inner.live.insert(rollback.operator.clone(), previous),
+            None => inner.live.remove(&rollback.operator),
+        };
+        self.save(&inner);
+        Some(rollback)
+    }
+
+    /// Writes the history (atomically: a temporary file renamed over it). A history
+    /// that cannot be written is logged; the job goes on.
+    fn save(&self, inner: &Inner) {
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = self.path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&inner.history)?)?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not write the upgrade history");
+        }
+    }
+}
+
+/// The coordinator's view of the job, with upgrades recorded in [`Upgrades`].
+pub struct UpgradeLifecycle {
+    pub control: Arc<JobControl>,
+    pub upgrades: Arc<Upgrades>,
+    /// The component each operator runs in this attempt.
+    pub running: BTreeMap<String, Arc<Plugin>>,
+}
+
+impl JobLifecycle for UpgradeLifecycle {
+    fn is_cancelled(&self) -> bool {
+        self.control.is_cancelled()
+    }
+    fn stop(&self) {
+        JobLifecycle::stop(&*self.control)
+    }
+    fn fail_checkpointing(&self, reason: String) {
+        self.control.fail_checkpointing(reason)
+    }
+    fn fence(&self, reason: String) {
+        self.control.fence(reason)
+    }
+    fn upgraded(
+        &self,
+        operator: &str,
+        component: &Staged,
+        dir: &Path,
+        pause: Duration,
+        probation: Duration,
+        swapped: (usize, usize),
+        by: Option<String>,
+    ) {
+        let Ok(plugin) = component.clone().downcast::<Plugin>() else { return };
+        let from = self.upgrades.live(operator).or_else(|| self.running.get(operator).cloned());
+        let Some(from) = from else { return };
+        self.upgrades.completed(operator, ComponentRef::of(&from), plugin, dir, pause, probation, swapped, by);
+    }
+    fn canary_passed(&self, operator: &str) {
+        self.upgrades.proceeded(operator);
+    }
+    fn probation_passed(&self) {
+        self.upgrades.passed();
+    }
+}
