@@ -367,6 +367,14 @@ fn an_operator_is_upgraded_live_from_another_uploaded_bundle() {
     assert!(done["operation"]["location"].is_string(), "{done}");
     let finished = client.wait_for(&format!("/jobs/{jid}"), |a| a["state"] != "RUNNING");
     assert_eq!(finished["state"], "FINISHED", "{finished}");
+    // The history: one upgrade, asked through the server, whose probation passed when
+    // the input ended.
+    let (status, history) = client.get(&format!("/jobs/{jid}/history"));
+    assert_eq!(status, 200, "{history}");
+    let record = &history["upgrades"][0];
+    assert_eq!((record["operator"].as_str(), record["by"].as_str()), (Some("count"), Some("weir serve")), "{history}");
+    assert_eq!(record["outcome"]["state"], "done", "{history}");
+    assert!(record["to"]["path"].as_str().unwrap().ends_with("counter_v2.wasm"), "{history}");
     // Per key, counts 1, 2, 3, ... in order, first from v1 and then from v2.
     let per_key = counts_per_key(&out);
     let upgraded = per_key.values().flatten().filter(|(v, _)| *v == 2).count();
@@ -448,7 +456,7 @@ fn every_operation_of_the_openapi_description_is_served() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 13);
+    assert_eq!(operations, 14);
     server.stop();
 }
 

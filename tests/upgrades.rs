@@ -865,3 +865,94 @@ fn a_canary_that_passes_proceeds_to_every_subtask() {
         assert_eq!(lines.last().unwrap().0, 2, "key {key} ended on v1");
     }
 }
+
+/// `weir check` of a counting job running `component` (with operator `config`) against
+/// the savepoint in `savepoint`: whether it passed, and what it printed.
+fn check_upgrade(savepoint: &Path, component: &str, config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job(dir.path(), component, 1, None);
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace(&format!("component = \"{component}\""), &format!("component = \"{component}\"\n{config}"));
+    std::fs::write(&job, text).unwrap();
+    let sp = savepoint.to_str().unwrap();
+    let check = weir(&["check", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--upgrade-from", sp], dir.path());
+    (check.status.success(), format!("{}{}", String::from_utf8_lossy(&check.stdout), stderr(&check)))
+}
+
+#[test]
+fn the_compatibility_check_accepts_a_migrating_version_and_added_or_removed_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let savepoint = stopped_savepoint(dir.path()); // counter v1: value states count and sum, version 0
+    let (ok, out) = check_upgrade(&savepoint, "counter_v2.wasm", "");
+    assert!(ok, "{out}");
+    assert!(out.contains("operator `count`: compatible") && out.contains("state version 0 -> 1"), "{out}");
+    assert!(out.contains("migrate from version 0 went through on"), "{out}");
+    let (ok, out) = check_upgrade(&savepoint, "counter_layouts.wasm", r#"config = { layout = "added" }"#);
+    assert!(ok, "{out}");
+    assert!(out.contains("added: map state `seen` (starts empty)"), "{out}");
+    let (ok, out) = check_upgrade(&savepoint, "counter_layouts.wasm", r#"config = { layout = "removed" }"#);
+    assert!(ok, "{out}");
+    assert!(out.contains("removed: value state `sum` is saved but no longer declared"), "{out}");
+}
+
+#[test]
+fn the_compatibility_check_refuses_a_changed_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let savepoint = stopped_savepoint(dir.path());
+    let (ok, out) = check_upgrade(&savepoint, "counter_layouts.wasm", r#"config = { layout = "kind-changed" }"#);
+    assert!(!ok, "{out}");
+    assert!(out.contains("operator `count`: INCOMPATIBLE"), "{out}");
+    assert!(out.contains("state `count` was a value state and is now a list state at the same state version"), "{out}");
+}
+
+#[test]
+fn the_compatibility_check_refuses_a_lower_state_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job(dir.path(), "counter_v2.wasm", 1, Some(2000));
+    let child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 100);
+    let stop = weir(&["stop", "job.toml", "--savepoint", "sp"], dir.path());
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    child.wait_with_output().unwrap();
+    let (ok, out) = check_upgrade(&dir.path().join("sp"), "counter_v1.wasm", "");
+    assert!(!ok, "{out}");
+    assert!(out.contains("the saved state is at version 1 but the component declares version 0"), "{out}");
+}
+
+#[test]
+fn the_compatibility_check_refuses_a_raised_version_without_a_working_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let savepoint = stopped_savepoint(dir.path());
+    let (ok, out) = check_upgrade(&savepoint, "counter_unmigrated.wasm", "");
+    assert!(!ok, "{out}");
+    assert!(out.contains("migrate from version 0 failed on saved key"), "{out}");
+    assert!(out.contains("STATE_VERSION is 2 but it does not implement migrate"), "{out}");
+    let (ok, out) = check_upgrade(&savepoint, "counter_bad_migration.wasm", "");
+    assert!(!ok, "{out}");
+    assert!(out.contains("this version cannot read state version 0"), "{out}");
+}
+
+#[test]
+fn a_live_upgrade_that_changes_a_state_kind_is_refused() {
+    // The running v1 keeps `count` as a value; the new component declares it a list at
+    // the same version: the swap is refused before any element reaches it.
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(2000));
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace(r#"component = "counter_v1.wasm""#, "component = \"counter_v1.wasm\"\nconfig = { layout = \"kind-changed\" }");
+    std::fs::write(&job, text).unwrap();
+    let child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 300);
+    let upgrade = weir(
+        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_LAYOUTS],
+        dir.path(),
+    );
+    assert!(!upgrade.status.success());
+    assert!(stderr(&upgrade).contains("state `count` was a value state and is now a list state"), "{}", stderr(&upgrade));
+    let run = child.wait_with_output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let lines = per_key(&dir.path().join("out.jsonl"));
+    assert!(lines.values().flatten().all(|l| l.0 == 1), "only v1 output");
+}

@@ -478,6 +478,15 @@ export function operator(FunctionClass) {
     },
     close() { guard(() => { ctx.inputTimestamp = undefined; fn.close(ctx); }); },
     stateVersion() { return FunctionClass.stateVersion || 0; },
-    migrate(fromVersion) { guard(() => fn.migrate && fn.migrate(fromVersion)); },
+    migrate(fromVersion) {
+      guard(() => {
+        // Called only when stateVersion is newer than the saved state's: a class that
+        // raises its stateVersion implements migrate (empty if the layout did not change).
+        if (!fn.migrate) {
+          throw new Error(`stateVersion is ${FunctionClass.stateVersion || 0} but migrate is not implemented for state at version ${fromVersion}`);
+        }
+        fn.migrate(fromVersion);
+      });
+    },
   };
 }

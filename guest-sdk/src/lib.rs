@@ -112,10 +112,17 @@ pub trait Operator: Default + 'static {
 
     /// Rewrites the current key's state, written by an operator whose
     /// [`Operator::STATE_VERSION`] was `from_version`, into this version's layout.
-    /// Called after `open`, once per restored key, before any element.
+    /// Called after `open`, once per restored key, before any element, and only when
+    /// `STATE_VERSION` is newer than the saved state's. An operator that raises its
+    /// `STATE_VERSION` implements it (returning `Ok(())` if the layout did not change):
+    /// left out, the upgrade or restore is refused.
     fn migrate(&mut self, from_version: u32, ctx: &mut Context) -> Result<()> {
-        let _ = (from_version, ctx);
-        Ok(())
+        let _ = ctx;
+        Err(format!(
+            "the operator's STATE_VERSION is {} but it does not implement migrate for state at version {from_version}",
+            Self::STATE_VERSION
+        )
+        .into())
     }
 
     /// Processes one element of the second input of a two-input operator (edges with
@@ -229,6 +236,7 @@ pub mod __private {
         config: Vec<(String, String)>,
     ) -> Result<(), String> {
         let mut ctx = Context::with_config(config);
+        crate::state::begin_open();
         let mut operator = O::default();
         operator.open(&mut ctx).map_err(|e| e.to_string())?;
         // The value states the operator holds now travel with every batch.

@@ -84,16 +84,65 @@ struct SharedValue {
 }
 
 thread_local! {
-    /// Value states created since the last `open`: loaded with batches at its end.
+    /// Value states created while the operator is made and opened: loaded with batches
+    /// at the end of `open`.
     static CREATED: RefCell<Vec<Weak<SharedValue>>> = const { RefCell::new(Vec::new()) };
+    /// Whether the operator is being made and opened (states created later, in a call,
+    /// are declared on first use and not registered).
+    static OPENING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The operator is about to be made and opened.
+pub(crate) fn begin_open() {
+    OPENING.set(true);
+}
+
+/// A list or map state handle that can be declared to the host.
+trait Declare {
+    fn declare(&self);
+}
+
+impl Declare for Lazy<raw::ListState> {
+    fn declare(&self) {
+        self.get(|name, ttl| raw::ListState::new(name, ttl));
+    }
+}
+
+impl Declare for Lazy<raw::MapState> {
+    fn declare(&self) {
+        self.get(|name, ttl| raw::MapState::new(name, ttl));
+    }
+}
+
+thread_local! {
+    /// List and map states created since the last `open`: declared at its end.
+    static CREATED_OTHER: RefCell<Vec<Weak<dyn Declare>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn created<H: 'static>(lazy: Lazy<H>) -> Rc<Lazy<H>>
+where
+    Lazy<H>: Declare,
+{
+    let shared = Rc::new(lazy);
+    if OPENING.get() {
+        let weak: Weak<dyn Declare> = Rc::downgrade(&shared) as Weak<dyn Declare>;
+        CREATED_OTHER.with_borrow_mut(|created| created.push(weak));
+    }
+    shared
 }
 
 /// Loads every value state created while the operator was made and opened, and still
-/// held by it, with the batches to come (`batch.load`).
+/// held by it, with the batches to come (`batch.load`); declares the list and map
+/// states created meanwhile, so that the host knows the operator's whole state layout
+/// once it has opened (`weir check --upgrade-from` compares it with a savepoint's).
 pub(crate) fn load_declared() {
+    OPENING.set(false);
     for shared in CREATED.take().iter().filter_map(Weak::upgrade) {
         let handle = shared.inner.get(|name, ttl| raw::ValueState::new(name, ttl));
         shared.loaded.set(Some(crate::bindings::weir::operator::batch::load(handle)));
+    }
+    for other in CREATED_OTHER.take().iter().filter_map(Weak::upgrade) {
+        other.declare();
     }
 }
 
@@ -110,7 +159,9 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
 
     fn with(inner: Lazy<raw::ValueState>) -> Self {
         let shared = Rc::new(SharedValue { inner, loaded: Cell::new(None) });
-        CREATED.with_borrow_mut(|created| created.push(Rc::downgrade(&shared)));
+        if OPENING.get() {
+            CREATED.with_borrow_mut(|created| created.push(Rc::downgrade(&shared)));
+        }
         ValueState { shared, _type: PhantomData }
     }
 
@@ -155,19 +206,19 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
 
 /// A list of `T` per key.
 pub struct ListState<T> {
-    inner: Lazy<raw::ListState>,
+    inner: Rc<Lazy<raw::ListState>>,
     _type: PhantomData<fn() -> T>,
 }
 
 impl<T: Serialize + DeserializeOwned> ListState<T> {
     /// A handle on the list state called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        ListState { inner: Lazy::new(name, None), _type: PhantomData }
+        ListState { inner: created(Lazy::new(name, None)), _type: PhantomData }
     }
 
     /// A handle on the list state called `name`, whose elements expire.
     pub fn with_ttl(name: impl Into<String>, ttl: StateTtl) -> Self {
-        ListState { inner: Lazy::new(name, Some(ttl)), _type: PhantomData }
+        ListState { inner: created(Lazy::new(name, Some(ttl))), _type: PhantomData }
     }
 
     fn raw(&self) -> &raw::ListState {
@@ -194,7 +245,7 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
 
 /// A map from `K` to `V` per key. Entries are ordered by the JSON encoding of `K`.
 pub struct MapState<K, V> {
-    inner: Lazy<raw::MapState>,
+    inner: Rc<Lazy<raw::MapState>>,
     _type: PhantomData<fn() -> (K, V)>,
 }
 
@@ -205,12 +256,12 @@ where
 {
     /// A handle on the map state called `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        MapState { inner: Lazy::new(name, None), _type: PhantomData }
+        MapState { inner: created(Lazy::new(name, None)), _type: PhantomData }
     }
 
     /// A handle on the map state called `name`, whose entries expire.
     pub fn with_ttl(name: impl Into<String>, ttl: StateTtl) -> Self {
-        MapState { inner: Lazy::new(name, Some(ttl)), _type: PhantomData }
+        MapState { inner: created(Lazy::new(name, Some(ttl))), _type: PhantomData }
     }
 
     fn raw(&self) -> &raw::MapState {

@@ -66,6 +66,11 @@ enum Command {
         /// As for `run`.
         #[arg(long = "plugin-dir", env = "WEIR_PLUGIN_PATH", value_delimiter = ':')]
         plugin_dirs: Vec<PathBuf>,
+        /// Also check that the job file's components can take over the state in this
+        /// savepoint (a running job's: `weir savepoint job.toml` first): states added,
+        /// removed or changed in kind, the state version, and `migrate` on a sample.
+        #[arg(long, value_name = "SAVEPOINT")]
+        upgrade_from: Option<PathBuf>,
     },
     /// Build a component from a Python (.py), JavaScript (.js) or C (.c) operator or
     /// window function, or a Rust guest crate (a directory), with that language's SDK.
@@ -367,11 +372,14 @@ fn main() -> ExitCode {
             };
             run(job, options, cluster)
         }
-        Command::Check { job, plugin_dirs } => {
+        Command::Check { job, plugin_dirs, upgrade_from } => {
             match Job::load(&job, &JobOptions { plugin_dirs, ..Default::default() }) {
                 Ok(job) => {
                     println!("job `{}` is valid", job.spec().name);
-                    ExitCode::SUCCESS
+                    match upgrade_from {
+                        Some(dir) => report(check_upgrade_from(&job, &dir)),
+                        None => ExitCode::SUCCESS,
+                    }
                 }
                 Err(error) => fail(&error),
             }
@@ -619,6 +627,31 @@ fn client(job: &Path, route: &str, body: &impl serde::Serialize) -> ExitCode {
             eprintln!("error: job `{}`: {error}", spec.name);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints whether each operator's component can take over its state in the savepoint
+/// at `dir`; an error when one cannot.
+fn check_upgrade_from(job: &Job, dir: &Path) -> Result<(), String> {
+    let savepoint = weir::savepoint::Savepoint::load(dir).map_err(|e| e.to_string())?;
+    let verdicts = weir::job::upgrades::check_upgrade_from(job, &savepoint)?;
+    let mut refused = Vec::new();
+    for (operator, findings) in &verdicts {
+        let verdict = if findings.iter().any(|f| f.refuses()) { "INCOMPATIBLE" } else { "compatible" };
+        println!("operator `{operator}`: {verdict}");
+        for finding in findings {
+            println!("  {finding}");
+        }
+        if findings.iter().any(|f| f.refuses()) {
+            refused.push(format!("`{operator}`"));
+        }
+    }
+    if verdicts.is_empty() {
+        println!("no operator of the job has state in {}", dir.display());
+    }
+    match refused.is_empty() {
+        true => Ok(()),
+        false => Err(format!("{} cannot take over the saved state (see above)", refused.join(", "))),
     }
 }
 

@@ -28,6 +28,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("counter-v1", "counter_v1"),
     ("counter-v2", "counter_v2"),
     ("counter-bad-migration", "counter_bad_migration"),
+    ("counter-layouts", "counter_layouts"),
+    ("counter-unmigrated", "counter_unmigrated"),
     ("conformance", "conformance"),
     ("window-average", "window_average"),
     ("window-count", "window_count"),

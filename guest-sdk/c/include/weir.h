@@ -728,7 +728,8 @@ static inline void weir__end_call(void) {
     }                                                                                                   \
     uint32_t exports_weir_operator_handler_state_version(void) { return weir__operator.state_version; } \
     bool exports_weir_operator_handler_migrate(uint32_t from_version, co_operator_string_t *err) {         \
-        if (!weir__operator.migrate) return true;                                                       \
+        if (!weir__operator.migrate)                                                                    \
+            return weir__result(weir_fail("state_version is raised but migrate is not implemented"), err); \
         weir__now.keyed = true;                                                                         \
         int rc = weir__operator.migrate(from_version);                                                  \
         weir__end_call();                                                                               \

@@ -430,8 +430,13 @@ class ProcessFunction:
     # this function's layout, and how to rewrite the current key's state from an older one.
     state_version = 0
 
+    # Called only when state_version is newer than the saved state's: a function that
+    # raises its state_version implements it (doing nothing if the layout did not
+    # change); left out, the upgrade or restore is refused.
     def migrate(self, from_version):
-        pass
+        raise NotImplementedError(
+            f"state_version is {self.state_version} but migrate is not implemented for state at version {from_version}"
+        )
 
     # Called at every checkpoint and savepoint (Flink's CheckpointedFunction
     # snapshotState): write what the function keeps in memory into operator state.

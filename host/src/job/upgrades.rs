@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::coordinator::{JobLifecycle, Staged};
+use crate::operator::OperatorLogic;
 use crate::plugin::Plugin;
 use crate::task::JobControl;
 
@@ -350,3 +351,81 @@ impl JobLifecycle for UpgradeLifecycle {
         self.upgrades.passed();
     }
 }
+
+/// The compatibility of every operator of `job` that has saved state in `savepoint` with
+/// the job file's component for it (see [`crate::savepoint::compat`]): its declared
+/// layout once it has opened over a sample of the saved state (a sixteenth of the key
+/// groups, or all of them for small state), and, when its state version is newer, `migrate` tried on up to
+/// [`MIGRATION_SAMPLE`] saved keys. Nothing runs and nothing is written.
+pub fn check_upgrade_from(
+    job: &super::Job,
+    savepoint: &crate::savepoint::Savepoint,
+) -> Result<Vec<(String, Vec<crate::savepoint::compat::Finding>)>, String> {
+    use crate::checkpoint::TaskState;
+    use crate::savepoint::compat::{Finding, StateLayout, compare};
+    let spec = job.spec();
+    let mut verdicts = Vec::new();
+    for op in &spec.operators {
+        let Some(plugin) = job.plugins.get(&op.uid) else { continue };
+        let saved = savepoint.manifest.tasks.iter().find_map(|(task, state)| match state {
+            TaskState::Operator { state_version, states, .. } if task.rsplit_once('#').is_some_and(|(u, _)| u == op.uid) => {
+                Some(StateLayout::new(*state_version, states))
+            }
+            _ => None,
+        });
+        let Some(mut saved) = saved else { continue };
+        let max = savepoint.manifest.max_parallelism;
+        // A sixteenth of the key groups, or all of them when that holds too few keys.
+        let mut restored = None;
+        for share in [max.min(16), 1] {
+            let sample = crate::keygroup::KeyGroupRange::for_subtask(0, max, share);
+            let read = savepoint.read_operator(&op.uid, sample).map_err(|e| e.to_string())?;
+            let enough = read.keys.len() >= MIGRATION_SAMPLE;
+            restored = Some(read);
+            if enough {
+                break;
+            }
+        }
+        let restored = restored.expect("read at least once");
+        for (k, _) in &restored.entries {
+            if let Some(d) = crate::state::key::decode(k).filter(|d| d.uid == op.uid) {
+                saved.states.insert((d.kind.to_string(), d.name.to_string()));
+            }
+        }
+        let info = crate::operator::OperatorInfo {
+            uid: op.uid.as_str().into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: max,
+            config: op.config_strings(),
+        };
+        let state = crate::state::KeyedState::new(&op.uid, Box::new(crate::state::MemoryBackend::from_entries(restored.entries)));
+        let ctx = crate::operator::OperatorContext::new(info, state, Default::default());
+        let failed = |what: &str, e: &dyn std::fmt::Display| format!("operator `{}`: {what}: {e}", op.uid);
+        let mut logic = plugin.instantiate(ctx, op.limits).map_err(|e| failed("instantiating the component", &e))?;
+        logic.open().map_err(|e| failed("opening the component", &e))?;
+        let version = logic.state_version().map_err(|e| failed("reading its state version", &e))?;
+        let new = StateLayout::new(version, &logic.context().state.declared());
+        let mut findings = compare(&saved, &new);
+        if version > saved.version {
+            let from = saved.version;
+            match crate::task::migration::Migration::start(&mut logic, from) {
+                Err(e) => findings.push(Finding::MigrationFailed { from, key: String::new(), error: e.to_string() }),
+                Ok(None) => {}
+                Ok(Some(mut migration)) => match migration.some(&mut logic, MIGRATION_SAMPLE) {
+                    Ok(_) => findings.push(Finding::Migrated { from, keys: migration.migrated() as usize }),
+                    Err(e) => findings.push(Finding::MigrationFailed {
+                        from,
+                        key: String::from_utf8_lossy(&e.key).into_owned(),
+                        error: e.failure.to_string(),
+                    }),
+                },
+            }
+        }
+        verdicts.push((op.uid.clone(), findings));
+    }
+    Ok(verdicts)
+}
+
+/// Saved keys `weir check --upgrade-from` migrates, at most, per operator.
+pub const MIGRATION_SAMPLE: usize = 100;

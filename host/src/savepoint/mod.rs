@@ -14,6 +14,8 @@
 //! <dir>/count#0/timers.ent
 //! ```
 
+pub mod compat;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 
 use super::snapshot::Capture;
 use super::*;
+use crate::savepoint::compat::{StateLayout, compare};
 
 impl OperatorTask {
     /// Swaps this subtask's component for `plugin` in place. The live state is captured
@@ -27,6 +28,7 @@ impl OperatorTask {
             Err(reason) => return decline(format!("capturing the in-place savepoint: {reason}")),
         };
         let from = capture.state_version();
+        let saved_layout = StateLayout::new(from, &self.logic.context().state.declared());
         let rollback_point = RollbackPoint::write(capture, id, task.clone(), coordinator.clone());
         let captured_in = started.elapsed();
         let placeholder = self.logic.context().placeholder();
@@ -50,8 +52,9 @@ impl OperatorTask {
         let swapped = self
             .logic
             .open()
-            .and_then(|()| Migration::start(self.logic.as_mut(), from))
             .map_err(|failure| failure.to_string())
+            .and_then(|()| self.check_layout(&saved_layout))
+            .and_then(|()| Migration::start(self.logic.as_mut(), from).map_err(|failure| failure.to_string()))
             .and_then(|mut migration| {
                 if let Some(m) = migration.as_mut() {
                     m.for_at_most(self.logic.as_mut(), UPGRADE_MIGRATION_BUDGET).map_err(|e| {
@@ -87,6 +90,34 @@ impl OperatorTask {
         self.previous = Some(previous);
         self.paused_since = Some(started);
         let _ = coordinator.send(CoordinatorMessage::Swapped { id, task });
+    }
+
+    /// Refuses a new instance (opened, over the live state) whose state layout cannot
+    /// take over `saved`, the old instance's (see [`crate::savepoint::compat`]). The
+    /// live registry of declared states holds the old instance's states too, so a state
+    /// that changed kind shows as a name declared with two kinds.
+    fn check_layout(&mut self, saved: &StateLayout) -> Result<(), String> {
+        let version = self.logic.state_version().map_err(|e| e.to_string())?;
+        let now = StateLayout::new(version, &self.logic.context().state.declared());
+        let new = StateLayout {
+            version,
+            states: now
+                .states
+                .iter()
+                .filter(|(kind, name)| {
+                    // Declared by the new instance: not in the old layout, or the old
+                    // layout's state under a name the new one declares otherwise too.
+                    !saved.states.contains(&(kind.clone(), name.clone()))
+                        || !now.states.iter().any(|(k, n)| n == name && k != kind)
+                })
+                .cloned()
+                .collect(),
+        };
+        let refused: Vec<String> = compare(saved, &new).iter().filter(|f| f.refuses()).map(ToString::to_string).collect();
+        match refused.is_empty() {
+            true => Ok(()),
+            false => Err(refused.join("; ")),
+        }
     }
 
     /// Serves the coordinator's commands: components installed for an upgrade, and the
