@@ -14,6 +14,7 @@ import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.java.tuple.Tuple2;
+import org.apache.flink.configuration.CheckpointingOptions;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.configuration.StateBackendOptions;
 import org.apache.flink.core.execution.JobClient;
@@ -49,9 +50,13 @@ public class UpgradeRestart {
     }
   }
 
-  static JobClient start(long keys, String backend, String restoreFrom) throws Exception {
+  static JobClient start(long keys, String backend, String dir, String restoreFrom) throws Exception {
     Configuration conf = new Configuration();
     conf.set(StateBackendOptions.STATE_BACKEND, backend);
+    // Checkpoints and savepoints in files, as in production (the JobManager's memory
+    // takes 5 MB at most).
+    conf.set(CheckpointingOptions.CHECKPOINT_STORAGE, "filesystem");
+    conf.set(CheckpointingOptions.CHECKPOINTS_DIRECTORY, dir + "/checkpoints");
     if (restoreFrom != null) {
       conf.setString("execution.state-recovery.path", restoreFrom);
     }
@@ -83,15 +88,15 @@ public class UpgradeRestart {
     long keys = Long.parseLong(args[0]);
     String backend = args[1];
     String dir = args[2];
-    JobClient first = start(keys, backend, null);
+    JobClient first = start(keys, backend, dir, null);
     // State for (nearly) every key: events until four per key on average.
     while (SEEN.get() < keys * 4) {
       Thread.sleep(100);
     }
     long t0 = System.nanoTime();
-    String savepoint = first.stopWithSavepoint(false, dir, SavepointFormatType.CANONICAL).get();
+    String savepoint = first.stopWithSavepoint(false, dir + "/savepoints", SavepointFormatType.CANONICAL).get();
     long t1 = System.nanoTime();
-    JobClient second = start(keys, backend, savepoint);
+    JobClient second = start(keys, backend, dir, savepoint);
     while (FIRST.get() == 0) {
       Thread.sleep(1);
     }
