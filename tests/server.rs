@@ -841,8 +841,13 @@ fn the_dashboards_buttons_upgrade_an_operator_and_take_a_savepoint() {
     page.eval(&format!("{select}.value = '{second}'; document.querySelector('#job-{jid} button.upgrade').click(); true"));
     let status = format!("document.getElementById('op-{jid}').textContent");
     page.wait_for(&format!("{status}.startsWith('upgraded count')"));
+    // The upgrade history: on probation, until the savepoint (which commits) passes it.
+    let history = format!("(document.querySelector('#job-{jid} .upgrades li') || {{ textContent: '' }}).textContent");
+    page.wait_for(&format!("{history}.startsWith('#1 count: counter_v1.wasm → counter_v2.wasm by weir serve')"));
+    page.wait_for(&format!("{history}.includes('on probation until')"));
     page.eval(&format!("document.querySelector('#job-{jid} button.savepoint').click(); true"));
     page.wait_for(&format!("{status}.startsWith('savepoint at ')"));
+    page.wait_for(&format!("{history}.endsWith(': done')"));
     let location = page.eval(&status).as_str().unwrap().trim_start_matches("savepoint at ").to_string();
     assert!(Path::new(&location).join("_savepoint").is_file(), "{location}");
 

@@ -703,28 +703,33 @@ fn history(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join(".weir/counting/upgrades.json")).unwrap()).unwrap()
 }
 
-#[test]
-fn an_upgrade_that_fails_on_probation_rolls_back_and_repeats_nothing() {
-    // v2 traps when a key's count reaches 150, about 2 s after the upgrade (each key
-    // gets 50 events a second). On probation, the job rolls back to the upgrade's
-    // in-place savepoint with v1: the output equals a run that never upgraded, since
-    // nothing v2 wrote was committed, and the history says why.
+/// Runs [`probation_job`] at `parallelism`, upgrades it live to v2 trapping at count 150
+/// (about 2 s later: each key gets 50 events a second) with `flags`, and waits for the
+/// end: the job rolled back, and its output equals a run that never upgraded. Returns
+/// the job's directory and log.
+fn trapping_upgrade_rolls_back(parallelism: u32, flags: &[&str]) -> (tempfile::TempDir, String) {
     let reference = tempfile::tempdir().unwrap();
     let reference = v1_reference(reference.path());
     let dir = tempfile::tempdir().unwrap();
-    let job = probation_job(dir.path(), 150, 2);
+    let job = probation_job(dir.path(), 150, parallelism);
     let child = start(&job, &["--log=weir=info"]);
     wait_running(dir.path(), "out.jsonl", 1000);
-    let upgrade = weir(
-        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--probation", "30s"],
-        dir.path(),
-    );
+    let upgrade = ["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--probation", "30s"];
+    let upgrade = weir(&[&upgrade[..], flags].concat(), dir.path());
     assert!(upgrade.status.success(), "{}", stderr(&upgrade));
     let run = child.wait_with_output().unwrap();
     let log = stderr(&run);
     assert!(run.status.success(), "{log}");
     assert!(log.contains("rolling the upgrade back"), "{log}");
     assert_eq!(per_key(&dir.path().join("out.jsonl")), per_key(&reference), "the output of a job that never upgraded");
+    (dir, log)
+}
+
+#[test]
+fn an_upgrade_that_fails_on_probation_rolls_back_and_repeats_nothing() {
+    // On probation, the trap rolls the job back to the upgrade's in-place savepoint with
+    // v1: nothing v2 wrote was committed, and the history says why.
+    let (dir, _) = trapping_upgrade_rolls_back(2, &[]);
     let history = history(dir.path());
     let outcome = &history["upgrades"][0]["outcome"];
     assert_eq!(outcome["state"], "rolled_back", "{history}");
@@ -805,24 +810,9 @@ fn a_canary_that_traps_is_rolled_back_and_repeats_nothing() {
     // Parallelism 4, a 25% canary: one subtask runs v2 (which traps at count 150) while
     // three run v1. The trap rolls every subtask back to the upgrade's rollback point
     // with v1; the output equals a run that never upgraded.
-    let reference = tempfile::tempdir().unwrap();
-    let reference = v1_reference(reference.path());
-    let dir = tempfile::tempdir().unwrap();
-    let job = probation_job(dir.path(), 150, 4);
-    let child = start(&job, &["--log=weir=info"]);
-    wait_running(dir.path(), "out.jsonl", 1000);
-    let upgrade = weir(
-        &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--canary", "25%", "--probation", "30s"],
-        dir.path(),
-    );
-    assert!(upgrade.status.success(), "{}", stderr(&upgrade));
-    let run = child.wait_with_output().unwrap();
-    let log = stderr(&run);
-    assert!(run.status.success(), "{log}");
-    assert!(log.contains("rolling the upgrade back"), "{log}");
+    let (dir, log) = trapping_upgrade_rolls_back(4, &["--canary", "25%"]);
     let swaps = log.lines().filter(|l| l.contains("swapped component")).count();
     assert_eq!(swaps, 1, "only the canary's subtask runs v2: {log}");
-    assert_eq!(per_key(&dir.path().join("out.jsonl")), per_key(&reference), "the output of a job that never upgraded");
     let history = history(dir.path());
     let record = &history["upgrades"][0];
     assert_eq!(record["canary"], serde_json::json!({ "subtasks": 1, "of": 4, "proceeded": false }), "{history}");
@@ -955,4 +945,46 @@ fn a_live_upgrade_that_changes_a_state_kind_is_refused() {
     assert!(run.status.success(), "{}", stderr(&run));
     let lines = per_key(&dir.path().join("out.jsonl"));
     assert!(lines.values().flatten().all(|l| l.0 == 1), "only v1 output");
+}
+
+#[test]
+fn to_previous_goes_back_one_version_when_the_state_allows() {
+    // v1 -> counter_layouts (same state version, one state added) -> back with
+    // --to-previous: v1 runs again. Then v1 -> v2 (state version 1): going back is
+    // refused, since v1 cannot read version 1 and no migrate in reverse exists.
+    let dir = tempfile::tempdir().unwrap();
+    let job = counting_job(dir.path(), "counter_v1.wasm", 2, Some(1000));
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace(r#"component = "counter_v1.wasm""#, "component = \"counter_v1.wasm\"\nconfig = { layout = \"added\" }");
+    std::fs::write(&job, text).unwrap();
+    let child = start(&job, &[]);
+    wait_running(dir.path(), "out.jsonl", 300);
+    let upgrade = |args: &[&str]| {
+        let output = weir(&[&["upgrade", "job.toml", "--operator", "count", "--probation", "0"], args].concat(), dir.path());
+        (output.status.success(), stderr(&output))
+    };
+    let (ok, err) = upgrade(&["--component", guests::COUNTER_LAYOUTS]);
+    assert!(ok, "{err}");
+    let (ok, err) = upgrade(&["--to-previous"]);
+    assert!(ok, "{err}");
+    let (ok, err) = upgrade(&["--component", guests::COUNTER_V2]);
+    assert!(ok, "{err}");
+    let (ok, err) = upgrade(&["--to-previous"]);
+    assert!(!ok);
+    assert!(err.contains("the saved state is at version 1 but the component declares version 0"), "{err}");
+    let run = child.wait_with_output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let history = history(dir.path());
+    let steps: Vec<(String, String)> = history["upgrades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            let name = |c: &serde_json::Value| c["path"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            (name(&u["from"]), name(&u["to"]))
+        })
+        .collect();
+    let expected = [("counter_v1.wasm", "counter_layouts.wasm"), ("counter_layouts.wasm", "counter_v1.wasm"), ("counter_v1.wasm", "counter_v2.wasm")];
+    assert_eq!(steps, expected.map(|(a, b)| (a.to_string(), b.to_string())), "{history}");
 }

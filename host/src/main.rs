@@ -157,8 +157,13 @@ enum Command {
         #[arg(long)]
         operator: String,
         /// The new component.
-        #[arg(long)]
-        component: PathBuf,
+        #[arg(long, required_unless_present = "to_previous")]
+        component: Option<PathBuf>,
+        /// Go back to the component the operator ran before its last upgrade (a live
+        /// upgrade to it: state written since must be readable by it, or it needs its
+        /// own migrate).
+        #[arg(long, conflicts_with = "component")]
+        to_previous: bool,
         /// How long the new component stays on probation (`90s`, `2m`, `0` for none):
         /// a failure meanwhile rolls the job back to the old component and its state,
         /// and exactly-once sinks publish the probation's output only once it passes.
@@ -441,9 +446,10 @@ fn main() -> ExitCode {
             let body = StopBody { savepoint: savepoint.map(|d| absolute(&d)) };
             client(&job, "/stop", &body)
         }
-        Command::Upgrade { job, operator, component, probation, canary } => {
+        Command::Upgrade { job, operator, component, to_previous, probation, canary } => {
             let probation_ms = Some(probation.as_millis() as u64);
-            let body = UpgradeBody { operator, component: absolute(&component), probation_ms, canary };
+            let component = component.map(|c| absolute(&c)).unwrap_or_default();
+            let body = UpgradeBody { operator, component, to_previous, probation_ms, canary };
             client(&job, "/upgrade", &body)
         }
     }

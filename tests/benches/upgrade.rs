@@ -139,6 +139,7 @@ fn main() {
             let upgrade = UpgradeBody {
                 operator: "count".into(),
                 component: Path::new(weir_test_guests::COUNTER_V2).into(),
+                to_previous: false,
                 probation_ms: Some(0),
                 canary: None,
             };

@@ -74,7 +74,12 @@ pub struct StopBody {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UpgradeBody {
     pub operator: String,
+    /// The new component (empty with `to_previous`).
+    #[serde(default)]
     pub component: PathBuf,
+    /// Go back to the component the operator ran before its last upgrade that stayed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub to_previous: bool,
     /// How long the upgrade stays on probation, in ms (see `docs/upgrades.md`); 60 000
     /// when absent, 0 for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,7 +175,16 @@ async fn history(State(api): State<Api>) -> Json<serde_json::Value> {
 }
 
 async fn upgrade(State(api): State<Api>, Json(body): Json<UpgradeBody>) -> Reply {
-    let path = api.resolve(&body.component);
+    let previous = body.to_previous.then(|| api.upgrades.previous(&body.operator));
+    let digest = previous.as_ref().and_then(|p| p.as_ref().map(|c| c.digest.clone()));
+    let path = match previous {
+        None => api.resolve(&body.component),
+        Some(Some(previous)) => previous.path,
+        Some(None) => {
+            let message = format!("the history has no upgrade of `{}` to go back from", body.operator);
+            return failed(StatusCode::BAD_REQUEST, message);
+        }
+    };
     // Compile and check the new component before touching the job: a component that
     // does not load or validate is refused and the old one keeps running.
     let runtime = api.runtime.clone();
@@ -180,6 +194,10 @@ async fn upgrade(State(api): State<Api>, Json(body): Json<UpgradeBody>) -> Reply
         Ok(Err(e)) => return failed(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => return failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    if let Some(digest) = digest.filter(|d| d != plugin.digest()) {
+        let message = format!("the previous component {} has changed since it ran (its digest was {digest})", plugin.path().display());
+        return failed(StatusCode::BAD_REQUEST, message);
+    }
     let dir = api.savepoints.join(format!("upgrade-{}-{}", body.operator, crate::clock::now_ms()));
     let operator = body.operator;
     let probation = body.probation_ms.map_or(crate::checkpoint::coordinator::DEFAULT_PROBATION, std::time::Duration::from_millis);

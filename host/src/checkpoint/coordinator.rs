@@ -643,6 +643,22 @@ impl Coordinator {
         let swapped = pending.paused.is_some();
         if let BarrierKind::Upgrade { operator, .. } = &pending.kind {
             self.upgrade_done(operator, &pending, swapped);
+            let total = self.operator_tasks.get(&**operator).map_or(0, Vec::len);
+            match pending.upgrade.as_ref().filter(|u| swapped && !u.proceeding) {
+                // A canary without its rollback point: the operator cannot stay half
+                // upgraded, and the job fails back to its last checkpoint, taken before
+                // the upgrade (nothing since was committed).
+                Some(upgrade) if upgrade.subtasks.len() < total => {
+                    self.control.fail_checkpointing(format!("a canary upgrade lost its rollback point: {reason}"));
+                }
+                // The new component stays, without a rollback point: no probation.
+                Some(upgrade) => {
+                    let dir = pending.kind.savepoint_dir().cloned().unwrap_or_default();
+                    let (pause, swapped) = (pending.paused.unwrap_or_default(), (total, total));
+                    self.control.upgraded(operator, &upgrade.component, &dir, pause, Duration::ZERO, swapped, upgrade.by.clone());
+                }
+                None => {}
+            }
             if pending.upgrade.as_ref().is_some_and(|u| u.proceeding) && !swapped {
                 // The canary's subtasks run the new version, the others cannot: the job
                 // fails on probation, which rolls the whole upgrade back.

@@ -141,6 +141,14 @@ impl Upgrades {
         self.lock().live.get(operator).cloned()
     }
 
+    /// The component `operator` ran before its newest upgrade that stayed (for
+    /// `weir upgrade --to-previous`).
+    pub fn previous(&self, operator: &str) -> Option<ComponentRef> {
+        let inner = self.lock();
+        let last = inner.history.upgrades.iter().rev().find(|r| r.operator == operator && r.outcome == Outcome::Done)?;
+        Some(last.from.clone())
+    }
+
     /// Whether an upgrade is on probation; refuses another upgrade meanwhile.
     pub fn check_can_upgrade(&self) -> Result<(), String> {
         let inner = self.lock();
