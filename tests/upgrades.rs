@@ -786,7 +786,7 @@ fn an_upgrade_that_passes_probation_stays_across_restarts() {
         dir.path(),
     );
     assert!(upgrade.status.success(), "{}", stderr(&upgrade));
-    for _ in 0..200 {
+    for _ in 0..1000 {
         if history(dir.path())["upgrades"][0]["outcome"]["state"] == "done" {
             break;
         }

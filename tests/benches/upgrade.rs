@@ -2,7 +2,7 @@
 //! state for N keys from a generator; then a live upgrade to `counter_v2.wasm` (which
 //! migrates every key) runs through the control API. Reported: the pause the upgraded
 //! operator sees (from its last element into the old component to its first into the
-//! new one: capture, instantiation, the first 20 ms of migration, the sources reading
+//! new one: capture, instantiation, the first 5 ms of migration, the sources reading
 //! on and the first records reaching it), when the rollback point (the in-place savepoint, written in the
 //! background) was complete, and when the lazy migration finished. Then a stop with
 //! savepoint, and a restore from it, give savepoint write and restore rates.
@@ -117,7 +117,7 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
-    println!("live upgrade counter v1 → v2 (which migrates every key: 20 ms at the swap, the rest lazily), then stop with savepoint and restore");
+    println!("live upgrade counter v1 → v2 (which migrates every key: 5 ms at the swap, the rest lazily), then stop with savepoint and restore");
     println!(
         "{:<8} {:>9} {:>14} {:>16} {:>14} {:>12} {:>12} {:>14}",
         "backend", "keys", "swap pause ms", "rollback pt ms", "migrated s", "savepoint MB", "write MB/s", "restore MB/s"

@@ -167,8 +167,9 @@ const RUN_TARGET: Duration = Duration::from_millis(10);
 /// How long a back-pressured task waits for room before looking at barriers again.
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(5);
 /// How long an upgrade (or a restore from a savepoint) migrates keys before going on;
-/// the rest migrate lazily.
-const UPGRADE_MIGRATION_BUDGET: Duration = Duration::from_millis(20);
+/// the rest migrate lazily. The first slice (64 keys) always runs, so a `migrate` that
+/// fails is caught here whatever the budget; more only lengthens the pause.
+const UPGRADE_MIGRATION_BUDGET: Duration = Duration::from_millis(5);
 /// Every this many elements, the TTL sweep looks at [`SWEEP_BUDGET`] more state entries.
 const SWEEP_EVERY: u64 = 256;
 /// How often an operator task publishes its watermark, state size and timer count.
