@@ -335,6 +335,8 @@ impl Job {
                 savepoint = Some(self.roll_back(&rollback, storage.as_ref())?);
                 restore = None;
             }
+        } else {
+            self.upgrades.started_afresh();
         }
         let (requests, requests_rx) = self.requests.clone();
         let _server = match self.options.control {

@@ -149,19 +149,6 @@ impl Upgrades {
         Some(last.from.clone())
     }
 
-    /// Whether an upgrade is on probation; refuses another upgrade meanwhile.
-    pub fn check_can_upgrade(&self) -> Result<(), String> {
-        let inner = self.lock();
-        match inner.probation {
-            Some((index, until)) => Err(format!(
-                "the upgrade of `{}` is on probation for {} s more; upgrade again after it",
-                inner.history.upgrades[index].operator,
-                until.saturating_duration_since(Instant::now()).as_secs() + 1
-            )),
-            None => Ok(()),
-        }
-    }
-
     /// After a restore from a checkpoint: the live components of earlier runs. An
     /// upgrade that passed its probation stays, as long as the job file still names the
     /// component it replaced (a job file that names another one wins); one whose process
@@ -209,6 +196,23 @@ impl Upgrades {
         }
         self.save(&inner);
         Ok(Some(Rollback { operator: record.operator, savepoint: record.savepoint, reason }))
+    }
+
+    /// The job starts afresh or from a savepoint, with the job file's components: an
+    /// upgrade a process left on probation did not stay.
+    pub fn started_afresh(&self) {
+        let mut inner = self.lock();
+        let mut changed = false;
+        for record in &mut inner.history.upgrades {
+            if matches!(record.outcome, Outcome::Probation { .. }) {
+                let reason = "the process ended on probation, and the job started again without its checkpoints".into();
+                record.outcome = Outcome::RolledBack { reason };
+                changed = true;
+            }
+        }
+        if changed {
+            self.save(&inner);
+        }
     }
 
     /// An upgrade completed: `component` runs `operator` now, on probation for
@@ -437,3 +441,56 @@ pub fn check_upgrade_from(
 
 /// Saved keys `weir check --upgrade-from` migrates, at most, per operator.
 pub const MIGRATION_SAMPLE: usize = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(path: &Path) -> Result<Plugin, String> {
+        crate::plugin::Runtime::new().map_err(|e| e.to_string())?.load(path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_history_follows_probation_rollback_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v1, v2) = (load(Path::new(weir_test_guests::COUNTER_V1)).unwrap(), load(Path::new(weir_test_guests::COUNTER_V2)).unwrap());
+        let (v1_ref, v2) = (ComponentRef::of(&v1), Arc::new(v2));
+        let job_file: BTreeMap<String, ComponentRef> = [("count".to_string(), v1_ref.clone())].into();
+        let second = Duration::from_secs(1);
+
+        // On probation: a failure rolls back to the job file's component.
+        let upgrades = Upgrades::open(dir.path()).unwrap();
+        upgrades.completed("count", v1_ref.clone(), v2.clone(), Path::new("sp1"), second, second, (2, 2), None);
+        assert!(upgrades.live("count").is_some());
+        let rollback = upgrades.failed("a trap").expect("on probation");
+        assert_eq!((rollback.operator.as_str(), rollback.savepoint.as_path()), ("count", Path::new("sp1")));
+        assert!(upgrades.live("count").is_none() && upgrades.failed("again").is_none());
+
+        // Passed: the new component stays, also for a new process restoring a checkpoint.
+        upgrades.completed("count", v1_ref.clone(), v2.clone(), Path::new("sp2"), second, second, (2, 2), Some("me".into()));
+        upgrades.passed();
+        let reopened = Upgrades::open(dir.path()).unwrap();
+        let outcomes: Vec<Outcome> = reopened.history().into_iter().map(|r| r.outcome).collect();
+        assert!(matches!(&outcomes[..], [Outcome::RolledBack { reason }, Outcome::Done] if reason.contains("a trap")), "{outcomes:?}");
+        assert_eq!(reopened.resume(&job_file, load).unwrap().map(|r| r.savepoint), None);
+        assert_eq!(reopened.live("count").map(|p| p.digest().to_string()), Some(v2.digest().to_string()));
+        assert_eq!(reopened.previous("count"), Some(v1_ref.clone()));
+        // A job file that names another component wins.
+        let other: BTreeMap<String, ComponentRef> = [("count".to_string(), ComponentRef::of(&v2))].into();
+        let fresh = Upgrades::open(dir.path()).unwrap();
+        fresh.resume(&other, load).unwrap();
+        assert!(fresh.live("count").is_none());
+
+        // A process that ended on probation: the next start rolls back, or, starting
+        // afresh, records that the upgrade did not stay.
+        reopened.completed("count", ComponentRef::of(&v2), Arc::new(load(Path::new(weir_test_guests::COUNTER_V1)).unwrap()), Path::new("sp3"), second, second, (2, 2), None);
+        let after_crash = Upgrades::open(dir.path()).unwrap();
+        let rollback = after_crash.resume(&job_file, load).unwrap().expect("rolled back at restart");
+        assert_eq!(rollback.savepoint, Path::new("sp3"));
+        assert_eq!(after_crash.live("count").map(|p| p.digest().to_string()), Some(v2.digest().to_string()), "back to v2");
+        after_crash.completed("count", ComponentRef::of(&v2), v2.clone(), Path::new("sp4"), second, second, (2, 2), None);
+        let afresh = Upgrades::open(dir.path()).unwrap();
+        afresh.started_afresh();
+        assert!(matches!(afresh.history().last().unwrap().outcome, Outcome::RolledBack { .. }));
+    }
+}
