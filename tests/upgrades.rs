@@ -75,9 +75,10 @@ fn start(job: &Path, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-/// Waits until the job's control API is up and its output has some lines.
+/// Waits until the job's control API is up and its output has some lines (a minute at
+/// most: the tests of this file run side by side on two cores).
 fn wait_running(dir: &Path, output: &str, lines: usize) {
-    for _ in 0..1000 {
+    for _ in 0..12_000 {
         let ready = dir.join(".weir/counting/control.addr").exists()
             || dir.join(format!(".weir/{}/control.addr", "tumbling-count")).exists();
         let written = std::fs::read_to_string(dir.join(output)).map_or(0, |t| t.lines().count());
