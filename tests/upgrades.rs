@@ -680,9 +680,15 @@ fn a_crash_while_the_rollback_point_is_written_restores_exactly() {
 }
 
 /// A v1 counting job with checkpoints whose operator config sets v2's `trap_at`.
+/// At 500 events a second (25 per key) its 6 000 events last 12 s: long enough for a
+/// test to upgrade it after its first 1 000 lines, even on a loaded machine.
 fn probation_job(dir: &Path, trap_at: u64, parallelism: u32) -> PathBuf {
+    probation_job_at(dir, trap_at, parallelism, Some(500))
+}
+
+fn probation_job_at(dir: &Path, trap_at: u64, parallelism: u32, rate: Option<u32>) -> PathBuf {
     let settings = r#"checkpoint = { interval_ms = 100, dir = "checkpoints" }"#;
-    let job = counting_job_with(dir, "counter_v1.wasm", parallelism, Some(1000), 20, 6000, settings);
+    let job = counting_job_with(dir, "counter_v1.wasm", parallelism, rate, 20, 6000, settings);
     let text = std::fs::read_to_string(&job).unwrap().replace(
         r#"component = "counter_v1.wasm""#,
         &format!("component = \"counter_v1.wasm\"\nconfig = {{ trap_at = \"{trap_at}\" }}"),
@@ -693,7 +699,7 @@ fn probation_job(dir: &Path, trap_at: u64, parallelism: u32) -> PathBuf {
 
 /// Runs [`probation_job`] with v1 only: what a job that never upgraded writes.
 fn v1_reference(dir: &Path) -> PathBuf {
-    let job = probation_job(dir, 0, 2);
+    let job = probation_job_at(dir, 0, 2, None);
     let output = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR], dir);
     assert!(output.status.success(), "{}", stderr(&output));
     dir.join("out.jsonl")
@@ -705,7 +711,7 @@ fn history(dir: &Path) -> serde_json::Value {
 }
 
 /// Runs [`probation_job`] at `parallelism`, upgrades it live to v2 trapping at count 150
-/// (about 2 s later: each key gets 50 events a second) with `flags`, and waits for the
+/// (about 4 s later: each key gets 25 events a second) with `flags`, and waits for the
 /// end: the job rolled back, and its output equals a run that never upgraded. Returns
 /// the job's directory and log.
 fn trapping_upgrade_rolls_back(parallelism: u32, flags: &[&str]) -> (tempfile::TempDir, String) {
@@ -760,9 +766,11 @@ fn a_crash_on_probation_rolls_back_at_restart() {
     std::thread::sleep(Duration::from_millis(700)); // v2 runs, checkpoints complete, commits are held
     let visible = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
     assert!(!visible.contains(r#""v":2"#), "v2's output was published on probation");
+    assert!(child.try_wait().unwrap().is_none(), "the input ended before the kill: slow the job down");
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(history(dir.path())["upgrades"][0]["outcome"]["state"], "probation");
+    let job = probation_job_at(dir.path(), 0, 2, None);
     let resumed = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--log=weir=info"], dir.path());
     let log = stderr(&resumed);
     assert!(resumed.status.success(), "{log}");
@@ -779,7 +787,7 @@ fn an_upgrade_that_passes_probation_stays_across_restarts() {
     let reference = v2_only(reference.path());
     let dir = tempfile::tempdir().unwrap();
     let settings = r#"checkpoint = { interval_ms = 100, dir = "checkpoints" }"#;
-    let job = counting_job_with(dir.path(), "counter_v1.wasm", 2, Some(1000), 20, 6000, settings);
+    let job = counting_job_with(dir.path(), "counter_v1.wasm", 2, Some(500), 20, 6000, settings);
     let mut child = start(&job, &["--log=weir=info"]);
     wait_running(dir.path(), "out.jsonl", 1000);
     let upgrade = weir(
@@ -794,11 +802,19 @@ fn an_upgrade_that_passes_probation_stays_across_restarts() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(history(dir.path())["upgrades"][0]["outcome"]["state"], "done");
-    std::thread::sleep(Duration::from_millis(300));
-    let visible = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
-    assert!(visible.contains(r#""v":2"#), "v2's output is published once the probation passed");
+    // v2's output is published once the probation passed (at the next commit).
+    let published = || std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().contains(r#""v":2"#);
+    for _ in 0..1000 {
+        if published() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(published(), "v2's output is published once the probation passed");
+    assert!(child.try_wait().unwrap().is_none(), "the input ended before the kill: slow the job down");
     child.kill().unwrap();
     child.wait().unwrap();
+    let job = counting_job_with(dir.path(), "counter_v1.wasm", 2, None, 20, 6000, settings);
     let resumed = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--log=weir=info"], dir.path());
     let log = stderr(&resumed);
     assert!(resumed.status.success(), "{log}");
