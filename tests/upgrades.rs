@@ -558,6 +558,25 @@ fn a_live_upgrade_migrates_keys_lazily_on_first_access() {
     assert!(v2_lines > 0, "v2 took over");
 }
 
+/// SIGKILLs `job` once a completed checkpoint in `dir` holds a migration of `count#0` in
+/// progress; fails if none did before the job ended.
+fn kill_mid_migration(mut job: Child, dir: &Path) {
+    let in_progress = || {
+        std::fs::read_dir(dir.join("checkpoints")).into_iter().flatten().flatten().any(|e| {
+            e.path().join("_metadata").exists() && e.path().join("count#0/migration.ent").exists()
+        })
+    };
+    for _ in 0..2000 {
+        if in_progress() || job.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = job.kill();
+    let job = job.wait_with_output().unwrap();
+    assert!(in_progress(), "no checkpoint during the migration: {}", stderr(&job));
+}
+
 #[test]
 fn a_lazy_migration_in_progress_survives_a_crash() {
     // v1 stops with a savepoint of 30 000 keys; v2 restores it and migrates lazily,
@@ -575,22 +594,8 @@ fn a_lazy_migration_in_progress_survives_a_crash() {
     child.wait_with_output().unwrap();
     let settings = r#"checkpoint = { interval_ms = 50, dir = "checkpoints" }"#;
     let job = counting_job_with(dir.path(), "counter_v2.wasm", 1, Some(300), keys, count, settings);
-    let mut first = start(&job, &["--from-savepoint", "sp", "--log=weir=info"]);
-    // Killed once a checkpoint holds keys still to migrate.
-    let in_progress = |dir: &Path| {
-        std::fs::read_dir(dir.join("checkpoints")).into_iter().flatten().flatten().any(|e| {
-            e.path().join("_metadata").exists() && e.path().join("count#0/migration.ent").exists()
-        })
-    };
-    for _ in 0..2000 {
-        if in_progress(dir.path()) || first.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = first.kill(); // SIGKILL, mid-migration
-    let first = first.wait_with_output().unwrap();
-    assert!(in_progress(dir.path()), "no checkpoint during the migration: {}", stderr(&first));
+    let first = start(&job, &["--from-savepoint", "sp", "--log=weir=info"]);
+    kill_mid_migration(first, dir.path()); // SIGKILL, with keys still to migrate
     // The rest at full speed.
     let job = counting_job_with(dir.path(), "counter_v2.wasm", 1, None, keys, count, settings);
     let resumed = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--log=weir=info"], dir.path());
@@ -1020,27 +1025,14 @@ fn a_crash_during_a_live_upgrades_background_migration_restores_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let settings = r#"checkpoint = { interval_ms = 50, dir = "checkpoints" }"#;
     let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(10_000), keys, count, settings);
-    let mut first = start(&job, &[]);
+    let first = start(&job, &[]);
     wait_running(dir.path(), "out.jsonl", 30_000);
     let upgrade = weir(
         &["upgrade", "job.toml", "--operator", "count", "--component", guests::COUNTER_V2, "--probation", "0"],
         dir.path(),
     );
     assert!(upgrade.status.success(), "{}", stderr(&upgrade));
-    let in_progress = |dir: &Path| {
-        std::fs::read_dir(dir.join("checkpoints")).into_iter().flatten().flatten().any(|e| {
-            e.path().join("_metadata").exists() && e.path().join("count#0/migration.ent").exists()
-        })
-    };
-    for _ in 0..2000 {
-        if in_progress(dir.path()) || first.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let _ = first.kill(); // SIGKILL, mid-migration
-    let first = first.wait_with_output().unwrap();
-    assert!(in_progress(dir.path()), "no checkpoint during the migration: {}", stderr(&first));
+    kill_mid_migration(first, dir.path());
     let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, None, keys, count, settings);
     let resumed = weir(&["run", job.to_str().unwrap(), "--plugin-dir", guests::GUEST_DIR, "--log=weir=info"], dir.path());
     let log = stderr(&resumed);

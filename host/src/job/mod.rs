@@ -747,7 +747,7 @@ impl Job {
             }
             let mut migration = None;
             if let (Some(checkpoint), Some(TaskState::Operator { migration: Some(pending), .. })) = (checkpoint, saved) {
-                migration = resume_migration(&ctx, &checkpoint.path(&pending.keys), pending).map_err(error)?;
+                migration = Migration::from_checkpoint(&ctx, &checkpoint.path(&pending.keys), pending).map_err(error)?;
                 tracing::info!(task, from = pending.from, "resuming a state migration");
             }
             if let (Some(checkpoint), Some(TaskState::Operator { watermark, timers, .. })) = (checkpoint, saved) {
@@ -1068,24 +1068,4 @@ fn restore_operator_state(
         return Ok(Default::default());
     }
     crate::state::operator::OperatorState::restore(old, subtask, parallelism).map_err(|e| e.to_string())
-}
-
-/// A state migration a checkpoint left in progress: its keys file (`keys`) read back,
-/// as its cursor says (or, from checkpoints written before there was one, the keys still
-/// to migrate).
-fn resume_migration(
-    ctx: &OperatorContext,
-    keys: &std::path::Path,
-    pending: &crate::checkpoint::PendingMigration,
-) -> Result<Option<Migration>, String> {
-    let mut entries = Vec::new();
-    crate::state::snapshot::read_entries(keys, |key, _| entries.push(key))?;
-    let resumed = match &pending.cursor {
-        Some(cursor) => Migration::resumed(
-            ctx,
-            crate::task::migration::MigrationProgress { from: pending.from, cursor: cursor.clone(), seen: entries },
-        ),
-        None => Migration::resumed_from_list(ctx, pending.from, entries),
-    };
-    resumed.map_err(|e| format!("resuming a state migration: {e}"))
 }

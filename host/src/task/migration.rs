@@ -90,8 +90,25 @@ impl Migration {
         Ok(migration)
     }
 
+    /// The migration a checkpoint left in progress: its keys file (`keys`) read back, as
+    /// its cursor says (or, from checkpoints written before there was one, the keys
+    /// still to migrate).
+    pub fn from_checkpoint(
+        ctx: &OperatorContext,
+        keys: &std::path::Path,
+        pending: &crate::checkpoint::PendingMigration,
+    ) -> Result<Option<Migration>, String> {
+        let mut entries = Vec::new();
+        crate::state::snapshot::read_entries(keys, |key, _| entries.push(key))?;
+        let resumed = match &pending.cursor {
+            Some(cursor) => Migration::resumed(ctx, MigrationProgress { from: pending.from, cursor: cursor.clone(), seen: entries }),
+            None => Migration::resumed_from_list(ctx, pending.from, entries),
+        };
+        resumed.map_err(|e| format!("resuming a state migration: {e}"))
+    }
+
     /// A migration restored from a checkpoint that recorded its progress.
-    pub fn resumed(ctx: &OperatorContext, progress: MigrationProgress) -> Result<Option<Migration>, StateError> {
+    fn resumed(ctx: &OperatorContext, progress: MigrationProgress) -> Result<Option<Migration>, StateError> {
         let mut seen: BTreeMap<u16, HashSet<Vec<u8>>> = BTreeMap::new();
         for entry in progress.seen {
             if let [a, b, key @ ..] = entry.as_slice() {
@@ -104,7 +121,7 @@ impl Migration {
     /// A migration restored from a checkpoint written before migrations kept a cursor:
     /// it lists the keys still at version `from`. Every other key with state counts as
     /// seen, and the walk starts over (a full scan, once, at restore).
-    pub fn resumed_from_list(
+    fn resumed_from_list(
         ctx: &OperatorContext,
         from: u32,
         pending: impl IntoIterator<Item = Vec<u8>>,

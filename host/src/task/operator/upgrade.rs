@@ -35,8 +35,9 @@ impl OperatorTask {
         let mut new: Box<dyn OperatorLogic> = match plugin.instantiate(placeholder, self.limits) {
             Ok(new) => Box::new(new),
             Err(e) => {
-                // Nothing was swapped: the live state is the old instance's still.
-                rollback_point.abandon();
+                // Nothing was swapped: the live state is the old instance's still. The
+                // write goes on and is acknowledged to a coordinator that moved on.
+                drop(rollback_point);
                 return decline(e.to_string());
             }
         };
@@ -224,8 +225,4 @@ impl RollbackPoint {
         }
         self.result.as_ref().expect("set above").as_ref().map_err(Clone::clone)
     }
-
-    /// The swap did not happen: the write goes on (and is acknowledged, for a
-    /// coordinator that has moved on already), and nobody waits for it.
-    fn abandon(self) {}
 }
