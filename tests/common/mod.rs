@@ -6,6 +6,7 @@
 pub mod crash;
 pub mod kafka;
 pub mod memory;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::spec::{SinkSpec, SourceSpec};
-use crate::sink::{Delivery, Discard, KafkaSink, LineSink, Sink, SinkError, TransactionalFileSink};
+use crate::sink::{Delivery, Discard, KafkaSink, LineSink, PostgresSink, Sink, SinkError, TransactionalFileSink};
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Source, SourceError};
 
 /// Checks a configured rate.
@@ -65,5 +65,12 @@ pub fn open_sink(spec: &SinkSpec, job: &str, base: &Path, delivery: Delivery<'_>
         SinkSpec::Stdout { uid, format } => Ok(Box::new(LineSink::stdout(uid, *format))),
         SinkSpec::Discard { .. } => Ok(Box::new(Discard)),
         SinkSpec::Kafka(kafka) => Ok(Box::new(KafkaSink::open(kafka, job, delivery)?)),
+        SinkSpec::Postgres(postgres) => {
+            let mut postgres = postgres.clone();
+            if let Some(file) = postgres.password_file.as_mut().filter(|f| f.is_relative()) {
+                *file = base.join(&*file);
+            }
+            Ok(Box::new(PostgresSink::open(&postgres, job, delivery)?))
+        }
     }
 }

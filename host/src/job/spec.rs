@@ -13,6 +13,7 @@ use crate::watermark::WatermarkStrategy;
 pub use crate::error::ErrorPolicy;
 pub use crate::sink::SinkFormat;
 pub use crate::sink::kafka::{KafkaDelivery, KafkaSinkSpec};
+pub use crate::sink::postgres::{PostgresDelivery, PostgresSinkSpec};
 pub use crate::source::kafka::{KafkaSourceSpec, StartPosition};
 pub use crate::stream::Partitioning;
 
@@ -338,6 +339,8 @@ pub enum SinkSpec {
     Discard { uid: String },
     /// Records to Kafka (see `docs/kafka.md`).
     Kafka(KafkaSinkSpec),
+    /// Rows into a PostgreSQL table (see `docs/postgres.md`).
+    Postgres(PostgresSinkSpec),
 }
 
 impl SinkSpec {
@@ -347,6 +350,7 @@ impl SinkSpec {
                 uid
             }
             SinkSpec::Kafka(kafka) => &kafka.uid,
+            SinkSpec::Postgres(postgres) => &postgres.uid,
         }
     }
 }
@@ -641,6 +645,9 @@ impl JobSpec {
         for sink in &self.sinks {
             if !self.edges.iter().any(|e| e.to == sink.uid()) {
                 return Err(format!("sink `{}` has no input edge", sink.uid()));
+            }
+            if let SinkSpec::Postgres(postgres) = sink {
+                postgres.validate()?;
             }
             if let SinkSpec::Kafka(kafka) = sink {
                 if kafka.topic.is_none() && kafka.topic_field.is_none() {

@@ -1,14 +1,16 @@
 //! # Sinks
 //!
-//! Where results leave the job: a file or standard output as JSON lines, Kafka, or
-//! nowhere (benchmarks). Each sink runs in its own task and receives every upstream
+//! Where results leave the job: a file or standard output as JSON lines, Kafka,
+//! a PostgreSQL table, or nowhere (benchmarks). Each sink runs in its own task and receives every upstream
 //! subtask.
 
 mod file;
 pub mod kafka;
+pub mod postgres;
 
 pub use file::TransactionalFileSink;
 pub use kafka::KafkaSink;
+pub use postgres::PostgresSink;
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
