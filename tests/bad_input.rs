@@ -219,6 +219,85 @@ fn malformed_lines_are_skipped_and_counted_when_the_policy_says_skip() {
 }
 
 #[test]
+fn malformed_and_oversized_lines_go_to_the_dead_letter_output_with_where_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("{{\"id\":\"big\",\"ts\":5,\"pad\":\"{}\"}}", "x".repeat(300));
+    write_input(dir.path(), "input.jsonl", &[INPUT[0], "not json", &long, INPUT[1], r#"{"id":"z","ts":"late"}"#]);
+    let text = format!(
+        r#"
+        name = "dead-letters"
+        [[source]]
+        type = "file"
+        uid = "in"
+        path = "input.jsonl"
+        key_field = "id"
+        timestamp_field = "ts"
+        max_record_bytes = 200
+        [[sink]]
+        type = "file"
+        uid = "out"
+        path = "out.jsonl"
+        [[sink]]
+        type = "file"
+        uid = "dead"
+        path = "dead.jsonl"
+        format = "envelope"
+        [[edge]]
+        from = "in"
+        to = "out"
+        [[edge]]
+        from = "in"
+        output = "dlq"
+        to = "dead"
+        "#
+    );
+    // The job's policy says fail, but the dead-letter output takes what is malformed.
+    let summary = run(common::job(&text, dir.path())).unwrap();
+    assert_eq!(summary.node("in").unwrap().dead_lettered, 3);
+    assert_eq!(summary.node("in").unwrap().skipped, 0);
+    assert_eq!(sorted_lines(&dir.path().join("out.jsonl")), &INPUT[..2]);
+
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("dead.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let header = |i: usize, name: &str| letters[i]["headers"][name].as_str().unwrap_or_default().to_string();
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    // The original bytes, as they were read.
+    assert_eq!(letters[0]["value"], "not json");
+    assert_eq!(header(0, "weir.error.origin"), "in");
+    assert!(header(0, "weir.error.position").ends_with("input.jsonl line 2"), "{}", header(0, "weir.error.position"));
+    assert!(header(0, "weir.error").contains("invalid JSON"), "{}", header(0, "weir.error"));
+    assert!(header(0, "weir.error.time").parse::<i64>().unwrap() > 1_600_000_000_000);
+    // An oversized line: its beginning, and why.
+    assert!(header(1, "weir.error.position").ends_with("input.jsonl line 3"), "{}", header(1, "weir.error.position"));
+    assert!(header(1, "weir.error").contains("more than 200 bytes"), "{}", header(1, "weir.error"));
+    assert!(letters[1]["value"].as_str().unwrap().starts_with("{\"id\":\"big\""));
+    assert!(header(2, "weir.error.position").ends_with("input.jsonl line 5"), "{}", header(2, "weir.error.position"));
+    assert_eq!(letters[2]["value"]["ts"], "late");
+}
+
+#[test]
+fn a_sinks_only_output_is_dlq_and_only_a_sink_that_refuses_rows_has_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let text = |output: &str| {
+        format!(
+            "name = \"j\"\n[[source]]\ntype = \"file\"\nuid = \"in\"\npath = \"input.jsonl\"\n\
+             [[sink]]\ntype = \"file\"\nuid = \"out\"\npath = \"out.jsonl\"\n\
+             [[sink]]\ntype = \"file\"\nuid = \"dead\"\npath = \"dead.jsonl\"\n\
+             [[edge]]\nfrom = \"in\"\nto = \"out\"\n[[edge]]\nfrom = \"out\"\noutput = \"{output}\"\nto = \"dead\"\n"
+        )
+    };
+    let error = weir::JobSpec::parse(&text("late"), dir.path()).unwrap_err().to_string();
+    assert!(error.contains("a sink's only output is `dlq`"), "{error}");
+    let spec = weir::JobSpec::parse(&text("dlq"), dir.path()).unwrap();
+    let error = run(spec).unwrap_err().to_string();
+    assert!(error.contains("sink `out`") && error.contains("only a postgres sink"), "{error}");
+}
+
+#[test]
 fn events_without_a_key_on_a_keyed_edge_are_an_error() {
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path(), "input.jsonl", INPUT);

@@ -335,3 +335,53 @@ fn a_slow_database_back_pressures_the_job_instead_of_buffering() {
         "in 3 s the source read {read_more} events and the sink wrote {written_more}: output is being buffered"
     );
 }
+
+#[test]
+fn refused_rows_go_to_the_dead_letter_output_and_the_rest_to_the_table() {
+    let server = Postgres::start();
+    orders_table(&server);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), PASSWORD).unwrap();
+    let lines = [
+        r#"{"id": 1, "amount": 5, "customer": {"name": "ada"}}"#,
+        r#"{"id": 2, "amount": "lots", "customer": {"name": "bob"}}"#,
+        r#"{"id": 3, "amount": 7, "customer": {"name": "cy"}}"#,
+        r#"{"id": 4, "amount": -1, "customer": {"name": "dee"}}"#,
+        r#"{"id": 5, "amount": 9, "customer": {"name": "eve"}}"#,
+    ];
+    let mut spec = orders_job(&server, dir.path(), &lines, "password_file = \"pw\"");
+    spec.sinks.push(weir::job::spec::SinkSpec::File {
+        uid: "dead".into(),
+        path: dir.path().join("dead.jsonl"),
+        format: weir::job::spec::SinkFormat::Envelope,
+    });
+    let mut edge = spec.edges[0].clone();
+    edge.from = "db".into();
+    edge.to = "dead".into();
+    edge.output = Some("dlq".into());
+    spec.edges.push(edge);
+    spec.checkpoint = Some(weir::checkpoint::CheckpointSettings {
+        dir: Some(dir.path().join("checkpoints")),
+        interval_ms: 50,
+        ..Default::default()
+    });
+
+    let summary = common::run(spec).unwrap();
+    assert_eq!(summary.node("db").unwrap().dead_lettered, 2);
+    assert_eq!(server.rows("SELECT id FROM shop.orders ORDER BY id"), ["1", "3", "5"]);
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("dead.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[0]["value"]["id"], 2, "the original record");
+    assert_eq!(letters[0]["key"], "2");
+    let reason = letters[0]["headers"]["weir.error"].as_str().unwrap();
+    assert!(reason.contains("column `amount` (numeric)"), "{reason}");
+    assert_eq!(letters[0]["headers"]["weir.error.origin"], "db");
+    assert_eq!(letters[1]["value"]["id"], 4);
+    let reason = letters[1]["headers"]["weir.error"].as_str().unwrap();
+    assert!(reason.contains("orders_amount_check"), "{reason}");
+    no_prepared_transactions_left(&server);
+}

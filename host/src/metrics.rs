@@ -18,6 +18,9 @@ pub struct TaskMetrics {
     late_routed: AtomicU64,
     skipped: AtomicU64,
     unrouted: AtomicU64,
+    /// Records rejected (malformed input, a row the sink's target refused) and sent to
+    /// the node's `dlq` output.
+    dead_lettered: AtomicU64,
     latency: Mutex<Option<Histogram<u64>>>,
     /// An operator subtask's event-time watermark, state size and pending timers, as
     /// last published (every half second while it runs).
@@ -81,6 +84,9 @@ impl TaskMetrics {
     pub fn unrouted(&self) -> u64 {
         self.unrouted.load(Relaxed)
     }
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Relaxed)
+    }
     /// The end-to-end latency histogram a sink recorded, if any.
     pub fn latency(&self) -> std::sync::MutexGuard<'_, Option<Histogram<u64>>> {
         self.latency.lock().unwrap_or_else(|e| e.into_inner())
@@ -102,6 +108,9 @@ impl TaskMetrics {
     }
     pub fn add_unrouted(&self, n: u64) {
         self.unrouted.fetch_add(n, Relaxed);
+    }
+    pub fn add_dead_lettered(&self, n: u64) {
+        self.dead_lettered.fetch_add(n, Relaxed);
     }
     pub fn watermark(&self) -> i64 {
         self.watermark.load(Relaxed)

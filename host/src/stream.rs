@@ -32,7 +32,35 @@ pub struct Event {
     pub headers: Vec<Header>,
 }
 
+/// The output that rejected records go to: `[[edge]] from = "<uid>", output = "dlq"`
+/// from a source, an operator or a sink.
+pub const DEAD_LETTER_OUTPUT: &str = "dlq";
+/// The most of a rejected record's value a dead letter keeps (the rest is cut, and
+/// `weir.error.truncated` gives the original length).
+pub const DEAD_LETTER_MAX_BYTES: usize = 1 << 20;
+
 impl Event {
+    /// This rejected record as a dead letter: its key, value (cut at
+    /// [`DEAD_LETTER_MAX_BYTES`]), timestamp and headers, plus headers that say which
+    /// node rejected it (`weir.error.origin`), where it was (`weir.error.position`),
+    /// why (`weir.error`) and when (`weir.error.time`, ms since the epoch).
+    pub fn into_dead_letter(mut self, origin: &str, position: &str, reason: &str) -> Event {
+        if self.value.len() > DEAD_LETTER_MAX_BYTES {
+            let length = self.value.len();
+            self.value.truncate(DEAD_LETTER_MAX_BYTES);
+            self.headers.push(Header { name: "weir.error.truncated".into(), value: length.to_string().into_bytes() });
+        }
+        for (name, value) in [
+            ("weir.error", reason.to_string()),
+            ("weir.error.origin", origin.to_string()),
+            ("weir.error.position", position.to_string()),
+            ("weir.error.time", crate::clock::now_ms().to_string()),
+        ] {
+            self.headers.push(Header { name: name.into(), value: value.into_bytes() });
+        }
+        self
+    }
+
     /// Makes this event `key`, `value` and `timestamp`, with no headers, writing into
     /// the buffers it already has (a spare event keeps their capacity).
     pub fn refill(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: Option<i64>) {

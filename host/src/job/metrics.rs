@@ -22,6 +22,8 @@ pub struct NodeSummary {
     pub late_routed: u64,
     pub skipped: u64,
     pub unrouted: u64,
+    /// Records sent to the node's `dlq` output.
+    pub dead_lettered: u64,
     /// Operators: the lowest watermark of its subtasks, its state's size in bytes and its
     /// pending timers, as last published (about every half second).
     pub watermark: Option<i64>,
@@ -93,6 +95,7 @@ impl JobSummary {
                     late_routed: sum(&|t| t.late_routed()),
                     skipped: sum(&|t| t.skipped()),
                     unrouted: sum(&|t| t.unrouted()),
+                    dead_lettered: sum(&|t| t.dead_lettered()),
                     watermark: (*kind == NodeKind::Operator).then(|| tasks.iter().map(|t| t.watermark()).min()).flatten(),
                     state_bytes: sum(&|t| t.state_bytes()),
                     timers: sum(&|t| t.timers()),
@@ -129,8 +132,8 @@ impl fmt::Display for JobSummary {
         }
         writeln!(
             f,
-            "  {:<20} {:<9} {:>4} {:>12} {:>12} {:>10} {:>10} {:>8} {:>9}",
-            "uid", "kind", "par", "records in", "records out", "late drop", "late out", "skipped", "unrouted"
+            "  {:<20} {:<9} {:>4} {:>12} {:>12} {:>10} {:>10} {:>8} {:>9} {:>12}",
+            "uid", "kind", "par", "records in", "records out", "late drop", "late out", "skipped", "unrouted", "dead letters"
         )?;
         for n in &self.nodes {
             let kind = match n.kind {
@@ -140,9 +143,9 @@ impl fmt::Display for JobSummary {
             };
             writeln!(
                 f,
-                "  {:<20} {:<9} {:>4} {:>12} {:>12} {:>10} {:>10} {:>8} {:>9}",
+                "  {:<20} {:<9} {:>4} {:>12} {:>12} {:>10} {:>10} {:>8} {:>9} {:>12}",
                 n.uid, kind, n.parallelism, n.records_in, n.records_out, n.late_dropped,
-                n.late_routed, n.skipped, n.unrouted
+                n.late_routed, n.skipped, n.unrouted, n.dead_lettered
             )?;
         }
         if let Some(l) = &self.latency {

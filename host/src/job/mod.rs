@@ -611,12 +611,25 @@ impl Job {
                 (Some(_), Some(TaskState::Sink { state, .. })) => Delivery::Restore(state),
                 (Some(_), _) => Delivery::Fresh,
             };
-            let sink = connectors::open_sink(sink_spec, &spec.name, &spec.base_dir, delivery)?;
+            let mut sink = connectors::open_sink(sink_spec, &spec.name, &spec.base_dir, delivery)?;
             let (commands_tx, commands) = unbounded();
             sink_commands.push(commands_tx);
             let metrics = Arc::new(TaskMetrics::default());
             node_metrics.push((uid.to_string(), NodeKind::Sink, vec![metrics.clone()]));
-            let (inputs, _) = wiring.take(uid, 0);
+            let dead_letter_port = wiring.side_output_ports(uid).get(crate::stream::DEAD_LETTER_OUTPUT).copied();
+            let (inputs, router) = wiring.take(uid, 0);
+            let dead_letters = match dead_letter_port {
+                Some(_) if !sink.reject_to_dead_letters() => {
+                    return Err(JobError::Sink(SinkError {
+                        uid: uid.into(),
+                        message: "the job routes its `dlq` output, but it has no records to refuse: only a \
+                                  postgres sink's target refuses rows"
+                            .into(),
+                    }));
+                }
+                Some(port) => Some((router, port)),
+                None => None,
+            };
             let mut inputs = Inputs::new(inputs);
             self.restore_channels(&task, &mut inputs, restore)?;
             sink_tasks.push(SinkTask {
@@ -629,6 +642,7 @@ impl Job {
                 uncommitted: None,
                 awaiting_channels: None,
                 lease: self.options.lease.clone(),
+                dead_letters,
             });
         }
         let mut source_tasks = Vec::new();
@@ -655,6 +669,7 @@ impl Job {
                 metrics,
                 control: self.control.clone(),
                 on_error: spec.on_error,
+                dead_letters: wiring.side_output_ports(uid).get(crate::stream::DEAD_LETTER_OUTPUT).copied(),
                 checkpointing: checkpointing(task, Some(commands)),
                 restored_max_timestamps,
                 counted: (0, 0),

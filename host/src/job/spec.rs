@@ -587,14 +587,17 @@ impl JobSpec {
             let (to_kind, to_par) = self
                 .node(&edge.to)
                 .ok_or_else(|| format!("{what}: no operator or sink has uid `{}`", edge.to))?;
-            if from_kind == NodeKind::Sink {
-                return Err(format!("{what}: a sink has no outputs"));
+            let dead_letters = edge.output.as_deref() == Some(crate::stream::DEAD_LETTER_OUTPUT);
+            if from_kind == NodeKind::Sink && !dead_letters {
+                return Err(format!(
+                    "{what}: a sink's only output is `dlq` (the rows its target refused): set output = \"dlq\""
+                ));
             }
             if to_kind == NodeKind::Source {
                 return Err(format!("{what}: a source has no inputs"));
             }
-            if edge.output.is_some() && from_kind == NodeKind::Source {
-                return Err(format!("{what}: sources have no side outputs"));
+            if edge.output.is_some() && from_kind == NodeKind::Source && !dead_letters {
+                return Err(format!("{what}: a source's only side output is `dlq` (its malformed records)"));
             }
             if self.partitioning(edge) == Partitioning::Forward && from_par != to_par {
                 return Err(format!(

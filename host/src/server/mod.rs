@@ -455,7 +455,8 @@ async fn job_details(State(server): State<Server>, UrlPath(jid): UrlPath<String>
                 .iter()
                 .map(|n| {
                     let mut vertex = json!({ "id": n.uid, "kind": kind(n), "parallelism": n.parallelism,
-                            "metrics": { "read-records": n.records_in, "write-records": n.records_out },
+                            "metrics": { "read-records": n.records_in, "write-records": n.records_out,
+                                "dead-letters": n.dead_lettered },
                             "backpressure": { "ratio": n.backpressure_ratio, "level": backpressure_level(n.backpressure_ratio) },
                             "failures": failures.iter().filter(|((node, _), _)| *node == n.uid)
                                 .map(|((_, cause), count)| (cause.to_string(), json!(count)))
@@ -514,6 +515,7 @@ async fn prometheus(State(server): State<Server>) -> Response {
     let mut up = String::from("# HELP weir_job_running Whether the job is running (1) or ended (0).\n# TYPE weir_job_running gauge\n");
     let mut records_in = String::from("# HELP weir_records_in_total Records a node received (a source: read).\n# TYPE weir_records_in_total counter\n");
     let mut records_out = String::from("# HELP weir_records_out_total Records a node emitted.\n# TYPE weir_records_out_total counter\n");
+    let mut dead_letters = String::from("# HELP weir_dead_letters_total Records a node rejected to its `dlq` output (malformed input, rows a sink's target refused).\n# TYPE weir_dead_letters_total counter\n");
     let mut checkpoints = String::from(
         "# HELP weir_checkpoints_total Checkpoints by outcome.\n# TYPE weir_checkpoints_total counter\n",
     );
@@ -552,6 +554,7 @@ async fn prometheus(State(server): State<Server>) -> Response {
             let node = format!("{labels},node=\"{}\",kind=\"{}\"", quote(&n.uid), kind(&n));
             let _ = writeln!(records_in, "weir_records_in_total{{{node}}} {}", n.records_in);
             let _ = writeln!(records_out, "weir_records_out_total{{{node}}} {}", n.records_out);
+            let _ = writeln!(dead_letters, "weir_dead_letters_total{{{node}}} {}", n.dead_lettered);
             if n.kind != crate::job::spec::NodeKind::Sink {
                 let _ = writeln!(backpressured, "weir_backpressured_seconds_total{{{node}}} {}", n.backpressured.as_secs_f64());
                 let _ = writeln!(ratio, "weir_backpressure_ratio{{{node}}} {}", n.backpressure_ratio);
@@ -570,7 +573,7 @@ async fn prometheus(State(server): State<Server>) -> Response {
             }
         }
     }
-    let body = up + &checkpoints + &last + &size + &records_in + &records_out + &watermarks + &state + &timers + &calls + &call_time
+    let body = up + &checkpoints + &last + &size + &records_in + &records_out + &dead_letters + &watermarks + &state + &timers + &calls + &call_time
         + &backpressured + &ratio + &pending + &failures;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

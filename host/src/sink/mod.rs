@@ -63,6 +63,16 @@ pub trait Sink: Send {
     fn abort(&mut self) {
         let _ = self.flush();
     }
+    /// The job routes this sink's `dlq` output: from now on, records its target
+    /// refuses are kept for [`Sink::take_rejected`] instead of failing the job.
+    /// Returns whether the sink can do that.
+    fn reject_to_dead_letters(&mut self) -> bool {
+        false
+    }
+    /// The records refused since the last call, each with why.
+    fn take_rejected(&mut self) -> Vec<(Event, String)> {
+        Vec::new()
+    }
 }
 
 /// How a sink takes part in checkpoints.

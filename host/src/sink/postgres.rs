@@ -165,6 +165,8 @@ struct Row {
     number: u64,
     key: Option<String>,
     cells: Vec<Option<String>>,
+    /// The event it came from, kept while refused rows go to a dead-letter output.
+    origin: Option<Event>,
 }
 
 /// A cell sent in text format: PostgreSQL parses it as the column's type.
@@ -259,6 +261,9 @@ pub struct PostgresSink {
     delivery: PostgresDelivery,
     prepared: Vec<Prepared>,
     gid_prefix: String,
+    /// Refused rows go to the job's `dlq` output rather than failing it.
+    dead_letters: bool,
+    rejected: Vec<(Event, String)>,
 }
 
 impl PostgresSink {
@@ -354,6 +359,8 @@ impl PostgresSink {
             delivery: if exactly_once { PostgresDelivery::ExactlyOnce } else { PostgresDelivery::AtLeastOnce },
             prepared,
             gid_prefix,
+            dead_letters: false,
+            rejected: Vec::new(),
         })
     }
 
@@ -399,7 +406,8 @@ impl PostgresSink {
             }
             cells.push(cell);
         }
-        Ok(Row { number, key, cells })
+        let origin = self.dead_letters.then(|| event.clone());
+        Ok(Row { number, key, cells, origin })
     }
 
     /// Sends the buffered rows (in the open transaction, if there is one).
@@ -408,24 +416,25 @@ impl PostgresSink {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.buffer);
-        self.send(&rows)?;
+        let refused = self.send(&rows)?;
         if let Some(transaction) = &mut self.transaction {
-            transaction.written.extend(rows);
+            transaction.written.extend(rows.into_iter().filter(|r| !refused.contains(&r.number)));
         }
         Ok(())
     }
 
-    /// Writes `rows`, reconnecting if the connection is lost.
-    fn send(&mut self, rows: &[Row]) -> Result<(), SinkError> {
+    /// Writes `rows`, reconnecting if the connection is lost. Returns the numbers of
+    /// the rows refused and sent to the dead-letter output.
+    fn send(&mut self, rows: &[Row]) -> Result<Vec<u64>, SinkError> {
         let deadline = Instant::now() + Duration::from_millis(self.spec.reconnect_timeout_ms);
         loop {
             match self.try_send(rows) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Vec::new()),
                 Err(Failure::Connection(e)) => {
                     self.reconnect(deadline, &e)?;
                     self.replay()?;
                 }
-                Err(Failure::Refused(e)) => return Err(self.rejection(rows, e)),
+                Err(Failure::Refused(e)) => return self.rejection(rows, e),
             }
         }
     }
@@ -506,36 +515,58 @@ impl PostgresSink {
         rows.iter().enumerate().filter(|(i, r)| last[&key(r)] == *i).map(|(_, r)| r).collect()
     }
 
-    /// The server refused a batch: finds the row it refuses by writing the rows one
-    /// at a time, each under a savepoint, in a transaction of their own when the sink
-    /// has none open (rolled back: the job fails), and names it.
-    fn rejection(&mut self, rows: &[Row], batch_error: postgres::Error) -> SinkError {
+    /// The server refused a batch: writes the rows one at a time, each under a
+    /// savepoint (in a transaction of its own when the sink has none open), to find
+    /// the rows it refuses. Without a dead-letter output the first one fails the job
+    /// (and the transaction of its own is rolled back); with one, every refused row
+    /// goes there, the others are written, and their numbers are returned.
+    fn rejection(&mut self, rows: &[Row], batch_error: postgres::Error) -> Result<Vec<u64>, SinkError> {
+        let batch_refused =
+            |e: &postgres::Error| format!("the server refused a batch of {} rows: {}", rows.len(), describe(e));
         let own_transaction = !self.transaction.as_ref().is_some_and(|t| t.open);
         if own_transaction {
-            if let Err(e) = self.client.batch_execute("BEGIN") {
-                return self.error(format!("the server refused a batch of {} rows: {} ({e})", rows.len(), describe(&batch_error)));
-            }
+            self.client
+                .batch_execute("BEGIN")
+                .map_err(|e| self.error(format!("{} (then: {})", batch_refused(&batch_error), describe(&e))))?;
         }
-        let mut found = None;
+        let mut refused = Vec::new();
+        let mut failure = None;
         for row in rows {
             match self.insert_with(&[row], true) {
                 Ok(()) => {}
                 Err(Failure::Refused(e)) => {
-                    found = Some(self.describe_row_error(row, &e));
-                    break;
+                    let reason = self.describe_row_error(row, &e);
+                    match row.origin.clone() {
+                        Some(origin) => {
+                            tracing::debug!(uid = %self.uid, %reason, "row refused; dead-lettered");
+                            self.rejected.push((origin, reason));
+                            refused.push(row.number);
+                        }
+                        None => {
+                            failure = Some(reason);
+                            break;
+                        }
+                    }
                 }
                 Err(Failure::Connection(e)) => {
-                    found = Some(format!("lost the connection: {}", describe(&e)));
+                    failure = Some(format!("lost the connection: {}", describe(&e)));
                     break;
                 }
             }
         }
-        if own_transaction {
-            let _ = self.client.batch_execute("ROLLBACK");
+        if let Some(reason) = failure {
+            if own_transaction {
+                let _ = self.client.batch_execute("ROLLBACK");
+            }
+            return Err(self.error(reason));
         }
-        self.error(found.unwrap_or_else(|| {
-            format!("the server refused a batch of {} rows: {}", rows.len(), describe(&batch_error))
-        }))
+        if refused.is_empty() {
+            return Err(self.error(batch_refused(&batch_error)));
+        }
+        if own_transaction {
+            self.client.batch_execute("COMMIT").map_err(|e| self.error(format!("COMMIT: {}", describe(&e))))?;
+        }
+        Ok(refused)
     }
 
     fn describe_row_error(&self, row: &Row, error: &postgres::Error) -> String {
@@ -574,7 +605,7 @@ impl PostgresSink {
         if let Some(transaction) = &mut self.transaction {
             transaction.written = written;
         }
-        result
+        result.map(drop)
     }
 
     /// Ends the open transaction with `sql`, reconnecting if the connection is lost.
@@ -670,7 +701,14 @@ impl PostgresSink {
 impl Sink for PostgresSink {
     fn write(&mut self, event: &Event) -> Result<(), SinkError> {
         self.received += 1;
-        let row = self.row(event, self.received).map_err(|m| self.error(m))?;
+        let row = match self.row(event, self.received) {
+            Ok(row) => row,
+            Err(reason) if self.dead_letters => {
+                self.rejected.push((event.clone(), reason));
+                return Ok(());
+            }
+            Err(reason) => return Err(self.error(reason)),
+        };
         self.buffer.push(row);
         if self.buffer.len() >= self.rows_per_statement {
             self.send_buffer()?;
@@ -704,6 +742,15 @@ impl Sink for PostgresSink {
         if self.transaction.as_ref().is_some_and(|t| t.open) {
             let _ = self.client.batch_execute("ROLLBACK");
         }
+    }
+
+    fn reject_to_dead_letters(&mut self) -> bool {
+        self.dead_letters = true;
+        true
+    }
+
+    fn take_rejected(&mut self) -> Vec<(Event, String)> {
+        std::mem::take(&mut self.rejected)
     }
 }
 

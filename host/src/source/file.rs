@@ -145,13 +145,16 @@ impl FileSource {
                 // poll on, a chunk at a time, without holding it.
                 let line_number = self.line_number;
                 self.skipping = true;
+                // What a dead letter keeps of it: its beginning.
+                let kept = self.line.len().min(crate::stream::DEAD_LETTER_MAX_BYTES);
+                let record = Event { value: self.line[..kept].to_vec(), ..Event::default() };
                 self.line.clear();
                 self.line.shrink_to(1 << 16);
                 let reason = format!(
                     "a line of more than {} bytes (the source's max_record_bytes); raise it or fix the input",
                     self.max_record_bytes
                 );
-                return Ok(SourcePoll::Malformed { offset: line_number, split: 0, reason });
+                return Ok(SourcePoll::Malformed { offset: line_number, split: 0, reason, record });
             }
             let line = self.line.trim_ascii();
             if line.is_empty() {
@@ -160,7 +163,9 @@ impl FileSource {
             let offset = self.line_number;
             return Ok(match self.parse(line, spares) {
                 Ok(event) => SourcePoll::Record { event, offset, split: 0 },
-                Err(reason) => SourcePoll::Malformed { offset, split: 0, reason },
+                Err(reason) => {
+                    SourcePoll::Malformed { offset, split: 0, reason, record: Event { value: line.to_vec(), ..Event::default() } }
+                }
             });
         }
     }

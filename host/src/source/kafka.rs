@@ -468,6 +468,7 @@ impl KafkaSource {
                 }
                 None if self.spec.repartition.is_none() => {}
                 None => {
+                    let record = raw_event(&message);
                     drop(message);
                     if let Some(assigned) = self.partitions.get_mut(&split) {
                         assigned.next = offset + 1;
@@ -475,6 +476,7 @@ impl KafkaSource {
                     return Ok(SourcePoll::Malformed {
                         offset,
                         split,
+                        record,
                         reason: format!("a record of a repartition topic without `{PRODUCER_HEADER}` and `{SEQUENCE_HEADER}` headers"),
                     });
                 }
@@ -492,7 +494,7 @@ impl KafkaSource {
                 tracing::debug!(uid = %self.uid, topic = message.topic(), partition = message.partition(), offset, %reason, "dead-lettered");
                 SourcePoll::DeadLettered { offset, split }
             }
-            Err(reason) => SourcePoll::Malformed { offset, split, reason },
+            Err(reason) => SourcePoll::Malformed { offset, split, reason, record: raw_event(&message) },
         };
         drop(message);
         self.returned += 1;
@@ -693,6 +695,21 @@ pub enum StartPosition {
 
 fn default_discovery_ms() -> u64 {
     10_000
+}
+
+/// A Kafka record as it came, for a dead letter: key, payload, timestamp and headers.
+fn raw_event(message: &BorrowedMessage<'_>) -> Event {
+    Event {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().unwrap_or_default().to_vec(),
+        timestamp: message.timestamp().to_millis(),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers.iter().map(|h| Header { name: h.key.to_string(), value: h.value.unwrap_or_default().to_vec() }).collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

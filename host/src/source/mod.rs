@@ -33,8 +33,9 @@ pub enum SourcePoll {
     Record { event: Event, offset: i64, split: u32 },
     /// A malformed record the source already sent to its dead-letter destination.
     DeadLettered { offset: i64, split: u32 },
-    /// Input at `offset` that is not a valid event; the job's `on_error` decides.
-    Malformed { offset: i64, split: u32, reason: String },
+    /// Input at `offset` that is not a valid event: the job's `on_error` decides, or
+    /// the source's `dlq` output takes `record` (what was read, as an event).
+    Malformed { offset: i64, split: u32, reason: String, record: Event },
     /// Nothing yet; ask again after this long.
     Pending(Duration),
     /// The input has ended.

@@ -12,7 +12,8 @@ use crate::checkpoint::storage::{CheckpointStorage, requires_commit_record};
 use crate::checkpoint::{CheckpointBarrier, CoordinatorMessage, TaskState};
 use crate::metrics::TaskMetrics;
 use crate::sink::Sink;
-use crate::stream::{Element, Message};
+use crate::stream::{Element, Message, Record};
+use crate::task::output::Router;
 
 /// How long a sink whose input ended waits for the commit of the checkpoint it
 /// acknowledged last: the coordinator sends it at once if the checkpoint completed, and
@@ -37,6 +38,9 @@ pub struct SinkTask {
     /// A cluster task's right to write: output waits while it is not confirmed, and is
     /// dropped once it is revoked (another member runs the task).
     pub lease: Option<Arc<crate::ownership::Lease>>,
+    /// The `dlq` output and its port, if the job routes one: records the sink's
+    /// target refused go there, ahead of the barrier of the checkpoint they fall in.
+    pub dead_letters: Option<(Router, usize)>,
 }
 
 impl SinkTask {
@@ -51,14 +55,22 @@ impl SinkTask {
             // its commit is recorded beside it).
             Ok(true) => {
                 self.await_last_commit(LAST_COMMIT_WAIT)?;
-                self.sink.finish()?
+                self.sink.finish()?;
+                self.forward_rejected()?;
+                if let Some((router, _)) = &mut self.dead_letters {
+                    let _ = router.broadcast(&Message::EndOfData);
+                }
             }
             // The job is stopping: commits already decided are made (a stop with
             // savepoint commits up to the savepoint), what was received is flushed, and
             // a transactional sink keeps the rest pending until a restore decides.
             Ok(false) => {
                 self.serve_commits()?;
-                self.sink.flush()?
+                self.sink.flush()?;
+                self.forward_rejected()?;
+                if let Some((router, _)) = &mut self.dead_letters {
+                    let _ = router.flush();
+                }
             }
             Err(e) => {
                 self.sink.abort();
@@ -101,13 +113,43 @@ impl SinkTask {
         Ok(())
     }
 
+    /// Sends what the sink refused to the `dlq` output, as dead letters.
+    fn forward_rejected(&mut self) -> Result<(), TaskError> {
+        let Some((router, port)) = &mut self.dead_letters else { return Ok(()) };
+        let rejected = self.sink.take_rejected();
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        self.metrics.add_dead_lettered(rejected.len() as u64);
+        for (event, reason) in rejected {
+            let position = crate::stream::Position { source: crate::stream::Label::at(), unit: crate::stream::Label::at(), offset: 0 };
+            let letter = event.into_dead_letter(&self.uid, &format!("sink `{}`", self.uid), &reason);
+            if router.send(*port, Record { event: letter, position, key_group: 0, ingested: None }).is_err() {
+                // Downstream is gone: the job is stopping.
+                return Ok(());
+            }
+        }
+        let _ = router.flush();
+        Ok(())
+    }
+
     /// Phase one of the sink's commit, once the barrier arrived on every open input
     /// (or on the first, unaligned: then the acknowledgement waits for the data the
     /// barriers overtook, [`SinkTask::channel_state`]).
     fn pre_commit(&mut self, barrier: CheckpointBarrier, unaligned: bool) -> Result<(), TaskError> {
         let id = barrier.id;
+        if self.checkpointing.is_none() {
+            return Ok(());
+        }
+        let pre_committed = self.sink.pre_commit(id);
+        // What the sink refused up to the barrier belongs to this checkpoint: it goes
+        // ahead of the barrier, which the `dlq` output passes on.
+        self.forward_rejected()?;
+        if let Some((router, _)) = &mut self.dead_letters {
+            let _ = router.broadcast(&Message::Barrier(barrier.clone()));
+        }
         let Some(cp) = &self.checkpointing else { return Ok(()) };
-        let message = match self.sink.pre_commit(id) {
+        let message = match pre_committed {
             Ok(state) => {
                 self.records_commits = requires_commit_record(&state);
                 let state = TaskState::Sink { state, channel_state: None };
@@ -163,6 +205,7 @@ impl SinkTask {
                         }
                     }
                     self.metrics.add_in(batch.records as u64);
+                    self.forward_rejected()?;
                     // Written: the events go back to their producer to be filled again.
                     self.inputs.recycle_batch(input, batch);
                     // One clock read per batch paces the flushes: buffered output
@@ -175,6 +218,7 @@ impl SinkTask {
                 }
                 Next::Timeout => {
                     self.sink.flush_periodically()?;
+                    self.forward_rejected()?;
                     last_flush = std::time::Instant::now();
                 }
                 Next::Barrier { barrier, unaligned } => self.pre_commit(barrier, unaligned)?,

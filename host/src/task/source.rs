@@ -43,6 +43,9 @@ pub struct SourceTask {
     pub metrics: Arc<TaskMetrics>,
     pub control: Arc<JobControl>,
     pub on_error: ErrorPolicy,
+    /// The router port of the `dlq` output, if the job routes one: malformed records
+    /// go there as dead letters instead of to `on_error`.
+    pub dead_letters: Option<usize>,
     pub checkpointing: Option<Checkpointing>,
     /// The largest timestamps per split at the restored checkpoint.
     pub restored_max_timestamps: BTreeMap<u32, i64>,
@@ -133,8 +136,24 @@ impl SourceTask {
                         }
                     }
                 }
-                SourcePoll::Malformed { offset, split, reason } => {
-                    let position = Position { source: labels.get(self.source.as_ref(), split), unit, offset }.to_string();
+                SourcePoll::Malformed { offset, split, reason, record } => {
+                    let position = Position { source: labels.get(self.source.as_ref(), split), unit, offset };
+                    if let Some(port) = self.dead_letters {
+                        let letter = record.into_dead_letter(&self.uid, &position.to_string(), &reason);
+                        match self.router.send(port, Record { event: letter, position, key_group: 0, ingested: None }) {
+                            Ok(_) => self.metrics.add_dead_lettered(1),
+                            Err(RouteError::Disconnected) => return Ok(()),
+                            Err(RouteError::MissingKey { to }) => {
+                                return Err(TaskError::MissingKey {
+                                    from: self.uid.to_string(),
+                                    to: to.to_string(),
+                                    position: position.to_string(),
+                                });
+                            }
+                        }
+                        continue;
+                    }
+                    let position = position.to_string();
                     self.skip_or_fail(TaskError::MalformedInput {
                         uid: self.uid.to_string(),
                         position,
