@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::kafka::free_port;
 
 /// The password of the `weir` superuser; the tests hand it to jobs through the
 /// environment, never the job file.
@@ -143,6 +142,10 @@ impl Drop for Postgres {
                 .output();
         }
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn is_root() -> bool {

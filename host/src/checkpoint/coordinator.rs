@@ -279,9 +279,14 @@ impl Coordinator {
         // everything), then the job finishes.
         let mut draining_from: Option<u64> = None;
         while !stop.load(Ordering::Relaxed) && !self.control.is_cancelled() {
-            let wait = next_trigger
-                .map_or(Duration::from_millis(20), |t| t.saturating_duration_since(Instant::now()))
-                .min(Duration::from_millis(20));
+            // Until the next trigger, if one can come; otherwise (a checkpoint pending, the
+            // input ended) the trigger time may have passed, and waiting for it would
+            // spin: the timeouts and probation are checked every 20 ms.
+            let wait = match next_trigger {
+                Some(t) if pending.is_none() && !finished => t.saturating_duration_since(Instant::now()),
+                _ => Duration::from_millis(20),
+            }
+            .min(Duration::from_millis(20));
             match self.inbox.recv_timeout(wait) {
                 Ok(CoordinatorMessage::Ack { id, task, state }) => {
                     let Some(p) = pending.as_mut().filter(|p| p.id == id) else { continue };

@@ -434,7 +434,19 @@ impl PostgresSink {
                     self.reconnect(deadline, &e)?;
                     self.replay()?;
                 }
-                Err(Failure::Refused(e)) => return self.rejection(rows, e),
+                Err(Failure::Refused(e)) => {
+                    // The refused statement aborted the open transaction: start it
+                    // again with what it held, then find the refused rows.
+                    if self.transaction.as_ref().is_some_and(|t| t.open) {
+                        if let Err(lost) = self.client.batch_execute("ROLLBACK") {
+                            if let Failure::Connection(lost) = classify(&self.client, lost) {
+                                self.reconnect(deadline, &lost)?;
+                            }
+                        }
+                        self.replay()?;
+                    }
+                    return self.rejection(rows, e);
+                }
             }
         }
     }
@@ -453,11 +465,11 @@ impl PostgresSink {
         Ok(())
     }
 
-    /// One `INSERT` of `rows`, under a savepoint in a transaction (so that a refused
-    /// batch does not abort what the transaction already holds).
+    /// One `INSERT` of `rows`. A refused one aborts the open transaction, which
+    /// [`PostgresSink::send`] then writes again: refusals are rare, and a savepoint
+    /// around every statement would cost two more round trips each.
     fn insert(&mut self, rows: &[&Row]) -> Result<(), Failure> {
-        let savepoint = self.transaction.as_ref().is_some_and(|t| t.open);
-        self.insert_with(rows, savepoint)
+        self.insert_with(rows, false)
     }
 
     fn insert_with(&mut self, rows: &[&Row], savepoint: bool) -> Result<(), Failure> {
