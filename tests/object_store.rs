@@ -297,3 +297,163 @@ fn a_second_start_elsewhere_fences_the_first_at_its_next_checkpoint() {
     assert!(!log_b.contains("fenced"), "{log_b}");
     assert!(newest_checkpoint_in(&root) > taken, "{log_b}");
 }
+
+// ---- part files in object storage (the `files` sink) ----
+
+/// The keyed count of `count` generated events over 40 keys into part files in
+/// `dir_url`, rolled every `roll_bytes` and every 20 ms (so that a replay rolls at other
+/// records than the first run did), checkpointing every 50 ms.
+fn parts_job(dir: &Path, dir_url: &str, format: &str, roll_bytes: u64, count: u64, options: &[(&str, String)]) -> PathBuf {
+    let options: Vec<String> = options.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    let job = format!(
+        r#"
+        name = "parts"
+        [[source]]
+        type = "generator"
+        uid = "events"
+        count = {count}
+        keys = 40
+        seed = 3
+        rate = 4000.0
+        [[operator]]
+        uid = "count"
+        component = "keyed_count.wasm"
+        parallelism = 2
+        [[sink]]
+        type = "files"
+        uid = "archive"
+        dir = "{dir_url}"
+        format = "{format}"
+        roll_bytes = {roll_bytes}
+        roll_ms = 20
+        store_options = {{ {options} }}
+        [[edge]]
+        from = "events"
+        to = "count"
+        partition = "keyed"
+        [[edge]]
+        from = "count"
+        to = "archive"
+        [checkpoint]
+        dir = "checkpoints"
+        interval_ms = 50
+        "#,
+        options = options.join(", "),
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, job).unwrap();
+    path
+}
+
+/// Every published part file under `dir` (names not starting with `.`), and the
+/// hidden pending ones.
+fn part_files(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    all.sort();
+    all.into_iter().partition(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+}
+
+/// Each key's counts in the published JSON-lines parts, checking on the way that
+/// every line of every visible part is a whole record.
+fn counts_in_parts(dir: &Path) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut keys = std::collections::BTreeMap::<String, Vec<u64>>::new();
+    for part in part_files(dir).0 {
+        let text = std::fs::read_to_string(&part).unwrap();
+        assert!(text.ends_with('\n'), "{} ends mid-line", part.display());
+        for line in text.lines() {
+            let record: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: a partial record ({e}): {line}", part.display()));
+            keys.entry(record["key"].as_str().unwrap().into()).or_default().push(record["count"].as_u64().unwrap());
+        }
+    }
+    for counts in keys.values_mut() {
+        counts.sort();
+    }
+    keys
+}
+
+#[test]
+fn part_files_in_s3_are_visible_only_with_their_checkpoint_and_exactly_once_across_sigkills() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_s3(data.path());
+    std::fs::create_dir_all(data.path().join("lake")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = [
+        ("aws_endpoint", format!("http://127.0.0.1:{}", server.port)),
+        ("aws_allow_http", "true".to_string()),
+        ("aws_region", "us-east-1".to_string()),
+    ];
+    let job = parts_job(dir.path(), "s3://lake/orders/counts", "value", 4096, 8_000, &options);
+    let parts = data.path().join("lake").join("orders").join("counts");
+    let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)];
+
+    // Killed three times once it has completed a checkpoint of its own (mid-roll:
+    // parts roll every 4 KiB and 20 ms, several times between checkpoints).
+    let mut seen = Vec::new();
+    for (run, after) in kill_moments(41, 3).into_iter().enumerate() {
+        let before = newest_checkpoint(&job);
+        let mut child = weir_run(&job).envs(env).spawn().unwrap();
+        while newest_checkpoint(&job) == before && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(after));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Whatever is visible is whole, each count at most once, and final: a reader
+        // never sees a part that is later changed or taken back.
+        for part in part_files(&parts).0 {
+            seen.push((part.clone(), std::fs::read(&part).unwrap()));
+        }
+        for (key, counts) in counts_in_parts(&parts) {
+            let mut unique = counts.clone();
+            unique.dedup();
+            assert_eq!(unique, counts, "run {run}: key {key} has a count twice among the visible parts");
+        }
+    }
+    let output = weir_run(&job).envs(env).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let keys = counts_in_parts(&parts);
+    assert_eq!(keys.len(), 40);
+    for (key, counts) in &keys {
+        let expected: Vec<u64> = (1..=counts.len() as u64).collect();
+        assert_eq!(counts, &expected, "key {key}: counts missing or repeated");
+    }
+    assert_eq!(keys.values().map(Vec::len).sum::<usize>(), 8_000);
+    for (part, content) in &seen {
+        let now = std::fs::read(part).unwrap_or_default();
+        assert!(now == *content, "{} was visible after a kill and changed later", part.display());
+    }
+    let (published, pending) = part_files(&parts);
+    assert!(published.len() > 3, "parts rolled: {published:?}");
+    assert!(pending.is_empty(), "pending parts left behind: {pending:?}");
+}
+
+#[test]
+fn parquet_parts_read_back_with_pyarrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lake");
+    let job = parts_job(dir.path(), "lake", "parquet", 64 << 10, 3_000, &[]);
+    let output = weir_run(&job).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (published, pending) = part_files(&out);
+    assert!(!published.is_empty() && pending.is_empty(), "{published:?} {pending:?}");
+    assert!(published.iter().all(|p| p.extension().is_some_and(|e| e == "parquet")));
+
+    // pyarrow (installed by scripts/setup) reads the directory as a dataset.
+    let python = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir-tools/py/bin/python")).unwrap();
+    let script = "import sys, pyarrow.dataset as ds\n\
+                  t = ds.dataset(sys.argv[1], format='parquet').to_table()\n\
+                  print(t.schema.field('key').type, t.schema.field('count').type)\n\
+                  rows = sorted(zip(t.column('key').to_pylist(), t.column('count').to_pylist()))\n\
+                  print(len(rows))\n\
+                  print(max(c for _, c in rows), sum(1 for _, c in rows if c == 1))\n";
+    let read = Command::new(python).arg("-c").arg(script).arg(&out).output().unwrap();
+    assert!(read.status.success(), "pyarrow: {}", String::from_utf8_lossy(&read.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&read.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], "string int64", "inferred column types");
+    assert_eq!(lines[1], "3000", "every record once");
+    let (max, firsts) = lines[2].split_once(' ').unwrap();
+    assert_eq!(firsts, "40", "each key's count starts at 1");
+    assert!(max.parse::<u64>().unwrap() >= 3000 / 40);
+}

@@ -30,6 +30,7 @@ pub mod server;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod store;
 pub mod stream;
 pub mod task;
 #[cfg(test)]

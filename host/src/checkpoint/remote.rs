@@ -28,10 +28,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use super::storage::{FINISHED, METADATA, OWNER, commit_record_prefix};
 use super::{CheckpointMetadata, CheckpointStorage};
 
-/// Options that hold secrets: read from the environment (`AWS_SECRET_ACCESS_KEY`, ...),
-/// never from the job file, which is shared and logged.
-const SECRET_OPTIONS: &[&str] = &["secret", "token", "password", "key"];
-
 /// Files up to this size are uploaded in one request; larger ones in parts this large
 /// (S3 takes parts of 5 MiB and more).
 const PART_BYTES: usize = 8 << 20;
@@ -79,7 +75,7 @@ impl std::fmt::Debug for RemoteStore {
 
 /// Whether a checkpoint `dir` setting names an object store rather than a directory.
 pub fn is_url(dir: &str) -> bool {
-    dir.contains("://")
+    crate::store::is_url(dir)
 }
 
 impl RemoteStore {
@@ -88,23 +84,9 @@ impl RemoteStore {
     /// `store_options`, which may not hold secrets.
     pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Self, RemoteError> {
         let error = |message: String| RemoteError { url: url.to_string(), message };
-        if let Some(secret) = options.keys().find(|k| SECRET_OPTIONS.iter().any(|s| k.to_lowercase().contains(s))) {
-            return Err(error(format!(
-                "store option `{secret}` is a secret: set it in the environment (e.g. AWS_SECRET_ACCESS_KEY), \
-                 not in the job file"
-            )));
-        }
-        let parsed = url::Url::parse(url).map_err(|e| error(format!("not a URL: {e}")))?;
-        let env = std::env::vars().filter(|(k, _)| {
-            ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p))
-        });
-        let all = env.chain(options.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let (store, prefix) = object_store::parse_url_opts(&parsed, all).map_err(|e| error(e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| error(format!("starting its I/O runtime: {e}")))?;
-        Ok(RemoteStore { url: url.to_string(), store: store.into(), prefix, runtime, shared: Mutex::new(HashMap::new()), commit_records: Mutex::new(HashSet::new()), owner: Mutex::new(None) })
+        let (store, prefix) = crate::store::open(url, options).map_err(error)?;
+        let runtime = crate::store::runtime().map_err(error)?;
+        Ok(RemoteStore { url: url.to_string(), store, prefix, runtime, shared: Mutex::new(HashMap::new()), commit_records: Mutex::new(HashSet::new()), owner: Mutex::new(None) })
     }
 
     fn error(&self, message: impl std::fmt::Display) -> RemoteError {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::spec::{SinkSpec, SourceSpec};
-use crate::sink::{Delivery, Discard, KafkaSink, LineSink, PostgresSink, Sink, SinkError, TransactionalFileSink};
+use crate::sink::{Delivery, Discard, KafkaSink, LineSink, PartFileSink, PostgresSink, Sink, SinkError, TransactionalFileSink};
 use crate::source::{FileSource, GeneratorSource, KafkaSource, Source, SourceError};
 
 /// Checks a configured rate.
@@ -71,6 +71,13 @@ pub fn open_sink(spec: &SinkSpec, job: &str, base: &Path, delivery: Delivery<'_>
                 *file = base.join(&*file);
             }
             Ok(Box::new(PostgresSink::open(&postgres, job, delivery)?))
+        }
+        SinkSpec::Files(files) => {
+            let dir = match crate::store::is_url(&files.dir) {
+                true => files.dir.clone(),
+                false => base.join(&files.dir).display().to_string(),
+            };
+            Ok(Box::new(PartFileSink::open(files, &dir, job, delivery)?))
         }
     }
 }

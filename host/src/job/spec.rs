@@ -13,6 +13,7 @@ use crate::watermark::WatermarkStrategy;
 pub use crate::error::ErrorPolicy;
 pub use crate::sink::SinkFormat;
 pub use crate::sink::kafka::{KafkaDelivery, KafkaSinkSpec};
+pub use crate::sink::parts::{FilesSinkSpec, PartFormat};
 pub use crate::sink::postgres::{PostgresDelivery, PostgresSinkSpec};
 pub use crate::source::kafka::{KafkaSourceSpec, StartPosition};
 pub use crate::stream::Partitioning;
@@ -341,6 +342,8 @@ pub enum SinkSpec {
     Kafka(KafkaSinkSpec),
     /// Rows into a PostgreSQL table (see `docs/postgres.md`).
     Postgres(PostgresSinkSpec),
+    /// Part files in a directory or an object store (see `docs/files.md`).
+    Files(FilesSinkSpec),
 }
 
 impl SinkSpec {
@@ -351,6 +354,7 @@ impl SinkSpec {
             }
             SinkSpec::Kafka(kafka) => &kafka.uid,
             SinkSpec::Postgres(postgres) => &postgres.uid,
+            SinkSpec::Files(files) => &files.uid,
         }
     }
 }
@@ -651,6 +655,9 @@ impl JobSpec {
             }
             if let SinkSpec::Postgres(postgres) = sink {
                 postgres.validate()?;
+            }
+            if let SinkSpec::Files(files) = sink {
+                files.validate()?;
             }
             if let SinkSpec::Kafka(kafka) = sink {
                 if kafka.topic.is_none() && kafka.topic_field.is_none() {

@@ -1,15 +1,18 @@
 //! # Sinks
 //!
-//! Where results leave the job: a file or standard output as JSON lines, Kafka,
-//! a PostgreSQL table, or nowhere (benchmarks). Each sink runs in its own task and receives every upstream
+//! Where results leave the job: a file or standard output as JSON lines, part files
+//! in a directory or an object store (JSON lines or Parquet), Kafka, a PostgreSQL
+//! table, or nowhere (benchmarks). Each sink runs in its own task and receives every upstream
 //! subtask.
 
 mod file;
+pub mod parts;
 pub mod kafka;
 pub mod postgres;
 
 pub use file::TransactionalFileSink;
 pub use kafka::KafkaSink;
+pub use parts::PartFileSink;
 pub use postgres::PostgresSink;
 
 use std::io::{BufWriter, Write};
