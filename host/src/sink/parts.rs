@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,11 @@ impl FilesSinkSpec {
         if !self.schema.is_empty() && self.format != PartFormat::Parquet {
             return Err(format!("{what}: `schema` describes Parquet columns; set format = \"parquet\""));
         }
+        #[cfg(not(feature = "parquet"))]
+        if self.format == PartFormat::Parquet {
+            return Err(format!("{what}: {PARQUET_ABSENT}"));
+        }
+        #[cfg(feature = "parquet")]
         for (column, ty) in &self.schema {
             parquet_type(ty).map_err(|e| format!("{what}: column `{column}`: {e}"))?;
         }
@@ -135,6 +140,7 @@ pub struct PartFileSink {
     /// The part being written, its size, and when it was opened.
     in_progress: Option<(File, u64, Instant)>,
     line: Vec<u8>,
+    #[cfg(feature = "parquet")]
     schema: Option<arrow_schema::SchemaRef>,
 }
 
@@ -151,6 +157,7 @@ impl PartFileSink {
                 .map_err(|e| error(format!("{dir}: {e}")))?;
             (Arc::new(local) as Arc<dyn ObjectStore>, Key::default())
         };
+        #[cfg(feature = "parquet")]
         let schema = (!spec.schema.is_empty())
             .then(|| {
                 let fields: Result<Vec<arrow_schema::Field>, String> = spec
@@ -174,6 +181,7 @@ impl PartFileSink {
             pending: Vec::new(),
             in_progress: None,
             line: Vec::new(),
+            #[cfg(feature = "parquet")]
             schema,
         };
         let state: PartsState = match delivery {
@@ -298,7 +306,15 @@ impl PartFileSink {
     }
 
     /// The JSON lines in `file` as one Parquet file.
+    #[cfg(not(feature = "parquet"))]
+    fn parquet(&self, _: &mut File) -> Result<Vec<u8>, String> {
+        Err(PARQUET_ABSENT.into())
+    }
+
+    /// The JSON lines in `file` as one Parquet file.
+    #[cfg(feature = "parquet")]
     fn parquet(&self, file: &mut File) -> Result<Vec<u8>, String> {
+        use std::io::{BufRead, BufReader};
         let mut values = Vec::new();
         for line in BufReader::new(file).lines() {
             let line = line.map_err(|e| e.to_string())?;
@@ -410,7 +426,12 @@ fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize>
     Ok(filled)
 }
 
+/// Why a host built without the `parquet` feature cannot write Parquet.
+pub const PARQUET_ABSENT: &str = "this weir was built without Parquet support (the `parquet` feature, left out of \
+     the quick start's build): build it with `cargo build -p weir-host` (default features)";
+
 /// A Parquet column type by name.
+#[cfg(feature = "parquet")]
 fn parquet_type(name: &str) -> Result<arrow_schema::DataType, String> {
     use arrow_schema::DataType;
     Ok(match name {
