@@ -18,7 +18,7 @@ bash scripts/setup "${needs[@]}"
 # Every example guest, so that jobs which combine them (word-count) find them all.
 step "building the Rust example operators (wasm32-wasip2 components)"
 cargo build --quiet --release --target wasm32-wasip2 \
-  -p keyed-count -p word-count -p login-anomaly -p sessions -p session-summary -p buffering -p enrichment -p dynamic-rules
+  -p keyed-count -p word-count -p login-anomaly -p sessions -p session-summary -p buffering -p enrichment -p dynamic-rules -p orders-validate -p orders-enrich
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 weir="$target_dir/debug/weir"
 # The examples keep their state in memory: unless RocksDB is built already (the tests

@@ -385,3 +385,91 @@ fn refused_rows_go_to_the_dead_letter_output_and_the_rest_to_the_table() {
     assert!(reason.contains("orders_amount_check"), "{reason}");
     no_prepared_transactions_left(&server);
 }
+
+/// The tutorials' order-processing pipeline (`examples/orders-pipeline`), as its job
+/// file says, on a real broker and database: valid orders enriched into the table,
+/// every rejected one in the dead-letter topic with who rejected it and why,
+/// checkpoints in an object store (`file://` here; the example's script uses S3).
+#[test]
+fn the_orders_pipeline_example_splits_orders_between_the_table_and_the_dead_letter_topic() {
+    use weir::job::spec::{SinkSpec, SourceSpec};
+    let broker = common::kafka::Broker::start();
+    // One partition: the order of the two ORD-1002 lines decides which one the table
+    // keeps (the tutorial's producer keys orders by id, which does the same).
+    broker.create_topic("orders", 1);
+    broker.create_topic("orders-dlq", 1);
+    let example = common::root().join("examples/orders-pipeline");
+    let lines = std::fs::read_to_string(example.join("orders.jsonl")).unwrap();
+    broker.produce("orders", lines.lines().map(|l| (0, None, l.to_string(), None)));
+    let server = Postgres::start();
+    server.sql("shop", &std::fs::read_to_string(example.join("schema.sql")).unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), PASSWORD).unwrap();
+    let mut spec = weir::JobSpec::load(&example.join("job.toml")).unwrap();
+    for source in &mut spec.sources {
+        if let SourceSpec::Kafka(kafka) = source {
+            kafka.brokers = broker.addr();
+        }
+    }
+    for sink in &mut spec.sinks {
+        match sink {
+            SinkSpec::Kafka(kafka) => kafka.brokers = broker.addr(),
+            SinkSpec::Postgres(pg) => {
+                pg.connection = server.connection();
+                pg.password_env = None;
+                pg.password_file = Some(dir.path().join("pw"));
+            }
+            SinkSpec::Files(files) => {
+                files.dir = dir.path().join("archive").display().to_string();
+                files.store_options.clear();
+            }
+            _ => {}
+        }
+    }
+    let checkpoint = spec.checkpoint.as_mut().unwrap();
+    checkpoint.dir = Some(format!("file://{}", dir.path().join("store").display()).into());
+    checkpoint.store_options.clear();
+    checkpoint.interval_ms = 100;
+
+    let summary = common::run(spec).unwrap();
+    assert_eq!(summary.node("orders").unwrap().dead_lettered, 1);
+    assert_eq!(summary.node("orders-db").unwrap().dead_lettered, 1);
+
+    assert_eq!(
+        server.rows("SELECT order_id, customer_id, total_amount, items, ordered_at, tier, region FROM orders ORDER BY order_id"),
+        [
+            "ORD-1001|C1|120.50|1|2024-01-15 10:30:00+00|gold|eu",
+            "ORD-1002|C2|35.00|1|2024-01-15 10:31:10+00|silver|us",
+            "ORD-1005|C1|310.99|2|2024-01-15 10:34:30+00|gold|eu",
+            "ORD-1007|C9|42.00|1|2024-01-15 10:36:00+00|unknown|",
+            "ORD-1010|C4|99.90|1|2024-01-15 10:39:00+00|gold|eu",
+            "ORD-1011|C3|7.50|1|2024-01-15 10:41:00+00|bronze|eu",
+        ]
+    );
+    let mut letters: Vec<(String, String)> = broker
+        .read_all("orders-dlq")
+        .into_iter()
+        .map(|r| {
+            let header = |name: &str| r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
+            let id = serde_json::from_str::<serde_json::Value>(&r.value).unwrap()["order_id"].as_str().unwrap_or("-").to_string();
+            (format!("{id} {}", header("weir.error.origin")), header("weir.error"))
+        })
+        .collect();
+    letters.sort();
+    let expected = [
+        ("- orders", "missing key field `order_id`"),
+        ("ORD-1002 orders-db", "duplicate key value violates unique constraint \"orders_pkey\""),
+        ("ORD-1003 validate", "no customer_id"),
+        ("ORD-1004 validate", "total_amount -5 is not positive"),
+        ("ORD-1006 validate", "no items"),
+        ("ORD-1009 validate", "total_amount is not a number"),
+    ];
+    assert_eq!(letters.len(), expected.len(), "{letters:?}");
+    for ((who, why), (want_who, want_why)) in letters.iter().zip(expected) {
+        assert_eq!(who, want_who);
+        assert!(why.contains(want_why), "{who}: {why}");
+    }
+    let archived: Vec<_> = std::fs::read_dir(dir.path().join("archive")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(archived, ["part-orders-pipeline-archive-0.parquet"]);
+}

@@ -20,6 +20,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("buffering", "buffering"),
     ("enrichment", "enrichment"),
     ("dynamic-rules", "dynamic_rules"),
+    ("orders-validate", "orders_validate"),
+    ("orders-enrich", "orders_enrich"),
     ("faulty", "faulty"),
     ("passthrough", "passthrough"),
     ("liar", "liar"),
