@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::spec::{SinkSpec, SourceSpec};
 use crate::sink::{Delivery, Discard, KafkaSink, LineSink, PartFileSink, PostgresSink, Sink, SinkError, TransactionalFileSink};
-use crate::source::{FileSource, GeneratorSource, KafkaSource, Source, SourceError};
+use crate::source::{FileSource, FilesSource, GeneratorSource, KafkaSource, Source, SourceError};
 
 /// Checks a configured rate.
 fn check_rate(uid: &str, rate: Option<f64>) -> Result<(), SourceError> {
@@ -29,6 +29,28 @@ pub fn open_source(spec: &SourceSpec, job: &str, base: &std::path::Path) -> Resu
             let source = FileSource::open(uid, &path, key_field.clone(), timestamp_field.clone())?;
             let limit = max_record_bytes.unwrap_or(crate::source::DEFAULT_MAX_RECORD_BYTES);
             Ok(Box::new(source.with_rate(*rate).with_max_record_bytes(limit)))
+        }
+        SourceSpec::Files { uid, dir, key_field, timestamp_field, rate, max_record_bytes, monitor_ms, store_options, .. } => {
+            check_rate(uid, *rate)?;
+            if *max_record_bytes == Some(0) {
+                return Err(SourceError { uid: uid.clone(), message: "`max_record_bytes` must be positive".into() });
+            }
+            let dir = match crate::store::is_url(dir) {
+                true => dir.clone(),
+                false => base.join(dir).display().to_string(),
+            };
+            let limit = max_record_bytes.unwrap_or(crate::source::DEFAULT_MAX_RECORD_BYTES);
+            let source = FilesSource::open(
+                uid,
+                &dir,
+                store_options,
+                key_field.clone(),
+                timestamp_field.clone(),
+                *rate,
+                limit,
+                *monitor_ms,
+            )?;
+            Ok(Box::new(source))
         }
         SourceSpec::Generator { uid, count, rate, keys, seed, start_ms, step_ms, payload_bytes, .. } => {
             check_rate(uid, *rate)?;

@@ -213,6 +213,25 @@ pub enum SourceSpec {
         #[serde(default)]
         watermark: WatermarkStrategy,
     },
+    /// JSON lines from every file under a directory or an object store prefix, new
+    /// files picked up as they appear with `monitor_ms` (see `docs/files.md`).
+    Files {
+        uid: String,
+        /// A local directory, or an object store URL (`s3://bucket/prefix`, ...).
+        dir: String,
+        key_field: Option<String>,
+        timestamp_field: Option<String>,
+        rate: Option<f64>,
+        max_record_bytes: Option<usize>,
+        /// Look for new files this often (ms); without it the source reads the files
+        /// there at start and ends.
+        monitor_ms: Option<u64>,
+        /// Options of the object store; secrets come from the environment.
+        #[serde(default)]
+        store_options: BTreeMap<String, String>,
+        #[serde(default)]
+        watermark: WatermarkStrategy,
+    },
     /// A deterministic generator of keyed JSON events.
     Generator {
         uid: String,
@@ -253,14 +272,14 @@ fn default_step() -> i64 {
 impl SourceSpec {
     pub fn uid(&self) -> &str {
         match self {
-            SourceSpec::File { uid, .. } | SourceSpec::Generator { uid, .. } => uid,
+            SourceSpec::File { uid, .. } | SourceSpec::Files { uid, .. } | SourceSpec::Generator { uid, .. } => uid,
             SourceSpec::Kafka(kafka) => &kafka.uid,
         }
     }
 
     pub fn watermark(&self) -> &WatermarkStrategy {
         match self {
-            SourceSpec::File { watermark, .. } | SourceSpec::Generator { watermark, .. } => {
+            SourceSpec::File { watermark, .. } | SourceSpec::Files { watermark, .. } | SourceSpec::Generator { watermark, .. } => {
                 watermark
             }
             SourceSpec::Kafka(kafka) => &kafka.watermark,

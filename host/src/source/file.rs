@@ -45,9 +45,20 @@ impl FileSource {
             uid: uid.into(),
             message: format!("cannot open {}: {e}", path.display()),
         })?;
-        Ok(FileSource {
+        Ok(FileSource::from_file(uid, &path.display().to_string(), file, key_field, timestamp_field))
+    }
+
+    /// Reads `file`, named `label` in positions and errors.
+    pub fn from_file(
+        uid: &str,
+        label: &str,
+        file: File,
+        key_field: Option<String>,
+        timestamp_field: Option<String>,
+    ) -> Self {
+        FileSource {
             uid: uid.into(),
-            label: path.display().to_string().into(),
+            label: label.into(),
             reader: BufReader::with_capacity(1 << 16, file),
             line: Vec::new(),
             line_number: 0,
@@ -57,7 +68,7 @@ impl FileSource {
             returned: 0,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             skipping: false,
-        })
+        }
     }
 
     /// Reads at most `rate` lines per second.

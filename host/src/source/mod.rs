@@ -5,6 +5,7 @@
 //! The source task around it assigns watermarks and forwards records downstream.
 
 mod file;
+mod files;
 mod generator;
 pub mod kafka;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use file::{DEFAULT_MAX_RECORD_BYTES, FileSource};
+pub use files::FilesSource;
 pub use generator::GeneratorSource;
 pub use kafka::KafkaSource;
 
