@@ -279,6 +279,47 @@ fn malformed_and_oversized_lines_go_to_the_dead_letter_output_with_where_and_why
 }
 
 #[test]
+fn an_operator_that_skips_failed_elements_sends_them_to_its_dead_letter_output() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let mut spec = faulty_job(dir.path(), "error", "on_error = \"skip\"", "");
+    spec.sinks.push(weir::job::spec::SinkSpec::File {
+        uid: "dead".into(),
+        path: dir.path().join("dead.jsonl"),
+        format: weir::job::spec::SinkFormat::Envelope,
+    });
+    let mut edge = spec.edges[1].clone();
+    edge.to = "dead".into();
+    edge.output = Some("dlq".into());
+    spec.edges.push(edge);
+    let summary = run(spec).unwrap();
+    assert_eq!(summary.node("faulty").unwrap().dead_lettered, 1);
+    // Every other element went on, the one after the failure included.
+    let out = sorted_lines(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 4, "{out:?}");
+    assert!(out.iter().all(|l| !l.contains("boom")) && out.iter().any(|l| l.contains("\"e\"")), "{out:?}");
+    let letters = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(letters.trim()).unwrap();
+    assert_eq!(letter["value"]["v"], "boom", "the element as it came: {letter}");
+    assert_eq!(letter["headers"]["weir.error.origin"], "faulty");
+    assert!(letter["headers"]["weir.error"].as_str().unwrap().contains("cannot handle a boom element"), "{letter}");
+    assert!(letter["headers"]["weir.error.position"].as_str().unwrap().ends_with("input.jsonl line 4"), "{letter}");
+
+    // Without a dead-letter output the element is counted as skipped.
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let summary = run(faulty_job(dir.path(), "error", "on_error = \"skip\"", "")).unwrap();
+    assert_eq!(summary.node("faulty").unwrap().skipped, 1);
+    assert_eq!(sorted_lines(&dir.path().join("out.jsonl")).len(), 4);
+
+    // A trap is not an error the operator returned: the job stops.
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "input.jsonl", INPUT);
+    let error = run(faulty_job(dir.path(), "panic", "on_error = \"skip\"", "")).unwrap_err().to_string();
+    assert!(error.contains("input.jsonl line 4") || error.contains("input.jsonl lines"), "{error}");
+}
+
+#[test]
 fn a_sinks_only_output_is_dlq_and_only_a_sink_that_refuses_rows_has_one() {
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path(), "input.jsonl", INPUT);

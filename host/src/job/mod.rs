@@ -584,6 +584,8 @@ impl Job {
                     migration,
                     second_inputs,
                     second_input: spec.second_input(&op.uid),
+                    skip_failed: (op.on_error == Some(spec::ErrorPolicy::Skip))
+                        .then(|| side_outputs.get(crate::stream::DEAD_LETTER_OUTPUT).copied()),
                     ..OperatorTaskSetup::new(op.uid.as_str().into(), subtask, keyed, late_port, spec.on_error)
                 };
                 let task_runner = OperatorTask::new(setup, logic, inputs, router);

@@ -304,6 +304,11 @@ pub struct OperatorSpec {
     /// apply Flink's window lateness rule instead.
     #[serde(default)]
     pub late: LateHandling,
+    /// An error the operator returns for one element: `fail` (the default) stops the
+    /// job; `skip` goes on with the next element, and the failed one goes to the
+    /// operator's `dlq` output when the job routes one. Traps always stop the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<ErrorPolicy>,
     #[serde(default = "default_parallelism")]
     pub parallelism: u32,
     /// Passed to the operator's `open` as strings.

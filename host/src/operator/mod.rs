@@ -637,7 +637,10 @@ pub fn process_each<L: OperatorLogic + ?Sized>(
             return Ok(RunOutcome { processed: index, rest: events.collect(), spent: Vec::new() });
         }
         let event = events.next().expect("one event per element");
-        logic.process_element(event).map_err(|f| RunFailure::at(index, f))?;
+        if let Err(failure) = logic.process_element(event) {
+            // The elements after it, for an operator that skips failed elements.
+            return Err(RunFailure { rest: events.collect(), ..RunFailure::at(index, failure) });
+        }
     }
     Ok(RunOutcome { processed: count, rest: Vec::new(), spent: Vec::new() })
 }
@@ -652,12 +655,25 @@ pub struct RunFailure {
     /// first (`batch.abandon`) names only the elements of the batch.
     pub among: u32,
     pub failure: OperatorFailure,
+    /// After an error the operator returned for one element: that element's event,
+    /// where the logic still has it (for a dead letter).
+    pub event: Option<Event>,
+    /// After an error the operator returned for one element: the events of the
+    /// elements after it, which an operator with `on_error = "skip"` goes on with.
+    pub rest: Vec<Event>,
 }
 
 impl RunFailure {
     /// A failure at element `index`.
     pub fn at(index: u32, failure: OperatorFailure) -> Self {
-        RunFailure { index, among: 1, failure }
+        RunFailure { index, among: 1, failure, event: None, rest: Vec::new() }
+    }
+
+    /// Whether the failure is an error the operator returned for exactly one element,
+    /// after which it can go on with the rest (a trap or a broken contract leaves the
+    /// instance in no state to go on).
+    pub fn is_skippable(&self) -> bool {
+        matches!(self.failure, OperatorFailure::Returned(_)) && self.among == 1
     }
 }
 

@@ -149,7 +149,7 @@ impl WasmOperator {
                         let focused = ctx.run_next() > 0;
                         let index = if focused { ctx.run_position() } else { 0 };
                         let among = if focused { 1 } else { limit as u32 };
-                        return Err(RunFailure { index, among, failure });
+                        return Err(RunFailure { index, among, ..RunFailure::at(0, failure) });
                     }
                 }
             }
@@ -174,14 +174,17 @@ impl WasmOperator {
         // it, and the batch fails as a whole.
         self.flat
             .write_back(&result.updates, ctx)
-            .map_err(|failure| RunFailure { index: 0, among: processed.max(1), failure })?;
+            .map_err(|failure| RunFailure { among: processed.max(1), ..RunFailure::at(0, failure) })?;
         v0_3::flat::deliver(result.emitted, processed, ctx)
             .map_err(|e| RunFailure::at(processed, OperatorFailure::Contract(e.to_string())))?;
         if let Some(failure) = trap {
             return Err(RunFailure::at(processed, failure));
         }
         if let Some(error) = result.error {
-            return Err(RunFailure::at(error.index, OperatorFailure::Returned(error.message)));
+            // The elements after the one that failed, and its event.
+            let rest = events.split_off(processed as usize + 1);
+            let event = events.pop();
+            return Err(RunFailure { event, rest, ..RunFailure::at(error.index, OperatorFailure::Returned(error.message)) });
         }
         let rest = events.split_off(processed as usize);
         // The batch copied the processed elements: their events go back to be refilled.
@@ -402,13 +405,23 @@ impl OperatorLogic for WasmOperator {
                 Err(RunFailure::at(index, self.classify(trap)))
             }
         };
-        let rest = match outcome {
-            Ok(processed) => batch.drain(processed as usize..).map(v0_2::event).collect(),
-            Err(_) => Vec::new(),
+        let outcome = match outcome {
+            Ok(processed) => {
+                let rest = batch.drain(processed as usize..).map(v0_2::event).collect();
+                Ok(RunOutcome { processed, rest, spent: Vec::new() })
+            }
+            // An error the guest returned for one element: its event and the rest.
+            Err(mut failed) if failed.is_skippable() && (failed.index as usize) < batch.len() => {
+                let mut after = batch.drain(failed.index as usize..).map(v0_2::event);
+                failed.event = after.next();
+                failed.rest = after.collect();
+                Err(failed)
+            }
+            Err(failed) => Err(failed),
         };
         batch.clear();
         self.batch = batch;
-        outcome.map(|processed| RunOutcome { processed, rest, spent: Vec::new() })
+        outcome
     }
 
     fn on_timer(&mut self, timestamp: i64, domain: TimeDomain, _namespace: &[u8]) -> Result<(), OperatorFailure> {

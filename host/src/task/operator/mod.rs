@@ -60,6 +60,9 @@ pub struct OperatorTaskSetup {
     pub second_inputs: Vec<bool>,
     /// How the second input arrives (keyed, broadcast, ...), if there is one.
     pub second_input: Option<crate::stream::Partitioning>,
+    /// The operator's `on_error = "skip"`: an error it returns for one element skips
+    /// that element, to the `dlq` output's port when there is one.
+    pub skip_failed: Option<Option<usize>>,
 }
 
 impl OperatorTaskSetup {
@@ -78,6 +81,7 @@ impl OperatorTaskSetup {
             migrate_from: None,
             migration: None,
             second_inputs: Vec::new(),
+            skip_failed: None,
             second_input: None,
         }
     }
@@ -100,6 +104,8 @@ pub struct OperatorTask {
     /// The router port of the `late` side output, when the job routes one.
     late_port: Option<usize>,
     on_error: ErrorPolicy,
+    /// See [`OperatorTaskSetup::skip_failed`].
+    pub(in crate::task) skip_failed: Option<Option<usize>>,
     /// Reused buffer for what one call emitted.
     emitted: Vec<(Port, Event)>,
     checkpointing: Option<Checkpointing>,
@@ -240,6 +246,7 @@ impl OperatorTask {
             migration,
             second_inputs,
             second_input,
+            skip_failed,
         } = setup;
         OperatorTask {
             uid,
@@ -253,6 +260,7 @@ impl OperatorTask {
             drop_late,
             late_port,
             on_error,
+            skip_failed,
             emitted: Vec::new(),
             checkpointing,
             calls: 0,

@@ -191,7 +191,7 @@ impl OperatorTask {
             let mut emitted = std::mem::take(&mut self.emitted);
             let mut at = std::mem::take(&mut self.emitted_at);
             ctx.swap_emitted_with_elements(&mut emitted, &mut at);
-            let (processed, rest, failure) = match result {
+            let (processed, rest, mut failure) = match result {
                 Ok(outcome) => {
                     // The input's events go back to their producer. Logic that took no
                     // spares (it writes its output into its input's events) passes
@@ -209,6 +209,12 @@ impl OperatorTask {
             self.route_items(items, processed, emitted.drain(..).zip(at.drain(..)), timer_source)?;
             self.emitted = emitted;
             self.emitted_at = at;
+            if let Some(failed) = failure.take_if(|f| f.is_skippable() && self.skip_failed.is_some()) {
+                self.skip_failed_element(items, failed.index, failed.event, &failed.failure);
+                self.logic.context().run.consume(processed + 1);
+                events = failed.rest;
+                continue;
+            }
             if let Some(failed) = failure {
                 let mut records = items.iter().filter_map(|item| match item {
                     RunItem::Record { position, .. } => Some(*position),
@@ -227,6 +233,27 @@ impl OperatorTask {
             events = rest;
         }
         self.route_items(items, u32::MAX, std::iter::empty(), timer_source)
+    }
+
+    /// An element the operator returned an error for, under `on_error = "skip"`: taken
+    /// out of the run, and sent to the `dlq` output as a dead letter (when the job
+    /// routes one and the logic handed its event back) or counted as skipped.
+    fn skip_failed_element(&mut self, items: &mut VecDeque<RunItem>, index: u32, event: Option<Event>, failure: &OperatorFailure) {
+        let Some(RunItem::Record { position, .. }) = items.pop_front() else {
+            unreachable!("the items were routed up to the failed element's record")
+        };
+        let reason = failure.to_string();
+        tracing::warn!(operator = %self.uid, subtask = self.subtask, %position, %reason, element = index, "skipping the element");
+        match (self.skip_failed.flatten(), event) {
+            (Some(port), Some(event)) => {
+                let letter = event.into_dead_letter(&self.uid, &position.to_string(), &reason);
+                if self.router.send(port, Record { event: letter, position, key_group: 0, ingested: None }).is_err() {
+                    self.control.cancel();
+                }
+                self.metrics.add_dead_lettered(1);
+            }
+            _ => self.metrics.add_skipped(1),
+        }
     }
 
     /// Routes `items` in order up to the run record `processed` (exclusive), each
