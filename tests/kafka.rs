@@ -839,3 +839,80 @@ fn numbered_records_written_again_after_a_restore_are_read_once() {
     run(job(&copy_job(&broker, "numbered", "bounded = true", "value", ""), plain.path())).unwrap();
     assert_eq!(lines(&plain.path().join("out.jsonl")).len(), 8);
 }
+
+#[test]
+fn avro_records_in_confluents_wire_format_reach_the_job_as_json() {
+    use apache_avro::Schema;
+    use apache_avro::types::{Record, Value};
+    const SCHEMA: &str = r#"{"type":"record","name":"Order","fields":[
+        {"name":"order_id","type":"string"},{"name":"amount","type":"double"},{"name":"ts","type":"long"}]}"#;
+    let schema = Schema::parse_str(SCHEMA).unwrap();
+    let framed = |id: &str, amount: f64, ts: i64| {
+        let mut record = Record::new(&schema).unwrap();
+        record.put("order_id", id);
+        record.put("amount", amount);
+        record.put("ts", Value::Long(ts));
+        let mut bytes = vec![0, 0, 0, 0, 42]; // magic byte, schema id 42
+        bytes.extend(apache_avro::to_avro_datum(&schema, record).unwrap());
+        bytes
+    };
+    let broker = Broker::start();
+    broker.create_topic("orders", 1);
+    let producer: rdkafka::producer::BaseProducer = broker.config().create().unwrap();
+    use rdkafka::producer::Producer;
+    let payloads = [framed("o-1", 12.5, 1000), b"{\"order_id\":\"not avro\"}".to_vec(), framed("o-2", 3.0, 2000)];
+    for payload in &payloads {
+        producer.send(rdkafka::producer::BaseRecord::<(), _>::to("orders").payload(&payload[..])).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("order.avsc"), SCHEMA).unwrap();
+    let text = format!(
+        r#"
+        name = "avro"
+        [[source]]
+        type = "kafka"
+        uid = "in"
+        brokers = "{addr}"
+        topics = ["orders"]
+        bounded = true
+        format = "avro-confluent"
+        schema = "order.avsc"
+        key_field = "order_id"
+        timestamp_field = "ts"
+        [[sink]]
+        type = "file"
+        uid = "out"
+        path = "out.jsonl"
+        format = "envelope"
+        [[sink]]
+        type = "file"
+        uid = "dead"
+        path = "dead.jsonl"
+        format = "envelope"
+        [[edge]]
+        from = "in"
+        to = "out"
+        [[edge]]
+        from = "in"
+        output = "dlq"
+        to = "dead"
+        "#,
+        addr = broker.addr()
+    );
+    run(job(&text, dir.path())).unwrap();
+    assert_eq!(
+        lines(&dir.path().join("out.jsonl")),
+        [
+            r#"{"key":"o-1","timestamp":1000,"value":{"amount":12.5,"order_id":"o-1","ts":1000}}"#,
+            r#"{"key":"o-2","timestamp":2000,"value":{"amount":3.0,"order_id":"o-2","ts":2000}}"#,
+        ]
+    );
+    // The record that is not Avro: a dead letter, as it came, with why.
+    let dead = lines(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+    assert_eq!(letter["value"]["order_id"], "not avro");
+    assert!(letter["headers"]["weir.error"].as_str().unwrap().contains("wire format"), "{letter}");
+}

@@ -390,15 +390,7 @@ fn part_files_in_s3_are_visible_only_with_their_checkpoint_and_exactly_once_acro
     // Killed three times once it has completed a checkpoint of its own (mid-roll:
     // parts roll every 4 KiB and 20 ms, several times between checkpoints).
     let mut seen = Vec::new();
-    for (run, after) in kill_moments(41, 3).into_iter().enumerate() {
-        let before = newest_checkpoint(&job);
-        let mut child = weir_run(&job).envs(env).spawn().unwrap();
-        while newest_checkpoint(&job) == before && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(after));
-        let _ = child.kill();
-        child.wait().unwrap();
+    kill_with_env(&job, &kill_moments(41, 3), &env, |run| {
         // Whatever is visible is whole, each count at most once, and final: a reader
         // never sees a part that is later changed or taken back.
         for part in part_files(&parts).0 {
@@ -409,7 +401,7 @@ fn part_files_in_s3_are_visible_only_with_their_checkpoint_and_exactly_once_acro
             unique.dedup();
             assert_eq!(unique, counts, "run {run}: key {key} has a count twice among the visible parts");
         }
-    }
+    });
     let output = weir_run(&job).envs(env).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
@@ -523,16 +515,7 @@ fn files_under_an_s3_prefix_are_read_exactly_once_across_sigkills_and_new_ones_p
     };
     std::fs::write(&job, text("")).unwrap();
     let env = [("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY)];
-    for after in kill_moments(5, 3) {
-        let before = newest_checkpoint(&job);
-        let mut child = weir_run(&job).envs(env).spawn().unwrap();
-        while newest_checkpoint(&job) == before && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(after));
-        let _ = child.kill();
-        child.wait().unwrap();
-    }
+    kill_with_env(&job, &kill_moments(5, 3), &env, |_| {});
     let output = weir_run(&job).envs(env).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let expected: Vec<String> = (0..6).flat_map(|f| lines_of(f, 400).lines().map(str::to_string).collect::<Vec<_>>()).collect();

@@ -80,6 +80,23 @@ pub fn run_with_kills_logged(job: &Path, kills: &[u64]) -> (usize, String) {
     (resumes, logs)
 }
 
+/// Runs `job` with `env` once per entry of `kills`, killing it with SIGKILL once the
+/// run has completed a checkpoint of its own plus that many ms; `after_kill(run)` then
+/// looks at what the kill left. The caller runs the last, uninterrupted run.
+pub fn kill_with_env(job: &Path, kills: &[u64], env: &[(&str, &str)], mut after_kill: impl FnMut(usize)) {
+    for (run, &after) in kills.iter().enumerate() {
+        let before = newest_checkpoint(job);
+        let mut child = weir_run(job).envs(env.iter().copied()).spawn().unwrap();
+        while newest_checkpoint(job) == before && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(after));
+        let _ = child.kill();
+        child.wait().unwrap();
+        after_kill(run);
+    }
+}
+
 /// Deterministic pseudo-random kill delays in ms (after a run's first checkpoint),
 /// from a fixed seed.
 pub fn kill_moments(seed: u64, count: usize) -> Vec<u64> {

@@ -285,6 +285,8 @@ impl Topology {
                 key_field: None,
                 timestamp_field: None,
                 dead_letter_topic: None,
+                format: Default::default(),
+                schema: None,
                 rate: None,
                 partition_discovery_ms: 0,
                 properties: properties.clone(),

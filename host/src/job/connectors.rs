@@ -59,7 +59,11 @@ pub fn open_source(spec: &SourceSpec, job: &str, base: &std::path::Path) -> Resu
         }
         SourceSpec::Kafka(kafka) => {
             check_rate(&kafka.uid, kafka.rate)?;
-            Ok(Box::new(KafkaSource::open(kafka, job)?))
+            let mut kafka = kafka.clone();
+            if let Some(schema) = kafka.schema.as_mut().filter(|s| s.is_relative()) {
+                *schema = base.join(&*schema);
+            }
+            Ok(Box::new(KafkaSource::open(&kafka, job)?))
         }
     }
 }

@@ -20,10 +20,15 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::avro::{AvroDecoder, RecordFormat};
 use super::{JsonFields, Pacer, Source, SourceError, SourcePoll};
 use crate::cluster::topology::{PRODUCER_HEADER, RepartitionRead, SEQUENCE_HEADER};
 use crate::kafka::{Backoff, Context, REQUEST_TIMEOUT, client_config};
 use crate::stream::{Event, Header, Spares};
+
+fn is_json(format: &RecordFormat) -> bool {
+    *format == RecordFormat::Json
+}
 use crate::watermark::WatermarkStrategy;
 
 /// A partition of one of the source's topics.
@@ -52,6 +57,8 @@ pub struct KafkaSource {
     consumer: BaseConsumer<Context>,
     dead_letters: Option<ThreadedProducer<Context>>,
     fields: JsonFields,
+    /// Decodes Avro values to JSON (`format = "avro"`, ...).
+    avro: Option<AvroDecoder>,
     /// Every assigned partition, by split id.
     partitions: BTreeMap<u32, Assigned>,
     /// Offsets from a checkpoint for partitions not assigned yet.
@@ -101,9 +108,18 @@ impl KafkaSource {
                     .map_err(|e| error(format!("cannot configure the dead-letter producer: {e}")))?,
             ),
         };
+        let avro = match (spec.format, &spec.schema) {
+            (RecordFormat::Json, None) => None,
+            (RecordFormat::Json, Some(_)) => {
+                return Err(error("`schema` describes Avro records: set format = \"avro\" or \"avro-confluent\"".into()));
+            }
+            (_, None) => return Err(error(format!("format = {:?} needs `schema`, an .avsc file", spec.format))),
+            (format, Some(schema)) => Some(AvroDecoder::load(schema, format).map_err(error)?),
+        };
         Ok(KafkaSource {
             uid: spec.uid.clone(),
             label: format!("kafka {}", spec.topics.join(",")).into(),
+            avro,
             spec: spec.clone(),
             consumer,
             dead_letters,
@@ -279,7 +295,14 @@ impl KafkaSource {
     /// Turns a Kafka record into an event (or the reason it cannot be one), in an
     /// event of `spares` when there are any.
     fn decode(&self, message: &BorrowedMessage<'_>, spares: Option<&mut Spares>) -> Result<Event, String> {
-        let payload = message.payload().unwrap_or_default();
+        let decoded;
+        let payload = match &self.avro {
+            Some(avro) => {
+                decoded = avro.to_json(message.payload().unwrap_or_default())?;
+                &decoded[..]
+            }
+            None => message.payload().unwrap_or_default(),
+        };
         let (mut field_key, mut timestamp) = (None, message.timestamp().to_millis());
         if !self.fields.is_empty() {
             let (key, time) = self.fields.extract(payload)?;
@@ -636,6 +659,13 @@ pub struct KafkaSourceSpec {
     /// Bootstrap servers, `host:port[,host:port...]`.
     pub brokers: String,
     pub topics: Vec<String>,
+    /// How record values are encoded: `json` (the default), or `avro` /
+    /// `avro-confluent` with `schema`, decoded to JSON for the job.
+    #[serde(default, skip_serializing_if = "is_json")]
+    pub format: RecordFormat,
+    /// The Avro schema (`.avsc`) of `avro` formats, relative to the job file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<std::path::PathBuf>,
     /// The consumer group offsets are committed under (for monitoring and for
     /// `start = "committed"`). Default: `weir-<job>-<uid>`.
     pub group_id: Option<String>,

@@ -4,6 +4,7 @@
 //! can name the input and, with checkpoints, the position can be saved and restored.
 //! The source task around it assigns watermarks and forwards records downstream.
 
+pub mod avro;
 mod file;
 mod files;
 mod generator;
