@@ -21,8 +21,9 @@ cargo build --quiet --release --target wasm32-wasip2 \
   -p keyed-count -p word-count -p login-anomaly -p sessions -p session-summary -p buffering -p enrichment -p dynamic-rules -p orders-validate -p orders-enrich
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 weir="$target_dir/debug/weir"
-# The examples keep their state in memory: unless RocksDB is built already (the tests
-# build it), the host is built without it, which saves most of a first build.
+# The examples keep their state in memory and use none of the heavier connectors: unless
+# RocksDB is built already (the tests build it), the host is built without the default
+# features (RocksDB, Parquet, PostgreSQL, Avro), which saves most of a first build.
 features=()
 if ! compgen -G "$target_dir/debug/build/librocksdb-sys-*/out/librocksdb.a" >/dev/null; then
   features=(--no-default-features)

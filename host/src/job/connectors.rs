@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::spec::{SinkSpec, SourceSpec};
-use crate::sink::{Delivery, Discard, KafkaSink, LineSink, PartFileSink, PostgresSink, Sink, SinkError, TransactionalFileSink};
+use crate::sink::{Delivery, Discard, KafkaSink, LineSink, PartFileSink, Sink, SinkError, TransactionalFileSink};
 use crate::source::{FileSource, FilesSource, GeneratorSource, KafkaSource, Source, SourceError};
 
 /// Checks a configured rate.
@@ -91,12 +91,18 @@ pub fn open_sink(spec: &SinkSpec, job: &str, base: &Path, delivery: Delivery<'_>
         SinkSpec::Stdout { uid, format } => Ok(Box::new(LineSink::stdout(uid, *format))),
         SinkSpec::Discard { .. } => Ok(Box::new(Discard)),
         SinkSpec::Kafka(kafka) => Ok(Box::new(KafkaSink::open(kafka, job, delivery)?)),
+        #[cfg(feature = "postgres")]
         SinkSpec::Postgres(postgres) => {
             let mut postgres = postgres.clone();
             if let Some(file) = postgres.password_file.as_mut().filter(|f| f.is_relative()) {
                 *file = base.join(&*file);
             }
-            Ok(Box::new(PostgresSink::open(&postgres, job, delivery)?))
+            Ok(Box::new(crate::sink::PostgresSink::open(&postgres, job, delivery)?))
+        }
+        #[cfg(not(feature = "postgres"))]
+        SinkSpec::Postgres(postgres) => {
+            let _ = delivery;
+            Err(SinkError { uid: postgres.uid.clone(), message: crate::sink::postgres::POSTGRES_ABSENT.into() })
         }
         SinkSpec::Files(files) => {
             let dir = match crate::store::is_url(&files.dir) {

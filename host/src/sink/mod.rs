@@ -13,6 +13,7 @@ pub mod postgres;
 pub use file::TransactionalFileSink;
 pub use kafka::KafkaSink;
 pub use parts::PartFileSink;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresSink;
 
 use std::io::{BufWriter, Write};

@@ -121,9 +121,15 @@ impl SinkTask {
             return Ok(());
         }
         self.metrics.add_dead_lettered(rejected.len() as u64);
+        // Where a dead letter came from, for errors downstream: the sink, not the input.
+        let at = format!("sink `{}`", self.uid);
+        let position = crate::stream::Position {
+            source: crate::stream::Label::intern(&at),
+            unit: crate::stream::Label::at(),
+            offset: 0,
+        };
         for (event, reason) in rejected {
-            let position = crate::stream::Position { source: crate::stream::Label::at(), unit: crate::stream::Label::at(), offset: 0 };
-            let letter = event.into_dead_letter(&self.uid, &format!("sink `{}`", self.uid), &reason);
+            let letter = event.into_dead_letter(&self.uid, &at, &reason);
             if router.send(*port, Record { event: letter, position, key_group: 0, ingested: None }).is_err() {
                 // Downstream is gone: the job is stopping.
                 return Ok(());
