@@ -375,8 +375,11 @@ impl Sink for PartFileSink {
         self.roll_if_due()
     }
 
+    /// The job is stopping. Without checkpoints the part being written is uploaded, as
+    /// every sink writes what it received; with them it waits for the restore, which
+    /// writes its records again.
     fn flush(&mut self) -> Result<(), SinkError> {
-        Ok(())
+        if self.transactional { Ok(()) } else { self.roll() }
     }
 
     fn flush_periodically(&mut self) -> Result<(), SinkError> {
@@ -405,8 +408,12 @@ impl Sink for PartFileSink {
     }
 
     fn abort(&mut self) {
-        // The local part goes with its file; pending parts wait for a restore.
-        self.in_progress = None;
+        if self.transactional {
+            // The local part goes with its file; pending parts wait for a restore.
+            self.in_progress = None;
+        } else if let Err(e) = self.roll() {
+            tracing::warn!(uid = %self.uid, error = %e, "cannot upload the last part of a failed job");
+        }
     }
 }
 
@@ -513,6 +520,20 @@ mod tests {
         drop(sink); // died before the commit
         PartFileSink::open(&spec, &spec.dir, "j", Delivery::Restore(&state)).unwrap();
         assert_eq!(names(dir.path()), ["part-j-out-0.jsonl"]);
+    }
+
+    #[test]
+    fn without_checkpoints_a_stop_uploads_the_part_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), PartFormat::Value);
+        let mut sink = PartFileSink::open(&spec, &spec.dir, "j", Delivery::Direct { append: false }).unwrap();
+        sink.write(&event(1)).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(names(dir.path()), ["part-j-out-0.jsonl"]);
+        let mut sink = PartFileSink::open(&spec, &spec.dir, "j", Delivery::Fresh).unwrap();
+        sink.write(&event(2)).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(names(dir.path()), ["part-j-out-0.jsonl"], "with checkpoints the restore writes it again");
     }
 
     #[test]
