@@ -382,12 +382,14 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
         config
     };
     let metadata: BaseConsumer = config().create().map_err(|e| kafka_error(format!("cannot configure a Kafka client: {e}")))?;
-    let Some(input_partitions) = partitions_of(&metadata, &source.topics[0], &stop).map_err(kafka_error)? else {
+    let Some(input_partitions) = partitions_of(&metadata, &source.topics[0], &stop, None).map_err(kafka_error)? else {
         return Ok(());
     };
     let topology = Topology::new(&spec, source, input_partitions)
         .map_err(|e| ClusterError::Unsupported { job: spec.name.clone(), reason: e.to_string() })?;
-    create_repartition_topics(&config(), &metadata, &topology).map_err(kafka_error)?;
+    let Some(()) = create_repartition_topics(&config(), &metadata, &topology, &stop).map_err(kafka_error)? else {
+        return Ok(());
+    };
     // The group assigns each stage's lead topic; a task reads the same partition of
     // the stage's other topics (which must be partitioned alike).
     let leads: Vec<String> = topology.stages.iter().map(|s| s.lead_topic.clone()).collect();
@@ -472,13 +474,29 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
     result
 }
 
-/// The number of partitions of `topic`, asking until the brokers answer (`None` when
-/// the member is stopped first).
-fn partitions_of(client: &BaseConsumer, topic: &str, stop: &std::sync::atomic::AtomicBool) -> Result<Option<u32>, String> {
+/// How long a member waits for a repartition topic it created (or found) to show its
+/// partitions in the brokers' metadata before it gives up with an error.
+const REPARTITION_TOPIC_WAIT: Duration = Duration::from_secs(60);
+
+/// The number of partitions of `topic`, asking until the brokers answer: `None` when
+/// the member is stopped first, an error once `deadline` (if any) has passed.
+fn partitions_of(
+    client: &BaseConsumer,
+    topic: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    deadline: Option<std::time::Instant>,
+) -> Result<Option<u32>, String> {
     let mut warned = false;
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(None);
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(format!(
+                "topic `{topic}` shows no partitions in the brokers' metadata after {} s; is the broker \
+                 reachable, and does it allow creating topics?",
+                REPARTITION_TOPIC_WAIT.as_secs()
+            ));
         }
         match client.fetch_metadata(Some(topic), crate::kafka::REQUEST_TIMEOUT) {
             Ok(metadata) => {
@@ -506,12 +524,18 @@ fn partitions_of(client: &BaseConsumer, topic: &str, stop: &std::sync::atomic::A
 
 /// Creates the repartition topics that are not there yet (with the brokers' default
 /// replication), and checks that those that are have the partitions the job needs.
-fn create_repartition_topics(config: &rdkafka::ClientConfig, client: &BaseConsumer, topology: &Topology) -> Result<(), String> {
+/// `None` when the member is stopped while it waits for them.
+fn create_repartition_topics(
+    config: &rdkafka::ClientConfig,
+    client: &BaseConsumer,
+    topology: &Topology,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<Option<()>, String> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
     if topology.topics.is_empty() {
-        return Ok(());
+        return Ok(Some(()));
     }
     let admin: AdminClient<DefaultClientContext> =
         config.create().map_err(|e| format!("cannot configure a Kafka admin client: {e}"))?;
@@ -530,9 +554,9 @@ fn create_repartition_topics(config: &rdkafka::ClientConfig, client: &BaseConsum
             Err((name, e)) => return Err(format!("cannot create repartition topic `{name}`: {e}")),
         }
     }
+    let deadline = std::time::Instant::now() + REPARTITION_TOPIC_WAIT;
     for topic in &topology.topics {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let found = partitions_of(client, &topic.name, &stop)?.unwrap_or_default();
+        let Some(found) = partitions_of(client, &topic.name, stop, Some(deadline))? else { return Ok(None) };
         if found != topic.partitions {
             return Err(format!(
                 "repartition topic `{}` has {found} partitions, but operator `{}` has parallelism {}; \
@@ -541,5 +565,24 @@ fn create_repartition_topics(config: &rdkafka::ClientConfig, client: &BaseConsum
             ));
         }
     }
-    Ok(())
+    Ok(Some(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_for_a_topic_ends_at_the_deadline_or_the_stop() {
+        // No broker on the port: metadata requests fail until the deadline.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client: BaseConsumer =
+            crate::kafka::client_config(&format!("127.0.0.1:{port}"), &Default::default()).create().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let deadline = std::time::Instant::now() + Duration::from_millis(200);
+        let error = partitions_of(&client, "t-repartition", &stop, Some(deadline)).unwrap_err();
+        assert!(error.contains("`t-repartition` shows no partitions") && error.contains("reachable"), "{error}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(partitions_of(&client, "t-repartition", &stop, None), Ok(None));
+    }
 }
