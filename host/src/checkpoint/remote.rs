@@ -23,14 +23,11 @@ use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::storage::{FINISHED, METADATA, OWNER, commit_record_prefix};
 use super::{CheckpointMetadata, CheckpointStorage};
 
-/// Files up to this size are uploaded in one request; larger ones in parts this large
-/// (S3 takes parts of 5 MiB and more).
-const PART_BYTES: usize = 8 << 20;
 
 /// A failure of the object store.
 #[derive(Debug, thiserror::Error)]
@@ -173,58 +170,26 @@ impl RemoteStore {
         }
     }
 
-    /// Uploads the local file `root/relative`: in one request when small, else in
-    /// parts of [`PART_BYTES`] (at most two in flight), never whole in memory.
+    /// Uploads the local file `root/relative` ([`crate::store::upload`]).
     fn put(&self, root: &Path, relative: &str) -> Result<(), RemoteError> {
-        use std::io::Read;
         let path = root.join(relative);
         let reading = |e: std::io::Error| self.error(format!("reading {}: {e}", path.display()));
         let mut file = std::fs::File::open(&path).map_err(reading)?;
         let size = file.metadata().map_err(reading)?.len();
-        let key = self.key(relative);
-        let uploaded: object_store::Result<()> = self.runtime.block_on(async {
-            if size <= PART_BYTES as u64 {
-                let mut bytes = Vec::with_capacity(size as usize);
-                file.read_to_end(&mut bytes).map_err(|e| object_store::Error::Generic { store: "local", source: e.into() })?;
-                self.store.put(&key, PutPayload::from(bytes)).await?;
-                return Ok(());
-            }
-            let mut upload = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&key).await?, PART_BYTES);
-            let mut buffer = vec![0u8; PART_BYTES];
-            loop {
-                let read = match file.read(&mut buffer) {
-                    Ok(0) => break,
-                    Ok(read) => read,
-                    Err(e) => {
-                        upload.abort().await?;
-                        return Err(object_store::Error::Generic { store: "local", source: e.into() });
-                    }
-                };
-                upload.wait_for_capacity(2).await?;
-                upload.write(&buffer[..read]);
-            }
-            upload.finish().await?;
-            Ok(())
-        });
+        let uploaded = self.runtime.block_on(crate::store::upload(&*self.store, &self.key(relative), &mut file, size));
         uploaded.map_err(|e| self.error(format!("uploading {relative}: {e}")))
     }
 
     /// Downloads `key` into the file `path`, part by part: to a temporary file, synced,
     /// then renamed, so a crash leaves no half file under the final name.
     fn get_to_file(&self, key: &Key, path: &Path) -> Result<u64, RemoteError> {
-        use std::io::Write;
         let tmp = PathBuf::from(format!("{}.part", path.display()));
         let written: Result<u64, String> = self.runtime.block_on(async {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             }
             let mut file = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
-            let mut stream = self.store.get(key).await.map_err(|e| e.to_string())?.into_stream();
-            let mut written = 0u64;
-            while let Some(chunk) = stream.try_next().await.map_err(|e| e.to_string())? {
-                file.write_all(&chunk).map_err(|e| e.to_string())?;
-                written += chunk.len() as u64;
-            }
+            let written = crate::store::download(&*self.store, key, &mut file).await?;
             file.sync_all().map_err(|e| e.to_string())?;
             std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
             Ok(written)
@@ -440,6 +405,7 @@ fn percent_decode(part: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::PART_BYTES;
 
     fn store(dir: &Path) -> RemoteStore {
         RemoteStore::open(&format!("file://{}", dir.display()), &BTreeMap::new()).unwrap()

@@ -20,19 +20,16 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use super::{Delivery, Sink, SinkError, SinkFormat, encode_line};
 use crate::stream::Event;
-
-/// Parts up to this size are uploaded in one request; larger ones in parts this large.
-const UPLOAD_PART_BYTES: usize = 8 << 20;
 
 /// A `[[sink]]` with `type = "files"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -137,8 +134,9 @@ pub struct PartFileSink {
     transactional: bool,
     next_part: u64,
     pending: Vec<PendingPart>,
-    /// The part being written, its size, and when it was opened.
-    in_progress: Option<(File, u64, Instant)>,
+    /// The part being written (a local file, buffered: one write per 64 KiB, not per
+    /// record), its size, and when it was opened.
+    in_progress: Option<(BufWriter<File>, u64, Instant)>,
     line: Vec<u8>,
     #[cfg(feature = "parquet")]
     schema: Option<arrow_schema::SchemaRef>,
@@ -255,20 +253,22 @@ impl PartFileSink {
     /// Closes the part being written, if it holds anything, and uploads it: under its
     /// hidden pending name with checkpoints, under its name without.
     fn roll(&mut self) -> Result<(), SinkError> {
-        let Some((mut file, size, _)) = self.in_progress.take() else { return Ok(()) };
+        let Some((file, size, _)) = self.in_progress.take() else { return Ok(()) };
         if size == 0 {
             return Ok(());
         }
         let name = format!("{}{}.{}", self.name_prefix, self.next_part, self.spec.format.extension());
         self.next_part += 1;
+        let mut file = file.into_inner().map_err(|e| self.error(format!("writing the local part: {}", e.error())))?;
         file.seek(SeekFrom::Start(0)).map_err(|e| self.error(format!("reading the part back: {e}")))?;
         let target = if self.transactional { pending_name(&name) } else { name.clone() };
         match self.spec.format {
             PartFormat::Parquet => {
                 let encoded = self.parquet(&mut file).map_err(|e| self.error(format!("part {name}: {e}")))?;
-                self.upload(&target, &mut std::io::Cursor::new(encoded))?;
+                let length = encoded.len() as u64;
+                self.upload(&target, &mut std::io::Cursor::new(encoded), length)?;
             }
-            PartFormat::Value | PartFormat::Envelope => self.upload(&target, &mut file)?,
+            PartFormat::Value | PartFormat::Envelope => self.upload(&target, &mut file, size)?,
         }
         tracing::debug!(uid = %self.uid, part = %name, bytes = size, "rolled a part");
         if self.transactional {
@@ -277,31 +277,9 @@ impl PartFileSink {
         Ok(())
     }
 
-    /// Uploads what `reader` holds to `name`: in one request, or in parts when large.
-    fn upload(&self, name: &str, reader: &mut dyn Read) -> Result<(), SinkError> {
-        let key = self.key(name);
-        let mut first = vec![0; UPLOAD_PART_BYTES];
-        let filled = read_full(reader, &mut first).map_err(|e| self.error(format!("reading the part: {e}")))?;
-        first.truncate(filled);
-        let uploaded: Result<(), String> = self.runtime.block_on(async {
-            if filled < UPLOAD_PART_BYTES {
-                self.store.put(&key, PutPayload::from(first)).await.map_err(|e| e.to_string())?;
-                return Ok(());
-            }
-            let upload = self.store.put_multipart(&key).await.map_err(|e| e.to_string())?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES);
-            writer.write(&first);
-            let mut chunk = vec![0; UPLOAD_PART_BYTES];
-            loop {
-                let n = read_full(reader, &mut chunk).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                writer.write(&chunk[..n]);
-            }
-            writer.finish().await.map_err(|e| e.to_string())?;
-            Ok(())
-        });
+    /// Uploads what `reader` holds (`size` bytes) to `name` ([`crate::store::upload`]).
+    fn upload(&self, name: &str, reader: &mut dyn Read, size: u64) -> Result<(), SinkError> {
+        let uploaded = self.runtime.block_on(crate::store::upload(&*self.store, &self.key(name), reader, size));
         uploaded.map_err(|e| self.error(format!("uploading {name} to {}: {e}", self.spec.dir)))
     }
 
@@ -367,7 +345,7 @@ impl Sink for PartFileSink {
         encode_line(format, event, &mut self.line).map_err(|m| self.error(m))?;
         if self.in_progress.is_none() {
             let file = tempfile::tempfile().map_err(|e| self.error(format!("cannot create a local part file: {e}")))?;
-            self.in_progress = Some((file, 0, Instant::now()));
+            self.in_progress = Some((BufWriter::with_capacity(1 << 16, file), 0, Instant::now()));
         }
         let (file, size, _) = self.in_progress.as_mut().expect("opened");
         file.write_all(&self.line).map_err(|e| SinkError { uid: self.uid.clone(), message: format!("writing the local part: {e}") })?;
@@ -419,18 +397,6 @@ impl Sink for PartFileSink {
 
 fn pending_name(name: &str) -> String {
     format!(".{name}.pending")
-}
-
-/// Reads until `buffer` is full or the input ends; returns how much was read.
-fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 /// Why a host built without the `parquet` feature cannot write Parquet.

@@ -11,12 +11,10 @@
 //! seeks. Files are never deleted or moved.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 use object_store::path::Path as Key;
 
 use super::file::FileSource;
@@ -118,13 +116,7 @@ impl FilesSource {
     fn open_file(&self, name: &str) -> Result<FileSource, SourceError> {
         let key = self.prefix.clone().join(name);
         let mut file = tempfile::tempfile().map_err(|e| self.error(format!("cannot create a local copy: {e}")))?;
-        let copied: Result<(), String> = self.runtime.block_on(async {
-            let mut stream = self.store.get(&key).await.map_err(|e| e.to_string())?.into_stream();
-            while let Some(chunk) = stream.next().await {
-                file.write_all(&chunk.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        });
+        let copied = self.runtime.block_on(crate::store::download(&*self.store, &key, &mut file));
         copied.map_err(|e| self.error(format!("reading {}/{name}: {e}", self.label)))?;
         use std::io::Seek;
         file.rewind().map_err(|e| self.error(e))?;

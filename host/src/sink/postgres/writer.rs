@@ -136,6 +136,8 @@ pub struct PostgresSink {
     /// A second connection for `COMMIT PREPARED`, opened when first needed.
     control: Option<Client>,
     columns: Vec<Column>,
+    /// Whether a column reads the event's JSON value (parsed once per row then).
+    reads_value: bool,
     /// Indexes into `columns` of the primary key (upserts).
     key_columns: Vec<usize>,
     /// `INSERT INTO t (a, b) VALUES ` and what follows the values.
@@ -242,6 +244,7 @@ impl PostgresSink {
             insert_head,
             insert_tail,
             rows_per_statement: spec.batch_rows.min(MAX_PARAMETERS / columns.len()).max(1),
+            reads_value: columns.iter().any(|c| matches!(c.field, Field::Value | Field::Path(_))),
             columns,
             full_statement: None,
             buffer: Vec::new(),
@@ -262,8 +265,7 @@ impl PostgresSink {
     /// Turns an event into a row, or says which column it does not fit.
     fn row(&self, event: &Event, number: u64) -> Result<Row, String> {
         let key = event.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned());
-        let needs_value = self.columns.iter().any(|c| matches!(c.field, Field::Value | Field::Path(_)));
-        let value: Value = if needs_value {
+        let value: Value = if self.reads_value {
             serde_json::from_slice(&event.value).map_err(|e| {
                 format!("row {number}{}: the value is not JSON ({e}): {}", key_note(&key), quote(&event.value))
             })?
@@ -351,19 +353,16 @@ impl PostgresSink {
         }
         for chunk in rows.chunks(self.rows_per_statement) {
             let chunk = self.last_of_each_key(chunk);
-            self.insert(&chunk)?;
+            self.insert(&chunk, false)?;
         }
         Ok(())
     }
 
-    /// One `INSERT` of `rows`. A refused one aborts the open transaction, which
+    /// One `INSERT` of `rows`, under a savepoint when `savepoint` (row by row, to find
+    /// a refused row). A refused batch without one aborts the open transaction, which
     /// [`PostgresSink::send`] then writes again: refusals are rare, and a savepoint
     /// around every statement would cost two more round trips each.
-    fn insert(&mut self, rows: &[&Row]) -> Result<(), Failure> {
-        self.insert_with(rows, false)
-    }
-
-    fn insert_with(&mut self, rows: &[&Row], savepoint: bool) -> Result<(), Failure> {
+    fn insert(&mut self, rows: &[&Row], savepoint: bool) -> Result<(), Failure> {
         if savepoint {
             self.client.batch_execute("SAVEPOINT weir_batch").map_err(|e| classify(&self.client, e))?;
         }
@@ -435,7 +434,7 @@ impl PostgresSink {
         let mut refused = Vec::new();
         let mut failure = None;
         for row in rows {
-            match self.insert_with(&[row], true) {
+            match self.insert(&[row], true) {
                 Ok(()) => {}
                 Err(Failure::Refused(e)) => {
                     let reason = self.describe_row_error(row, &e);
