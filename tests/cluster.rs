@@ -287,6 +287,249 @@ fn a_stalled_member_writes_nothing_when_it_resumes_and_joins_again() {
     }
 }
 
+/// Waits until `child` exits, at most `timeout`, and returns whether it succeeded.
+fn exits_within(child: &mut Child, timeout: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A cluster stopped with a savepoint in the middle of its input, while its count
+/// (behind a repartition topic) runs on both members, goes on in one process at another
+/// parallelism from that savepoint: each user's counts continue exactly where the
+/// cluster's output left them. Records in flight between the stages at the stop would
+/// be lost (a gap), and a part taken past the first stage's would count them twice (a
+/// repeat); a savepoint without the count's state starts the counts at 1 again.
+#[test]
+fn a_cluster_stopped_with_a_savepoint_goes_on_in_one_process_at_another_parallelism() {
+    let broker = Broker::start();
+    broker.create_topic("in", PARTITIONS);
+    broker.create_topic("counts", 1);
+    let users: Vec<String> = (0..KEYS).map(|k| format!("u{k}")).collect();
+    broker.produce(
+        "in",
+        (0..KEYS * PER_KEY).map(|i| {
+            let partition = ((i / KEYS) as i32) % PARTITIONS;
+            (partition, None, format!("{{\"user\":\"{}\",\"i\":{i}}}", users[i % KEYS]), None)
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), &broker, "cluster-stop", "key_field = \"user\"\n        rate = 20", "parallelism = 3", "");
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = member(&job, &home_a);
+    wait_until("member a runs every task", Duration::from_secs(60), || started_tasks(&home_a).len() == 4 + 3);
+    wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
+    let mut b = member(&job, &home_b);
+    wait_until("member b takes over some tasks", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let url = format!("file://{}/savepoints/stopped", dir.path().display());
+    let stop = Command::new(env!("CARGO_BIN_EXE_weir")).arg("stop").arg(&job).args(["--savepoint", &url]).output().unwrap();
+    let log = |home: &Path| std::fs::read_to_string(home.join("log")).unwrap_or_default();
+    assert!(
+        stop.status.success(),
+        "{}\nmember a:\n{}\nmember b:\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        log(&home_a),
+        log(&home_b)
+    );
+    assert_eq!(String::from_utf8_lossy(&stop.stdout).trim(), url);
+    assert!(exits_within(&mut a, Duration::from_secs(30)), "member a did not leave cleanly:\n{}", log(&home_a));
+    assert!(exits_within(&mut b, Duration::from_secs(30)), "member b did not leave cleanly:\n{}", log(&home_b));
+    for home in [&home_a, &home_b] {
+        assert!(log(home).contains("cluster savepoint complete"), "{}", log(home));
+    }
+    let by_cluster = broker.read_all("counts").len();
+    let cluster = counts(&broker);
+    let stopped_at: BTreeMap<String, u64> =
+        users.iter().map(|u| (u.clone(), cluster.get(u).and_then(|c| c.last().copied()).unwrap_or(0))).collect();
+    assert!(
+        stopped_at.values().any(|&c| c < PER_KEY as u64),
+        "the input ended before the stop, so the savepoint tests nothing: {stopped_at:?}"
+    );
+    for (user, seen) in &cluster {
+        assert_eq!(seen, &(1..=stopped_at[user]).collect(), "the cluster's counts of {user}");
+    }
+
+    // The same job in one process, the count at parallelism 2, reading to the end.
+    std::fs::copy(guests::KEYED_COUNT, dir.path().join("keyed_count.wasm")).unwrap();
+    let single = dir.path().join("single.toml");
+    std::fs::write(
+        &single,
+        format!(
+            r#"
+            name = "single-after-cluster"
+            [[source]]
+            type = "kafka"
+            uid = "in"
+            brokers = "{addr}"
+            topics = ["in"]
+            key_field = "user"
+            bounded = true
+
+            [[operator]]
+            uid = "count"
+            component = "keyed_count.wasm"
+            parallelism = 2
+
+            [[sink]]
+            type = "kafka"
+            uid = "out"
+            brokers = "{addr}"
+            topic = "counts"
+            delivery = "at-least-once"
+
+            [[edge]]
+            from = "in"
+            to = "count"
+            partition = "keyed"
+
+            [[edge]]
+            from = "count"
+            to = "out"
+            "#,
+            addr = broker.addr()
+        ),
+    )
+    .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(&single)
+        .args(["--from-savepoint", &url])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut after: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for read in broker.read_all("counts").into_iter().skip(by_cluster) {
+        let value: serde_json::Value = serde_json::from_str(&read.value).unwrap();
+        after.entry(value["key"].as_str().unwrap().to_string()).or_default().insert(value["count"].as_u64().unwrap());
+    }
+    for user in &users {
+        let went_on = after.remove(user).unwrap_or_default();
+        assert_eq!(
+            went_on,
+            (stopped_at[user] + 1..=PER_KEY as u64).collect(),
+            "{user}'s counts after the cluster's, which stopped at {}",
+            stopped_at[user]
+        );
+    }
+}
+
+/// How many times a member's log says it started a task.
+fn starts(home: &Path) -> usize {
+    std::fs::read_to_string(home.join("log")).unwrap_or_default().matches("task assigned: starting").count()
+}
+
+/// Three members through a repartition topic: one is killed mid-run, then another, and
+/// a fourth joins; the output, read as a deduplicating reader reads it (by the
+/// producer and sequence number each record carries), equals a single process's run of
+/// the same job on the same input: every count once, none missing, none repeated.
+#[test]
+fn three_members_two_kills_and_a_join_give_the_output_of_one_process() {
+    const PER_KEY: usize = 150;
+    let broker = Broker::start();
+    broker.create_topic("in", PARTITIONS);
+    broker.create_topic("counts", 1);
+    broker.create_topic("counts-single", 1);
+    let users: Vec<String> = (0..KEYS).map(|k| format!("u{k}")).collect();
+    broker.produce(
+        "in",
+        (0..KEYS * PER_KEY).map(|i| {
+            let partition = ((i / KEYS) as i32) % PARTITIONS;
+            (partition, None, format!("{{\"user\":\"{}\",\"i\":{i}}}", users[i % KEYS]), None)
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), &broker, "cluster-three", "key_field = \"user\"\n        rate = 15", "parallelism = 3", "");
+    let text = std::fs::read_to_string(&job).unwrap();
+    let numbered = text.replacen("delivery = \"at-least-once\"", "delivery = \"at-least-once\"\n        sequence = true", 1);
+    std::fs::write(&job, &numbered).unwrap();
+
+    // The same job in one process, reading the input to its end.
+    let single = dir.path().join("single.toml");
+    let one = numbered.split("[checkpoint]").next().unwrap();
+    let one = one
+        .replacen("name = \"cluster-three\"", "name = \"one-process\"", 1)
+        .replacen("topics = [\"in\"]", "topics = [\"in\"]\n        bounded = true", 1)
+        .replacen("rate = 15", "", 1)
+        .replacen("topic = \"counts\"", "topic = \"counts-single\"", 1);
+    std::fs::write(&single, one).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_weir")).arg("run").arg(&single).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for read in broker.read_all("counts-single") {
+        let value: serde_json::Value = serde_json::from_str(&read.value).unwrap();
+        expected.entry(value["key"].as_str().unwrap().to_string()).or_default().push(value["count"].as_u64().unwrap());
+    }
+    assert_eq!(expected.len(), KEYS);
+
+    let homes: Vec<std::path::PathBuf> = ["a", "b", "c", "d"].iter().map(|m| dir.path().join(m)).collect();
+    let mut a = member(&job, &homes[0]);
+    wait_until("member a runs every task", Duration::from_secs(60), || started_tasks(&homes[0]).len() == 4 + 3);
+    wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
+    let mut b = member(&job, &homes[1]);
+    wait_until("member b takes over some tasks", Duration::from_secs(60), || starts(&homes[1]) > 0);
+    let c = member(&job, &homes[2]);
+    wait_until("member c takes over some tasks", Duration::from_secs(60), || starts(&homes[2]) > 0);
+
+    // SIGKILL a, then b: their tasks move to the members left.
+    let before = starts(&homes[1]) + starts(&homes[2]);
+    a.kill().unwrap();
+    a.wait().unwrap();
+    wait_until("b and c take over a's tasks", Duration::from_secs(60), || starts(&homes[1]) + starts(&homes[2]) > before);
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = starts(&homes[2]);
+    b.kill().unwrap();
+    b.wait().unwrap();
+    wait_until("c takes over b's tasks", Duration::from_secs(60), || starts(&homes[2]) > before);
+    // A member added mid-run takes tasks over from c.
+    let d = member(&job, &homes[3]);
+    wait_until("member d takes over some tasks", Duration::from_secs(60), || starts(&homes[3]) > 0);
+    let log_c = std::fs::read_to_string(homes[2].join("log")).unwrap();
+    assert!(log_c.contains("task revoked: stopping"), "c gave no task to d:\n{log_c}");
+    wait_until("every user is counted to the end", Duration::from_secs(180), || counted_to(&broker, PER_KEY));
+    leave(c, &homes[2]);
+    leave(d, &homes[3]);
+
+    // As a deduplicating reader reads it: a record written again after a restore
+    // carries the number it had, and the same value.
+    let mut numbered: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut repeats = 0;
+    for read in broker.read_all("counts") {
+        let header = |name: &str| read.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let number = (header("weir-producer").expect("numbered"), header("weir-seq").expect("numbered"));
+        match numbered.get(&number) {
+            Some(value) => {
+                assert_eq!(value, &read.value, "record {number:?} written again with another value");
+                repeats += 1;
+            }
+            None => {
+                numbered.insert(number, read.value.clone());
+            }
+        }
+    }
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for value in numbered.values() {
+        let value: serde_json::Value = serde_json::from_str(value).unwrap();
+        got.entry(value["key"].as_str().unwrap().to_string()).or_default().push(value["count"].as_u64().unwrap());
+    }
+    for counts in got.values_mut() {
+        counts.sort_unstable();
+    }
+    for counts in expected.values_mut() {
+        counts.sort_unstable();
+    }
+    assert_eq!(got, expected, "the cluster's output, deduplicated ({repeats} repeats dropped), against one process's");
+}
+
 #[test]
 fn a_cluster_without_a_shared_store_or_kafka_input_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -443,6 +443,13 @@ fn main() -> ExitCode {
         },
         Command::Savepoint(args) => savepoint(args),
         Command::Stop { job, savepoint } => {
+            if let Some(spec) = cluster_job(&job) {
+                let Some(url) = savepoint else {
+                    eprintln!("error: stop each member of a cluster with Ctrl-C, or all of them with --savepoint URL");
+                    return ExitCode::FAILURE;
+                };
+                return cluster_savepoint(&spec, Some(url), true);
+            }
             let body = StopBody { savepoint: savepoint.map(|d| absolute(&d)) };
             client(&job, "/stop", &body)
         }
@@ -599,6 +606,9 @@ fn savepoint(args: SavepointArgs) -> ExitCode {
         (Some(SavepointAction::Export { dir, operator }), _) => load(&dir)
             .and_then(|s| s.export(&operator, &mut std::io::stdout().lock()).map(|_| ()).map_err(|e| e.to_string())),
         (None, Some(job)) => {
+            if let Some(spec) = cluster_job(&job) {
+                return cluster_savepoint(&spec, args.dir, false);
+            }
             let body = api::SavepointBody { dir: args.dir.map(|d| absolute(&d)) };
             return client(&job, "/savepoint", &body);
         }
@@ -606,6 +616,27 @@ fn savepoint(args: SavepointArgs) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The job of file `job` when it runs as a cluster (it has a `[cluster]` table).
+fn cluster_job(job: &Path) -> Option<JobSpec> {
+    JobSpec::load(job).ok().filter(|spec| spec.cluster.is_some())
+}
+
+/// Asks the members of a cluster job for a savepoint (docs/cluster.md) and prints its
+/// URL once complete.
+fn cluster_savepoint(spec: &JobSpec, url: Option<PathBuf>, stop: bool) -> ExitCode {
+    let url = url.map(|u| u.to_string_lossy().into_owned());
+    match weir::cluster::savepoint::take(spec, url, stop, std::time::Duration::from_secs(300)) {
+        Ok(url) => {
+            println!("{url}");
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

@@ -170,6 +170,79 @@ impl RemoteStore {
         }
     }
 
+    /// Writes `bytes` as the object `relative`, whole.
+    pub(crate) fn put_bytes(&self, relative: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
+        self.runtime
+            .block_on(self.store.put(&self.key(relative), PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|e| self.error(format!("writing {relative}: {e}")))
+    }
+
+    /// The object `relative`, or `None` when there is none.
+    pub(crate) fn get_bytes(&self, relative: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        match self.runtime.block_on(async { self.store.get(&self.key(relative)).await?.bytes().await }) {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(format!("reading {relative}: {e}"))),
+        }
+    }
+
+    /// Whether the object `relative` exists.
+    pub(crate) fn exists(&self, relative: &str) -> Result<bool, RemoteError> {
+        match self.runtime.block_on(self.store.head(&self.key(relative))) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error(format!("looking for {relative}: {e}"))),
+        }
+    }
+
+    /// Deletes the object `relative` (one weir wrote).
+    pub(crate) fn delete(&self, relative: &str) -> Result<(), RemoteError> {
+        match self.runtime.block_on(self.store.delete(&self.key(relative))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(format!("deleting {relative}: {e}"))),
+        }
+    }
+
+    /// The paths (relative to the prefix) of every object under `under`.
+    pub(crate) fn list_relative(&self, under: &str) -> Result<Vec<String>, RemoteError> {
+        Ok(self.list(under)?.iter().filter_map(|key| self.relative(key)).collect())
+    }
+
+    /// Uploads every file under the local directory `root`, each to its path relative
+    /// to `root`, the ones named `last` after all others.
+    pub(crate) fn upload_tree(&self, root: &Path, last: &str) -> Result<(), RemoteError> {
+        let mut files = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| self.error(format!("reading {}: {e}", dir.display())))?;
+            for entry in entries {
+                let path = entry.map_err(|e| self.error(format!("reading {}: {e}", dir.display())))?.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(relative) = path.strip_prefix(root) {
+                    files.push(relative.to_string_lossy().into_owned());
+                }
+            }
+        }
+        files.sort_by_key(|f| (f.rsplit('/').next() == Some(last), f.clone()));
+        for relative in &files {
+            self.put(root, relative)?;
+        }
+        Ok(())
+    }
+
+    /// Downloads every object under the prefix into the local directory `root`, each
+    /// to its relative path; returns the bytes written.
+    pub(crate) fn download_tree(&self, root: &Path) -> Result<u64, RemoteError> {
+        let mut written = 0;
+        for key in self.list("")? {
+            let Some(relative) = self.relative(&key) else { continue };
+            written += self.get_to_file(&key, &root.join(&relative))?;
+        }
+        Ok(written)
+    }
+
     /// Uploads the local file `root/relative` ([`crate::store::upload`]).
     fn put(&self, root: &Path, relative: &str) -> Result<(), RemoteError> {
         let path = root.join(relative);

@@ -372,18 +372,27 @@ pub(super) fn commit_record_prefix() -> &'static str {
     "committed-"
 }
 
-pub fn write_manifest<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<u64> {
-    fs::create_dir_all(dir)?;
+/// A manifest as [`write_manifest`] writes it: a header line with the CRC-32 of the
+/// JSON body, then the body.
+pub fn encode_manifest<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
     let body = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     let crc = crc32fast::hash(&body);
+    let mut text = format!("{HEADER}{crc:08x}\n").into_bytes();
+    text.extend_from_slice(&body);
+    Ok(text)
+}
+
+pub fn write_manifest<T: serde::Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<u64> {
+    fs::create_dir_all(dir)?;
+    let text = encode_manifest(value)?;
+    let body_len = text.len() - text.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
     let tmp = dir.join(format!("{name}.tmp"));
     let mut file = File::create(&tmp)?;
-    file.write_all(format!("{HEADER}{crc:08x}\n").as_bytes())?;
-    file.write_all(&body)?;
+    file.write_all(&text)?;
     file.sync_all()?;
     fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()?;
-    Ok(body.len() as u64)
+    Ok(body_len as u64)
 }
 
 /// Reads a file written by [`write_manifest`], checking its header and checksum.

@@ -23,8 +23,11 @@
 //! tasks of the later stages follow the partitions of those topics, each holding one
 //! key-group range. A member that was stopped past its session timeout writes nothing
 //! when it wakes ([`Hold`]), and a task's checkpoints have one writer (the store's
-//! `_owner`). Standby replicas are not built yet (`docs/cluster.md`).
+//! `_owner`). With `standbys = 1`, members keep warm copies of the checkpoints of the
+//! tasks they do not run. A savepoint of the whole cluster is asked for through the
+//! store ([`savepoint`]).
 
+pub mod savepoint;
 pub mod topology;
 
 use std::collections::BTreeMap;
@@ -86,6 +89,8 @@ pub enum ClusterError {
     Kafka { job: String, message: String },
     #[error("cluster of job `{job}`: task {task} failed: {error}")]
     Task { job: String, task: String, error: Box<JobError> },
+    #[error("savepoint of cluster job `{job}`: {message}")]
+    Savepoint { job: String, message: String },
 }
 
 /// A task: a stage of the job ([`topology::Stage`]) on one partition of its lead
@@ -101,6 +106,13 @@ struct RunningTask {
     control: Arc<JobControl>,
     lease: Arc<Lease>,
     thread: JoinHandle<Result<JobSummary, JobError>>,
+    /// Where savepoint requests reach the task.
+    requests: crossbeam_channel::Sender<crate::checkpoint::Request>,
+    /// The task's local directory.
+    work_dir: std::path::PathBuf,
+    /// What each repartition topic it reads has passed on so far, by the topic's
+    /// source uid.
+    seen: BTreeMap<String, topology::SeenSequences>,
 }
 
 /// What the member's tasks share with the group's rebalance callbacks.
@@ -117,6 +129,11 @@ struct Tasks {
     standby: Mutex<()>,
     /// The first task failure; the member stops on it.
     failed: Mutex<Option<ClusterError>>,
+    /// Set while the cluster stops with a savepoint: no task starts.
+    stopping: AtomicBool,
+    /// Set when a stop with a savepoint failed: the member starts its assigned tasks
+    /// again.
+    resume: AtomicBool,
 }
 
 impl Tasks {
@@ -132,6 +149,19 @@ impl Tasks {
         }
         let spec = self.topology.task_spec(id.stage, id.partition, &self.brokers);
         let name = spec.name.clone();
+        if self.stopping.load(Ordering::Acquire) {
+            tracing::info!(job = %self.job(), task = %name, "not starting the task: the cluster is stopping with a savepoint");
+            return;
+        }
+        let work_dir = spec.work_dir();
+        let seen = spec
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceSpec::Kafka(k) => Some((k.uid.clone(), k.repartition.as_ref()?.seen.clone())),
+                _ => None,
+            })
+            .collect();
         let lease = Arc::new(Lease::new(self.valid_until.clone()));
         let options = JobOptions { lease: Some(lease.clone()), ..self.options.clone() };
         let job = match Job::new(spec, &options) {
@@ -143,11 +173,12 @@ impl Tasks {
         };
         tracing::info!(job = %self.job(), task = %name, stage = id.stage, partition = id.partition, "task assigned: starting");
         let control = job.control();
+        let requests = job.requests();
         let thread = std::thread::Builder::new()
             .name(format!("task {name}"))
             .spawn(move || job.run())
             .expect("spawning a task thread");
-        running.insert(id, RunningTask { control, lease, thread });
+        running.insert(id, RunningTask { control, lease, thread, requests, work_dir, seen });
     }
 
     /// Stops task `id` and waits until it has (so its partition can go).
@@ -403,6 +434,8 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
         running: Mutex::new(BTreeMap::new()),
         standby: Mutex::new(()),
         failed: Mutex::new(None),
+        stopping: AtomicBool::new(false),
+        resume: AtomicBool::new(false),
     });
     let join = || -> Result<BaseConsumer<Membership>, ClusterError> {
         let consumer: BaseConsumer<Membership> = config()
@@ -433,6 +466,22 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
             })
             .expect("spawning the standby thread")
     });
+    let savepoints = {
+        let (tasks, done, stop) = (tasks.clone(), hold.done.clone(), stop.clone());
+        let mut driver = savepoint::Driver::open(&spec).map_err(|message| ClusterError::Savepoint { job: spec.name.clone(), message })?;
+        std::thread::Builder::new()
+            .name("savepoints".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    if driver.step(&tasks) == savepoint::Step::Stopped {
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep(savepoint::Driver::EVERY);
+                }
+            })
+            .expect("spawning the savepoint thread")
+    };
     tracing::info!(job = %spec.name, %group, %brokers, "joined the cluster");
     let result = loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -449,6 +498,13 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
             }
         }
         tasks.reap();
+        if tasks.resume.swap(false, Ordering::AcqRel) {
+            if let Ok(assigned) = consumer.assignment() {
+                for id in tasks.ids(&assigned) {
+                    tasks.start(id);
+                }
+            }
+        }
         if let Some(error) = tasks.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
             break Err(error);
         }
@@ -468,6 +524,7 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
     if let Some(standbys) = standbys {
         let _ = standbys.join();
     }
+    let _ = savepoints.join();
     tasks.stop_all();
     drop(consumer);
     tracing::info!(job = %spec.name, "left the cluster");

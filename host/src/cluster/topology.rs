@@ -21,6 +21,8 @@
 //! checkpoint and writes its records again duplicates nothing (see [`RepartitionRead`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::job::JobSpec;
 use crate::job::spec::{EdgeSpec, KafkaDelivery, KafkaSinkSpec, KafkaSourceSpec, SinkSpec, SourceSpec, StartPosition};
@@ -58,7 +60,51 @@ impl RepartitionWrite {
 pub struct RepartitionRead {
     /// The producers that write the topic.
     pub producers: Vec<u32>,
+    /// What the source has passed on so far, for its member to see (a cluster
+    /// savepoint waits until a later stage has read everything the earlier one wrote).
+    pub seen: SeenSequences,
 }
+
+impl RepartitionRead {
+    pub fn new(producers: Vec<u32>) -> RepartitionRead {
+        let seen = SeenSequences(Arc::new(producers.iter().map(|&p| (p, AtomicU64::new(0))).collect()));
+        RepartitionRead { producers, seen }
+    }
+}
+
+/// The last sequence number a repartition source has passed on, per producer, shared
+/// between the source (which sets it) and its member (which reads it). Not part of a
+/// spec's identity: any two compare equal.
+#[derive(Clone, Default)]
+pub struct SeenSequences(Arc<BTreeMap<u32, AtomicU64>>);
+
+impl SeenSequences {
+    /// Records that the source passed on `sequence` of `producer`.
+    pub fn set(&self, producer: u32, sequence: u64) {
+        if let Some(seen) = self.0.get(&producer) {
+            seen.store(sequence, Ordering::Release);
+        }
+    }
+
+    /// The last sequence passed on of `producer` (0: none).
+    pub fn get(&self, producer: u32) -> u64 {
+        self.0.get(&producer).map_or(0, |s| s.load(Ordering::Acquire))
+    }
+}
+
+impl std::fmt::Debug for SeenSequences {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter().map(|(p, s)| (p, s.load(Ordering::Relaxed)))).finish()
+    }
+}
+
+impl PartialEq for SeenSequences {
+    fn eq(&self, _: &SeenSequences) -> bool {
+        true
+    }
+}
+
+impl Eq for SeenSequences {}
 
 /// A topology that cannot run as a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -222,6 +268,41 @@ impl Topology {
         &self.spec.name
     }
 
+    /// The job as its file has it.
+    pub fn spec(&self) -> &JobSpec {
+        &self.spec
+    }
+
+    /// Every task, as (stage, partition), stage by stage.
+    pub fn all_tasks(&self) -> impl Iterator<Item = (usize, i32)> + '_ {
+        self.stages.iter().enumerate().flat_map(|(stage, s)| (0..s.tasks as i32).map(move |p| (stage, p)))
+    }
+
+    /// Whether `uid` is a repartition topic's internal sink or source.
+    pub fn is_internal(&self, uid: &str) -> bool {
+        self.topics.iter().any(|t| repartition_uid(t) == uid)
+    }
+
+    /// The repartition topics `stage` reads, each with its writers: (producer number,
+    /// writing task's name).
+    pub fn writers_read_by(&self, stage: usize) -> Vec<(String, Vec<(u32, String)>)> {
+        self.topics
+            .iter()
+            .filter(|t| t.reader == stage)
+            .map(|t| {
+                let writers = t
+                    .writers
+                    .iter()
+                    .flat_map(|&w| {
+                        let s = &self.stages[w];
+                        (0..s.tasks).map(move |n| (s.first_producer + n, self.task_name(w, n as i32)))
+                    })
+                    .collect();
+                (repartition_uid(t), writers)
+            })
+            .collect()
+    }
+
     /// The stage whose tasks follow `topic`'s partitions.
     pub fn stage_of_topic(&self, topic: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.lead_topic == topic)
@@ -293,7 +374,7 @@ impl Topology {
                 watermark: watermark.clone(),
                 partitions: Some(vec![partition]),
                 deduplicate: false,
-                repartition: Some(RepartitionRead { producers }),
+                repartition: Some(RepartitionRead::new(producers)),
             }));
         }
         task.operators.retain(|o| nodes.contains(&o.uid));
@@ -454,7 +535,7 @@ mod tests {
         let SourceSpec::Kafka(read) = &downstream.sources[0] else { panic!() };
         assert_eq!(read.topics, ["j-count-repartition"]);
         assert_eq!(read.partitions, Some(vec![1]));
-        assert_eq!(read.repartition, Some(RepartitionRead { producers: vec![0, 1, 2, 3] }));
+        assert_eq!(read.repartition.as_ref().map(|r| r.producers.clone()), Some(vec![0, 1, 2, 3]));
         assert_eq!(downstream.operators[0].parallelism, 1);
         assert_eq!(downstream.sinks.iter().map(SinkSpec::uid).collect::<Vec<_>>(), ["out"]);
         assert!(downstream.is_keyed("count"));

@@ -300,7 +300,7 @@ impl Job {
             _ => None,
         };
         let mut savepoint = match &self.options.from_savepoint {
-            Some(dir) => Some(self.check_savepoint(Savepoint::load(&self.spec.resolve(dir))?)?),
+            Some(dir) => Some(self.check_savepoint(self.load_savepoint(dir)?)?),
             None => None,
         };
         if let Some(storage) = &storage {
@@ -458,6 +458,19 @@ impl Job {
                 .map_err(|message| JobError::Restore { job: self.spec.name.clone(), message })?;
         }
         Ok(savepoint)
+    }
+
+    /// The savepoint at `dir`: a directory, or an object store URL (a cluster's), which
+    /// is downloaded into `<work dir>/downloaded-savepoints/` first.
+    fn load_savepoint(&self, dir: &Path) -> Result<Savepoint, JobError> {
+        let text = dir.to_string_lossy();
+        if !crate::store::is_url(&text) {
+            return Ok(Savepoint::load(&self.spec.resolve(dir))?);
+        }
+        let options = self.spec.checkpoint.as_ref().map(|c| c.store_options.clone()).unwrap_or_default();
+        let name = text.trim_end_matches('/').rsplit('/').next().unwrap_or("savepoint").to_string();
+        let into = self.spec.work_dir().join("downloaded-savepoints").join(name);
+        Ok(Savepoint::fetch(&text, &options, &into)?)
     }
 
     /// Checks that a savepoint can start this job: the same max parallelism, and no

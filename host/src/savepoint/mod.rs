@@ -64,6 +64,19 @@ impl Savepoint {
         Ok(savepoint)
     }
 
+    /// Loads a savepoint in an object store (`s3://bucket/prefix`, ...: where a cluster
+    /// writes them), downloading it into `into` first.
+    pub fn fetch(url: &str, options: &BTreeMap<String, String>, into: &Path) -> Result<Savepoint, SavepointError> {
+        let error = |message: String| SavepointError { dir: url.into(), message };
+        let store = crate::checkpoint::remote::RemoteStore::open(url, options).map_err(|e| error(e.to_string()))?;
+        if !store.exists(MANIFEST).map_err(|e| error(e.to_string()))? {
+            return Err(error(format!("no {MANIFEST} object: not a savepoint, or one that never completed")));
+        }
+        let bytes = store.download_tree(into).map_err(|e| error(e.to_string()))?;
+        tracing::info!(%url, into = %into.display(), bytes, "savepoint downloaded");
+        Savepoint::load(into)
+    }
+
     fn files(&self) -> impl Iterator<Item = &FileEntry> {
         self.manifest.tasks.values().flat_map(|t| match t {
             TaskState::Operator { state, timers, operator_state, .. } => {

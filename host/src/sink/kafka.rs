@@ -52,6 +52,10 @@ pub struct KafkaSink {
     numbered_as: Option<String>,
     /// The sequence number's text, reused from record to record.
     sequence_text: String,
+    /// A repartition topic's sink: the sequence number of the last record written to
+    /// each partition (the reader of partition `n` has read all of this writer's records
+    /// once it has passed that number on: what a cluster's savepoint waits for).
+    last_per_partition: BTreeMap<i32, u64>,
 }
 
 /// The exactly-once sink's transaction.
@@ -119,6 +123,16 @@ impl KafkaSink {
             Delivery::Restore(state) => state.get("sequence").and_then(|s| s.as_u64()).unwrap_or(0),
             _ => 0,
         };
+        let last_per_partition = match delivery {
+            Delivery::Restore(state) => state
+                .get("partitions")
+                .and_then(|p| p.as_object())
+                .into_iter()
+                .flatten()
+                .filter_map(|(partition, sequence)| Some((partition.parse().ok()?, sequence.as_u64()?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         let numbered_as = match &spec.repartition {
             Some(repartition) => Some(repartition.producer),
             None => spec.sequence.then(|| crate::keygroup::murmur3_32(format!("{job}/{}", spec.uid).as_bytes(), 0x5e9)),
@@ -132,6 +146,7 @@ impl KafkaSink {
             sequence,
             numbered_as,
             sequence_text: String::new(),
+            last_per_partition,
         })
     }
 
@@ -181,6 +196,9 @@ impl KafkaSink {
             self.sequence += 1;
             self.sequence_text.clear();
             let _ = write!(self.sequence_text, "{}", self.sequence);
+        }
+        if let Some(partition) = partition {
+            self.last_per_partition.insert(partition, self.sequence);
         }
         let topic = self.topic(event)?;
         let mut record = BaseRecord::to(&topic).payload(&event.value);
@@ -253,6 +271,12 @@ impl Sink for KafkaSink {
 
     fn pre_commit(&mut self, id: u64) -> Result<serde_json::Value, SinkError> {
         let waiting = match &mut self.transactions {
+            None if self.spec.repartition.is_some() => {
+                self.flush_all()?;
+                let partitions: serde_json::Map<String, serde_json::Value> =
+                    self.last_per_partition.iter().map(|(p, s)| (p.to_string(), json!(s))).collect();
+                return Ok(json!({ "sequence": self.sequence, "partitions": partitions }));
+            }
             None if self.numbered_as.is_some() => {
                 self.flush_all()?;
                 return Ok(json!({ "sequence": self.sequence }));

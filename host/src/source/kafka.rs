@@ -485,7 +485,8 @@ impl KafkaSource {
                         return Ok(SourcePoll::Pending(Duration::ZERO));
                     }
                     *last = sequence;
-                    if self.spec.repartition.is_some() {
+                    if let Some(repartition) = &self.spec.repartition {
+                        repartition.seen.set(producer, sequence);
                         record_split = producer;
                     }
                 }
@@ -620,6 +621,9 @@ impl Source for KafkaSource {
                 return Err(self.error(format!("malformed saved sequence of producer `{producer}`: {sequence}")));
             };
             self.sequences.insert(producer, sequence);
+            if let Some(repartition) = &self.spec.repartition {
+                repartition.seen.set(producer, sequence);
+            }
         }
         Ok(())
     }
