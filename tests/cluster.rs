@@ -203,17 +203,8 @@ fn members_share_the_partitions_and_a_killed_members_tasks_move_without_loss() {
 #[test]
 fn a_keyed_edge_on_another_key_goes_through_a_repartition_topic_and_a_kill_counts_nothing_twice() {
     let broker = Broker::start();
-    broker.create_topic("in", PARTITIONS);
-    broker.create_topic("counts", 1);
-    let users: Vec<String> = (0..KEYS).map(|k| format!("u{k}")).collect();
     // Every user's events in every partition, without a Kafka key.
-    broker.produce(
-        "in",
-        (0..KEYS * PER_KEY).map(|i| {
-            let partition = ((i / KEYS) as i32) % PARTITIONS;
-            (partition, None, format!("{{\"user\":\"{}\",\"i\":{i}}}", users[i % KEYS]), None)
-        }),
-    );
+    input_by_user(&broker, PER_KEY);
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path(), &broker, "cluster-by-user", "key_field = \"user\"\n        rate = 30", "parallelism = 3", "");
     let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
@@ -287,93 +278,23 @@ fn a_stalled_member_writes_nothing_when_it_resumes_and_joins_again() {
     }
 }
 
-/// Waits until `child` exits, at most `timeout`, and returns whether it succeeded.
-fn exits_within(child: &mut Child, timeout: Duration) -> bool {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.success();
-        }
-        if started.elapsed() > timeout {
-            let _ = child.kill();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A cluster stopped with a savepoint in the middle of its input, while its count
-/// (behind a repartition topic) runs on both members, goes on in one process at another
-/// parallelism from that savepoint: each user's counts continue exactly where the
-/// cluster's output left them. Records in flight between the stages at the stop would
-/// be lost (a gap), and a part taken past the first stage's would count them twice (a
-/// repeat); a savepoint without the count's state starts the counts at 1 again.
-#[test]
-fn a_cluster_stopped_with_a_savepoint_goes_on_in_one_process_at_another_parallelism() {
-    let broker = Broker::start();
-    broker.create_topic("in", PARTITIONS);
-    broker.create_topic("counts", 1);
-    let users: Vec<String> = (0..KEYS).map(|k| format!("u{k}")).collect();
-    broker.produce(
-        "in",
-        (0..KEYS * PER_KEY).map(|i| {
-            let partition = ((i / KEYS) as i32) % PARTITIONS;
-            (partition, None, format!("{{\"user\":\"{}\",\"i\":{i}}}", users[i % KEYS]), None)
-        }),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let job = job(dir.path(), &broker, "cluster-stop", "key_field = \"user\"\n        rate = 20", "parallelism = 3", "");
-    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
-    let mut a = member(&job, &home_a);
-    wait_until("member a runs every task", Duration::from_secs(60), || started_tasks(&home_a).len() == 4 + 3);
-    wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
-    let mut b = member(&job, &home_b);
-    wait_until("member b takes over some tasks", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
-    std::thread::sleep(Duration::from_millis(1500));
-
-    let url = format!("file://{}/savepoints/stopped", dir.path().display());
-    let stop = Command::new(env!("CARGO_BIN_EXE_weir")).arg("stop").arg(&job).args(["--savepoint", &url]).output().unwrap();
-    let log = |home: &Path| std::fs::read_to_string(home.join("log")).unwrap_or_default();
-    assert!(
-        stop.status.success(),
-        "{}\nmember a:\n{}\nmember b:\n{}",
-        String::from_utf8_lossy(&stop.stderr),
-        log(&home_a),
-        log(&home_b)
-    );
-    assert_eq!(String::from_utf8_lossy(&stop.stdout).trim(), url);
-    assert!(exits_within(&mut a, Duration::from_secs(30)), "member a did not leave cleanly:\n{}", log(&home_a));
-    assert!(exits_within(&mut b, Duration::from_secs(30)), "member b did not leave cleanly:\n{}", log(&home_b));
-    for home in [&home_a, &home_b] {
-        assert!(log(home).contains("cluster savepoint complete"), "{}", log(home));
-    }
-    let by_cluster = broker.read_all("counts").len();
-    let cluster = counts(&broker);
-    let stopped_at: BTreeMap<String, u64> =
-        users.iter().map(|u| (u.clone(), cluster.get(u).and_then(|c| c.last().copied()).unwrap_or(0))).collect();
-    assert!(
-        stopped_at.values().any(|&c| c < PER_KEY as u64),
-        "the input ended before the stop, so the savepoint tests nothing: {stopped_at:?}"
-    );
-    for (user, seen) in &cluster {
-        assert_eq!(seen, &(1..=stopped_at[user]).collect(), "the cluster's counts of {user}");
-    }
-
-    // The same job in one process, the count at parallelism 2, reading to the end.
-    std::fs::copy(guests::KEYED_COUNT, dir.path().join("keyed_count.wasm")).unwrap();
-    let single = dir.path().join("single.toml");
+/// The count by user in one process (the count at parallelism 2), as `one.toml` in
+/// `dir`; `source` adds settings to the Kafka source.
+fn one_process(dir: &Path, broker: &Broker, name: &str, source: &str) -> std::path::PathBuf {
+    std::fs::copy(guests::KEYED_COUNT, dir.join("keyed_count.wasm")).unwrap();
+    let path = dir.join("one.toml");
     std::fs::write(
-        &single,
+        &path,
         format!(
             r#"
-            name = "single-after-cluster"
+            name = "{name}"
             [[source]]
             type = "kafka"
             uid = "in"
             brokers = "{addr}"
             topics = ["in"]
             key_field = "user"
-            bounded = true
+            {source}
 
             [[operator]]
             uid = "count"
@@ -400,6 +321,188 @@ fn a_cluster_stopped_with_a_savepoint_goes_on_in_one_process_at_another_parallel
         ),
     )
     .unwrap();
+    path
+}
+
+/// Each user's counts in the output from record `from` on.
+fn counts_from(broker: &Broker, from: usize) -> BTreeMap<String, BTreeSet<u64>> {
+    let mut seen: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for read in broker.read_all("counts").into_iter().skip(from) {
+        let value: serde_json::Value = serde_json::from_str(&read.value).unwrap();
+        seen.entry(value["key"].as_str().unwrap().to_string()).or_default().insert(value["count"].as_u64().unwrap());
+    }
+    seen
+}
+
+/// Input by user, spread over every partition: `KEYS * per_key` events.
+fn input_by_user(broker: &Broker, per_key: usize) -> Vec<String> {
+    broker.create_topic("in", PARTITIONS);
+    broker.create_topic("counts", 1);
+    let users: Vec<String> = (0..KEYS).map(|k| format!("u{k}")).collect();
+    broker.produce(
+        "in",
+        (0..KEYS * per_key).map(|i| {
+            let partition = ((i / KEYS) as i32) % PARTITIONS;
+            (partition, None, format!("{{\"user\":\"{}\",\"i\":{i}}}", users[i % KEYS]), None)
+        }),
+    );
+    users
+}
+
+/// One process stopped with a savepoint mid-input starts a cluster from it (the count
+/// at parallelism 3 behind a repartition topic, on two members); the cluster is stopped
+/// with a savepoint in its turn, and one process finishes the input from that. Each
+/// user's counts go on across both hand-overs with no gap and no repeat. A cluster task
+/// that restored every key of the savepoint rather than its key-group range would
+/// leave stale counts in the cluster's savepoint, which the last run would go on from.
+#[test]
+fn a_savepoint_of_one_process_starts_a_cluster_whose_savepoint_goes_back_to_one_process() {
+    // Enough input that two members join and the cluster stops before it ends.
+    const PER_KEY: usize = 240;
+    let broker = Broker::start();
+    let users = input_by_user(&broker, PER_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let log = |home: &Path| std::fs::read_to_string(home.join("log")).unwrap_or_default();
+
+    // 1. One process, stopped with a savepoint.
+    let one = one_process(dir.path(), &broker, "round-trip", "rate = 150");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("run")
+        .arg(&one)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let control = dir.path().join(".weir/round-trip/control.addr");
+    wait_until("the process counts", Duration::from_secs(60), || control.exists() && written(&broker) >= 200);
+    let sp1 = dir.path().join("sp1");
+    let stop = Command::new(env!("CARGO_BIN_EXE_weir")).arg("stop").arg(&one).arg("--savepoint").arg(&sp1).output().unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    // A stopped job exits with 130, as after Ctrl-C.
+    assert!(exits_within(&mut first, Duration::from_secs(30)).is_some(), "{}", log(dir.path()));
+    let after_one = broker.read_all("counts").len();
+    let by_one = counts_from(&broker, 0);
+    let at = |counts: &BTreeMap<String, BTreeSet<u64>>, user: &str| counts.get(user).and_then(|c| c.last().copied()).unwrap_or(0);
+    assert!(users.iter().all(|u| at(&by_one, u) < PER_KEY as u64), "the input ended before the stop: {by_one:?}");
+
+    // 2. A cluster from that savepoint, stopped with a savepoint of its own.
+    let job = job(dir.path(), &broker, "round-trip", "key_field = \"user\"\n        rate = 20", "parallelism = 3", "");
+    let start = |home: &Path| {
+        std::fs::create_dir_all(home).unwrap();
+        std::fs::copy(&job, home.join("job.toml")).unwrap();
+        std::fs::copy(dir.path().join("keyed_count.wasm"), home.join("keyed_count.wasm")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("run")
+            .arg(home.join("job.toml"))
+            .arg("--from-savepoint")
+            .arg(&sp1)
+            .arg("--log=weir=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(home.join("log")).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = start(&home_a);
+    wait_until("member a runs every task", Duration::from_secs(60), || started_tasks(&home_a).len() == 4 + 3);
+    wait_until("the cluster counts", Duration::from_secs(60), || written(&broker) > after_one as i64);
+    let mut b = start(&home_b);
+    wait_until("member b takes over some tasks", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+    let sp2 = format!("file://{}/sp2", dir.path().display());
+    let stop = Command::new(env!("CARGO_BIN_EXE_weir")).arg("stop").arg(&job).args(["--savepoint", &sp2]).output().unwrap();
+    assert!(stop.status.success(), "{}\n{}\n{}", String::from_utf8_lossy(&stop.stderr), log(&home_a), log(&home_b));
+    assert!(exits_within(&mut a, Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", log(&home_a));
+    assert!(exits_within(&mut b, Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", log(&home_b));
+    assert!(log(&home_a).contains("restoring from savepoint"), "{}", log(&home_a));
+    let after_cluster = broker.read_all("counts").len();
+    let by_cluster = counts_from(&broker, after_one);
+    for user in &users {
+        let (from, to) = (at(&by_one, user), at(&by_cluster, user).max(at(&by_one, user)));
+        assert_eq!(by_cluster.get(user).cloned().unwrap_or_default(), (from + 1..=to).collect(), "{user}'s counts in the cluster");
+    }
+    assert!(users.iter().any(|u| at(&by_cluster, u) < PER_KEY as u64), "the input ended before the cluster's stop");
+
+    // 3. One process from the cluster's savepoint, to the end of the input.
+    let last = one_process(dir.path(), &broker, "round-trip-end", "bounded = true");
+    let run = Command::new(env!("CARGO_BIN_EXE_weir")).arg("run").arg(&last).args(["--from-savepoint", &sp2]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let by_last = counts_from(&broker, after_cluster);
+    for user in &users {
+        let from = at(&by_cluster, user).max(at(&by_one, user));
+        assert_eq!(
+            by_last.get(user).cloned().unwrap_or_default(),
+            (from + 1..=PER_KEY as u64).collect(),
+            "{user}'s counts after the cluster's savepoint"
+        );
+    }
+}
+
+/// Waits until `child` exits, at most `timeout` (then kills it): how it exited.
+fn exits_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A cluster stopped with a savepoint in the middle of its input, while its count
+/// (behind a repartition topic) runs on both members, goes on in one process at another
+/// parallelism from that savepoint: each user's counts continue exactly where the
+/// cluster's output left them. Records in flight between the stages at the stop would
+/// be lost (a gap), and a part taken past the first stage's would count them twice (a
+/// repeat); a savepoint without the count's state starts the counts at 1 again.
+#[test]
+fn a_cluster_stopped_with_a_savepoint_goes_on_in_one_process_at_another_parallelism() {
+    let broker = Broker::start();
+    let users = input_by_user(&broker, PER_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), &broker, "cluster-stop", "key_field = \"user\"\n        rate = 20", "parallelism = 3", "");
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = member(&job, &home_a);
+    wait_until("member a runs every task", Duration::from_secs(60), || started_tasks(&home_a).len() == 4 + 3);
+    wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
+    let mut b = member(&job, &home_b);
+    wait_until("member b takes over some tasks", Duration::from_secs(60), || !started_tasks(&home_b).is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let url = format!("file://{}/savepoints/stopped", dir.path().display());
+    let stop = Command::new(env!("CARGO_BIN_EXE_weir")).arg("stop").arg(&job).args(["--savepoint", &url]).output().unwrap();
+    let log = |home: &Path| std::fs::read_to_string(home.join("log")).unwrap_or_default();
+    assert!(
+        stop.status.success(),
+        "{}\nmember a:\n{}\nmember b:\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        log(&home_a),
+        log(&home_b)
+    );
+    assert_eq!(String::from_utf8_lossy(&stop.stdout).trim(), url);
+    assert!(exits_within(&mut a, Duration::from_secs(30)).is_some_and(|s| s.success()), "member a did not leave cleanly:\n{}", log(&home_a));
+    assert!(exits_within(&mut b, Duration::from_secs(30)).is_some_and(|s| s.success()), "member b did not leave cleanly:\n{}", log(&home_b));
+    for home in [&home_a, &home_b] {
+        assert!(log(home).contains("cluster savepoint complete"), "{}", log(home));
+    }
+    let by_cluster = broker.read_all("counts").len();
+    let cluster = counts(&broker);
+    let stopped_at: BTreeMap<String, u64> =
+        users.iter().map(|u| (u.clone(), cluster.get(u).and_then(|c| c.last().copied()).unwrap_or(0))).collect();
+    assert!(
+        stopped_at.values().any(|&c| c < PER_KEY as u64),
+        "the input ended before the stop, so the savepoint tests nothing: {stopped_at:?}"
+    );
+    for (user, seen) in &cluster {
+        assert_eq!(seen, &(1..=stopped_at[user]).collect(), "the cluster's counts of {user}");
+    }
+
+    // The same job in one process, the count at parallelism 2, reading to the end.
+    let single = one_process(dir.path(), &broker, "single-after-cluster", "bounded = true");
     let run = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("run")
         .arg(&single)
@@ -407,11 +510,7 @@ fn a_cluster_stopped_with_a_savepoint_goes_on_in_one_process_at_another_parallel
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let mut after: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-    for read in broker.read_all("counts").into_iter().skip(by_cluster) {
-        let value: serde_json::Value = serde_json::from_str(&read.value).unwrap();
-        after.entry(value["key"].as_str().unwrap().to_string()).or_default().insert(value["count"].as_u64().unwrap());
-    }
+    let mut after = counts_from(&broker, by_cluster);
     for user in &users {
         let went_on = after.remove(user).unwrap_or_default();
         assert_eq!(
@@ -428,25 +527,16 @@ fn starts(home: &Path) -> usize {
     std::fs::read_to_string(home.join("log")).unwrap_or_default().matches("task assigned: starting").count()
 }
 
-/// Three members through a repartition topic: one is killed mid-run, then another, and
-/// a fourth joins; the output, read as a deduplicating reader reads it (by the
-/// producer and sequence number each record carries), equals a single process's run of
-/// the same job on the same input: every count once, none missing, none repeated.
+/// Three members through a repartition topic, each joining mid-run: one is killed,
+/// then another; the output, read as a deduplicating reader reads it (by the producer
+/// and sequence number each record carries), equals a single process's run of the same
+/// job on the same input: every count once, none missing, none repeated.
 #[test]
-fn three_members_two_kills_and_a_join_give_the_output_of_one_process() {
+fn three_members_and_two_kills_give_the_output_of_one_process() {
     const PER_KEY: usize = 150;
     let broker = Broker::start();
-    broker.create_topic("in", PARTITIONS);
-    broker.create_topic("counts", 1);
+    input_by_user(&broker, PER_KEY);
     broker.create_topic("counts-single", 1);
-    let users: Vec<String> = (0..KEYS).map(|k| format!("u{k}")).collect();
-    broker.produce(
-        "in",
-        (0..KEYS * PER_KEY).map(|i| {
-            let partition = ((i / KEYS) as i32) % PARTITIONS;
-            (partition, None, format!("{{\"user\":\"{}\",\"i\":{i}}}", users[i % KEYS]), None)
-        }),
-    );
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path(), &broker, "cluster-three", "key_field = \"user\"\n        rate = 15", "parallelism = 3", "");
     let text = std::fs::read_to_string(&job).unwrap();
@@ -471,7 +561,7 @@ fn three_members_two_kills_and_a_join_give_the_output_of_one_process() {
     }
     assert_eq!(expected.len(), KEYS);
 
-    let homes: Vec<std::path::PathBuf> = ["a", "b", "c", "d"].iter().map(|m| dir.path().join(m)).collect();
+    let homes: Vec<std::path::PathBuf> = ["a", "b", "c"].iter().map(|m| dir.path().join(m)).collect();
     let mut a = member(&job, &homes[0]);
     wait_until("member a runs every task", Duration::from_secs(60), || started_tasks(&homes[0]).len() == 4 + 3);
     wait_until("output appears", Duration::from_secs(60), || written(&broker) > 0);
@@ -490,14 +580,14 @@ fn three_members_two_kills_and_a_join_give_the_output_of_one_process() {
     b.kill().unwrap();
     b.wait().unwrap();
     wait_until("c takes over b's tasks", Duration::from_secs(60), || starts(&homes[2]) > before);
-    // A member added mid-run takes tasks over from c.
-    let d = member(&job, &homes[3]);
-    wait_until("member d takes over some tasks", Duration::from_secs(60), || starts(&homes[3]) > 0);
-    let log_c = std::fs::read_to_string(homes[2].join("log")).unwrap();
-    assert!(log_c.contains("task revoked: stopping"), "c gave no task to d:\n{log_c}");
-    wait_until("every user is counted to the end", Duration::from_secs(180), || counted_to(&broker, PER_KEY));
+    // Done once the output holds a record per event (repeats only add) and has not
+    // grown for 5 s (reading the whole topic every second takes longer than that).
+    let mut seen = Vec::new();
+    wait_until("every event is counted", Duration::from_secs(180), || {
+        seen.push(written(&broker));
+        seen.len() > 5 && seen[seen.len() - 6..].iter().all(|&n| n == seen[seen.len() - 1] && n >= (KEYS * PER_KEY) as i64)
+    });
     leave(c, &homes[2]);
-    leave(d, &homes[3]);
 
     // As a deduplicating reader reads it: a record written again after a restore
     // carries the number it had, and the same value.

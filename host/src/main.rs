@@ -44,8 +44,10 @@ enum Command {
         /// Ignore the job's checkpoints and start from the beginning of its inputs.
         #[arg(long)]
         fresh: bool,
-        /// Start from a savepoint (state, timers, source positions), at any parallelism.
-        #[arg(long, value_name = "DIR")]
+        /// Start from a savepoint (state, timers, source positions), at any parallelism:
+        /// a directory, or an object store URL (a cluster's savepoint). A cluster member
+        /// starts the tasks that have no checkpoints yet from it.
+        #[arg(long, value_name = "DIR|URL")]
         from_savepoint: Option<PathBuf>,
         /// With --from-savepoint: drop saved state of operators the job no longer has.
         #[arg(long, requires = "from_savepoint")]
@@ -769,8 +771,11 @@ fn run(path: PathBuf, options: JobOptions, cluster: bool) -> ExitCode {
 
 /// Runs this process as a member of the job's cluster until Ctrl-C or a task failure.
 fn run_member(spec: weir::JobSpec, options: JobOptions) -> ExitCode {
-    if options.fresh || options.from_savepoint.is_some() {
-        eprintln!("error: a cluster member starts its tasks from their checkpoints; --fresh and --from-savepoint do not apply");
+    if options.fresh {
+        eprintln!(
+            "error: a cluster member starts its tasks from their checkpoints in the store; --fresh does not apply \
+             (give [checkpoint] dir a new prefix to start afresh)"
+        );
         return ExitCode::FAILURE;
     }
     // Tasks have no control API of their own yet (several per process).

@@ -320,6 +320,11 @@ impl RemoteStore {
         Ok(())
     }
 
+    /// Whether the store holds a complete checkpoint.
+    pub fn has_complete_checkpoint(&self) -> Result<bool, RemoteError> {
+        Ok(!self.complete_ids()?.is_empty())
+    }
+
     /// The ids of the checkpoints complete in the store, newest first.
     fn complete_ids(&self) -> Result<Vec<u64>, RemoteError> {
         let mut ids: Vec<u64> = self

@@ -134,6 +134,9 @@ struct Tasks {
     /// Set when a stop with a savepoint failed: the member starts its assigned tasks
     /// again.
     resume: AtomicBool,
+    /// The savepoint (downloaded) that tasks without checkpoints of their own start
+    /// from (`--from-savepoint`).
+    savepoint: Option<std::path::PathBuf>,
 }
 
 impl Tasks {
@@ -163,7 +166,22 @@ impl Tasks {
             })
             .collect();
         let lease = Arc::new(Lease::new(self.valid_until.clone()));
-        let options = JobOptions { lease: Some(lease.clone()), ..self.options.clone() };
+        let mut options = JobOptions { lease: Some(lease.clone()), from_savepoint: None, ..self.options.clone() };
+        if let Some(savepoint) = &self.savepoint {
+            match savepoint::has_checkpoints(&spec) {
+                // Its first start: from the savepoint, which also holds the other
+                // stages' state (the member checked the whole job against it).
+                Ok(false) => {
+                    options.from_savepoint = Some(savepoint.clone());
+                    options.allow_non_restored_state = true;
+                }
+                Ok(true) => {}
+                Err(message) => {
+                    self.fail(name, JobError::Restore { job: self.job().to_string(), message });
+                    return;
+                }
+            }
+        }
         let job = match Job::new(spec, &options) {
             Ok(job) => job,
             Err(error) => {
@@ -421,6 +439,13 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
     let Some(()) = create_repartition_topics(&config(), &metadata, &topology, &stop).map_err(kafka_error)? else {
         return Ok(());
     };
+    let savepoint = match &options.from_savepoint {
+        Some(from) => Some(
+            savepoint::prepare_restore(&spec, &topology, from, &metadata, options.allow_non_restored_state)
+                .map_err(|message| ClusterError::Savepoint { job: spec.name.clone(), message })?,
+        ),
+        None => None,
+    };
     // The group assigns each stage's lead topic; a task reads the same partition of
     // the stage's other topics (which must be partitioned alike).
     let leads: Vec<String> = topology.stages.iter().map(|s| s.lead_topic.clone()).collect();
@@ -436,6 +461,7 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
         failed: Mutex::new(None),
         stopping: AtomicBool::new(false),
         resume: AtomicBool::new(false),
+        savepoint,
     });
     let join = || -> Result<BaseConsumer<Membership>, ClusterError> {
         let consumer: BaseConsumer<Membership> = config()

@@ -131,6 +131,115 @@ pub fn take(spec: &JobSpec, url: Option<String>, stop: bool, timeout: Duration) 
     outcome
 }
 
+/// Whether the task of `spec` (a task's spec) has a complete checkpoint in the store.
+pub(super) fn has_checkpoints(spec: &JobSpec) -> Result<bool, String> {
+    let (dir, options) = checkpoint_root(spec)?;
+    open(&dir, &options)?.has_complete_checkpoint().map_err(|e| e.to_string())
+}
+
+/// The object that records which savepoint the cluster's tasks started from.
+const RESTORE: &str = "_cluster/restore.json";
+
+/// Readies a cluster start from the savepoint `from` (a directory or an object store
+/// URL, which is downloaded into the member's directory): checks it against the whole
+/// job, and that the tasks can take their parts of it. Returns the local directory
+/// the tasks restore from.
+///
+/// A task of a later stage holds one key-group range of its keyed operator and takes
+/// those key groups; a first-stage task follows a partition of the Kafka input, which a
+/// savepoint's keys say nothing about, so the first stage may hold no state. The
+/// repartition topics must be empty when the first member starts (records of an
+/// earlier run would be read as new), and the tasks must have no checkpoints of their
+/// own yet (they would restore those instead).
+pub(super) fn prepare_restore(
+    spec: &JobSpec,
+    topology: &Topology,
+    from: &std::path::Path,
+    client: &rdkafka::consumer::BaseConsumer,
+    allow_non_restored_state: bool,
+) -> Result<std::path::PathBuf, String> {
+    use rdkafka::consumer::Consumer;
+    let (root, options) = checkpoint_root(spec)?;
+    let text = from.to_string_lossy().into_owned();
+    let savepoint = if crate::store::is_url(&text) {
+        let name = text.trim_end_matches('/').rsplit('/').next().unwrap_or("savepoint").to_string();
+        crate::savepoint::Savepoint::fetch(&text, &options, &spec.work_dir().join("downloaded-savepoints").join(name))
+    } else {
+        crate::savepoint::Savepoint::load(&spec.resolve(from))
+    }
+    .map_err(|e| e.to_string())?;
+    if savepoint.manifest.max_parallelism != spec.max_parallelism {
+        return Err(format!(
+            "the savepoint was taken at max_parallelism {}, the job has {}; key groups cannot be remapped",
+            savepoint.manifest.max_parallelism, spec.max_parallelism
+        ));
+    }
+    let with_state = savepoint.operators_with_state();
+    let mut unmatched: Vec<String> =
+        with_state.iter().filter(|uid| !spec.operators.iter().any(|o| &o.uid == *uid)).cloned().collect();
+    for (task, state) in &savepoint.manifest.tasks {
+        let uid = task.rsplit_once('#').map_or(task.as_str(), |(u, _)| u);
+        let known = match state {
+            TaskState::Source { .. } => spec.sources.iter().any(|s| s.uid() == uid),
+            TaskState::Sink { .. } => spec.sinks.iter().any(|s| s.uid() == uid),
+            TaskState::Operator { .. } => true,
+        };
+        if !known && !unmatched.iter().any(|u| u == uid) {
+            unmatched.push(uid.to_string());
+        }
+    }
+    if !unmatched.is_empty() && !allow_non_restored_state {
+        return Err(format!(
+            "the savepoint has state for uids the job does not have: {}; keep their uids, or pass \
+             --allow-non-restored-state to drop that state",
+            unmatched.join(", ")
+        ));
+    }
+    if let Some(uid) = with_state.iter().find(|uid| topology.stage_of_node(uid) == Some(0)) {
+        return Err(format!(
+            "operator `{uid}` has state in the savepoint and runs in the cluster's first stage, whose tasks \
+             follow the partitions of the Kafka input; a savepoint does not say which partition a key came \
+             from, so its state cannot be split among them. Key the operator's input by a field \
+             (`key_field`), so that it reads a repartition topic, or start the cluster without the savepoint"
+        ));
+    }
+    let control = open(&root, &options)?;
+    let started: Option<serde_json::Value> =
+        control.get_bytes(RESTORE).map_err(|e| e.to_string())?.and_then(|b| serde_json::from_slice(&b).ok());
+    if started.is_some_and(|s| s["savepoint"] == text.as_str()) {
+        // Another member (or an earlier start of this one) began the restore.
+        return Ok(savepoint.dir);
+    }
+    for (stage, partition) in topology.all_tasks() {
+        if has_checkpoints(&topology.task_spec(stage, partition, ""))? {
+            return Err(format!(
+                "task {} has checkpoints in {root} already, from an earlier run, which it would restore instead \
+                 of the savepoint; give [checkpoint] dir a prefix of its own for the start from the savepoint",
+                topology.task_name(stage, partition)
+            ));
+        }
+    }
+    for topic in &topology.topics {
+        for partition in 0..topic.partitions as i32 {
+            let (low, high) = client
+                .fetch_watermarks(&topic.name, partition, crate::kafka::REQUEST_TIMEOUT)
+                .map_err(|e| format!("cannot read the offsets of `{}`: {e}", topic.name))?;
+            if high > low {
+                return Err(format!(
+                    "repartition topic `{}` holds records of an earlier run (partition {partition}, offsets {low} \
+                     to {high}), which tasks starting from the savepoint would read as new; delete the topic \
+                     (its records are only in flight between tasks) and start again",
+                    topic.name
+                ));
+            }
+        }
+    }
+    let record = serde_json::json!({ "savepoint": text, "at_ms": crate::clock::now_ms() });
+    control.put_bytes(RESTORE, record.to_string().into_bytes()).map_err(|e| e.to_string())?;
+    tracing::info!(job = %spec.name, savepoint = %text, "the cluster starts from a savepoint");
+    Ok(savepoint.dir)
+}
+
 /// What a member's savepoint driver did in a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
@@ -408,8 +517,7 @@ pub struct PartManifest {
 ///   behind a repartition topic (one subtask per task, holding key-group range `n`),
 ///   that is subtask `n` of the job's. A restore takes each new subtask's key groups
 ///   from every file, so any parallelism works.
-/// - The Kafka source's offsets are the union of the parts' (each task read its own
-///   partitions).
+/// - The Kafka source's offset of partition `n` is task `n`'s (the task that read it).
 /// - The repartition topics' internal sources and sinks are left out (a single
 ///   process has none), and so is the sinks' transaction state: the tasks' savepoints
 ///   committed it, and a restore has other writers.
@@ -439,9 +547,14 @@ pub fn merge(topology: &Topology, parts: &[PartManifest]) -> SavepointManifest {
             }
             match state {
                 TaskState::Source { position, .. } => {
+                    // Task `n` reads partition `n` of its topics; the offsets it holds
+                    // of others are those it was started from, which their own tasks
+                    // have moved on from.
                     let merged = offsets.entry(uid.to_string()).or_default();
-                    for (partition, offset) in position.get("offsets").and_then(|o| o.as_object()).into_iter().flatten() {
-                        merged.insert(partition.clone(), offset.clone());
+                    for (name, offset) in position.get("offsets").and_then(|o| o.as_object()).into_iter().flatten() {
+                        if name.rsplit_once('/').is_some_and(|(_, p)| p == part.partition.to_string()) {
+                            merged.insert(name.clone(), offset.clone());
+                        }
                     }
                 }
                 TaskState::Sink { .. } => {}
@@ -565,8 +678,9 @@ mod tests {
     #[test]
     fn the_parts_of_every_task_make_one_savepoint_of_the_job() {
         let topology = topology();
+        // Each task also holds the offsets it started from of the other partitions.
         let source = |offset: i64, partition: i32| TaskState::Source {
-            position: serde_json::json!({ "offsets": { format!("t/{partition}"): offset } }),
+            position: serde_json::json!({ "offsets": { "t/0": 1, "t/1": 2, format!("t/{partition}"): offset } }),
             max_timestamps: BTreeMap::from([(0, 5)]),
         };
         let written = |sequence: u64| TaskState::Sink { state: serde_json::json!({ "sequence": sequence }), channel_state: None };

@@ -278,6 +278,11 @@ impl Topology {
         self.stages.iter().enumerate().flat_map(|(stage, s)| (0..s.tasks as i32).map(move |p| (stage, p)))
     }
 
+    /// The stage that runs node `uid`.
+    pub fn stage_of_node(&self, uid: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.nodes.contains(uid))
+    }
+
     /// Whether `uid` is a repartition topic's internal sink or source.
     pub fn is_internal(&self, uid: &str) -> bool {
         self.topics.iter().any(|t| repartition_uid(t) == uid)
@@ -381,8 +386,9 @@ impl Topology {
         for op in &mut task.operators {
             // A task holds one key-group range of a keyed operator fed by a repartition
             // topic: one subtask serves it.
-            if reads.iter().any(|t| t.to == op.uid) {
+            if let Some(topic) = reads.iter().find(|t| t.to == op.uid) {
                 op.parallelism = 1;
+                op.key_groups = Some((partition as u32, topic.partitions));
             }
         }
         task.sinks.retain(|s| nodes.contains(s.uid()));
@@ -537,6 +543,7 @@ mod tests {
         assert_eq!(read.partitions, Some(vec![1]));
         assert_eq!(read.repartition.as_ref().map(|r| r.producers.clone()), Some(vec![0, 1, 2, 3]));
         assert_eq!(downstream.operators[0].parallelism, 1);
+        assert_eq!(downstream.operators[0].key_groups, Some((1, 3)), "key-group range 1 of 3");
         assert_eq!(downstream.sinks.iter().map(SinkSpec::uid).collect::<Vec<_>>(), ["out"]);
         assert!(downstream.is_keyed("count"));
     }

@@ -800,7 +800,8 @@ impl Job {
             }
             return Ok((ctx, None, migration));
         };
-        let range = KeyGroupRange::for_subtask(subtask, self.spec.max_parallelism, op.parallelism);
+        let (share, of) = op.key_groups.unwrap_or((subtask, op.parallelism));
+        let range = KeyGroupRange::for_subtask(share, self.spec.max_parallelism, of);
         let restored = savepoint.read_operator(&op.uid, range)?;
         let backend: Box<dyn StateBackend> = match self.spec.state.backend {
             BackendKind::Memory => Box::new(MemoryBackend::from_entries(restored.entries)),

@@ -316,6 +316,11 @@ pub struct OperatorSpec {
     pub config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub limits: Limits,
+    /// A cluster task's share of the operator's key groups, (`n`, of `parallelism`),
+    /// when it runs one subtask holding key-group range `n` (never in a job file): a
+    /// restore from a savepoint takes only those key groups.
+    #[serde(skip)]
+    pub key_groups: Option<(u32, u32)>,
 }
 
 /// An operator's `late` setting.
