@@ -489,6 +489,12 @@ fn a_cluster_stopped_with_a_savepoint_goes_on_in_one_process_at_another_parallel
     for home in [&home_a, &home_b] {
         assert!(log(home).contains("cluster savepoint complete"), "{}", log(home));
     }
+    // One savepoint of the whole job: the count's three key-group ranges, every user.
+    let inspect = Command::new(env!("CARGO_BIN_EXE_weir")).args(["savepoint", "inspect", &url]).output().unwrap();
+    let shown = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    assert!(shown.contains("operator `count`: parallelism 3"), "{shown}");
+    assert!(shown.contains(&format!("keys: {KEYS}")), "{shown}");
     let by_cluster = broker.read_all("counts").len();
     let cluster = counts(&broker);
     let stopped_at: BTreeMap<String, u64> =

@@ -540,7 +540,9 @@ fn a_live_upgrade_migrates_keys_lazily_on_first_access() {
     let reference = tempfile::tempdir().unwrap();
     v2_reference(reference.path(), keys, count);
     let dir = tempfile::tempdir().unwrap();
-    let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(15_000), keys, count, "");
+    // Slow enough that, on a loaded machine, the background migration ends before the
+    // input does (at 15 000 events/s it did not always).
+    let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(8_000), keys, count, "");
     let child = start(&job, &["--log=weir=info"]);
     wait_running(dir.path(), "out.jsonl", 35_000);
     let upgrade = weir(
@@ -1024,7 +1026,9 @@ fn a_crash_during_a_live_upgrades_background_migration_restores_exactly() {
     v2_reference(reference.path(), keys, count);
     let dir = tempfile::tempdir().unwrap();
     let settings = r#"checkpoint = { interval_ms = 50, dir = "checkpoints" }"#;
-    let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(10_000), keys, count, settings);
+    // Slow enough that the upgrade request arrives before the input ends on a loaded
+    // machine (at 10 000 events/s it did not always).
+    let job = counting_job_with(dir.path(), "counter_v1.wasm", 1, Some(6_000), keys, count, settings);
     let first = start(&job, &[]);
     wait_running(dir.path(), "out.jsonl", 30_000);
     let upgrade = weir(

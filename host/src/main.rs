@@ -600,7 +600,16 @@ fn tempfile_dir() -> std::io::Result<PathBuf> {
 }
 
 fn savepoint(args: SavepointArgs) -> ExitCode {
-    let load = |dir: &Path| Savepoint::load(dir).map_err(|e| e.to_string());
+    // A savepoint in an object store (a cluster's) is read from a download of it.
+    let download = std::env::temp_dir().join(format!("weir-savepoint-{}", std::process::id()));
+    let load = |dir: &Path| {
+        let text = dir.to_string_lossy();
+        match weir::store::is_url(&text) {
+            true => Savepoint::fetch(&text, &Default::default(), &download),
+            false => Savepoint::load(dir),
+        }
+        .map_err(|e| e.to_string())
+    };
     let result = match (args.action, args.job) {
         (Some(SavepointAction::Inspect { dir }), _) => {
             load(&dir).and_then(|s| s.inspect(&mut std::io::stdout().lock()).map_err(|e| e.to_string()))
@@ -616,6 +625,7 @@ fn savepoint(args: SavepointArgs) -> ExitCode {
         }
         (None, None) => Err("name the running job's file, or use `inspect` or `export`".into()),
     };
+    let _ = std::fs::remove_dir_all(&download);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
