@@ -439,6 +439,10 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
     let Some(()) = create_repartition_topics(&config(), &metadata, &topology, &stop).map_err(kafka_error)? else {
         return Ok(());
     };
+    // Savepoint requests come through the store (opened before joining, so that a
+    // store out of reach stops the member before it takes tasks).
+    let mut driver =
+        savepoint::Driver::open(&spec).map_err(|message| ClusterError::Savepoint { job: spec.name.clone(), message })?;
     let savepoint = match &options.from_savepoint {
         Some(from) => Some(
             savepoint::prepare_restore(&spec, &topology, from, &metadata, options.allow_non_restored_state)
@@ -494,7 +498,6 @@ pub fn run_member(spec: JobSpec, options: JobOptions, stop: Arc<std::sync::atomi
     });
     let savepoints = {
         let (tasks, done, stop) = (tasks.clone(), hold.done.clone(), stop.clone());
-        let mut driver = savepoint::Driver::open(&spec).map_err(|message| ClusterError::Savepoint { job: spec.name.clone(), message })?;
         std::thread::Builder::new()
             .name("savepoints".into())
             .spawn(move || {
