@@ -161,40 +161,9 @@ pub(super) fn prepare_restore(
     use rdkafka::consumer::Consumer;
     let (root, options) = checkpoint_root(spec)?;
     let text = from.to_string_lossy().into_owned();
-    let savepoint = if crate::store::is_url(&text) {
-        let name = text.trim_end_matches('/').rsplit('/').next().unwrap_or("savepoint").to_string();
-        crate::savepoint::Savepoint::fetch(&text, &options, &spec.work_dir().join("downloaded-savepoints").join(name))
-    } else {
-        crate::savepoint::Savepoint::load(&spec.resolve(from))
-    }
-    .map_err(|e| e.to_string())?;
-    if savepoint.manifest.max_parallelism != spec.max_parallelism {
-        return Err(format!(
-            "the savepoint was taken at max_parallelism {}, the job has {}; key groups cannot be remapped",
-            savepoint.manifest.max_parallelism, spec.max_parallelism
-        ));
-    }
+    let savepoint = crate::savepoint::Savepoint::open_for(spec, from).map_err(|e| e.to_string())?;
+    crate::job::check_savepoint(spec, &savepoint, allow_non_restored_state)?;
     let with_state = savepoint.operators_with_state();
-    let mut unmatched: Vec<String> =
-        with_state.iter().filter(|uid| !spec.operators.iter().any(|o| &o.uid == *uid)).cloned().collect();
-    for (task, state) in &savepoint.manifest.tasks {
-        let uid = task.rsplit_once('#').map_or(task.as_str(), |(u, _)| u);
-        let known = match state {
-            TaskState::Source { .. } => spec.sources.iter().any(|s| s.uid() == uid),
-            TaskState::Sink { .. } => spec.sinks.iter().any(|s| s.uid() == uid),
-            TaskState::Operator { .. } => true,
-        };
-        if !known && !unmatched.iter().any(|u| u == uid) {
-            unmatched.push(uid.to_string());
-        }
-    }
-    if !unmatched.is_empty() && !allow_non_restored_state {
-        return Err(format!(
-            "the savepoint has state for uids the job does not have: {}; keep their uids, or pass \
-             --allow-non-restored-state to drop that state",
-            unmatched.join(", ")
-        ));
-    }
     if let Some(uid) = with_state.iter().find(|uid| topology.stage_of_node(uid) == Some(0)) {
         return Err(format!(
             "operator `{uid}` has state in the savepoint and runs in the cluster's first stage, whose tasks \

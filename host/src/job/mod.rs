@@ -115,6 +115,45 @@ pub struct JobOptions {
     pub lease: Option<Arc<crate::ownership::Lease>>,
 }
 
+/// Checks that `savepoint` can start `spec`: the same max parallelism, and no state
+/// of uids the job lacks unless `allow_non_restored_state` (then it is dropped, with a
+/// warning). Also what a cluster checks once for all its tasks.
+pub(crate) fn check_savepoint(spec: &JobSpec, savepoint: &Savepoint, allow_non_restored_state: bool) -> Result<(), String> {
+    let saved = savepoint.manifest.max_parallelism;
+    if saved != spec.max_parallelism {
+        return Err(format!(
+            "the savepoint was taken at max_parallelism {saved}, the job has {}; key groups \
+             cannot be remapped, so set max_parallelism = {saved}",
+            spec.max_parallelism
+        ));
+    }
+    let mut unmatched: Vec<String> = savepoint
+        .operators_with_state()
+        .into_iter()
+        .filter(|uid| !spec.operators.iter().any(|o| &o.uid == uid))
+        .collect();
+    unmatched.extend(savepoint.manifest.tasks.iter().filter_map(|(task, state)| {
+        let uid = task.rsplit_once('#').map_or(task.as_str(), |(u, _)| u);
+        let matched = match state {
+            TaskState::Source { .. } => spec.sources.iter().any(|s| s.uid() == uid),
+            TaskState::Sink { .. } => spec.sinks.iter().any(|s| s.uid() == uid),
+            TaskState::Operator { .. } => true,
+        };
+        (!matched).then(|| uid.to_string())
+    }));
+    if !unmatched.is_empty() && !allow_non_restored_state {
+        return Err(format!(
+            "the savepoint has state for uids the job does not have: {}; keep their uids, or \
+             pass --allow-non-restored-state to drop that state",
+            unmatched.join(", ")
+        ));
+    }
+    if !unmatched.is_empty() {
+        tracing::warn!(uids = %unmatched.join(", "), "dropping savepoint state of operators the job no longer has");
+    }
+    Ok(())
+}
+
 /// Where an attempt starts from.
 #[derive(Clone, Copy)]
 enum Restore<'a> {
@@ -463,52 +502,14 @@ impl Job {
     /// The savepoint at `dir`: a directory, or an object store URL (a cluster's), which
     /// is downloaded into `<work dir>/downloaded-savepoints/` first.
     fn load_savepoint(&self, dir: &Path) -> Result<Savepoint, JobError> {
-        let text = dir.to_string_lossy();
-        if !crate::store::is_url(&text) {
-            return Ok(Savepoint::load(&self.spec.resolve(dir))?);
-        }
-        let options = self.spec.checkpoint.as_ref().map(|c| c.store_options.clone()).unwrap_or_default();
-        let name = text.trim_end_matches('/').rsplit('/').next().unwrap_or("savepoint").to_string();
-        let into = self.spec.work_dir().join("downloaded-savepoints").join(name);
-        Ok(Savepoint::fetch(&text, &options, &into)?)
+        Ok(Savepoint::open_for(&self.spec, dir)?)
     }
 
     /// Checks that a savepoint can start this job: the same max parallelism, and no
     /// saved state left behind unless allowed.
     fn check_savepoint(&self, savepoint: Savepoint) -> Result<Savepoint, JobError> {
-        let error = |message: String| JobError::Restore { job: self.spec.name.clone(), message };
-        let saved = savepoint.manifest.max_parallelism;
-        if saved != self.spec.max_parallelism {
-            return Err(error(format!(
-                "the savepoint was taken at max_parallelism {saved}, the job has {}; key groups \
-                 cannot be remapped, so set max_parallelism = {saved}",
-                self.spec.max_parallelism
-            )));
-        }
-        let mut unmatched: Vec<String> = savepoint
-            .operators_with_state()
-            .into_iter()
-            .filter(|uid| !self.spec.operators.iter().any(|o| &o.uid == uid))
-            .collect();
-        unmatched.extend(savepoint.manifest.tasks.iter().filter_map(|(task, state)| {
-            let uid = task.rsplit_once('#').map_or(task.as_str(), |(u, _)| u);
-            let matched = match state {
-                TaskState::Source { .. } => self.spec.sources.iter().any(|s| s.uid() == uid),
-                TaskState::Sink { .. } => self.spec.sinks.iter().any(|s| s.uid() == uid),
-                TaskState::Operator { .. } => true,
-            };
-            (!matched).then(|| uid.to_string())
-        }));
-        if !unmatched.is_empty() && !self.options.allow_non_restored_state {
-            return Err(error(format!(
-                "the savepoint has state for uids the job does not have: {}; keep their uids, or \
-                 pass --allow-non-restored-state to drop that state",
-                unmatched.join(", ")
-            )));
-        }
-        if !unmatched.is_empty() {
-            tracing::warn!(uids = %unmatched.join(", "), "dropping savepoint state of operators the job no longer has");
-        }
+        check_savepoint(&self.spec, &savepoint, self.options.allow_non_restored_state)
+            .map_err(|message| JobError::Restore { job: self.spec.name.clone(), message })?;
         Ok(savepoint)
     }
 

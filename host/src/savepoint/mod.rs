@@ -77,6 +77,19 @@ impl Savepoint {
         Savepoint::load(into)
     }
 
+    /// The savepoint at `at` for job `spec`: a directory (relative to the job file), or
+    /// an object store URL (with the options of the job's checkpoint store), downloaded
+    /// into `<work dir>/downloaded-savepoints/` first.
+    pub fn open_for(spec: &crate::job::JobSpec, at: &Path) -> Result<Savepoint, SavepointError> {
+        let text = at.to_string_lossy();
+        if !crate::store::is_url(&text) {
+            return Savepoint::load(&spec.resolve(at));
+        }
+        let options = spec.checkpoint.as_ref().map(|c| c.store_options.clone()).unwrap_or_default();
+        let name = text.trim_end_matches('/').rsplit('/').next().unwrap_or("savepoint").to_string();
+        Savepoint::fetch(&text, &options, &spec.work_dir().join("downloaded-savepoints").join(name))
+    }
+
     fn files(&self) -> impl Iterator<Item = &FileEntry> {
         self.manifest.tasks.values().flat_map(|t| match t {
             TaskState::Operator { state, timers, operator_state, .. } => {

@@ -55,7 +55,7 @@ pub struct KafkaSink {
     /// A repartition topic's sink: the sequence number of the last record written to
     /// each partition (the reader of partition `n` has read all of this writer's records
     /// once it has passed that number on: what a cluster's savepoint waits for).
-    last_per_partition: BTreeMap<i32, u64>,
+    last_per_partition: Vec<u64>,
 }
 
 /// The exactly-once sink's transaction.
@@ -123,16 +123,13 @@ impl KafkaSink {
             Delivery::Restore(state) => state.get("sequence").and_then(|s| s.as_u64()).unwrap_or(0),
             _ => 0,
         };
-        let last_per_partition = match delivery {
-            Delivery::Restore(state) => state
-                .get("partitions")
-                .and_then(|p| p.as_object())
-                .into_iter()
-                .flatten()
-                .filter_map(|(partition, sequence)| Some((partition.parse().ok()?, sequence.as_u64()?)))
-                .collect(),
-            _ => BTreeMap::new(),
-        };
+        let partitions = spec.repartition.as_ref().map_or(0, |r| r.partitions as usize);
+        let last_per_partition = (0..partitions)
+            .map(|p| match delivery {
+                Delivery::Restore(state) => state["partitions"][p.to_string()].as_u64().unwrap_or(0),
+                _ => 0,
+            })
+            .collect();
         let numbered_as = match &spec.repartition {
             Some(repartition) => Some(repartition.producer),
             None => spec.sequence.then(|| crate::keygroup::murmur3_32(format!("{job}/{}", spec.uid).as_bytes(), 0x5e9)),
@@ -197,8 +194,8 @@ impl KafkaSink {
             self.sequence_text.clear();
             let _ = write!(self.sequence_text, "{}", self.sequence);
         }
-        if let Some(partition) = partition {
-            self.last_per_partition.insert(partition, self.sequence);
+        if let Some(last) = partition.and_then(|p| self.last_per_partition.get_mut(p as usize)) {
+            *last = self.sequence;
         }
         let topic = self.topic(event)?;
         let mut record = BaseRecord::to(&topic).payload(&event.value);
@@ -274,7 +271,7 @@ impl Sink for KafkaSink {
             None if self.spec.repartition.is_some() => {
                 self.flush_all()?;
                 let partitions: serde_json::Map<String, serde_json::Value> =
-                    self.last_per_partition.iter().map(|(p, s)| (p.to_string(), json!(s))).collect();
+                    self.last_per_partition.iter().enumerate().map(|(p, s)| (p.to_string(), json!(s))).collect();
                 return Ok(json!({ "sequence": self.sequence, "partitions": partitions }));
             }
             None if self.numbered_as.is_some() => {
